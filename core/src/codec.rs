@@ -1,0 +1,127 @@
+//! How a blob's plain bytes are stored: a one-byte codec tag, then the payload.
+//!
+//! | tag | payload |
+//! |-----|---------|
+//! | `0` | the plain bytes |
+//! | `1` | one zstd frame of the plain bytes |
+//!
+//! A blob's id is the BLAKE3 hash of its plain bytes, so [`decode`] can always tell a
+//! damaged object from a sound one.
+
+use std::io::Read;
+
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+
+const TAG_RAW: u8 = 0;
+const TAG_ZSTD: u8 = 1;
+
+/// The largest plain blob any decoder accepts: a chunk is at most one PostgreSQL row
+/// (≤ 1 GiB of text, escaped) past the chunker's maximum, so this bounds every allocation
+/// a damaged object could ask for.
+pub const MAX_PLAIN_LEN: u64 = 2 << 30;
+
+/// Encodes `plain` for storage with zstd at `level`, or raw when compression does not help.
+pub fn encode(plain: &[u8], level: i32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(plain.len() / 2 + 16);
+    out.push(TAG_ZSTD);
+    let compressed = zstd::stream::copy_encode(plain, &mut out, level).is_ok();
+    if compressed && out.len() < plain.len() + 1 {
+        return out;
+    }
+    out.clear();
+    out.reserve(plain.len() + 1);
+    out.push(TAG_RAW);
+    out.extend_from_slice(plain);
+    out
+}
+
+/// Decodes a stored object and checks that its plain bytes hash to `id`.
+///
+/// `limit` bounds the plain size (use the size a manifest recorded when known). A damaged
+/// object yields [`Error::Corrupt`], never a panic or an allocation beyond `limit`.
+pub fn decode(id: &BlobId, stored: &[u8], limit: u64) -> Result<Vec<u8>> {
+    let corrupt = |reason: String| Error::Corrupt { id: *id, reason };
+    let limit = limit.min(MAX_PLAIN_LEN);
+    let (&tag, payload) = stored
+        .split_first()
+        .ok_or_else(|| corrupt("empty object".into()))?;
+    let plain = match tag {
+        TAG_RAW => {
+            if payload.len() as u64 > limit {
+                return Err(corrupt(format!("larger than the expected {limit} bytes")));
+            }
+            payload.to_vec()
+        }
+        TAG_ZSTD => {
+            let decoder = zstd::stream::read::Decoder::with_buffer(payload)
+                .map_err(|e| corrupt(format!("zstd: {e}")))?;
+            let mut plain = Vec::new();
+            decoder
+                .take(limit + 1)
+                .read_to_end(&mut plain)
+                .map_err(|e| corrupt(format!("zstd: {e}")))?;
+            if plain.len() as u64 > limit {
+                return Err(corrupt(format!("larger than the expected {limit} bytes")));
+            }
+            plain
+        }
+        other => return Err(corrupt(format!("unknown codec tag {other}"))),
+    };
+    if BlobId::of(&plain) != *id {
+        return Err(corrupt("content does not match its hash".into()));
+    }
+    Ok(plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn round_trips_compressible_and_incompressible_bytes() {
+        let text = b"abcabcabcabcabcabcabcabcabcabc".repeat(1000);
+        let enc = encode(&text, 3);
+        assert_eq!(enc[0], TAG_ZSTD);
+        assert!(enc.len() < text.len() / 10);
+        assert_eq!(decode(&BlobId::of(&text), &enc, u64::MAX).unwrap(), text);
+
+        let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let enc = encode(&noise, 3);
+        assert_eq!(decode(&BlobId::of(&noise), &enc, 4096).unwrap(), noise);
+    }
+
+    #[test]
+    fn a_flipped_bit_is_reported_as_corrupt() {
+        let text = b"hello world, hello world".repeat(100);
+        let id = BlobId::of(&text);
+        let mut enc = encode(&text, 3);
+        let last = enc.len() - 1;
+        enc[last] ^= 0x10;
+        assert!(matches!(decode(&id, &enc, u64::MAX), Err(Error::Corrupt { .. })));
+        let mut raw = vec![TAG_RAW];
+        raw.extend_from_slice(b"other");
+        assert!(matches!(decode(&id, &raw, u64::MAX), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn the_limit_bounds_decoding() {
+        let big = vec![0u8; 1 << 20];
+        let enc = encode(&big, 3);
+        assert!(matches!(decode(&BlobId::of(&big), &enc, 1000), Err(Error::Corrupt { .. })));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let _ = decode(&BlobId::of(b"x"), &bytes, 1 << 20);
+        }
+
+        #[test]
+        fn encode_then_decode_is_identity(bytes in proptest::collection::vec(any::<u8>(), 0..5000), level in 1i32..4) {
+            let enc = encode(&bytes, level);
+            prop_assert_eq!(decode(&BlobId::of(&bytes), &enc, bytes.len() as u64).unwrap(), bytes);
+        }
+    }
+}

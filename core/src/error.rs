@@ -1,0 +1,64 @@
+//! The one error type of phony-core.
+
+use crate::id::BlobId;
+
+/// What can go wrong in the model and the store, in terms a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A snapshot, blob or store that was asked for does not exist.
+    #[error("{what} not found")]
+    NotFound { what: String },
+
+    /// A name is already taken by another snapshot.
+    #[error("a snapshot named {name:?} already exists ({id}); pick another name or delete that snapshot first")]
+    AlreadyExists { name: String, id: String },
+
+    /// A short id prefix matches more than one snapshot.
+    #[error("{prefix:?} is ambiguous: it matches {}", candidates.join(", "))]
+    Ambiguous { prefix: String, candidates: Vec<String> },
+
+    /// User input that does not have the required form.
+    #[error("{0}")]
+    Invalid(String),
+
+    /// A stored object does not match its id, or cannot be decoded.
+    #[error("blob {id} is corrupt: {reason}")]
+    Corrupt { id: BlobId, reason: String },
+
+    /// A stored record or config file cannot be decoded.
+    #[error("{what} is corrupt: {reason}")]
+    CorruptRecord { what: String, reason: String },
+
+    /// The store was written by a newer format than this build reads.
+    #[error("the store uses format {found}, but this phony reads formats up to {supported}; upgrade phony to use it")]
+    UnsupportedFormat { found: u32, supported: u32 },
+
+    /// The underlying storage failed.
+    #[error("{context}")]
+    Backend {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    /// A backend failure with a verb-phrase context ("writing blob abc…").
+    pub fn backend(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Backend {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    /// Whether this error means "the thing is not there".
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+}
+
+/// Result alias of phony-core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,31 @@
+//! # phony-core
+//!
+//! The model and the algorithms of phony, free of any I/O runtime: this crate names no
+//! database, no filesystem and no network, and reads no clock. Time, randomness and storage
+//! come in through arguments and the small [`Backend`] trait.
+//!
+//! - [`chunker`]: a table's row stream → row-aligned content-defined chunks (FastCDC).
+//! - [`codec`]: plain bytes ↔ stored bytes (zstd, tagged), verified against the BLAKE3 id.
+//! - [`manifest`]: chunk trees per table and the root manifest of a snapshot.
+//! - [`record`]: the snapshot record that makes a snapshot listed, written last.
+//! - [`config`]: the store's self-description and format version.
+//! - [`store`]: the store on top of a [`Backend`].
+//! - [`resolve`]: ids, prefixes and names → one snapshot.
+
+pub mod chunker;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod id;
+pub mod manifest;
+pub mod record;
+pub mod resolve;
+pub mod store;
+
+pub use chunker::{ChunkParams, RowChunk, RowChunker};
+pub use config::StoreConfig;
+pub use error::{Error, Result};
+pub use id::{BlobId, SnapshotId};
+pub use manifest::{BlobRef, QualifiedName, RootManifest, SequenceState, TableEntry};
+pub use record::{Origin, SnapshotName, SnapshotRecord, SnapshotStats, SourceInfo};
+pub use store::{Backend, ListEntry, Store, Stored};

@@ -1,0 +1,199 @@
+//! Snapshot records: the small, last-written object that makes a snapshot exist.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::id::{BlobId, SnapshotId};
+use crate::manifest::MANIFEST_FORMAT;
+
+/// A validated snapshot name: 1–64 characters of letters, digits, `.`, `_` and `-`,
+/// starting with a letter or digit, and not shaped like a snapshot id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SnapshotName(String);
+
+impl SnapshotName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for SnapshotName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let first_ok = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        let rest_ok = s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !first_ok || !rest_ok || s.len() > 64 {
+            return Err(Error::Invalid(format!(
+                "invalid snapshot name {s:?}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )));
+        }
+        if s.starts_with(SnapshotId::PREFIX) {
+            return Err(Error::Invalid(format!(
+                "invalid snapshot name {s:?}: names may not start with {:?}, which is reserved for ids",
+                SnapshotId::PREFIX
+            )));
+        }
+        Ok(SnapshotName(s.to_owned()))
+    }
+}
+
+impl TryFrom<String> for SnapshotName {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<SnapshotName> for String {
+    fn from(n: SnapshotName) -> String {
+        n.0
+    }
+}
+
+impl fmt::Display for SnapshotName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a snapshot was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Asked for by a person or a script.
+    #[default]
+    Manual,
+    /// Taken automatically before a restore, so the restore can be undone.
+    Safety,
+    /// Taken by a schedule.
+    Scheduled,
+}
+
+/// Where a snapshot came from (never a password).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SourceInfo {
+    /// The database name.
+    pub database: String,
+    /// The server's version string.
+    pub server_version: String,
+}
+
+/// Sizes of a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SnapshotStats {
+    pub tables: u64,
+    pub rows: u64,
+    pub sequences: u64,
+    /// Plain bytes of all rows.
+    pub bytes: u64,
+    /// Stored (compressed) bytes of every blob the snapshot references, shared or not.
+    pub stored_bytes: u64,
+    /// Stored bytes this snapshot added to the store (blobs no earlier snapshot had).
+    pub new_bytes: u64,
+    /// Chunks and manifest nodes referenced.
+    pub blobs: u64,
+    /// Of those, how many this snapshot added.
+    pub new_blobs: u64,
+    /// Wall time of the capture, in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// The record that lists a snapshot. Written only after every blob it names is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub format: u32,
+    pub id: SnapshotId,
+    pub name: Option<SnapshotName>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub root: BlobId,
+    #[serde(default)]
+    pub pinned: bool,
+    #[serde(default)]
+    pub origin: Origin,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub source: SourceInfo,
+    pub stats: SnapshotStats,
+}
+
+impl SnapshotRecord {
+    /// The canonical encoding (pretty JSON, so a store can be read by people too).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(self).unwrap_or_default();
+        out.push(b'\n');
+        out
+    }
+
+    /// Decodes a record, refusing formats newer than this build.
+    pub fn decode(what: &str, bytes: &[u8]) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Probe {
+            format: u32,
+        }
+        let corrupt = |e: serde_json::Error| Error::CorruptRecord {
+            what: what.to_owned(),
+            reason: e.to_string(),
+        };
+        let probe: Probe = serde_json::from_slice(bytes).map_err(corrupt)?;
+        if probe.format > MANIFEST_FORMAT {
+            return Err(Error::UnsupportedFormat { found: probe.format, supported: MANIFEST_FORMAT });
+        }
+        serde_json::from_slice(bytes).map_err(corrupt)
+    }
+
+    /// "name (id)" or just the id.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => format!("{n} ({})", self.id),
+            None => self.id.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        for good in ["clean-state", "before-migration", "v1.2_rc", "A"] {
+            assert!(good.parse::<SnapshotName>().is_ok(), "{good}");
+        }
+        for bad in ["", "-x", "has space", "snap_abc", "é", &"x".repeat(65)] {
+            assert!(bad.parse::<SnapshotName>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_newer_formats_are_refused() {
+        let rec = SnapshotRecord {
+            format: MANIFEST_FORMAT,
+            id: SnapshotId::from_random([1, 2, 3, 4, 5, 6]),
+            name: Some("clean-state".parse().unwrap()),
+            created_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+            root: BlobId::of(b"root"),
+            pinned: true,
+            origin: Origin::Manual,
+            labels: BTreeMap::new(),
+            source: SourceInfo { database: "app".into(), server_version: "15.4".into() },
+            stats: SnapshotStats::default(),
+        };
+        let bytes = rec.encode();
+        assert_eq!(SnapshotRecord::decode("r", &bytes).unwrap(), rec);
+        let newer = String::from_utf8(bytes).unwrap().replace("\"format\": 1", "\"format\": 7");
+        assert!(matches!(
+            SnapshotRecord::decode("r", newer.as_bytes()),
+            Err(Error::UnsupportedFormat { found: 7, .. })
+        ));
+        assert!(matches!(SnapshotRecord::decode("r", b"{"), Err(Error::CorruptRecord { .. })));
+    }
+}
