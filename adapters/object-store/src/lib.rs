@@ -1,0 +1,146 @@
+//! # phony-object-store
+//!
+//! phony's store [`Backend`] on the [`object_store`] crate: a local directory (the
+//! default), memory (for tests), and any other `object_store` implementation (S3 is a
+//! feature flag away, not a rewrite: every operation used here is one that S3 offers,
+//! including create-if-absent writes).
+//!
+//! ```
+//! # async fn demo() -> phony_core::Result<()> {
+//! use phony_core::{Store, StoreConfig};
+//! use phony_object_store::ObjectStoreBackend;
+//!
+//! let store = Store::open_or_init(ObjectStoreBackend::memory(), StoreConfig::default()).await?;
+//! let (id, stored) = store.put_plain(b"1\thello\n").await?;
+//! assert!(stored.new);
+//! assert_eq!(store.get_plain(&id, 1024).await?, b"1\thello\n");
+//! # Ok(()) }
+//! # futures::executor::block_on(demo()).unwrap();
+//! ```
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use phony_core::{Backend, Error, ListEntry, Result};
+
+/// A store backend on any [`ObjectStore`].
+#[derive(Debug, Clone)]
+pub struct ObjectStoreBackend {
+    inner: Arc<dyn ObjectStore>,
+    description: String,
+}
+
+impl ObjectStoreBackend {
+    /// Wraps an object store; `description` names it in messages (no secrets).
+    pub fn new(inner: Arc<dyn ObjectStore>, description: impl Into<String>) -> Self {
+        ObjectStoreBackend { inner, description: description.into() }
+    }
+
+    /// A store in a local directory. With `create`, the directory is created if missing;
+    /// without, a missing directory is [`Error::NotFound`].
+    pub fn local(dir: &std::path::Path, create: bool) -> Result<Self> {
+        let description = dir.display().to_string();
+        if create {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::backend(format!("creating store directory {description}"), e)
+            })?;
+        } else if !dir.is_dir() {
+            return Err(Error::NotFound { what: format!("phony store at {description}") });
+        }
+        let fs = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| Error::backend(format!("opening store directory {description}"), e))?;
+        Ok(Self::new(Arc::new(fs), description))
+    }
+
+    /// A store in memory, gone when dropped.
+    pub fn memory() -> Self {
+        Self::new(Arc::new(InMemory::new()), "memory")
+    }
+
+    /// A store named by a location: a path, `file:///path` or `memory://`.
+    pub fn from_location(location: &str, create: bool) -> Result<Self> {
+        if location == "memory://" || location == "memory:" {
+            return Ok(Self::memory());
+        }
+        if let Some(rest) = location.strip_prefix("file://") {
+            return Self::local(std::path::Path::new(rest), create);
+        }
+        if let Some((scheme, _)) = location.split_once("://") {
+            return Err(Error::Invalid(format!(
+                "unsupported store location scheme {scheme:?}: use a directory path, file:// or memory://"
+            )));
+        }
+        Self::local(std::path::Path::new(location), create)
+    }
+}
+
+fn map_err(context: impl FnOnce() -> String, e: object_store::Error) -> Error {
+    match e {
+        object_store::Error::NotFound { .. } => Error::NotFound { what: context() },
+        other => Error::backend(context(), other),
+    }
+}
+
+impl Backend for ObjectStoreBackend {
+    async fn put_if_absent(&self, key: &str, bytes: Bytes) -> Result<bool> {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.inner.put_opts(&Path::from(key), PutPayload::from(bytes), opts).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(map_err(|| format!("writing {key} in {}", self.description), e)),
+        }
+    }
+
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.inner
+            .put(&Path::from(key), PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| map_err(|| format!("writing {key} in {}", self.description), e))
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        let context = || format!("{key} in {}", self.description);
+        let result = self.inner.get(&Path::from(key)).await.map_err(|e| map_err(context, e))?;
+        result.bytes().await.map_err(|e| map_err(context, e))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<u64>> {
+        let opts = GetOptions { head: true, ..Default::default() };
+        match self.inner.get_opts(&Path::from(key), opts).await {
+            Ok(r) => Ok(Some(r.meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(map_err(|| format!("checking {key} in {}", self.description), e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        match self.inner.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(map_err(|| format!("deleting {key} in {}", self.description), e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ListEntry>> {
+        let prefix_path = Path::from(prefix.trim_end_matches('/'));
+        let metas: Vec<_> = self
+            .inner
+            .list(Some(&prefix_path))
+            .try_collect()
+            .await
+            .map_err(|e| map_err(|| format!("listing {prefix} in {}", self.description), e))?;
+        Ok(metas
+            .into_iter()
+            .map(|m| ListEntry { key: m.location.to_string(), size: m.size })
+            .collect())
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+}
