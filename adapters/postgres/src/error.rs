@@ -1,0 +1,85 @@
+//! The one error type of phony-postgres.
+
+use std::fmt;
+
+/// A session that holds a lock a restore needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockingSession {
+    pub pid: i32,
+    pub application_name: String,
+    pub state: String,
+}
+
+impl fmt::Display for BlockingSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let app = if self.application_name.is_empty() { "-" } else { &self.application_name };
+        write!(f, "pid {} ({}, {})", self.pid, app, self.state)
+    }
+}
+
+/// What can go wrong talking to PostgreSQL, in terms a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server could not be reached or refused the login.
+    #[error("connecting to {target}: {message}")]
+    Connect { target: String, message: String },
+
+    /// A statement failed; `message` is the server's (or driver's) text.
+    #[error("{context}: {message}")]
+    Postgres { context: String, message: String },
+
+    /// Other sessions hold locks the restore needs.
+    #[error(
+        "could not lock {database} within {timeout}: blocked by {}; retry later, raise --lock-timeout, or use --force to terminate them",
+        sessions.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    Locked { database: String, timeout: String, sessions: Vec<BlockingSession> },
+
+    /// pg_dump is missing, too old or failed.
+    #[error("{0}")]
+    PgDump(String),
+
+    /// The connection string is malformed.
+    #[error("invalid connection string: {0}")]
+    InvalidTarget(String),
+
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] phony_core::Error),
+
+    /// A background task failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Result alias of phony-postgres.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The readable text of a driver error: the server's message, detail and hint when there
+/// is one, the driver's chain of causes otherwise.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = db.message().to_owned();
+        if let Some(detail) = db.detail() {
+            s.push_str(&format!(" ({})", detail.replace('\n', "; ")));
+        }
+        if let Some(hint) = db.hint() {
+            s.push_str(&format!("; hint: {}", hint.replace('\n', " ")));
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+/// Wraps a driver error with a verb-phrase context.
+pub fn pg(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {
+    let context = context.into();
+    move |e| Error::Postgres { context, message: describe(&e) }
+}

@@ -1,0 +1,27 @@
+//! # phony-postgres
+//!
+//! phony's PostgreSQL adapter, on tokio-postgres.
+//!
+//! - [`connect`]: connection strings, libpq's environment defaults, password-free display.
+//! - [`capture`]: one consistent, online read of a database into a phony store.
+//! - [`restore`]: an atomic rewrite of a database into a snapshot's state.
+//! - [`fingerprint`]: a database's state, comparable regardless of physical row order.
+//! - [`schema_dump`]: schema DDL through a matching pg_dump.
+//!
+//! Everything phony installs lives in the schema [`catalog::PHONY_SCHEMA`], which is never
+//! captured, restored or fingerprinted.
+
+pub mod capture;
+pub mod catalog;
+pub mod connect;
+pub mod error;
+pub mod fingerprint;
+pub mod restore;
+pub mod schema_dump;
+mod sql;
+
+pub use capture::{capture, CaptureOptions, Captured, Progress};
+pub use connect::ConnectionTarget;
+pub use error::{BlockingSession, Error, Result};
+pub use fingerprint::Fingerprint;
+pub use restore::{ensure_database, restore, RestoreOptions, RestoreReport};

@@ -1,0 +1,324 @@
+//! Restore: make a database's state equal to a snapshot's, in one transaction.
+//!
+//! The full path replaces every user schema: drop them, run the snapshot's pre-data DDL,
+//! load every table (COPY … FREEZE into the tables just created), run the post-data DDL
+//! (keys, indexes, foreign keys and triggers after the rows, as pg_restore does), set the
+//! sequences, refresh materialized views, commit. If anything fails or the process dies,
+//! PostgreSQL rolls the whole transaction back: the database is as it was before.
+//! Other sessions stay connected; they wait on the locks until the commit.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt, TryStreamExt};
+use phony_core::{codec, Backend, RootManifest, Store, TableEntry};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Client;
+
+use crate::capture::Progress;
+use crate::catalog::{self, PHONY_SCHEMA};
+use crate::connect::ConnectionTarget;
+use crate::error::{describe, pg, BlockingSession, Error, Result};
+use crate::sql::{ident, ident_list, literal, qualified};
+
+/// How to restore.
+#[derive(Clone)]
+pub struct RestoreOptions {
+    /// How long to wait for other sessions' locks before giving up.
+    pub lock_timeout: Duration,
+    /// Terminate other sessions connected to the database first.
+    pub force: bool,
+    /// Chunks fetched and decoded ahead of the load.
+    pub prefetch: usize,
+    /// Called as rows are loaded.
+    pub progress: Option<Progress>,
+}
+
+impl std::fmt::Debug for RestoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreOptions")
+            .field("lock_timeout", &self.lock_timeout)
+            .field("force", &self.force)
+            .finish()
+    }
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions { lock_timeout: Duration::from_secs(5), force: false, prefetch: 8, progress: None }
+    }
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    pub tables: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sequences: u64,
+    /// Sessions terminated because of `force`.
+    pub terminated: u64,
+    pub duration: Duration,
+}
+
+/// Creates database `target` if it does not exist; returns whether it did.
+pub async fn ensure_database(target: &ConnectionTarget) -> Result<bool> {
+    let maintenance = target.with_dbname("postgres").with_application_name("phony restore");
+    let client = match maintenance.connect().await {
+        Ok(c) => c,
+        Err(_) => target.with_dbname("template1").with_application_name("phony restore").connect().await?,
+    };
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1", &[&target.dbname()])
+        .await
+        .map_err(pg("looking up the target database"))?
+        .is_some();
+    if exists {
+        return Ok(false);
+    }
+    client
+        .batch_execute(&format!("CREATE DATABASE {}", ident(target.dbname())))
+        .await
+        .map_err(pg(format!("creating database {}", target.dbname())))?;
+    Ok(true)
+}
+
+/// Drops a database phony created for a restore that then failed.
+pub async fn drop_database(target: &ConnectionTarget) -> Result<()> {
+    let client = target.with_dbname("postgres").connect().await?;
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {}", ident(target.dbname())))
+        .await
+        .map_err(pg(format!("dropping database {}", target.dbname())))
+}
+
+/// Restores `root` into the database at `target`, replacing its user schemas.
+pub async fn restore<B: Backend + 'static>(
+    target: &ConnectionTarget,
+    store: &Arc<Store<B>>,
+    root: &RootManifest,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport> {
+    let started = Instant::now();
+    // Read the DDL before touching the database: a store problem must not cost a lock.
+    let pre_data = text_blob(store, &root.pre_data).await?;
+    let post_data = text_blob(store, &root.post_data).await?;
+
+    let client = target.with_application_name("phony restore").connect().await?;
+    let mut report = RestoreReport::default();
+    if opts.force {
+        report.terminated = terminate_others(&client).await?;
+    }
+    client
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL maintenance_work_mem = '256MB'",
+            literal(&format!("{}ms", opts.lock_timeout.as_millis().max(1)))
+        ))
+        .await
+        .map_err(pg("starting the restore transaction"))?;
+
+    if let Err(e) = drop_user_schemas(&client, root.server_version_num, &pre_data).await {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(match e {
+            DropError::Locked => Error::Locked {
+                database: target.dbname().to_owned(),
+                timeout: humanize(opts.lock_timeout),
+                sessions: lock_holders(&client).await.unwrap_or_default(),
+            },
+            DropError::Other(e) => e,
+        });
+    }
+    let result = load(&client, store, root, &pre_data, &post_data, opts, &mut report).await;
+    if let Err(e) = result {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(e);
+    }
+    client.batch_execute("COMMIT").await.map_err(pg("committing the restore"))?;
+    report.duration = started.elapsed();
+    Ok(report)
+}
+
+async fn load<B: Backend + 'static>(
+    client: &Client,
+    store: &Arc<Store<B>>,
+    root: &RootManifest,
+    pre_data: &str,
+    post_data: &str,
+    opts: &RestoreOptions,
+    report: &mut RestoreReport,
+) -> Result<()> {
+    client.batch_execute(pre_data).await.map_err(pg("recreating the schema"))?;
+    for table in &root.tables {
+        load_table(client, store, table, opts).await?;
+        report.tables += 1;
+        report.rows += table.content.rows;
+        report.bytes += table.content.bytes;
+    }
+    client
+        .batch_execute(post_data)
+        .await
+        .map_err(pg("recreating keys, indexes and triggers"))?;
+    for seq in &root.sequences {
+        client
+            .execute(
+                "SELECT pg_catalog.setval($1::text::regclass, $2, $3)",
+                &[&qualified(&seq.sequence), &seq.last_value, &seq.is_called],
+            )
+            .await
+            .map_err(pg(format!("setting sequence {}", seq.sequence)))?;
+        report.sequences += 1;
+    }
+    for mv in &root.materialized_views {
+        client
+            .batch_execute(&format!("REFRESH MATERIALIZED VIEW {}", qualified(mv)))
+            .await
+            .map_err(pg(format!("refreshing materialized view {mv}")))?;
+    }
+    Ok(())
+}
+
+async fn text_blob<B: Backend>(store: &Store<B>, r: &phony_core::BlobRef) -> Result<String> {
+    let plain = store.get_plain(&r.id, r.bytes).await?;
+    String::from_utf8(plain).map_err(|_| {
+        Error::Store(phony_core::Error::Corrupt { id: r.id, reason: "schema text is not UTF-8".into() })
+    })
+}
+
+/// Streams a table's chunks from the store into `COPY … FROM STDIN`, fetching and
+/// decoding ahead of the load.
+pub(crate) async fn load_table<B: Backend + 'static>(
+    client: &Client,
+    store: &Arc<Store<B>>,
+    table: &TableEntry,
+    opts: &RestoreOptions,
+) -> Result<()> {
+    let chunks = store.table_chunks(table).await?;
+    let cols = if table.columns.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", ident_list(&table.columns))
+    };
+    let sql = format!("COPY {}{cols} FROM STDIN WITH (FREEZE)", qualified(&table.table));
+    let sink = client
+        .copy_in::<_, Bytes>(&sql)
+        .await
+        .map_err(pg(format!("loading table {}", table.table)))?;
+    futures::pin_mut!(sink);
+    let mut blobs = futures::stream::iter(chunks)
+        .map(|c| {
+            let store = store.clone();
+            async move {
+                let stored = store.get_encoded(&c.id).await?;
+                tokio::task::spawn_blocking(move || codec::decode(&c.id, &stored, c.bytes))
+                    .await
+                    .map_err(|e| Error::Internal(format!("decoding a chunk failed: {e}")))?
+                    .map_err(Error::from)
+            }
+        })
+        .buffered(opts.prefetch.max(1));
+    while let Some(plain) = blobs.try_next().await? {
+        if let Some(p) = &opts.progress {
+            p(plain.len() as u64);
+        }
+        sink.send(Bytes::from(plain))
+            .await
+            .map_err(pg(format!("loading table {}", table.table)))?;
+    }
+    sink.as_mut()
+        .finish()
+        .await
+        .map_err(pg(format!("loading table {}", table.table)))?;
+    Ok(())
+}
+
+enum DropError {
+    Locked,
+    Other(Error),
+}
+
+/// Drops every user schema (not phony's own) and recreates `public` as PostgreSQL makes
+/// it, unless the snapshot's DDL creates it itself.
+async fn drop_user_schemas(client: &Client, server_version_num: u32, pre_data: &str) -> Result<(), DropError> {
+    let schemas = catalog::user_schemas(client).await.map_err(DropError::Other)?;
+    for schema in schemas.iter().filter(|s| *s != PHONY_SCHEMA) {
+        let sql = format!("DROP SCHEMA {} CASCADE", ident(schema));
+        if let Err(e) = client.batch_execute(&sql).await {
+            if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+                return Err(DropError::Locked);
+            }
+            return Err(DropError::Other(Error::Postgres {
+                context: format!("replacing schema {schema}"),
+                message: describe(&e),
+            }));
+        }
+    }
+    let creates_public = pre_data.lines().any(|l| l.starts_with("CREATE SCHEMA public"));
+    if !creates_public {
+        // The state initdb gives `public`; pg_dump writes only what differs from it.
+        let sql = if server_version_num >= 150000 {
+            "CREATE SCHEMA public AUTHORIZATION pg_database_owner; \
+             GRANT USAGE ON SCHEMA public TO PUBLIC; \
+             COMMENT ON SCHEMA public IS 'standard public schema';"
+                .to_owned()
+        } else {
+            let owner: String = client
+                .query_one("SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = 10", &[])
+                .await
+                .map_err(|e| DropError::Other(pg("reading the bootstrap role")(e)))?
+                .get(0);
+            format!(
+                "CREATE SCHEMA public AUTHORIZATION {}; GRANT ALL ON SCHEMA public TO PUBLIC; \
+                 COMMENT ON SCHEMA public IS 'standard public schema';",
+                ident(&owner)
+            )
+        };
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| DropError::Other(pg("recreating schema public")(e)))?;
+    }
+    Ok(())
+}
+
+/// Sessions on this database that hold locks on user relations (after a lock timeout).
+async fn lock_holders(client: &Client) -> Result<Vec<BlockingSession>> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT a.pid, coalesce(a.application_name, ''), coalesce(a.state, '')
+             FROM pg_catalog.pg_stat_activity a
+             JOIN pg_catalog.pg_locks l ON l.pid = a.pid
+             WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+               AND l.locktype = 'relation' AND l.granted
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(pg("listing blocking sessions"))?;
+    Ok(rows
+        .iter()
+        .map(|r| BlockingSession { pid: r.get(0), application_name: r.get(1), state: r.get(2) })
+        .collect())
+}
+
+async fn terminate_others(client: &Client) -> Result<u64> {
+    let rows = client
+        .query(
+            "SELECT pg_catalog.pg_terminate_backend(pid)
+             FROM pg_catalog.pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()
+               AND backend_type = 'client backend'",
+            &[],
+        )
+        .await
+        .map_err(pg("terminating other sessions"))?;
+    Ok(rows.iter().filter(|r| r.get::<_, bool>(0)).count() as u64)
+}
+
+fn humanize(d: Duration) -> String {
+    if d.as_millis() % 1000 == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}

@@ -1,0 +1,168 @@
+//! Schema capture with pg_dump: pre-data DDL (run before rows are loaded) and post-data
+//! DDL (keys, indexes, foreign keys, triggers: run after), read at the capture's exported
+//! snapshot so schema and rows are one point in time.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+use crate::catalog::PHONY_SCHEMA;
+use crate::connect::ConnectionTarget;
+use crate::error::{Error, Result};
+
+/// The environment variable that names a pg_dump binary explicitly.
+pub const PG_DUMP_ENV: &str = "PHONY_PG_DUMP";
+
+/// A pg_dump binary and its major version.
+#[derive(Debug, Clone)]
+pub struct PgDump {
+    pub path: PathBuf,
+    pub major: u32,
+}
+
+/// Which part of the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    PreData,
+    PostData,
+}
+
+impl Section {
+    fn arg(self) -> &'static str {
+        match self {
+            Section::PreData => "--section=pre-data",
+            Section::PostData => "--section=post-data",
+        }
+    }
+}
+
+impl PgDump {
+    /// Finds a pg_dump able to dump a server of major version `server_major`: `$PHONY_PG_DUMP`
+    /// if set (and then only it), else the server's own major version under
+    /// `/usr/lib/postgresql`, else `pg_config --bindir`, else `PATH`.
+    pub async fn find(server_major: u32) -> Result<Self> {
+        if let Some(explicit) = std::env::var_os(PG_DUMP_ENV).filter(|v| !v.is_empty()) {
+            let path = PathBuf::from(explicit);
+            let found = Self::probe(&path).await.ok_or_else(|| {
+                Error::PgDump(format!(
+                    "pg_dump not found or not runnable at {} (from {PG_DUMP_ENV})",
+                    path.display()
+                ))
+            })?;
+            return found.check(server_major);
+        }
+        let mut candidates = vec![PathBuf::from(format!("/usr/lib/postgresql/{server_major}/bin/pg_dump"))];
+        if let Ok(out) = Command::new("pg_config").arg("--bindir").output().await {
+            if out.status.success() {
+                let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                candidates.push(Path::new(&dir).join("pg_dump"));
+            }
+        }
+        candidates.push(PathBuf::from("pg_dump"));
+        let mut best: Option<PgDump> = None;
+        for c in candidates {
+            if let Some(found) = Self::probe(&c).await {
+                if found.major >= server_major {
+                    return Ok(found);
+                }
+                best.get_or_insert(found);
+            }
+        }
+        match best {
+            Some(b) => b.check(server_major),
+            None => Err(Error::PgDump(format!(
+                "pg_dump not found: install the PostgreSQL {server_major} client tools or set {PG_DUMP_ENV}"
+            ))),
+        }
+    }
+
+    fn check(self, server_major: u32) -> Result<Self> {
+        if self.major < server_major {
+            return Err(Error::PgDump(format!(
+                "{} is version {}, older than the server ({server_major}); install pg_dump {server_major} or newer, or point {PG_DUMP_ENV} at one",
+                self.path.display(),
+                self.major
+            )));
+        }
+        Ok(self)
+    }
+
+    async fn probe(path: &Path) -> Option<PgDump> {
+        let out = Command::new(path).arg("--version").output().await.ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "pg_dump (PostgreSQL) 15.4 (Debian 15.4-1)"
+        let version = text.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+        let major = version.split(['.', 'b', 'r', 'd']).next()?.parse().ok()?;
+        Some(PgDump { path: path.to_owned(), major })
+    }
+
+    /// Dumps one section of the schema of `target`, at `snapshot` (an exported snapshot id)
+    /// when given, with psql meta-commands (`\restrict` …) removed.
+    pub async fn dump(&self, target: &ConnectionTarget, section: Option<Section>, snapshot: Option<&str>) -> Result<String> {
+        let mut cmd = Command::new(&self.path);
+        cmd.arg("--schema-only")
+            .arg("--no-password")
+            .arg(format!("--exclude-schema={PHONY_SCHEMA}"))
+            .env_remove("PGSERVICE")
+            .envs(target.libpq_env())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(s) = section {
+            cmd.arg(s.arg());
+        }
+        if let Some(snap) = snapshot {
+            cmd.arg(format!("--snapshot={snap}"));
+        }
+        let out = cmd
+            .output()
+            .await
+            .map_err(|e| Error::PgDump(format!("running {}: {e}", self.path.display())))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("no message");
+            return Err(Error::PgDump(format!("pg_dump failed: {}", first.trim())));
+        }
+        let text = String::from_utf8(out.stdout)
+            .map_err(|_| Error::PgDump("pg_dump printed text that is not UTF-8".into()))?;
+        Ok(strip_meta_commands(&text))
+    }
+}
+
+/// Removes psql meta-command lines (`\restrict KEY` and the like): they are not SQL, and
+/// their random keys would make every dump look new.
+pub fn strip_meta_commands(script: &str) -> String {
+    let mut out = String::with_capacity(script.len());
+    for line in script.split_inclusive('\n') {
+        if !line.starts_with('\\') {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// The dump without comments and blank lines: what two equal schemas share exactly.
+pub fn normalize(script: &str) -> String {
+    script
+        .lines()
+        .filter(|l| !l.starts_with("--") && !l.starts_with('\\') && !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_commands_are_removed() {
+        let s = "\\restrict abc\nSET x = 1;\nCREATE TABLE t (a int);\n\\unrestrict abc\n";
+        assert_eq!(strip_meta_commands(s), "SET x = 1;\nCREATE TABLE t (a int);\n");
+        assert_eq!(normalize("-- c\n\nSET x = 1;\n\\restrict k\n"), "SET x = 1;");
+    }
+}

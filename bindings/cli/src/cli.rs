@@ -1,0 +1,98 @@
+//! The command line, as scripts and the HTTP service rely on it.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use phony_core::SnapshotName;
+
+/// Snapshot a PostgreSQL database and roll it back in seconds.
+#[derive(Debug, Parser)]
+#[command(name = "phony", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Database to snapshot or restore [default: $PHONY_DATABASE_URL, $DATABASE_URL, then libpq's PG* variables]
+    #[arg(long, global = true, value_name = "URL", env = "PHONY_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
+
+    /// Where snapshots are stored: a directory or file:// URL
+    #[arg(long, global = true, value_name = "URL", env = "PHONY_STORE", default_value = ".phony")]
+    pub store: String,
+
+    /// Print one JSON document instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, inspect, restore and delete snapshots
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a snapshot of the database; prints its id
+    Create(CreateArgs),
+    /// List snapshots, newest first
+    List,
+    /// Show one snapshot: its tables, rows and sizes
+    Show(RefArgs),
+    /// Make the database (or --target) exactly as it was at a snapshot
+    Restore(RestoreArgs),
+    /// Delete a snapshot record (its data is shared and stays until garbage collection)
+    Delete(DeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// A unique name to refer to the snapshot by (letters, digits, '.', '_', '-')
+    #[arg(long)]
+    pub name: Option<SnapshotName>,
+    /// Keep this snapshot whatever a retention policy says
+    #[arg(long)]
+    pub pin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RefArgs {
+    /// Snapshot id, unique id prefix, or name
+    #[arg(value_name = "ID|NAME")]
+    pub snapshot: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot id, unique id prefix, or name
+    #[arg(value_name = "ID|NAME")]
+    pub snapshot: String,
+    /// Restore into this database instead (created if missing); the source is untouched
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// Terminate other sessions connected to the database first
+    #[arg(long)]
+    pub force: bool,
+    /// How long to wait for other sessions' locks, e.g. 5s, 500ms, 1m
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub lock_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Snapshot id, unique id prefix, or name
+    #[arg(value_name = "ID|NAME")]
+    pub snapshot: String,
+    /// Delete even a pinned snapshot
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 5s, 500ms, 2m)"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}

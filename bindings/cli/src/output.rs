@@ -1,0 +1,153 @@
+//! What commands print: one stable JSON shape per object, and tables for people.
+
+use comfy_table::{presets, Cell, CellAlignment, Table};
+use humansize::{format_size, BINARY};
+use phony_core::{RootManifest, SnapshotRecord};
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+
+/// A snapshot as every command shows it in JSON.
+#[derive(Debug, Serialize)]
+pub struct SnapshotView<'a> {
+    pub id: String,
+    pub name: Option<&'a str>,
+    pub created_at: String,
+    pub origin: phony_core::Origin,
+    pub pinned: bool,
+    pub database: &'a str,
+    pub server_version: &'a str,
+    pub tables: u64,
+    pub rows: u64,
+    pub sequences: u64,
+    /// Plain bytes of all rows.
+    pub bytes: u64,
+    /// Stored bytes of everything the snapshot references.
+    pub stored_bytes: u64,
+    /// Stored bytes this snapshot added to the store.
+    pub new_bytes: u64,
+    pub duration_ms: u64,
+    pub root: String,
+}
+
+impl<'a> SnapshotView<'a> {
+    pub fn of(r: &'a SnapshotRecord) -> Self {
+        SnapshotView {
+            id: r.id.to_string(),
+            name: r.name.as_ref().map(|n| n.as_str()),
+            created_at: r.created_at.format(&Rfc3339).unwrap_or_default(),
+            origin: r.origin,
+            pinned: r.pinned,
+            database: &r.source.database,
+            server_version: &r.source.server_version,
+            tables: r.stats.tables,
+            rows: r.stats.rows,
+            sequences: r.stats.sequences,
+            bytes: r.stats.bytes,
+            stored_bytes: r.stats.stored_bytes,
+            new_bytes: r.stats.new_bytes,
+            duration_ms: r.stats.duration_ms,
+            root: r.root.to_hex(),
+        }
+    }
+}
+
+/// A table of a snapshot, for `show`.
+#[derive(Debug, Serialize)]
+pub struct TableView<'a> {
+    pub schema: &'a str,
+    pub name: &'a str,
+    pub rows: u64,
+    pub bytes: u64,
+    pub key: &'a [String],
+}
+
+pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub fn size(bytes: u64) -> String {
+    format_size(bytes, BINARY)
+}
+
+fn when(r: &SnapshotRecord) -> String {
+    let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    r.created_at.format(&f).unwrap_or_default()
+}
+
+fn new_table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING);
+    t.set_header(header.iter().map(|h| Cell::new(h)));
+    t
+}
+
+pub fn snapshot_list(records: &[SnapshotRecord]) -> String {
+    if records.is_empty() {
+        return "no snapshots yet (take one with `phony snapshot create`)".into();
+    }
+    let mut t = new_table(&["ID", "NAME", "CREATED (UTC)", "TABLES", "ROWS", "SIZE", "NEW", ""]);
+    for r in records {
+        t.add_row(vec![
+            Cell::new(r.id),
+            Cell::new(r.name.as_ref().map(|n| n.as_str()).unwrap_or("-")),
+            Cell::new(when(r)),
+            Cell::new(r.stats.tables).set_alignment(CellAlignment::Right),
+            Cell::new(r.stats.rows).set_alignment(CellAlignment::Right),
+            Cell::new(size(r.stats.bytes)).set_alignment(CellAlignment::Right),
+            Cell::new(size(r.stats.new_bytes)).set_alignment(CellAlignment::Right),
+            Cell::new(flags(r)),
+        ]);
+    }
+    t.to_string()
+}
+
+fn flags(r: &SnapshotRecord) -> String {
+    let mut f = Vec::new();
+    if r.pinned {
+        f.push("pinned");
+    }
+    match r.origin {
+        phony_core::Origin::Manual => {}
+        phony_core::Origin::Safety => f.push("safety"),
+        phony_core::Origin::Scheduled => f.push("scheduled"),
+    }
+    f.join(",")
+}
+
+pub fn snapshot_show(r: &SnapshotRecord, root: &RootManifest) -> String {
+    let mut out = String::new();
+    let line = |k: &str, v: String| format!("{k:<14}{v}\n");
+    out += &line("id", r.id.to_string());
+    out += &line("name", r.name.as_ref().map(|n| n.to_string()).unwrap_or_else(|| "-".into()));
+    out += &line("created", format!("{} UTC", when(r)));
+    out += &line("origin", format!("{:?}", r.origin).to_lowercase());
+    out += &line("pinned", if r.pinned { "yes".into() } else { "no".into() });
+    out += &line("database", format!("{} (PostgreSQL {})", r.source.database, r.source.server_version));
+    out += &line(
+        "contents",
+        format!("{} tables, {} rows, {} sequences", r.stats.tables, r.stats.rows, r.stats.sequences),
+    );
+    out += &line(
+        "size",
+        format!(
+            "{} of rows, {} stored, {} new in this snapshot",
+            size(r.stats.bytes),
+            size(r.stats.stored_bytes),
+            size(r.stats.new_bytes)
+        ),
+    );
+    out += &line("took", format!("{:.2}s", r.stats.duration_ms as f64 / 1000.0));
+    out.push('\n');
+    let mut t = new_table(&["TABLE", "ROWS", "SIZE", "KEY"]);
+    for e in &root.tables {
+        t.add_row(vec![
+            Cell::new(&e.table),
+            Cell::new(e.content.rows).set_alignment(CellAlignment::Right),
+            Cell::new(size(e.content.bytes)).set_alignment(CellAlignment::Right),
+            Cell::new(if e.key.is_empty() { "(none: whole rows)".into() } else { e.key.join(", ") }),
+        ]);
+    }
+    out += &t.to_string();
+    out
+}
