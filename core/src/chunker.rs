@@ -57,7 +57,9 @@ impl ChunkParams {
         if ok {
             Ok(())
         } else {
-            Err(Error::Invalid(format!("unsupported chunking parameters {self:?}")))
+            Err(Error::Invalid(format!(
+                "unsupported chunking parameters {self:?}"
+            )))
         }
     }
 
@@ -184,7 +186,9 @@ mod tests {
         let mut out = Vec::new();
         let mut x = seed;
         for i in 0..n {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let len = (x >> 33) % 300;
             out.extend_from_slice(format!("{i}\t").as_bytes());
             for j in 0..len {
@@ -206,7 +210,12 @@ mod tests {
     }
 
     fn small() -> ChunkParams {
-        ChunkParams { min: 1024, avg: 4096, max: 16384, normalization: 1 }
+        ChunkParams {
+            min: 1024,
+            avg: 4096,
+            max: 16384,
+            normalization: 1,
+        }
     }
 
     #[test]
@@ -228,7 +237,10 @@ mod tests {
         let input = rows(42, 20_000);
         let chunks = chunk_all(ChunkParams::default(), &input, 65536);
         let sizes: Vec<usize> = chunks.iter().map(|c| c.data.len()).collect();
-        let ids: Vec<String> = chunks.iter().map(|c| crate::BlobId::of(&c.data).short()).collect();
+        let ids: Vec<String> = chunks
+            .iter()
+            .map(|c| crate::BlobId::of(&c.data).short())
+            .collect();
         assert_eq!(input.len(), 3_117_219);
         assert_eq!(
             sizes,
@@ -252,8 +264,12 @@ mod tests {
         changed.splice(at..at, b"99999\tinserted row\n".iter().copied());
         let a = chunk_all(small(), &input, 4096);
         let b = chunk_all(small(), &changed, 4096);
-        let ids_a: std::collections::HashSet<_> = a.iter().map(|c| crate::BlobId::of(&c.data)).collect();
-        let new = b.iter().filter(|c| !ids_a.contains(&crate::BlobId::of(&c.data))).count();
+        let ids_a: std::collections::HashSet<_> =
+            a.iter().map(|c| crate::BlobId::of(&c.data)).collect();
+        let new = b
+            .iter()
+            .filter(|c| !ids_a.contains(&crate::BlobId::of(&c.data)))
+            .count();
         assert!(new <= 2, "{new} new chunks");
     }
 

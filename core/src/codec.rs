@@ -87,7 +87,9 @@ mod tests {
         assert!(enc.len() < text.len() / 10);
         assert_eq!(decode(&BlobId::of(&text), &enc, u64::MAX).unwrap(), text);
 
-        let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let enc = encode(&noise, 3);
         assert_eq!(decode(&BlobId::of(&noise), &enc, 4096).unwrap(), noise);
     }
@@ -99,17 +101,26 @@ mod tests {
         let mut enc = encode(&text, 3);
         let last = enc.len() - 1;
         enc[last] ^= 0x10;
-        assert!(matches!(decode(&id, &enc, u64::MAX), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            decode(&id, &enc, u64::MAX),
+            Err(Error::Corrupt { .. })
+        ));
         let mut raw = vec![TAG_RAW];
         raw.extend_from_slice(b"other");
-        assert!(matches!(decode(&id, &raw, u64::MAX), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            decode(&id, &raw, u64::MAX),
+            Err(Error::Corrupt { .. })
+        ));
     }
 
     #[test]
     fn the_limit_bounds_decoding() {
         let big = vec![0u8; 1 << 20];
         let enc = encode(&big, 3);
-        assert!(matches!(decode(&BlobId::of(&big), &enc, 1000), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            decode(&BlobId::of(&big), &enc, 1000),
+            Err(Error::Corrupt { .. })
+        ));
     }
 
     proptest! {

@@ -59,7 +59,10 @@ impl Default for StoreConfig {
                 algorithm: ChunkAlgorithm::FastCdc2020RowAligned,
                 params: ChunkParams::default(),
             },
-            compression: Compression { codec: CodecName::Zstd, level: 3 },
+            compression: Compression {
+                codec: CodecName::Zstd,
+                level: 3,
+            },
         }
     }
 }
@@ -84,14 +87,20 @@ impl StoreConfig {
         };
         let probe: Probe = serde_json::from_slice(bytes).map_err(corrupt)?;
         if probe.format > STORE_FORMAT {
-            return Err(Error::UnsupportedFormat { found: probe.format, supported: STORE_FORMAT });
+            return Err(Error::UnsupportedFormat {
+                found: probe.format,
+                supported: STORE_FORMAT,
+            });
         }
         let config: StoreConfig = serde_json::from_slice(bytes).map_err(corrupt)?;
         config.chunking.params.validate()?;
         if !(1..=19).contains(&config.compression.level) {
             return Err(Error::CorruptRecord {
                 what: CONFIG_KEY.to_owned(),
-                reason: format!("zstd level {} is out of range 1..=19", config.compression.level),
+                reason: format!(
+                    "zstd level {} is out of range 1..=19",
+                    config.compression.level
+                ),
             });
         }
         Ok(config)
@@ -123,17 +132,25 @@ mod tests {
 }
 "#
         );
-        assert_eq!(StoreConfig::decode(text.as_bytes()).unwrap(), StoreConfig::default());
+        assert_eq!(
+            StoreConfig::decode(text.as_bytes()).unwrap(),
+            StoreConfig::default()
+        );
     }
 
     #[test]
     fn newer_and_damaged_configs_are_refused() {
         assert!(matches!(
             StoreConfig::decode(br#"{"format": 2, "whatever": true}"#),
-            Err(Error::UnsupportedFormat { found: 2, supported: 1 })
+            Err(Error::UnsupportedFormat {
+                found: 2,
+                supported: 1
+            })
         ));
         assert!(StoreConfig::decode(b"not json").is_err());
-        let odd = String::from_utf8(StoreConfig::default().encode()).unwrap().replace("16384", "16385");
+        let odd = String::from_utf8(StoreConfig::default().encode())
+            .unwrap()
+            .replace("16384", "16385");
         assert!(StoreConfig::decode(odd.as_bytes()).is_err());
     }
 }

@@ -9,13 +9,20 @@ pub enum Error {
     #[error("{what} not found")]
     NotFound { what: String },
 
+    /// No snapshot has this id, id prefix or name.
+    #[error("no snapshot is named {reference:?} or has an id starting with it (see `phony snapshot list`)")]
+    SnapshotNotFound { reference: String },
+
     /// A name is already taken by another snapshot.
     #[error("a snapshot named {name:?} already exists ({id}); pick another name or delete that snapshot first")]
     AlreadyExists { name: String, id: String },
 
     /// A short id prefix matches more than one snapshot.
     #[error("{prefix:?} is ambiguous: it matches {}", candidates.join(", "))]
-    Ambiguous { prefix: String, candidates: Vec<String> },
+    Ambiguous {
+        prefix: String,
+        candidates: Vec<String>,
+    },
 
     /// User input that does not have the required form.
     #[error("{0}")]
@@ -56,7 +63,10 @@ impl Error {
 
     /// Whether this error means "the thing is not there".
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::NotFound { .. })
+        matches!(
+            self,
+            Error::NotFound { .. } | Error::SnapshotNotFound { .. }
+        )
     }
 }
 

@@ -173,7 +173,12 @@ mod tests {
         let id = SnapshotId::from_random([0x3f, 0x9a, 0x1c, 0x2b, 0x7d, 0x04]);
         assert_eq!(id.to_string(), "snap_3f9a1c2b7d04");
         assert_eq!("snap_3f9a1c2b7d04".parse::<SnapshotId>().unwrap(), id);
-        for bad in ["snap_3f9a1c2b7d0", "snap_3F9A1C2B7D04", "3f9a1c2b7d04", "snap_3f9a1c2b7d04x"] {
+        for bad in [
+            "snap_3f9a1c2b7d0",
+            "snap_3F9A1C2B7D04",
+            "3f9a1c2b7d04",
+            "snap_3f9a1c2b7d04x",
+        ] {
             assert!(bad.parse::<SnapshotId>().is_err(), "{bad}");
         }
     }

@@ -52,7 +52,10 @@ impl ManifestNode {
     /// The canonical plain encoding (the bytes that are hashed and stored).
     pub fn encode(&self) -> EncodedNode {
         let plain = to_json(self);
-        EncodedNode { id: BlobId::of(&plain), plain }
+        EncodedNode {
+            id: BlobId::of(&plain),
+            plain,
+        }
     }
 
     /// Decodes a node from its plain bytes.
@@ -88,13 +91,17 @@ pub fn build_tree(chunks: &[BlobRef]) -> (BlobRef, Vec<EncodedNode>) {
         chunks.chunks(FANOUT).collect()
     };
     for part in leaves {
-        let node = ManifestNode::Leaf { chunks: part.to_vec() };
+        let node = ManifestNode::Leaf {
+            chunks: part.to_vec(),
+        };
         level.push(push_node(&node, part, &mut nodes));
     }
     while level.len() > 1 {
         let mut next = Vec::new();
         for part in level.chunks(FANOUT) {
-            let node = ManifestNode::Branch { children: part.to_vec() };
+            let node = ManifestNode::Branch {
+                children: part.to_vec(),
+            };
             next.push(push_node(&node, part, &mut nodes));
         }
         level = next;
@@ -122,7 +129,10 @@ pub struct QualifiedName {
 
 impl QualifiedName {
     pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
-        QualifiedName { schema: schema.into(), name: name.into() }
+        QualifiedName {
+            schema: schema.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -168,9 +178,9 @@ pub struct RootManifest {
     pub post_data: BlobRef,
     /// Tables with rows, in a stable order (schema, name).
     pub tables: Vec<TableEntry>,
-    /// Sequences, in a stable order.
+    /// Sequences, by name.
     pub sequences: Vec<SequenceState>,
-    /// Materialized views that held data, in the order to refresh them.
+    /// Materialized views that held data, by name.
     #[serde(default)]
     pub materialized_views: Vec<QualifiedName>,
 }
@@ -179,7 +189,10 @@ impl RootManifest {
     /// The canonical plain encoding.
     pub fn encode(&self) -> EncodedNode {
         let plain = to_json(self);
-        EncodedNode { id: BlobId::of(&plain), plain }
+        EncodedNode {
+            id: BlobId::of(&plain),
+            plain,
+        }
     }
 
     /// Decodes a root manifest, refusing formats newer than this build.
@@ -193,7 +206,10 @@ impl RootManifest {
             reason: format!("not a root manifest: {e}"),
         })?;
         if probe.format > MANIFEST_FORMAT {
-            return Err(Error::UnsupportedFormat { found: probe.format, supported: MANIFEST_FORMAT });
+            return Err(Error::UnsupportedFormat {
+                found: probe.format,
+                supported: MANIFEST_FORMAT,
+            });
         }
         serde_json::from_slice(plain).map_err(|e| Error::Corrupt {
             id: *id,
@@ -222,7 +238,11 @@ mod tests {
     use super::*;
 
     fn chunk(i: u64) -> BlobRef {
-        BlobRef { id: BlobId::of(&i.to_le_bytes()), rows: i, bytes: 10 * i }
+        BlobRef {
+            id: BlobId::of(&i.to_le_bytes()),
+            rows: i,
+            bytes: 10 * i,
+        }
     }
 
     #[test]
@@ -255,11 +275,20 @@ mod tests {
 
     #[test]
     fn golden_encoding_of_a_leaf() {
-        let node = ManifestNode::Leaf { chunks: vec![BlobRef { id: BlobId::of(b"row\n"), rows: 1, bytes: 4 }] };
+        let node = ManifestNode::Leaf {
+            chunks: vec![BlobRef {
+                id: BlobId::of(b"row\n"),
+                rows: 1,
+                bytes: 4,
+            }],
+        };
         let plain = String::from_utf8(node.encode().plain).unwrap();
         assert_eq!(
             plain,
-            format!(r#"{{"kind":"leaf","chunks":[{{"id":"{}","rows":1,"bytes":4}}]}}"#, BlobId::of(b"row\n"))
+            format!(
+                r#"{{"kind":"leaf","chunks":[{{"id":"{}","rows":1,"bytes":4}}]}}"#,
+                BlobId::of(b"row\n")
+            )
         );
     }
 
@@ -268,6 +297,9 @@ mod tests {
         let id = BlobId::of(b"x");
         let err = RootManifest::decode(&id, br#"{"format": 99}"#).unwrap_err();
         assert!(matches!(err, Error::UnsupportedFormat { found: 99, .. }));
-        assert!(matches!(RootManifest::decode(&id, b"\xff"), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            RootManifest::decode(&id, b"\xff"),
+            Err(Error::Corrupt { .. })
+        ));
     }
 }

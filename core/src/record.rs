@@ -145,7 +145,10 @@ impl SnapshotRecord {
         };
         let probe: Probe = serde_json::from_slice(bytes).map_err(corrupt)?;
         if probe.format > MANIFEST_FORMAT {
-            return Err(Error::UnsupportedFormat { found: probe.format, supported: MANIFEST_FORMAT });
+            return Err(Error::UnsupportedFormat {
+                found: probe.format,
+                supported: MANIFEST_FORMAT,
+            });
         }
         serde_json::from_slice(bytes).map_err(corrupt)
     }
@@ -184,16 +187,24 @@ mod tests {
             pinned: true,
             origin: Origin::Manual,
             labels: BTreeMap::new(),
-            source: SourceInfo { database: "app".into(), server_version: "15.4".into() },
+            source: SourceInfo {
+                database: "app".into(),
+                server_version: "15.4".into(),
+            },
             stats: SnapshotStats::default(),
         };
         let bytes = rec.encode();
         assert_eq!(SnapshotRecord::decode("r", &bytes).unwrap(), rec);
-        let newer = String::from_utf8(bytes).unwrap().replace("\"format\": 1", "\"format\": 7");
+        let newer = String::from_utf8(bytes)
+            .unwrap()
+            .replace("\"format\": 1", "\"format\": 7");
         assert!(matches!(
             SnapshotRecord::decode("r", newer.as_bytes()),
             Err(Error::UnsupportedFormat { found: 7, .. })
         ));
-        assert!(matches!(SnapshotRecord::decode("r", b"{"), Err(Error::CorruptRecord { .. })));
+        assert!(matches!(
+            SnapshotRecord::decode("r", b"{"),
+            Err(Error::CorruptRecord { .. })
+        ));
     }
 }

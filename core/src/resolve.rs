@@ -22,11 +22,15 @@ pub fn resolve<'a>(records: &'a [SnapshotRecord], reference: &str) -> Result<&'a
     {
         return Ok(r);
     }
-    let hex = reference.strip_prefix(SnapshotId::PREFIX).unwrap_or(reference);
+    let hex = reference
+        .strip_prefix(SnapshotId::PREFIX)
+        .unwrap_or(reference);
     let is_hex = hex.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'));
     if is_hex && hex.len() >= MIN_PREFIX {
-        let matches: Vec<&SnapshotRecord> =
-            records.iter().filter(|r| r.id.hex().starts_with(hex)).collect();
+        let matches: Vec<&SnapshotRecord> = records
+            .iter()
+            .filter(|r| r.id.hex().starts_with(hex))
+            .collect();
         match matches.as_slice() {
             [one] => return Ok(one),
             [] => {}
@@ -38,8 +42,8 @@ pub fn resolve<'a>(records: &'a [SnapshotRecord], reference: &str) -> Result<&'a
             }
         }
     }
-    Err(Error::NotFound {
-        what: format!("snapshot {reference:?} (see `phony snapshot list`)"),
+    Err(Error::SnapshotNotFound {
+        reference: reference.to_owned(),
     })
 }
 
@@ -49,7 +53,10 @@ pub fn check_name_free(records: &[SnapshotRecord], name: &str) -> Result<()> {
         .iter()
         .find(|r| r.name.as_ref().is_some_and(|n| n.as_str() == name))
     {
-        Some(r) => Err(Error::AlreadyExists { name: name.to_owned(), id: r.id.to_string() }),
+        Some(r) => Err(Error::AlreadyExists {
+            name: name.to_owned(),
+            id: r.id.to_string(),
+        }),
         None => Ok(()),
     }
 }
@@ -83,20 +90,35 @@ mod tests {
             rec([0xab, 0xcd, 0x02, 0, 0, 0], None),
             rec([0x12, 0x34, 0, 0, 0, 0], Some("before-migration")),
         ];
-        assert_eq!(resolve(&records, "snap_abcd01000000").unwrap().id, records[0].id);
-        assert_eq!(resolve(&records, "before-migration").unwrap().id, records[2].id);
+        assert_eq!(
+            resolve(&records, "snap_abcd01000000").unwrap().id,
+            records[0].id
+        );
+        assert_eq!(
+            resolve(&records, "before-migration").unwrap().id,
+            records[2].id
+        );
         assert_eq!(resolve(&records, "1234").unwrap().id, records[2].id);
         assert_eq!(resolve(&records, "snap_abcd02").unwrap().id, records[1].id);
         let amb = resolve(&records, "abcd").unwrap_err();
-        assert!(matches!(amb, Error::Ambiguous { ref candidates, .. } if candidates.len() == 2), "{amb}");
+        assert!(
+            matches!(amb, Error::Ambiguous { ref candidates, .. } if candidates.len() == 2),
+            "{amb}"
+        );
         assert!(resolve(&records, "nope").unwrap_err().is_not_found());
-        assert!(resolve(&records, "ab").unwrap_err().is_not_found(), "too short a prefix");
+        assert!(
+            resolve(&records, "ab").unwrap_err().is_not_found(),
+            "too short a prefix"
+        );
     }
 
     #[test]
     fn duplicate_names_are_refused() {
         let records = vec![rec([1; 6], Some("clean-state"))];
-        assert!(matches!(check_name_free(&records, "clean-state"), Err(Error::AlreadyExists { .. })));
+        assert!(matches!(
+            check_name_free(&records, "clean-state"),
+            Err(Error::AlreadyExists { .. })
+        ));
         assert!(check_name_free(&records, "other").is_ok());
     }
 }

@@ -103,7 +103,9 @@ impl<B: Backend> Store<B> {
         match Self::open_inner(&backend).await? {
             Some(config) => Ok(Store { backend, config }),
             None => {
-                backend.put_if_absent(CONFIG_KEY, Bytes::from(config.encode())).await?;
+                backend
+                    .put_if_absent(CONFIG_KEY, Bytes::from(config.encode()))
+                    .await?;
                 Self::open(backend).await
             }
         }
@@ -140,7 +142,10 @@ impl<B: Backend> Store<B> {
     /// Stores an already-encoded blob (see [`codec::encode`]) unless present.
     pub async fn put_encoded(&self, id: &BlobId, encoded: Vec<u8>) -> Result<Stored> {
         let stored_bytes = encoded.len() as u64;
-        let new = self.backend.put_if_absent(&blob_key(id), Bytes::from(encoded)).await?;
+        let new = self
+            .backend
+            .put_if_absent(&blob_key(id), Bytes::from(encoded))
+            .await?;
         Ok(Stored { stored_bytes, new })
     }
 
@@ -148,7 +153,13 @@ impl<B: Backend> Store<B> {
     pub async fn put_plain(&self, plain: &[u8]) -> Result<(BlobId, Stored)> {
         let id = BlobId::of(plain);
         if let Some(size) = self.blob_size(&id).await? {
-            return Ok((id, Stored { stored_bytes: size, new: false }));
+            return Ok((
+                id,
+                Stored {
+                    stored_bytes: size,
+                    new: false,
+                },
+            ));
         }
         let encoded = codec::encode(plain, self.config.compression.level);
         let stored = self.put_encoded(&id, encoded).await?;
@@ -185,7 +196,10 @@ impl<B: Backend> Store<B> {
         while let Some(id) = stack.pop() {
             depth_guard += 1;
             if depth_guard > 1 << 24 {
-                return Err(Error::Corrupt { id, reason: "manifest tree does not end".into() });
+                return Err(Error::Corrupt {
+                    id,
+                    reason: "manifest tree does not end".into(),
+                });
             }
             let plain = self.get_plain(&id, MAX_MANIFEST_LEN).await?;
             match ManifestNode::decode(&id, &plain)? {

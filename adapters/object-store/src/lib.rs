@@ -38,7 +38,10 @@ pub struct ObjectStoreBackend {
 impl ObjectStoreBackend {
     /// Wraps an object store; `description` names it in messages (no secrets).
     pub fn new(inner: Arc<dyn ObjectStore>, description: impl Into<String>) -> Self {
-        ObjectStoreBackend { inner, description: description.into() }
+        ObjectStoreBackend {
+            inner,
+            description: description.into(),
+        }
     }
 
     /// A store in a local directory. With `create`, the directory is created if missing;
@@ -50,7 +53,9 @@ impl ObjectStoreBackend {
                 Error::backend(format!("creating store directory {description}"), e)
             })?;
         } else if !dir.is_dir() {
-            return Err(Error::NotFound { what: format!("phony store at {description}") });
+            return Err(Error::NotFound {
+                what: format!("phony store at {description}"),
+            });
         }
         let fs = LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| Error::backend(format!("opening store directory {description}"), e))?;
@@ -88,11 +93,21 @@ fn map_err(context: impl FnOnce() -> String, e: object_store::Error) -> Error {
 
 impl Backend for ObjectStoreBackend {
     async fn put_if_absent(&self, key: &str, bytes: Bytes) -> Result<bool> {
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.inner.put_opts(&Path::from(key), PutPayload::from(bytes), opts).await {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .inner
+            .put_opts(&Path::from(key), PutPayload::from(bytes), opts)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(map_err(|| format!("writing {key} in {}", self.description), e)),
+            Err(e) => Err(map_err(
+                || format!("writing {key} in {}", self.description),
+                e,
+            )),
         }
     }
 
@@ -106,23 +121,36 @@ impl Backend for ObjectStoreBackend {
 
     async fn get(&self, key: &str) -> Result<Bytes> {
         let context = || format!("{key} in {}", self.description);
-        let result = self.inner.get(&Path::from(key)).await.map_err(|e| map_err(context, e))?;
+        let result = self
+            .inner
+            .get(&Path::from(key))
+            .await
+            .map_err(|e| map_err(context, e))?;
         result.bytes().await.map_err(|e| map_err(context, e))
     }
 
     async fn head(&self, key: &str) -> Result<Option<u64>> {
-        let opts = GetOptions { head: true, ..Default::default() };
+        let opts = GetOptions {
+            head: true,
+            ..Default::default()
+        };
         match self.inner.get_opts(&Path::from(key), opts).await {
             Ok(r) => Ok(Some(r.meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(map_err(|| format!("checking {key} in {}", self.description), e)),
+            Err(e) => Err(map_err(
+                || format!("checking {key} in {}", self.description),
+                e,
+            )),
         }
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
         match self.inner.delete(&Path::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(map_err(|| format!("deleting {key} in {}", self.description), e)),
+            Err(e) => Err(map_err(
+                || format!("deleting {key} in {}", self.description),
+                e,
+            )),
         }
     }
 
@@ -136,7 +164,10 @@ impl Backend for ObjectStoreBackend {
             .map_err(|e| map_err(|| format!("listing {prefix} in {}", self.description), e))?;
         Ok(metas
             .into_iter()
-            .map(|m| ListEntry { key: m.location.to_string(), size: m.size })
+            .map(|m| ListEntry {
+                key: m.location.to_string(),
+                size: m.size,
+            })
             .collect())
     }
 

@@ -1,4 +1,5 @@
 //! The conformance suite every backend runs: the guarantees `phony_core::Backend` states.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use bytes::Bytes;
 use phony_core::{Backend, Store, StoreConfig};
@@ -11,19 +12,40 @@ async fn conformance(backend: ObjectStoreBackend) {
     backend.delete("a/missing").await.unwrap();
 
     // create-if-absent: first wins, later ones report existence and change nothing.
-    assert!(backend.put_if_absent("a/one", Bytes::from_static(b"first")).await.unwrap());
-    assert!(!backend.put_if_absent("a/one", Bytes::from_static(b"second")).await.unwrap());
+    assert!(backend
+        .put_if_absent("a/one", Bytes::from_static(b"first"))
+        .await
+        .unwrap());
+    assert!(!backend
+        .put_if_absent("a/one", Bytes::from_static(b"second"))
+        .await
+        .unwrap());
     assert_eq!(&backend.get("a/one").await.unwrap()[..], b"first");
     assert_eq!(backend.head("a/one").await.unwrap(), Some(5));
 
     // put replaces.
-    backend.put("a/two", Bytes::from_static(b"x")).await.unwrap();
-    backend.put("a/two", Bytes::from_static(b"yy")).await.unwrap();
+    backend
+        .put("a/two", Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    backend
+        .put("a/two", Bytes::from_static(b"yy"))
+        .await
+        .unwrap();
     assert_eq!(&backend.get("a/two").await.unwrap()[..], b"yy");
 
     // list by prefix.
-    backend.put("b/three", Bytes::from_static(b"z")).await.unwrap();
-    let mut keys: Vec<_> = backend.list("a/").await.unwrap().into_iter().map(|e| e.key).collect();
+    backend
+        .put("b/three", Bytes::from_static(b"z"))
+        .await
+        .unwrap();
+    let mut keys: Vec<_> = backend
+        .list("a/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
     keys.sort();
     assert_eq!(keys, ["a/one", "a/two"]);
 
@@ -31,7 +53,11 @@ async fn conformance(backend: ObjectStoreBackend) {
     let handles: Vec<_> = (0..16u8)
         .map(|i| {
             let b = backend.clone();
-            tokio::spawn(async move { b.put_if_absent("race/key", Bytes::from(vec![i; 100])).await.unwrap() })
+            tokio::spawn(async move {
+                b.put_if_absent("race/key", Bytes::from(vec![i; 100]))
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     let mut winners = 0;
@@ -45,7 +71,9 @@ async fn conformance(backend: ObjectStoreBackend) {
     assert!(backend.get("a/one").await.unwrap_err().is_not_found());
 
     // A store on top: blobs round-trip and dedupe.
-    let store = Store::open_or_init(backend, StoreConfig::default()).await.unwrap();
+    let store = Store::open_or_init(backend, StoreConfig::default())
+        .await
+        .unwrap();
     let (id, first) = store.put_plain(b"1\tx\n").await.unwrap();
     let (_, again) = store.put_plain(b"1\tx\n").await.unwrap();
     assert!(first.new && !again.new);
@@ -67,10 +95,15 @@ async fn local_backend_conforms() {
 async fn a_missing_local_store_is_not_found_and_a_newer_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope");
-    assert!(ObjectStoreBackend::local(&missing, false).unwrap_err().is_not_found());
+    assert!(ObjectStoreBackend::local(&missing, false)
+        .unwrap_err()
+        .is_not_found());
 
     let backend = ObjectStoreBackend::local(dir.path(), true).unwrap();
-    assert!(Store::open(backend.clone()).await.unwrap_err().is_not_found());
+    assert!(Store::open(backend.clone())
+        .await
+        .unwrap_err()
+        .is_not_found());
     std::fs::write(dir.path().join("phony-store.json"), br#"{"format": 9}"#).unwrap();
     let err = Store::open(backend).await.unwrap_err();
     assert!(err.to_string().contains("format 9"), "{err}");
@@ -79,9 +112,12 @@ async fn a_missing_local_store_is_not_found_and_a_newer_one_is_refused() {
 #[tokio::test]
 async fn a_corrupted_blob_is_named_by_its_hash() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_or_init(ObjectStoreBackend::local(dir.path(), true).unwrap(), StoreConfig::default())
-        .await
-        .unwrap();
+    let store = Store::open_or_init(
+        ObjectStoreBackend::local(dir.path(), true).unwrap(),
+        StoreConfig::default(),
+    )
+    .await
+    .unwrap();
     let (id, _) = store.put_plain(&b"some row\n".repeat(100)).await.unwrap();
     let path = dir.path().join(phony_core::store::blob_key(&id));
     let mut bytes = std::fs::read(&path).unwrap();

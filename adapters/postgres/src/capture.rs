@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use futures::TryStreamExt;
 use phony_core::manifest::{build_tree, MANIFEST_FORMAT};
 use phony_core::{
-    codec, Backend, BlobId, BlobRef, RootManifest, RowChunk, RowChunker, SequenceState, SnapshotStats,
-    SourceInfo, Store, Stored, TableEntry,
+    codec, Backend, BlobId, BlobRef, RootManifest, RowChunk, RowChunker, SequenceState,
+    SnapshotStats, SourceInfo, Store, Stored, TableEntry,
 };
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
@@ -49,8 +49,14 @@ impl std::fmt::Debug for CaptureOptions {
 
 impl Default for CaptureOptions {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        CaptureOptions { workers: cores.clamp(2, 4), in_flight: cores * 2, progress: None }
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        CaptureOptions {
+            workers: cores.clamp(2, 4),
+            in_flight: cores * 2,
+            progress: None,
+        }
     }
 }
 
@@ -151,7 +157,10 @@ pub async fn capture<B: Backend + 'static>(
         root,
         manifest,
         stats,
-        source: SourceInfo { database: target.dbname().to_owned(), server_version },
+        source: SourceInfo {
+            database: target.dbname().to_owned(),
+            server_version,
+        },
     })
 }
 
@@ -160,23 +169,39 @@ fn lock(t: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
 }
 
 async fn join<T>(h: JoinHandle<T>) -> Result<T> {
-    h.await.map_err(|e| Error::Internal(format!("capture task failed: {e}")))
+    h.await
+        .map_err(|e| Error::Internal(format!("capture task failed: {e}")))
 }
 
-async fn put_text<B: Backend>(store: &Store<B>, text: String, tally: &Mutex<Tally>) -> Result<BlobRef> {
+async fn put_text<B: Backend>(
+    store: &Store<B>,
+    text: String,
+    tally: &Mutex<Tally>,
+) -> Result<BlobRef> {
     let (id, stored) = store.put_plain(text.as_bytes()).await?;
     lock(tally).add(stored);
-    Ok(BlobRef { id, rows: 0, bytes: text.len() as u64 })
+    Ok(BlobRef {
+        id,
+        rows: 0,
+        bytes: text.len() as u64,
+    })
 }
 
 async fn read_sequences(client: &Client) -> Result<Vec<SequenceState>> {
     let mut out = Vec::new();
     for seq in catalog::sequences(client).await? {
         let row = client
-            .query_one(&format!("SELECT last_value, is_called FROM {}", qualified(&seq)), &[])
+            .query_one(
+                &format!("SELECT last_value, is_called FROM {}", qualified(&seq)),
+                &[],
+            )
             .await
             .map_err(pg(format!("reading sequence {seq}")))?;
-        out.push(SequenceState { sequence: seq, last_value: row.get(0), is_called: row.get(1) });
+        out.push(SequenceState {
+            sequence: seq,
+            last_value: row.get(0),
+            is_called: row.get(1),
+        });
     }
     Ok(out)
 }
@@ -190,13 +215,19 @@ async fn read_tables<B: Backend + 'static>(
     tally: &Arc<Mutex<Tally>>,
 ) -> Result<Vec<TableEntry>> {
     // Biggest first, so the last table to finish is a small one.
-    tables.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    tables.sort_by_key(|t| std::cmp::Reverse(t.bytes));
     let workers = opts.workers.clamp(1, tables.len().max(1));
     let queue = Arc::new(Mutex::new(VecDeque::from(tables)));
     let mut handles = Vec::new();
     for _ in 0..workers {
-        let (target, snapshot, store, queue, tally, opts) =
-            (target.clone(), snapshot.to_owned(), store.clone(), queue.clone(), tally.clone(), opts.clone());
+        let (target, snapshot, store, queue, tally, opts) = (
+            target.clone(),
+            snapshot.to_owned(),
+            store.clone(),
+            queue.clone(),
+            tally.clone(),
+            opts.clone(),
+        );
         handles.push(tokio::spawn(async move {
             let client = target.connect().await?;
             client
@@ -212,7 +243,10 @@ async fn read_tables<B: Backend + 'static>(
                 let Some(table) = next else { break };
                 entries.push(read_table(&client, &store, &table, &opts, &tally).await?);
             }
-            client.batch_execute("COMMIT").await.map_err(pg("ending a reader transaction"))?;
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(pg("ending a reader transaction"))?;
             Ok::<_, Error>(entries)
         }));
     }
@@ -238,12 +272,22 @@ pub fn copy_out_sql(table: &TableInfo) -> String {
     let cols = if table.columns.is_empty() {
         String::new()
     } else {
-        table.columns.iter().map(|c| format!("t.{}", ident(c))).collect::<Vec<_>>().join(", ")
+        table
+            .columns
+            .iter()
+            .map(|c| format!("t.{}", ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     let order = if table.key.is_empty() {
         "(t.*)::text COLLATE \"C\"".to_owned()
     } else {
-        table.key.iter().map(|c| format!("t.{}", ident(c))).collect::<Vec<_>>().join(", ")
+        table
+            .key
+            .iter()
+            .map(|c| format!("t.{}", ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     format!(
         "COPY (SELECT {cols} FROM ONLY {} AS t ORDER BY {order}) TO STDOUT",
@@ -314,11 +358,24 @@ async fn collect(
     Ok(())
 }
 
-async fn store_chunk<B: Backend>(store: Arc<Store<B>>, chunk: RowChunk) -> Result<(BlobRef, Stored)> {
+async fn store_chunk<B: Backend>(
+    store: Arc<Store<B>>,
+    chunk: RowChunk,
+) -> Result<(BlobRef, Stored)> {
     let id = BlobId::of(&chunk.data);
-    let r = BlobRef { id, rows: chunk.rows, bytes: chunk.data.len() as u64 };
+    let r = BlobRef {
+        id,
+        rows: chunk.rows,
+        bytes: chunk.data.len() as u64,
+    };
     if let Some(size) = store.blob_size(&id).await? {
-        return Ok((r, Stored { stored_bytes: size, new: false }));
+        return Ok((
+            r,
+            Stored {
+                stored_bytes: size,
+                new: false,
+            },
+        ));
     }
     let level = store.config().compression.level;
     let encoded = tokio::task::spawn_blocking(move || codec::encode(&chunk.data, level))

@@ -48,7 +48,10 @@ pub async fn tables(client: &impl GenericClient) -> Result<Vec<TableInfo>> {
          WHERE c.relkind = 'r' AND c.relpersistence <> 't' AND {USER_SCHEMA} AND {NOT_EXTENSION_MEMBER}
          ORDER BY 1, 2"
     );
-    let rows = client.query(&sql, &[]).await.map_err(pg("listing tables"))?;
+    let rows = client
+        .query(&sql, &[])
+        .await
+        .map_err(pg("listing tables"))?;
     Ok(rows
         .iter()
         .map(|r| TableInfo {
@@ -62,22 +65,40 @@ pub async fn tables(client: &impl GenericClient) -> Result<Vec<TableInfo>> {
 
 /// Every user sequence, by name.
 pub async fn sequences(client: &impl GenericClient) -> Result<Vec<QualifiedName>> {
-    relations(client, "'S'", "").await
+    relations(client, "'S'", "", "1, 2").await
 }
 
-/// Materialized views that hold data, in creation order (so dependencies refresh first).
-pub async fn populated_materialized_views(client: &impl GenericClient) -> Result<Vec<QualifiedName>> {
-    relations(client, "'m'", "AND c.relispopulated").await
+/// Materialized views that hold data, by name.
+pub async fn populated_materialized_views(
+    client: &impl GenericClient,
+) -> Result<Vec<QualifiedName>> {
+    relations(client, "'m'", "AND c.relispopulated", "1, 2").await
 }
 
-async fn relations(client: &impl GenericClient, kinds: &str, extra: &str) -> Result<Vec<QualifiedName>> {
+/// Every materialized view in creation order, which follows dependencies in a database
+/// built from a schema dump (so refreshing in this order refreshes dependencies first).
+pub async fn materialized_views_in_creation_order(
+    client: &impl GenericClient,
+) -> Result<Vec<QualifiedName>> {
+    relations(client, "'m'", "", "c.oid").await
+}
+
+async fn relations(
+    client: &impl GenericClient,
+    kinds: &str,
+    extra: &str,
+    order: &str,
+) -> Result<Vec<QualifiedName>> {
     let sql = format!(
         "SELECT n.nspname::text, c.relname::text
          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
          WHERE c.relkind IN ({kinds}) AND c.relpersistence <> 't' AND {USER_SCHEMA} AND {NOT_EXTENSION_MEMBER} {extra}
-         ORDER BY c.oid"
+         ORDER BY {order}"
     );
-    let rows = client.query(&sql, &[]).await.map_err(pg("listing relations"))?;
+    let rows = client
+        .query(&sql, &[])
+        .await
+        .map_err(pg("listing relations"))?;
     Ok(rows
         .iter()
         .map(|r| QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
@@ -89,7 +110,10 @@ pub async fn user_schemas(client: &impl GenericClient) -> Result<Vec<String>> {
     let sql = format!(
         "SELECT n.nspname::text FROM pg_catalog.pg_namespace n WHERE {USER_SCHEMA} ORDER BY 1"
     );
-    let rows = client.query(&sql, &[]).await.map_err(pg("listing schemas"))?;
+    let rows = client
+        .query(&sql, &[])
+        .await
+        .map_err(pg("listing schemas"))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 

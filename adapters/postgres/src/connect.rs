@@ -30,7 +30,8 @@ impl ConnectionTarget {
     pub fn parse(conn: Option<&str>) -> Result<Self> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let mut config = match conn.map(str::trim).filter(|s| !s.is_empty()) {
-            Some(s) => Config::from_str(s).map_err(|e| Error::InvalidTarget(redact_error(&e.to_string(), s)))?,
+            Some(s) => Config::from_str(s)
+                .map_err(|e| Error::InvalidTarget(redact_error(&e.to_string(), s)))?,
             None => Config::new(),
         };
         if config.get_hosts().is_empty() {
@@ -52,9 +53,9 @@ impl ConnectionTarget {
         }
         if config.get_ports().is_empty() {
             let port = match env("PGPORT") {
-                Some(p) => p
-                    .parse()
-                    .map_err(|_| Error::InvalidTarget(format!("PGPORT={p:?} is not a port number")))?,
+                Some(p) => p.parse().map_err(|_| {
+                    Error::InvalidTarget(format!("PGPORT={p:?} is not a port number"))
+                })?,
                 None => 5432,
             };
             config.port(port);
@@ -67,7 +68,8 @@ impl ConnectionTarget {
             config.user(&user);
         }
         if config.get_dbname().is_none() {
-            let db = env("PGDATABASE").unwrap_or_else(|| config.get_user().unwrap_or("postgres").to_owned());
+            let db = env("PGDATABASE")
+                .unwrap_or_else(|| config.get_user().unwrap_or("postgres").to_owned());
             config.dbname(&db);
         }
         if config.get_password().is_none() {
@@ -107,10 +109,14 @@ impl ConnectionTarget {
 
     /// Connects (without TLS), driving the connection on the current runtime.
     pub async fn connect(&self) -> Result<Client> {
-        let (client, connection) = self.config.connect(NoTls).await.map_err(|e| Error::Connect {
-            target: self.to_string(),
-            message: describe(&e),
-        })?;
+        let (client, connection) =
+            self.config
+                .connect(NoTls)
+                .await
+                .map_err(|e| Error::Connect {
+                    target: self.to_string(),
+                    message: describe(&e),
+                })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("connection closed: {e}");
@@ -152,7 +158,14 @@ impl fmt::Display for ConnectionTarget {
             None => "localhost".to_owned(),
         };
         let port = self.config.get_ports().first().copied().unwrap_or(5432);
-        write!(f, "postgres://{}@{}:{}/{}", self.user(), host, port, self.dbname())
+        write!(
+            f,
+            "postgres://{}@{}:{}/{}",
+            self.user(),
+            host,
+            port,
+            self.dbname()
+        )
     }
 }
 
@@ -176,10 +189,12 @@ mod tests {
 
     #[test]
     fn display_never_shows_the_password() {
-        let t = ConnectionTarget::parse(Some("postgres://alice:s3cret@db.example:6543/app")).unwrap();
+        let t =
+            ConnectionTarget::parse(Some("postgres://alice:s3cret@db.example:6543/app")).unwrap();
         assert_eq!(t.to_string(), "postgres://alice@db.example:6543/app");
         assert!(!format!("{t:?}").contains("s3cret"));
-        let kv = ConnectionTarget::parse(Some("host=h port=1 user=u password=s3cret dbname=d")).unwrap();
+        let kv =
+            ConnectionTarget::parse(Some("host=h port=1 user=u password=s3cret dbname=d")).unwrap();
         assert_eq!(kv.to_string(), "postgres://u@h:1/d");
     }
 
@@ -191,7 +206,9 @@ mod tests {
 
     #[test]
     fn with_dbname_keeps_the_rest() {
-        let t = ConnectionTarget::parse(Some("postgres://u@h:5/a")).unwrap().with_dbname("b");
+        let t = ConnectionTarget::parse(Some("postgres://u@h:5/a"))
+            .unwrap()
+            .with_dbname("b");
         assert_eq!(t.to_string(), "postgres://u@h:5/b");
     }
 }

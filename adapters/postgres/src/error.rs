@@ -12,7 +12,11 @@ pub struct BlockingSession {
 
 impl fmt::Display for BlockingSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let app = if self.application_name.is_empty() { "-" } else { &self.application_name };
+        let app = if self.application_name.is_empty() {
+            "-"
+        } else {
+            &self.application_name
+        };
         write!(f, "pid {} ({}, {})", self.pid, app, self.state)
     }
 }
@@ -33,7 +37,11 @@ pub enum Error {
         "could not lock {database} within {timeout}: blocked by {}; retry later, raise --lock-timeout, or use --force to terminate them",
         sessions.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
     )]
-    Locked { database: String, timeout: String, sessions: Vec<BlockingSession> },
+    Locked {
+        database: String,
+        timeout: String,
+        sessions: Vec<BlockingSession>,
+    },
 
     /// pg_dump is missing, too old or failed.
     #[error("{0}")]
@@ -81,5 +89,8 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
 /// Wraps a driver error with a verb-phrase context.
 pub fn pg(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {
     let context = context.into();
-    move |e| Error::Postgres { context, message: describe(&e) }
+    move |e| Error::Postgres {
+        context,
+        message: describe(&e),
+    }
 }

@@ -26,13 +26,22 @@ impl Fingerprint {
     pub async fn of(target: &ConnectionTarget) -> Result<Self> {
         let client = target.connect().await?;
         let (version, _) = catalog::server_version(&client).await?;
-        let schema = normalize(&PgDump::find(version / 10000).await?.dump(target, None, None).await?);
+        let schema = normalize(
+            &PgDump::find(version / 10000)
+                .await?
+                .dump(target, None, None)
+                .await?,
+        );
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
             .map_err(pg("starting the fingerprint transaction"))?;
         let mut tables = BTreeMap::new();
-        let mut relations: Vec<_> = catalog::tables(&client).await?.into_iter().map(|t| t.name).collect();
+        let mut relations: Vec<_> = catalog::tables(&client)
+            .await?
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
         relations.extend(catalog::populated_materialized_views(&client).await?);
         for name in relations {
             let row = client
@@ -51,12 +60,22 @@ impl Fingerprint {
         let mut sequences = BTreeMap::new();
         for seq in catalog::sequences(&client).await? {
             let row = client
-                .query_one(&format!("SELECT last_value, is_called FROM {}", qualified(&seq)), &[])
+                .query_one(
+                    &format!("SELECT last_value, is_called FROM {}", qualified(&seq)),
+                    &[],
+                )
                 .await
                 .map_err(pg(format!("reading {seq}")))?;
             sequences.insert(seq.to_string(), (row.get(0), row.get(1)));
         }
-        client.batch_execute("COMMIT").await.map_err(pg("ending the fingerprint transaction"))?;
-        Ok(Fingerprint { schema, tables, sequences })
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(pg("ending the fingerprint transaction"))?;
+        Ok(Fingerprint {
+            schema,
+            tables,
+            sequences,
+        })
     }
 }

@@ -46,7 +46,12 @@ impl std::fmt::Debug for RestoreOptions {
 
 impl Default for RestoreOptions {
     fn default() -> Self {
-        RestoreOptions { lock_timeout: Duration::from_secs(5), force: false, prefetch: 8, progress: None }
+        RestoreOptions {
+            lock_timeout: Duration::from_secs(5),
+            force: false,
+            prefetch: 8,
+            progress: None,
+        }
     }
 }
 
@@ -64,13 +69,24 @@ pub struct RestoreReport {
 
 /// Creates database `target` if it does not exist; returns whether it did.
 pub async fn ensure_database(target: &ConnectionTarget) -> Result<bool> {
-    let maintenance = target.with_dbname("postgres").with_application_name("phony restore");
+    let maintenance = target
+        .with_dbname("postgres")
+        .with_application_name("phony restore");
     let client = match maintenance.connect().await {
         Ok(c) => c,
-        Err(_) => target.with_dbname("template1").with_application_name("phony restore").connect().await?,
+        Err(_) => {
+            target
+                .with_dbname("template1")
+                .with_application_name("phony restore")
+                .connect()
+                .await?
+        }
     };
     let exists = client
-        .query_opt("SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1", &[&target.dbname()])
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1",
+            &[&target.dbname()],
+        )
         .await
         .map_err(pg("looking up the target database"))?
         .is_some();
@@ -88,7 +104,10 @@ pub async fn ensure_database(target: &ConnectionTarget) -> Result<bool> {
 pub async fn drop_database(target: &ConnectionTarget) -> Result<()> {
     let client = target.with_dbname("postgres").connect().await?;
     client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {}", ident(target.dbname())))
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {}",
+            ident(target.dbname())
+        ))
         .await
         .map_err(pg(format!("dropping database {}", target.dbname())))
 }
@@ -105,7 +124,10 @@ pub async fn restore<B: Backend + 'static>(
     let pre_data = text_blob(store, &root.pre_data).await?;
     let post_data = text_blob(store, &root.post_data).await?;
 
-    let client = target.with_application_name("phony restore").connect().await?;
+    let client = target
+        .with_application_name("phony restore")
+        .connect()
+        .await?;
     let mut report = RestoreReport::default();
     if opts.force {
         report.terminated = terminate_others(&client).await?;
@@ -129,12 +151,24 @@ pub async fn restore<B: Backend + 'static>(
             DropError::Other(e) => e,
         });
     }
-    let result = load(&client, store, root, &pre_data, &post_data, opts, &mut report).await;
+    let result = load(
+        &client,
+        store,
+        root,
+        &pre_data,
+        &post_data,
+        opts,
+        &mut report,
+    )
+    .await;
     if let Err(e) = result {
         let _ = client.batch_execute("ROLLBACK").await;
         return Err(e);
     }
-    client.batch_execute("COMMIT").await.map_err(pg("committing the restore"))?;
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(pg("committing the restore"))?;
     report.duration = started.elapsed();
     Ok(report)
 }
@@ -148,7 +182,10 @@ async fn load<B: Backend + 'static>(
     opts: &RestoreOptions,
     report: &mut RestoreReport,
 ) -> Result<()> {
-    client.batch_execute(pre_data).await.map_err(pg("recreating the schema"))?;
+    client
+        .batch_execute(pre_data)
+        .await
+        .map_err(pg("recreating the schema"))?;
     for table in &root.tables {
         load_table(client, store, table, opts).await?;
         report.tables += 1;
@@ -169,7 +206,11 @@ async fn load<B: Backend + 'static>(
             .map_err(pg(format!("setting sequence {}", seq.sequence)))?;
         report.sequences += 1;
     }
-    for mv in &root.materialized_views {
+    for mv in catalog::materialized_views_in_creation_order(client)
+        .await?
+        .iter()
+        .filter(|mv| root.materialized_views.contains(mv))
+    {
         client
             .batch_execute(&format!("REFRESH MATERIALIZED VIEW {}", qualified(mv)))
             .await
@@ -181,7 +222,10 @@ async fn load<B: Backend + 'static>(
 async fn text_blob<B: Backend>(store: &Store<B>, r: &phony_core::BlobRef) -> Result<String> {
     let plain = store.get_plain(&r.id, r.bytes).await?;
     String::from_utf8(plain).map_err(|_| {
-        Error::Store(phony_core::Error::Corrupt { id: r.id, reason: "schema text is not UTF-8".into() })
+        Error::Store(phony_core::Error::Corrupt {
+            id: r.id,
+            reason: "schema text is not UTF-8".into(),
+        })
     })
 }
 
@@ -199,7 +243,10 @@ pub(crate) async fn load_table<B: Backend + 'static>(
     } else {
         format!(" ({})", ident_list(&table.columns))
     };
-    let sql = format!("COPY {}{cols} FROM STDIN WITH (FREEZE)", qualified(&table.table));
+    let sql = format!(
+        "COPY {}{cols} FROM STDIN WITH (FREEZE)",
+        qualified(&table.table)
+    );
     let sink = client
         .copy_in::<_, Bytes>(&sql)
         .await
@@ -239,8 +286,14 @@ enum DropError {
 
 /// Drops every user schema (not phony's own) and recreates `public` as PostgreSQL makes
 /// it, unless the snapshot's DDL creates it itself.
-async fn drop_user_schemas(client: &Client, server_version_num: u32, pre_data: &str) -> Result<(), DropError> {
-    let schemas = catalog::user_schemas(client).await.map_err(DropError::Other)?;
+async fn drop_user_schemas(
+    client: &Client,
+    server_version_num: u32,
+    pre_data: &str,
+) -> Result<(), DropError> {
+    let schemas = catalog::user_schemas(client)
+        .await
+        .map_err(DropError::Other)?;
     for schema in schemas.iter().filter(|s| *s != PHONY_SCHEMA) {
         let sql = format!("DROP SCHEMA {} CASCADE", ident(schema));
         if let Err(e) = client.batch_execute(&sql).await {
@@ -253,7 +306,9 @@ async fn drop_user_schemas(client: &Client, server_version_num: u32, pre_data: &
             }));
         }
     }
-    let creates_public = pre_data.lines().any(|l| l.starts_with("CREATE SCHEMA public"));
+    let creates_public = pre_data
+        .lines()
+        .any(|l| l.starts_with("CREATE SCHEMA public"));
     if !creates_public {
         // The state initdb gives `public`; pg_dump writes only what differs from it.
         let sql = if server_version_num >= 150000 {
@@ -263,7 +318,10 @@ async fn drop_user_schemas(client: &Client, server_version_num: u32, pre_data: &
                 .to_owned()
         } else {
             let owner: String = client
-                .query_one("SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = 10", &[])
+                .query_one(
+                    "SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = 10",
+                    &[],
+                )
                 .await
                 .map_err(|e| DropError::Other(pg("reading the bootstrap role")(e)))?
                 .get(0);
@@ -297,7 +355,11 @@ async fn lock_holders(client: &Client) -> Result<Vec<BlockingSession>> {
         .map_err(pg("listing blocking sessions"))?;
     Ok(rows
         .iter()
-        .map(|r| BlockingSession { pid: r.get(0), application_name: r.get(1), state: r.get(2) })
+        .map(|r| BlockingSession {
+            pid: r.get(0),
+            application_name: r.get(1),
+            state: r.get(2),
+        })
         .collect())
 }
 

@@ -52,7 +52,9 @@ impl PgDump {
             })?;
             return found.check(server_major);
         }
-        let mut candidates = vec![PathBuf::from(format!("/usr/lib/postgresql/{server_major}/bin/pg_dump"))];
+        let mut candidates = vec![PathBuf::from(format!(
+            "/usr/lib/postgresql/{server_major}/bin/pg_dump"
+        ))];
         if let Ok(out) = Command::new("pg_config").arg("--bindir").output().await {
             if out.status.success() {
                 let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -95,14 +97,24 @@ impl PgDump {
         }
         let text = String::from_utf8_lossy(&out.stdout);
         // "pg_dump (PostgreSQL) 15.4 (Debian 15.4-1)"
-        let version = text.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+        let version = text
+            .split_whitespace()
+            .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
         let major = version.split(['.', 'b', 'r', 'd']).next()?.parse().ok()?;
-        Some(PgDump { path: path.to_owned(), major })
+        Some(PgDump {
+            path: path.to_owned(),
+            major,
+        })
     }
 
     /// Dumps one section of the schema of `target`, at `snapshot` (an exported snapshot id)
     /// when given, with psql meta-commands (`\restrict` …) removed.
-    pub async fn dump(&self, target: &ConnectionTarget, section: Option<Section>, snapshot: Option<&str>) -> Result<String> {
+    pub async fn dump(
+        &self,
+        target: &ConnectionTarget,
+        section: Option<Section>,
+        snapshot: Option<&str>,
+    ) -> Result<String> {
         let mut cmd = Command::new(&self.path);
         cmd.arg("--schema-only")
             .arg("--no-password")
@@ -125,7 +137,10 @@ impl PgDump {
             .map_err(|e| Error::PgDump(format!("running {}: {e}", self.path.display())))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("no message");
+            let first = stderr
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no message");
             return Err(Error::PgDump(format!("pg_dump failed: {}", first.trim())));
         }
         let text = String::from_utf8(out.stdout)
@@ -162,7 +177,13 @@ mod tests {
     #[test]
     fn meta_commands_are_removed() {
         let s = "\\restrict abc\nSET x = 1;\nCREATE TABLE t (a int);\n\\unrestrict abc\n";
-        assert_eq!(strip_meta_commands(s), "SET x = 1;\nCREATE TABLE t (a int);\n");
-        assert_eq!(normalize("-- c\n\nSET x = 1;\n\\restrict k\n"), "SET x = 1;");
+        assert_eq!(
+            strip_meta_commands(s),
+            "SET x = 1;\nCREATE TABLE t (a int);\n"
+        );
+        assert_eq!(
+            normalize("-- c\n\nSET x = 1;\n\\restrict k\n"),
+            "SET x = 1;"
+        );
     }
 }

@@ -14,7 +14,11 @@ pub fn qualified(q: &QualifiedName) -> String {
 
 /// A list of quoted identifiers.
 pub fn ident_list(names: &[String]) -> String {
-    names.iter().map(|n| ident(n)).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| ident(n))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `value` as a string literal.
@@ -29,7 +33,10 @@ mod tests {
     #[test]
     fn quotes_hostile_names() {
         assert_eq!(ident(r#"Order "Lines""#), r#""Order ""Lines""""#);
-        assert_eq!(qualified(&QualifiedName::new("Inventory", "Größe")), r#""Inventory"."Größe""#);
+        assert_eq!(
+            qualified(&QualifiedName::new("Inventory", "Größe")),
+            r#""Inventory"."Größe""#
+        );
         assert_eq!(literal("it's"), "'it''s'");
     }
 }

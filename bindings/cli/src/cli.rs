@@ -10,11 +10,23 @@ use phony_core::SnapshotName;
 #[command(name = "phony", version, about, propagate_version = true)]
 pub struct Cli {
     /// Database to snapshot or restore [default: $PHONY_DATABASE_URL, $DATABASE_URL, then libpq's PG* variables]
-    #[arg(long, global = true, value_name = "URL", env = "PHONY_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "PHONY_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub database: Option<String>,
 
     /// Where snapshots are stored: a directory or file:// URL
-    #[arg(long, global = true, value_name = "URL", env = "PHONY_STORE", default_value = ".phony")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "PHONY_STORE",
+        default_value = ".phony"
+    )]
     pub store: String,
 
     /// Print one JSON document instead of text

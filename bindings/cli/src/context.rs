@@ -26,7 +26,11 @@ impl Context {
             .database
             .clone()
             .or_else(|| std::env::var("DATABASE_URL").ok().filter(|v| !v.is_empty()));
-        Context { json: cli.json, database, store: cli.store.clone() }
+        Context {
+            json: cli.json,
+            database,
+            store: cli.store.clone(),
+        }
     }
 
     /// The database: `--database`, `$PHONY_DATABASE_URL`, `$DATABASE_URL`, then libpq's defaults.

@@ -78,7 +78,7 @@ fn when(r: &SnapshotRecord) -> String {
 fn new_table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(presets::NOTHING);
-    t.set_header(header.iter().map(|h| Cell::new(h)));
+    t.set_header(header.iter().map(Cell::new));
     t
 }
 
@@ -86,7 +86,16 @@ pub fn snapshot_list(records: &[SnapshotRecord]) -> String {
     if records.is_empty() {
         return "no snapshots yet (take one with `phony snapshot create`)".into();
     }
-    let mut t = new_table(&["ID", "NAME", "CREATED (UTC)", "TABLES", "ROWS", "SIZE", "NEW", ""]);
+    let mut t = new_table(&[
+        "ID",
+        "NAME",
+        "CREATED (UTC)",
+        "TABLES",
+        "ROWS",
+        "SIZE",
+        "NEW",
+        "",
+    ]);
     for r in records {
         t.add_row(vec![
             Cell::new(r.id),
@@ -119,14 +128,29 @@ pub fn snapshot_show(r: &SnapshotRecord, root: &RootManifest) -> String {
     let mut out = String::new();
     let line = |k: &str, v: String| format!("{k:<14}{v}\n");
     out += &line("id", r.id.to_string());
-    out += &line("name", r.name.as_ref().map(|n| n.to_string()).unwrap_or_else(|| "-".into()));
+    out += &line(
+        "name",
+        r.name
+            .as_ref()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "-".into()),
+    );
     out += &line("created", format!("{} UTC", when(r)));
     out += &line("origin", format!("{:?}", r.origin).to_lowercase());
     out += &line("pinned", if r.pinned { "yes".into() } else { "no".into() });
-    out += &line("database", format!("{} (PostgreSQL {})", r.source.database, r.source.server_version));
+    out += &line(
+        "database",
+        format!(
+            "{} (PostgreSQL {})",
+            r.source.database, r.source.server_version
+        ),
+    );
     out += &line(
         "contents",
-        format!("{} tables, {} rows, {} sequences", r.stats.tables, r.stats.rows, r.stats.sequences),
+        format!(
+            "{} tables, {} rows, {} sequences",
+            r.stats.tables, r.stats.rows, r.stats.sequences
+        ),
     );
     out += &line(
         "size",
@@ -137,7 +161,10 @@ pub fn snapshot_show(r: &SnapshotRecord, root: &RootManifest) -> String {
             size(r.stats.new_bytes)
         ),
     );
-    out += &line("took", format!("{:.2}s", r.stats.duration_ms as f64 / 1000.0));
+    out += &line(
+        "took",
+        format!("{:.2}s", r.stats.duration_ms as f64 / 1000.0),
+    );
     out.push('\n');
     let mut t = new_table(&["TABLE", "ROWS", "SIZE", "KEY"]);
     for e in &root.tables {
@@ -145,7 +172,11 @@ pub fn snapshot_show(r: &SnapshotRecord, root: &RootManifest) -> String {
             Cell::new(&e.table),
             Cell::new(e.content.rows).set_alignment(CellAlignment::Right),
             Cell::new(size(e.content.bytes)).set_alignment(CellAlignment::Right),
-            Cell::new(if e.key.is_empty() { "(none: whole rows)".into() } else { e.key.join(", ") }),
+            Cell::new(if e.key.is_empty() {
+                "(none: whole rows)".into()
+            } else {
+                e.key.join(", ")
+            }),
         ]);
     }
     out += &t.to_string();

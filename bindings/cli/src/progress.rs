@@ -20,7 +20,9 @@ impl Bar {
             return Bar { bar: None };
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
-        if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {bytes} ({bytes_per_sec}, {elapsed})") {
+        if let Ok(style) =
+            ProgressStyle::with_template("{spinner} {msg} {bytes} ({bytes_per_sec}, {elapsed})")
+        {
             bar.set_style(style);
         }
         bar.set_message(message.to_owned());

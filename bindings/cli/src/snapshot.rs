@@ -33,7 +33,10 @@ async fn create(ctx: &Context, args: CreateArgs) -> Result<()> {
     }
     let started = Instant::now();
     let bar = Bar::new(!ctx.json, &format!("capturing {}", target.dbname()));
-    let opts = CaptureOptions { progress: bar.callback(), ..CaptureOptions::default() };
+    let opts = CaptureOptions {
+        progress: bar.callback(),
+        ..CaptureOptions::default()
+    };
     let captured = phony_postgres::capture(&target, &store, &opts)
         .await
         .with_context(|| format!("capturing {target}"))?;
@@ -64,7 +67,10 @@ async fn create(ctx: &Context, args: CreateArgs) -> Result<()> {
         source: captured.source,
         stats,
     };
-    store.put_record(&record).await.context("writing the snapshot record")?;
+    store
+        .put_record(&record)
+        .await
+        .context("writing the snapshot record")?;
     if ctx.json {
         output::print_json(&SnapshotView::of(&record))
     } else {
@@ -81,7 +87,9 @@ async fn list(ctx: &Context) -> Result<()> {
         struct List<'a> {
             snapshots: Vec<SnapshotView<'a>>,
         }
-        output::print_json(&List { snapshots: records.iter().map(SnapshotView::of).collect() })
+        output::print_json(&List {
+            snapshots: records.iter().map(SnapshotView::of).collect(),
+        })
     } else {
         println!("{}", output::snapshot_list(&records));
         Ok(())
@@ -159,8 +167,11 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
                     tracing::warn!("could not drop {}: {drop_err}", target.dbname());
                 }
             }
-            return Err(anyhow::Error::new(e)
-                .context(format!("restoring {} into {}", record.id, target.dbname())));
+            return Err(anyhow::Error::new(e).context(format!(
+                "restoring {} into {}",
+                record.id,
+                target.dbname()
+            )));
         }
     };
     if ctx.json {
@@ -209,7 +220,10 @@ async fn delete(ctx: &Context, args: DeleteArgs) -> Result<()> {
     let records = store.records().await?;
     let record = resolve(&records, &args.snapshot)?;
     if record.pinned && !args.force {
-        bail!("snapshot {} is pinned; unpin it or pass --force to delete it anyway", record.label());
+        bail!(
+            "snapshot {} is pinned; unpin it or pass --force to delete it anyway",
+            record.label()
+        );
     }
     store.delete_record(&record.id).await?;
     if ctx.json {

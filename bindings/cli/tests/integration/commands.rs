@@ -1,0 +1,163 @@
+//! The commands' contract: what they print, in text and JSON.
+
+use phony_tests::{assert_same, TestDb, TestStore};
+use serde_json::Value;
+
+use crate::{fails, ok, phony};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_list_show_restore_delete() {
+    let db = TestDb::rich("cli_flow").await;
+    let store = TestStore::new().await;
+    let before = db.fingerprint().await;
+
+    let id = ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "create", "--name", "clean-state"],
+    ));
+    let id = id.trim();
+    assert!(
+        id.starts_with("snap_") && id.len() == 17,
+        "create prints the id alone: {id:?}"
+    );
+
+    db.exec("DELETE FROM public.orders; ALTER TABLE public.customers ADD COLUMN x int; SELECT nextval('public.ticket_seq')")
+        .await;
+    let restored = ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "restore", "clean-state"],
+    ));
+    assert!(restored.contains("restored clean-state"), "{restored}");
+    assert_same(&db.fingerprint().await, &before, "after restore by name");
+
+    let json: Value = serde_json::from_str(&ok(&phony(
+        &db.url(),
+        store.path(),
+        &["--json", "snapshot", "create"],
+    )))
+    .unwrap();
+    for key in [
+        "id",
+        "name",
+        "created_at",
+        "tables",
+        "rows",
+        "bytes",
+        "stored_bytes",
+        "new_bytes",
+    ] {
+        assert!(json.get(key).is_some(), "create --json has {key}: {json}");
+    }
+    assert_eq!(json["tables"], 13);
+    assert_eq!(json["name"], Value::Null);
+    assert_eq!(
+        json["new_bytes"], 0,
+        "nothing changed since the first snapshot"
+    );
+    let second = json["id"].as_str().unwrap().to_owned();
+
+    let list = ok(&phony(&db.url(), store.path(), &["snapshot", "list"]));
+    let lines: Vec<&str> = list.lines().collect();
+    assert!(
+        lines[0].contains("ID") && lines[0].contains("NAME") && lines[0].contains("ROWS"),
+        "{list}"
+    );
+    assert!(lines[1].contains(&second), "newest first: {list}");
+    assert!(
+        lines[2].contains(id) && lines[2].contains("clean-state"),
+        "{list}"
+    );
+
+    let list: Value = serde_json::from_str(&ok(&phony(
+        &db.url(),
+        store.path(),
+        &["--json", "snapshot", "list"],
+    )))
+    .unwrap();
+    assert_eq!(list["snapshots"].as_array().unwrap().len(), 2);
+
+    let show = ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "show", &id[..9]],
+    ));
+    assert!(
+        show.contains("clean-state") && show.contains("Inventory.Order Lines"),
+        "{show}"
+    );
+    let show: Value = serde_json::from_str(&ok(&phony(
+        &db.url(),
+        store.path(),
+        &["--json", "snapshot", "show", id],
+    )))
+    .unwrap();
+    assert_eq!(show["table_list"].as_array().unwrap().len(), 13);
+
+    let deleted = ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "delete", &second],
+    ));
+    assert!(deleted.contains(&second));
+    let list: Value = serde_json::from_str(&ok(&phony(
+        &db.url(),
+        store.path(),
+        &["--json", "snapshot", "list"],
+    )))
+    .unwrap();
+    assert_eq!(list["snapshots"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_target_creates_a_database_beside_the_source() {
+    let db = TestDb::rich("cli_target").await;
+    let store = TestStore::new().await;
+    let before = db.fingerprint().await;
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "create", "--name", "week-ago"],
+    ));
+    db.exec("DELETE FROM public.page_views").await;
+    let changed = db.fingerprint().await;
+
+    let copy = db.sibling_name("cmp");
+    let out = ok(&phony(
+        &db.url(),
+        store.path(),
+        &[
+            "snapshot",
+            "restore",
+            "week-ago",
+            "--target",
+            &db.url_of(&copy),
+        ],
+    ));
+    assert!(out.contains("(created)"), "{out}");
+    assert_same(&db.fingerprint_of(&copy).await, &before, "the new database");
+    assert_same(&db.fingerprint().await, &changed, "the source is untouched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_snapshots_need_force_to_delete() {
+    let db = TestDb::new("cli_pin").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
+    let store = TestStore::new().await;
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "create", "--name", "keep", "--pin"],
+    ));
+    fails(
+        &phony(&db.url(), store.path(), &["snapshot", "delete", "keep"]),
+        1,
+        &["pinned", "--force"],
+    );
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "delete", "keep", "--force"],
+    ));
+}

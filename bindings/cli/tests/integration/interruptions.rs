@@ -1,0 +1,222 @@
+//! Restores that are killed, blocked or forced, and sessions that stay connected.
+
+use std::time::{Duration, Instant};
+
+use phony_tests::{assert_same, TestDb, TestStore};
+
+use crate::{fails, ok, phony, phony_cmd};
+
+/// A database big enough that a restore takes a noticeable moment.
+async fn big_db(label: &str) -> TestDb {
+    let db = TestDb::new(label).await;
+    db.exec(
+        "CREATE TABLE big (id int PRIMARY KEY, payload text NOT NULL);
+         INSERT INTO big SELECT g, md5(g::text) || repeat(md5((g * 7)::text), 6) FROM generate_series(1, 300000) g;
+         CREATE TABLE small (id serial PRIMARY KEY, v text);
+         INSERT INTO small (v) VALUES ('a'), ('b');",
+    )
+    .await;
+    db
+}
+
+/// Polls until `cond` holds or `timeout` passes.
+async fn wait_for<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_killed_midway_leaves_the_before_state() {
+    let db = big_db("kill_restore").await;
+    let store = TestStore::new().await;
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "create", "--name", "s"],
+    ));
+    db.exec(
+        "DELETE FROM big WHERE id % 3 = 0; INSERT INTO small (v) VALUES ('c'); DROP TABLE small",
+    )
+    .await;
+    let changed = db.fingerprint().await;
+
+    let watcher = db.client().await;
+    let mut child = phony_cmd(&db.url(), store.path(), &["snapshot", "restore", "s"])
+        .spawn()
+        .unwrap();
+    // Kill it while it is loading rows: the schema is already dropped and recreated.
+    let loading = wait_for(Duration::from_secs(20), || async {
+        !watcher
+            .query(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'phony restore' AND query LIKE 'COPY%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(loading, "the restore reached the load phase");
+    assert!(!status.success());
+    // The server notices the closed connection and rolls the transaction back.
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            watcher
+                .query(
+                    "SELECT 1 FROM pg_stat_activity WHERE application_name = 'phony restore'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .is_empty()
+        })
+        .await
+    );
+    assert_same(
+        &db.fingerprint().await,
+        &changed,
+        "after the killed restore",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_create_lists_nothing() {
+    let db = big_db("kill_create").await;
+    let store = TestStore::new().await;
+    let watcher = db.client().await;
+    let mut child = phony_cmd(
+        &db.url(),
+        store.path(),
+        &["snapshot", "create", "--name", "s"],
+    )
+    .spawn()
+    .unwrap();
+    let reading = wait_for(Duration::from_secs(20), || async {
+        !watcher
+            .query(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'phony capture' AND query LIKE 'COPY%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(reading);
+    let list = ok(&phony(
+        &db.url(),
+        store.path(),
+        &["--json", "snapshot", "list"],
+    ));
+    assert!(list.contains("\"snapshots\": []"), "{list}");
+    // And the name is still free.
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "create", "--name", "s"],
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_elsewhere_names_the_session_and_force_ends_it() {
+    let db = TestDb::new("locks").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        .await;
+    let store = TestStore::new().await;
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "create", "--name", "s"],
+    ));
+    db.exec("INSERT INTO t VALUES (2)").await;
+    let changed = db.fingerprint().await;
+
+    // A session idle in a transaction that holds a lock on t.
+    let holder = db.client().await;
+    holder
+        .batch_execute("SET application_name = 'e2e-runner'; BEGIN; SELECT * FROM t")
+        .await
+        .unwrap();
+    let pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    let started = Instant::now();
+    let out = phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "restore", "s", "--lock-timeout", "300ms"],
+    );
+    fails(
+        &out,
+        1,
+        &[
+            "could not lock",
+            &format!("pid {pid}"),
+            "e2e-runner",
+            "idle in transaction",
+            "--force",
+        ],
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_same(
+        &db.fingerprint().await,
+        &changed,
+        "after the blocked restore",
+    );
+
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "restore", "s", "--force"],
+    ));
+    assert!(
+        holder.query_one("SELECT 1", &[]).await.is_err(),
+        "the holder was terminated"
+    );
+    let n: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+
+    // Without --force, idle sessions keep their connections.
+    let bystander = db.client().await;
+    bystander
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap();
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "restore", "s"],
+    ));
+    let n: i64 = bystander
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        n, 1,
+        "the bystander is still connected and sees the restored state"
+    );
+}

@@ -1,0 +1,209 @@
+//! A throwaway PostgreSQL cluster: `initdb` + `pg_ctl` on a temporary directory and a free
+//! port, stopped and removed on drop. Started as root, it runs the server as the `postgres`
+//! user (PostgreSQL refuses to run as root).
+
+use std::io;
+use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// How to start a [`TempCluster`].
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Require this password over TCP (scram-sha-256) for the `postgres` user instead of
+    /// trusting every connection.
+    pub password: Option<String>,
+}
+
+/// A running throwaway cluster. Dropping it stops the server and deletes its files.
+#[derive(Debug)]
+pub struct TempCluster {
+    dir: tempfile::TempDir,
+    bindir: PathBuf,
+    port: u16,
+    run_as: Option<(u32, u32)>,
+    password: Option<String>,
+}
+
+impl TempCluster {
+    /// Starts a cluster that trusts every local connection.
+    pub fn start() -> io::Result<Self> {
+        Self::start_with(ClusterOptions::default())
+    }
+
+    /// Starts a cluster with `options`.
+    pub fn start_with(options: ClusterOptions) -> io::Result<Self> {
+        let bindir = find_bindir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("phony-cluster-")
+            .tempdir()?;
+        let run_as = if is_root() {
+            Some(postgres_user()?)
+        } else {
+            None
+        };
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
+        }
+        let data = dir.path().join("data");
+        let mut initdb = Command::new(bindir.join("initdb"));
+        initdb.arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+            "--auth-local=trust",
+        ]);
+        match &options.password {
+            Some(pw) => {
+                let pwfile = dir.path().join("pwfile");
+                std::fs::write(&pwfile, format!("{pw}\n"))?;
+                if let Some((uid, gid)) = run_as {
+                    std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid))?;
+                }
+                initdb
+                    .arg("--auth-host=scram-sha-256")
+                    .arg(format!("--pwfile={}", pwfile.display()));
+            }
+            None => {
+                initdb.arg("--auth-host=trust");
+            }
+        }
+        run(initdb, run_as, "initdb")?;
+        let port = free_port()?;
+        let mut cluster = TempCluster {
+            dir,
+            bindir,
+            port,
+            run_as,
+            password: options.password,
+        };
+        cluster.start_server(&data)?;
+        Ok(cluster)
+    }
+
+    fn start_server(&mut self, data: &Path) -> io::Result<()> {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let mut pg_ctl = Command::new(self.bindir.join("pg_ctl"));
+        pg_ctl
+            .arg("-D")
+            .arg(data)
+            .args(["-o", &opts, "-w", "-l"])
+            .arg(self.dir.path().join("server.log"))
+            .arg("start");
+        run(pg_ctl, self.run_as, "pg_ctl start")
+    }
+
+    /// The TCP port the server listens on (at 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A connection URL for `database` as user `postgres` (with the password, if any).
+    pub fn url(&self, database: &str) -> String {
+        match &self.password {
+            Some(pw) => format!(
+                "postgres://postgres:{pw}@127.0.0.1:{}/{database}",
+                self.port
+            ),
+            None => format!("postgres://postgres@127.0.0.1:{}/{database}", self.port),
+        }
+    }
+
+    /// The directory of the server's binaries.
+    pub fn bindir(&self) -> &Path {
+        &self.bindir
+    }
+}
+
+impl Drop for TempCluster {
+    fn drop(&mut self) {
+        let mut pg_ctl = Command::new(self.bindir.join("pg_ctl"));
+        pg_ctl
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "stop"]);
+        let _ = run(pg_ctl, self.run_as, "pg_ctl stop");
+    }
+}
+
+fn run(mut cmd: Command, run_as: Option<(u32, u32)>, what: &str) -> io::Result<()> {
+    if let Some((uid, gid)) = run_as {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd.stdin(Stdio::null()).current_dir("/");
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output()?;
+    if status.success() {
+        return Ok(());
+    }
+    let text =
+        String::from_utf8_lossy(if stderr.is_empty() { &stdout } else { &stderr }).into_owned();
+    Err(io::Error::other(format!("{what} failed: {}", text.trim())))
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+fn postgres_user() -> io::Result<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd")?;
+    passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 3 && f[0] == "postgres")
+                .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+        })
+        .ok_or_else(|| {
+            io::Error::other(
+                "running as root, but there is no `postgres` user to run the server as",
+            )
+        })
+}
+
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The newest installed server binaries: `$PHONY_PG_BINDIR`, `pg_config --bindir`, or
+/// `/usr/lib/postgresql/<newest>/bin`.
+fn find_bindir() -> io::Result<PathBuf> {
+    let has_server = |d: &Path| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
+    if let Some(d) = std::env::var_os("PHONY_PG_BINDIR") {
+        return Ok(PathBuf::from(d));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, d)| has_server(d))
+        .collect();
+    versions.sort();
+    if let Some((_, d)) = versions.pop() {
+        return Ok(d);
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let d = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if has_server(&d) {
+            return Ok(d);
+        }
+    }
+    Err(io::Error::other(
+        "no PostgreSQL server binaries (initdb, pg_ctl) found: install the server package or set PHONY_PG_BINDIR",
+    ))
+}

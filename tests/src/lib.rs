@@ -1,0 +1,180 @@
+//! Support for phony's integration tests: each test gets its own uniquely named database
+//! on the server named by `PHONY_TEST_DATABASE_URL` (default: the local server as
+//! `postgres`), dropped when the test ends, so tests run in parallel.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use phony_core::{Store, StoreConfig};
+use phony_object_store::ObjectStoreBackend;
+use phony_postgres::{ConnectionTarget, Fingerprint};
+use tokio_postgres::Client;
+
+/// The server tests run against, as a URL to its maintenance database.
+pub fn server_url() -> String {
+    std::env::var("PHONY_TEST_DATABASE_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A fixture file under `tests/fixtures`.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// A database of a test's own, dropped (with its sessions) when this is dropped.
+#[derive(Debug)]
+pub struct TestDb {
+    pub name: String,
+    server: ConnectionTarget,
+}
+
+impl TestDb {
+    /// Creates an empty database named `phony_t_<label>_<random>`.
+    pub async fn new(label: &str) -> Self {
+        let server = ConnectionTarget::parse(Some(&server_url())).unwrap();
+        let name = format!("phony_t_{label}_{:08x}", rand::random::<u32>());
+        let admin = server.connect().await.unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap();
+        TestDb { name, server }
+    }
+
+    /// Creates a database holding the rich fixture.
+    pub async fn rich(label: &str) -> Self {
+        let db = Self::new(label).await;
+        db.load(&fixture("rich.sql")).await;
+        db
+    }
+
+    /// A database name that does not exist yet (for restores into a new database); it is
+    /// dropped with this one.
+    pub fn sibling_name(&self, suffix: &str) -> String {
+        format!("{}_{suffix}", self.name)
+    }
+
+    pub fn url(&self) -> String {
+        self.url_of(&self.name)
+    }
+
+    pub fn url_of(&self, db: &str) -> String {
+        let base = server_url();
+        match base.rfind('/') {
+            Some(i) if base[..i].contains("://") => format!("{}/{db}", &base[..i]),
+            _ => format!("{base} dbname={db}"),
+        }
+    }
+
+    pub fn target(&self) -> ConnectionTarget {
+        self.server.with_dbname(&self.name)
+    }
+
+    pub async fn client(&self) -> Client {
+        self.target().connect().await.unwrap()
+    }
+
+    /// Runs a SQL script file in one implicit transaction.
+    pub async fn load(&self, path: &Path) {
+        let sql = std::fs::read_to_string(path).unwrap();
+        self.exec(&sql).await;
+    }
+
+    /// Runs SQL (one or more statements).
+    pub async fn exec(&self, sql: &str) {
+        let client = self.client().await;
+        if let Err(e) = client.batch_execute(sql).await {
+            panic!("{}: {sql}", phony_postgres::error::describe(&e));
+        }
+    }
+
+    pub async fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(&self.target()).await.unwrap()
+    }
+
+    pub async fn fingerprint_of(&self, db: &str) -> Fingerprint {
+        Fingerprint::of(&self.server.with_dbname(db)).await.unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let server = self.server.clone();
+        let names = [self.name.clone(), format!("{}_%", self.name)];
+        // Drop runs outside async; use a runtime of its own on a plain thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let admin = server.connect().await.ok()?;
+                let rows = admin
+                    .query(
+                        "SELECT datname::text FROM pg_database WHERE datname = $1 OR datname LIKE $2",
+                        &[&names[0], &names[1]],
+                    )
+                    .await
+                    .ok()?;
+                for r in rows {
+                    let db: String = r.get(0);
+                    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")).await;
+                }
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
+/// A store in a temporary directory.
+#[derive(Debug)]
+pub struct TestStore {
+    pub dir: tempfile::TempDir,
+    pub store: Arc<Store<ObjectStoreBackend>>,
+}
+
+impl TestStore {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = ObjectStoreBackend::local(dir.path(), true).unwrap();
+        let store = Arc::new(
+            Store::open_or_init(backend, StoreConfig::default())
+                .await
+                .unwrap(),
+        );
+        TestStore { dir, store }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Asserts two fingerprints are equal, showing the first difference readably.
+pub fn assert_same(actual: &Fingerprint, expected: &Fingerprint, what: &str) {
+    if actual.schema != expected.schema {
+        let a: Vec<_> = actual.schema.lines().collect();
+        let e: Vec<_> = expected.schema.lines().collect();
+        let first = a
+            .iter()
+            .zip(&e)
+            .position(|(x, y)| x != y)
+            .unwrap_or(a.len().min(e.len()));
+        panic!(
+            "{what}: schema differs at line {first}:\n  actual:   {:?}\n  expected: {:?}",
+            a.get(first),
+            e.get(first)
+        );
+    }
+    assert_eq!(
+        actual.tables, expected.tables,
+        "{what}: table contents differ"
+    );
+    assert_eq!(
+        actual.sequences, expected.sequences,
+        "{what}: sequences differ"
+    );
+}
