@@ -1,0 +1,1 @@
+//! Runnable examples of phony live in this directory; see `quickstart/main.rs`.
