@@ -11,6 +11,7 @@
 //! - [`config`]: the store's self-description and format version.
 //! - [`store`]: the store on top of a [`Backend`].
 //! - [`resolve`]: ids, prefixes and names → one snapshot.
+//! - [`row`]: rows in PostgreSQL's text COPY format: fields, keys, unescaping.
 
 pub mod chunker;
 pub mod codec;
@@ -20,6 +21,7 @@ pub mod id;
 pub mod manifest;
 pub mod record;
 pub mod resolve;
+pub mod row;
 pub mod store;
 
 pub use chunker::{ChunkParams, RowChunk, RowChunker};

@@ -21,7 +21,7 @@ pub const MANIFEST_FORMAT: u32 = 1;
 pub const FANOUT: usize = 2048;
 
 /// A reference to a stored blob with the totals below it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobRef {
     /// The blob (a chunk or a manifest node).
     pub id: BlobId,
@@ -29,6 +29,25 @@ pub struct BlobRef {
     pub rows: u64,
     /// Plain bytes of the chunk, or of all chunks below the node.
     pub bytes: u64,
+    /// Key of the first row below (see [`crate::row::key_text`]), for keyed tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<String>,
+    /// Key of the last row below, for keyed tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<String>,
+}
+
+impl BlobRef {
+    /// A reference without key bounds (schema text, root manifests).
+    pub fn plain(id: BlobId, rows: u64, bytes: u64) -> Self {
+        BlobRef {
+            id,
+            rows,
+            bytes,
+            first: None,
+            last: None,
+        }
+    }
 }
 
 /// One node of a table's chunk tree.
@@ -106,7 +125,8 @@ pub fn build_tree(chunks: &[BlobRef]) -> (BlobRef, Vec<EncodedNode>) {
         }
         level = next;
     }
-    (level[0], nodes)
+    let root = level.swap_remove(0);
+    (root, nodes)
 }
 
 fn push_node(node: &ManifestNode, part: &[BlobRef], nodes: &mut Vec<EncodedNode>) -> BlobRef {
@@ -115,6 +135,8 @@ fn push_node(node: &ManifestNode, part: &[BlobRef], nodes: &mut Vec<EncodedNode>
         id: encoded.id,
         rows: part.iter().map(|c| c.rows).sum(),
         bytes: part.iter().map(|c| c.bytes).sum(),
+        first: part.first().and_then(|c| c.first.clone()),
+        last: part.last().and_then(|c| c.last.clone()),
     };
     nodes.push(encoded);
     r
@@ -242,6 +264,8 @@ mod tests {
             id: BlobId::of(&i.to_le_bytes()),
             rows: i,
             bytes: 10 * i,
+            first: Some(format!("{}", i * 100)),
+            last: Some(format!("{}", i * 100 + 99)),
         }
     }
 
@@ -277,17 +301,19 @@ mod tests {
     fn golden_encoding_of_a_leaf() {
         let node = ManifestNode::Leaf {
             chunks: vec![BlobRef {
-                id: BlobId::of(b"row\n"),
+                id: BlobId::of(b"7\trow\n"),
                 rows: 1,
-                bytes: 4,
+                bytes: 6,
+                first: Some("7".into()),
+                last: Some("7".into()),
             }],
         };
         let plain = String::from_utf8(node.encode().plain).unwrap();
         assert_eq!(
             plain,
             format!(
-                r#"{{"kind":"leaf","chunks":[{{"id":"{}","rows":1,"bytes":4}}]}}"#,
-                BlobId::of(b"row\n")
+                r#"{{"kind":"leaf","chunks":[{{"id":"{}","rows":1,"bytes":6,"first":"7","last":"7"}}]}}"#,
+                BlobId::of(b"7\trow\n")
             )
         );
     }

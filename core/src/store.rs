@@ -214,13 +214,14 @@ impl<B: Backend> Store<B> {
 
     /// Every blob id a snapshot's root references: schema blobs, manifest nodes and chunks.
     pub async fn referenced_blobs(&self, root: &RootManifest) -> Result<Vec<BlobRef>> {
-        let mut out = vec![root.pre_data, root.post_data];
+        let mut out = vec![root.pre_data.clone(), root.post_data.clone()];
         for table in &root.tables {
-            let mut stack = vec![table.content];
+            let mut stack = vec![table.content.clone()];
             while let Some(node_ref) = stack.pop() {
+                let id = node_ref.id;
                 out.push(node_ref);
-                let plain = self.get_plain(&node_ref.id, MAX_MANIFEST_LEN).await?;
-                match ManifestNode::decode(&node_ref.id, &plain)? {
+                let plain = self.get_plain(&id, MAX_MANIFEST_LEN).await?;
+                match ManifestNode::decode(&id, &plain)? {
                     ManifestNode::Leaf { chunks } => out.extend(chunks),
                     ManifestNode::Branch { children } => stack.extend(children),
                 }

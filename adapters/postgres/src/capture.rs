@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use futures::TryStreamExt;
 use phony_core::manifest::{build_tree, MANIFEST_FORMAT};
 use phony_core::{
-    codec, Backend, BlobId, BlobRef, RootManifest, RowChunk, RowChunker, SequenceState,
+    codec, row, Backend, BlobId, BlobRef, RootManifest, RowChunk, RowChunker, SequenceState,
     SnapshotStats, SourceInfo, Store, Stored, TableEntry,
 };
 use tokio::task::JoinHandle;
@@ -180,11 +180,7 @@ async fn put_text<B: Backend>(
 ) -> Result<BlobRef> {
     let (id, stored) = store.put_plain(text.as_bytes()).await?;
     lock(tally).add(stored);
-    Ok(BlobRef {
-        id,
-        rows: 0,
-        bytes: text.len() as u64,
-    })
+    Ok(BlobRef::plain(id, 0, text.len() as u64))
 }
 
 async fn read_sequences(client: &Client) -> Result<Vec<SequenceState>> {
@@ -308,6 +304,7 @@ async fn read_table<B: Backend + 'static>(
         .map_err(pg(format!("reading table {}", table.name)))?;
     futures::pin_mut!(stream);
     let mut chunker = RowChunker::new(store.config().chunking.params)?;
+    let key_positions = key_positions(&table.columns, &table.key);
     let mut pending: VecDeque<JoinHandle<Result<(BlobRef, Stored)>>> = VecDeque::new();
     let mut refs = Vec::new();
     let in_flight = opts.in_flight.max(1);
@@ -320,14 +317,22 @@ async fn read_table<B: Backend + 'static>(
             p(buf.len() as u64);
         }
         for chunk in chunker.push(&buf) {
-            pending.push_back(tokio::spawn(store_chunk(store.clone(), chunk)));
+            pending.push_back(tokio::spawn(store_chunk(
+                store.clone(),
+                chunk,
+                key_positions.clone(),
+            )));
             while pending.len() >= in_flight {
                 collect(&mut pending, &mut refs, tally).await?;
             }
         }
     }
     for chunk in chunker.finish() {
-        pending.push_back(tokio::spawn(store_chunk(store.clone(), chunk)));
+        pending.push_back(tokio::spawn(store_chunk(
+            store.clone(),
+            chunk,
+            key_positions.clone(),
+        )));
     }
     while !pending.is_empty() {
         collect(&mut pending, &mut refs, tally).await?;
@@ -343,6 +348,17 @@ async fn read_table<B: Backend + 'static>(
         key: table.key.clone(),
         content,
     })
+}
+
+/// Where the key columns sit in a row, or `None` for a table without a (stored) key.
+pub(crate) fn key_positions(columns: &[String], key: &[String]) -> Option<Arc<[usize]>> {
+    if key.is_empty() {
+        return None;
+    }
+    key.iter()
+        .map(|k| columns.iter().position(|c| c == k))
+        .collect::<Option<Vec<_>>>()
+        .map(Arc::from)
 }
 
 async fn collect(
@@ -361,12 +377,23 @@ async fn collect(
 async fn store_chunk<B: Backend>(
     store: Arc<Store<B>>,
     chunk: RowChunk,
+    key_positions: Option<Arc<[usize]>>,
 ) -> Result<(BlobRef, Stored)> {
     let id = BlobId::of(&chunk.data);
+    let bounds = key_positions.as_deref().and_then(|positions| {
+        let (first, last) = row::first_and_last(&chunk.data)?;
+        Some((
+            row::key_text(first, positions),
+            row::key_text(last, positions),
+        ))
+    });
+    let (first, last) = bounds.unzip();
     let r = BlobRef {
         id,
         rows: chunk.rows,
         bytes: chunk.data.len() as u64,
+        first,
+        last,
     };
     if let Some(size) = store.blob_size(&id).await? {
         return Ok((
