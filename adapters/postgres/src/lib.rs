@@ -14,6 +14,7 @@
 pub mod capture;
 pub mod catalog;
 pub mod connect;
+pub mod delta;
 pub mod error;
 pub mod fingerprint;
 pub mod restore;
@@ -22,6 +23,7 @@ mod sql;
 
 pub use capture::{capture, CaptureOptions, Captured, Progress};
 pub use connect::ConnectionTarget;
+pub use delta::TableChange;
 pub use error::{BlockingSession, Error, Result};
 pub use fingerprint::Fingerprint;
-pub use restore::{ensure_database, restore, RestoreOptions, RestoreReport};
+pub use restore::{ensure_database, restore, RestoreOptions, RestorePath, RestoreReport};

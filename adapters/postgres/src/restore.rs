@@ -19,7 +19,9 @@ use tokio_postgres::Client;
 use crate::capture::Progress;
 use crate::catalog::{self, PHONY_SCHEMA};
 use crate::connect::ConnectionTarget;
+use crate::delta::{self, TableChange};
 use crate::error::{describe, pg, BlockingSession, Error, Result};
+use crate::schema_dump::{normalize, PgDump, Section};
 use crate::sql::{ident, ident_list, literal, qualified};
 
 /// How to restore.
@@ -33,6 +35,10 @@ pub struct RestoreOptions {
     pub prefetch: usize,
     /// Called as rows are loaded.
     pub progress: Option<Progress>,
+    /// Work out and report what would change, then roll back.
+    pub dry_run: bool,
+    /// Always take the full path (replace every schema), even when the schema is unchanged.
+    pub full: bool,
 }
 
 impl std::fmt::Debug for RestoreOptions {
@@ -51,6 +57,8 @@ impl Default for RestoreOptions {
             force: false,
             prefetch: 8,
             progress: None,
+            dry_run: false,
+            full: false,
         }
     }
 }
@@ -58,13 +66,42 @@ impl Default for RestoreOptions {
 /// What a restore did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RestoreReport {
+    /// Which way the database was brought to the snapshot's state.
+    pub path: RestorePath,
+    /// Why the full path was taken, when it was.
+    pub full_reason: Option<String>,
+    /// Full path: tables loaded. Delta path: tables rewritten.
     pub tables: u64,
+    /// Full path: rows loaded. Delta path: rows deleted + inserted + updated.
     pub rows: u64,
     pub bytes: u64,
     pub sequences: u64,
+    /// Delta path: what changed, per table that differed.
+    pub changes: Vec<TableChange>,
     /// Sessions terminated because of `force`.
     pub terminated: u64,
+    /// Nothing was changed: the work was rolled back.
+    pub dry_run: bool,
     pub duration: Duration,
+}
+
+/// How a restore reached the snapshot's state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RestorePath {
+    /// Every user schema replaced from the snapshot.
+    #[default]
+    Full,
+    /// Only differing rows rewritten (the schema was unchanged).
+    Delta,
+}
+
+impl RestorePath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestorePath::Full => "full",
+            RestorePath::Delta => "delta",
+        }
+    }
 }
 
 /// Creates database `target` if it does not exist; returns whether it did.
@@ -112,7 +149,11 @@ pub async fn drop_database(target: &ConnectionTarget) -> Result<()> {
         .map_err(pg(format!("dropping database {}", target.dbname())))
 }
 
-/// Restores `root` into the database at `target`, replacing its user schemas.
+/// Makes the database at `target` hold the snapshot `root`, in one transaction.
+///
+/// When the live schema equals the snapshot's, only differing rows are rewritten (the delta
+/// path); otherwise, or if the delta path fails for any reason, every user schema is
+/// replaced (the full path), in the same transaction.
 pub async fn restore<B: Backend + 'static>(
     target: &ConnectionTarget,
     store: &Arc<Store<B>>,
@@ -124,14 +165,23 @@ pub async fn restore<B: Backend + 'static>(
     let pre_data = text_blob(store, &root.pre_data).await?;
     let post_data = text_blob(store, &root.post_data).await?;
 
-    let client = target
-        .with_application_name("phony restore")
-        .connect()
-        .await?;
-    let mut report = RestoreReport::default();
-    if opts.force {
+    let target = target.with_application_name("phony restore");
+    let client = target.connect().await?;
+    let mut report = RestoreReport {
+        dry_run: opts.dry_run,
+        ..RestoreReport::default()
+    };
+    if opts.force && !opts.dry_run {
         report.terminated = terminate_others(&client).await?;
     }
+    let full_reason = if opts.full {
+        Some("asked for the full path".to_owned())
+    } else {
+        match schema_difference(&target, &client, &pre_data, &post_data).await {
+            Ok(reason) => reason,
+            Err(e) => Some(format!("could not compare schemas: {e}")),
+        }
+    };
     client
         .batch_execute(&format!(
             "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL maintenance_work_mem = '256MB'",
@@ -139,38 +189,187 @@ pub async fn restore<B: Backend + 'static>(
         ))
         .await
         .map_err(pg("starting the restore transaction"))?;
-
-    if let Err(e) = drop_user_schemas(&client, root.server_version_num, &pre_data).await {
-        let _ = client.batch_execute("ROLLBACK").await;
-        return Err(match e {
-            DropError::Locked => Error::Locked {
-                database: target.dbname().to_owned(),
-                timeout: humanize(opts.lock_timeout),
-                sessions: lock_holders(&client).await.unwrap_or_default(),
-            },
-            DropError::Other(e) => e,
-        });
+    let mut full_reason = full_reason;
+    if full_reason.is_none() {
+        match restore_delta(&target, &client, store, root, opts, &mut report).await {
+            Ok(()) => report.path = RestorePath::Delta,
+            Err(DeltaError::Locked) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(locked_error(&client, &target, opts).await);
+            }
+            Err(DeltaError::Fatal(e)) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(e);
+            }
+            Err(DeltaError::Fallback(reason)) => {
+                tracing::info!("delta restore not possible, taking the full path: {reason}");
+                full_reason = Some(reason);
+            }
+        }
     }
-    let result = load(
-        &client,
-        store,
-        root,
-        &pre_data,
-        &post_data,
-        opts,
-        &mut report,
-    )
-    .await;
-    if let Err(e) = result {
-        let _ = client.batch_execute("ROLLBACK").await;
-        return Err(e);
+    if let Some(reason) = full_reason {
+        report.full_reason = Some(reason);
+        report.changes.clear();
+        if opts.dry_run {
+            let _ = client.batch_execute("ROLLBACK").await;
+            report.tables = root.tables.len() as u64;
+            report.rows = root.rows();
+            report.bytes = root.bytes();
+            report.sequences = root.sequences.len() as u64;
+            report.duration = started.elapsed();
+            return Ok(report);
+        }
+        if let Err(e) = drop_user_schemas(&client, root.server_version_num, &pre_data).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(match e {
+                DropError::Locked => locked_error(&client, &target, opts).await,
+                DropError::Other(e) => e,
+            });
+        }
+        let result = load(
+            &client,
+            store,
+            root,
+            &pre_data,
+            &post_data,
+            opts,
+            &mut report,
+        )
+        .await;
+        if let Err(e) = result {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
     }
+    let end = if opts.dry_run { "ROLLBACK" } else { "COMMIT" };
     client
-        .batch_execute("COMMIT")
+        .batch_execute(end)
         .await
         .map_err(pg("committing the restore"))?;
     report.duration = started.elapsed();
     Ok(report)
+}
+
+async fn locked_error(client: &Client, target: &ConnectionTarget, opts: &RestoreOptions) -> Error {
+    Error::Locked {
+        database: target.dbname().to_owned(),
+        timeout: humanize(opts.lock_timeout),
+        sessions: lock_holders(client).await.unwrap_or_default(),
+    }
+}
+
+/// Why the live schema differs from the snapshot's, or `None` when it is the same.
+async fn schema_difference(
+    target: &ConnectionTarget,
+    client: &Client,
+    pre_data: &str,
+    post_data: &str,
+) -> Result<Option<String>> {
+    let (version, _) = catalog::server_version(client).await?;
+    let pg_dump = PgDump::find(version / 10000).await?;
+    let (live_pre, live_post) = tokio::try_join!(
+        pg_dump.dump(target, Some(Section::PreData), None),
+        pg_dump.dump(target, Some(Section::PostData), None)
+    )?;
+    if normalize(&live_pre) != normalize(pre_data) {
+        return Ok(Some("the schema changed since the snapshot".into()));
+    }
+    if normalize(&live_post) != normalize(post_data) {
+        return Ok(Some(
+            "keys, indexes or triggers changed since the snapshot".into(),
+        ));
+    }
+    Ok(None)
+}
+
+enum DeltaError {
+    /// Another session holds a lock the restore needs.
+    Locked,
+    /// The store cannot give what the snapshot needs: no path can succeed.
+    Fatal(Error),
+    /// The delta path cannot be taken; the full path will run instead.
+    Fallback(String),
+}
+
+/// The delta path, inside the open transaction. On `Fallback` the transaction is back at
+/// its state before the call.
+async fn restore_delta<B: Backend + 'static>(
+    target: &ConnectionTarget,
+    client: &Client,
+    store: &Arc<Store<B>>,
+    root: &RootManifest,
+    opts: &RestoreOptions,
+    report: &mut RestoreReport,
+) -> Result<(), DeltaError> {
+    let fallback = |e: Error| match e {
+        Error::Store(_) => DeltaError::Fatal(e),
+        other => DeltaError::Fallback(other.to_string()),
+    };
+    client
+        .batch_execute("SAVEPOINT phony_delta")
+        .await
+        .map_err(|e| fallback(pg("starting the delta restore")(e)))?;
+    let result = async {
+        // Writers wait; readers go on. Triggers and foreign keys stay quiet: the end state is
+        // the snapshot's, which satisfied them.
+        if !root.tables.is_empty() {
+            let tables: Vec<String> = root.tables.iter().map(|t| qualified(&t.table)).collect();
+            if let Err(e) = client
+                .batch_execute(&format!(
+                    "LOCK TABLE {} IN EXCLUSIVE MODE",
+                    tables.join(", ")
+                ))
+                .await
+            {
+                if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+                    return Err(DeltaError::Locked);
+                }
+                return Err(fallback(pg("locking tables")(e)));
+            }
+        }
+        client
+            .batch_execute("SET LOCAL session_replication_role = replica")
+            .await
+            .map_err(|e| fallback(pg("disabling triggers for the restore")(e)))?;
+        let reader = target.connect().await.map_err(fallback)?;
+        let params = store.config().chunking.params;
+        for entry in &root.tables {
+            let change = delta::restore_table(client, &reader, store, entry, params, opts.prefetch)
+                .await
+                .map_err(fallback)?;
+            if let Some(c) = change {
+                report.tables += 1;
+                report.rows += c.deleted + c.inserted + c.updated;
+                report.changes.push(c);
+            }
+        }
+        set_sequences(client, root, report)
+            .await
+            .map_err(fallback)?;
+        if !report.changes.is_empty() {
+            refresh_materialized_views(client, root)
+                .await
+                .map_err(fallback)?;
+        }
+        client
+            .batch_execute("SET LOCAL session_replication_role = origin")
+            .await
+            .map_err(|e| fallback(pg("re-enabling triggers")(e)))?;
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        report.tables = 0;
+        report.rows = 0;
+        report.sequences = 0;
+        if let Err(e) = client
+            .batch_execute("ROLLBACK TO SAVEPOINT phony_delta")
+            .await
+        {
+            return Err(fallback(pg("undoing the delta restore")(e)));
+        }
+    }
+    result
 }
 
 async fn load<B: Backend + 'static>(
@@ -196,6 +395,15 @@ async fn load<B: Backend + 'static>(
         .batch_execute(post_data)
         .await
         .map_err(pg("recreating keys, indexes and triggers"))?;
+    set_sequences(client, root, report).await?;
+    refresh_materialized_views(client, root).await
+}
+
+async fn set_sequences(
+    client: &Client,
+    root: &RootManifest,
+    report: &mut RestoreReport,
+) -> Result<()> {
     for seq in &root.sequences {
         client
             .execute(
@@ -206,6 +414,10 @@ async fn load<B: Backend + 'static>(
             .map_err(pg(format!("setting sequence {}", seq.sequence)))?;
         report.sequences += 1;
     }
+    Ok(())
+}
+
+async fn refresh_materialized_views(client: &Client, root: &RootManifest) -> Result<()> {
     for mv in catalog::materialized_views_in_creation_order(client)
         .await?
         .iter()

@@ -89,6 +89,12 @@ pub struct RestoreArgs {
     /// How long to wait for other sessions' locks, e.g. 5s, 500ms, 1m
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub lock_timeout: Duration,
+    /// Show what would change (tables; rows to delete, insert, update) without changing anything
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace every schema from the snapshot even when only rows changed
+    #[arg(long)]
+    pub full: bool,
 }
 
 #[derive(Debug, Args)]

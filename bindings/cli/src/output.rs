@@ -182,3 +182,131 @@ pub fn snapshot_show(r: &SnapshotRecord, root: &RootManifest) -> String {
     out += &t.to_string();
     out
 }
+
+/// What `snapshot restore` reports in JSON.
+#[derive(Debug, Serialize)]
+pub struct RestoreView<'a> {
+    pub id: String,
+    pub name: Option<&'a str>,
+    pub database: &'a str,
+    pub created_database: bool,
+    /// "delta" (only differing rows rewritten) or "full" (every schema replaced).
+    pub path: &'static str,
+    pub full_reason: Option<&'a str>,
+    pub dry_run: bool,
+    pub tables: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sequences: u64,
+    pub changes: Vec<ChangeView<'a>>,
+    pub terminated_sessions: u64,
+    pub duration_ms: u64,
+}
+
+/// One table a delta restore rewrote.
+#[derive(Debug, Serialize)]
+pub struct ChangeView<'a> {
+    pub schema: &'a str,
+    pub name: &'a str,
+    pub deleted: u64,
+    pub inserted: u64,
+    pub updated: u64,
+}
+
+impl<'a> RestoreView<'a> {
+    pub fn of(
+        r: &'a SnapshotRecord,
+        database: &'a str,
+        created: bool,
+        report: &'a phony_postgres::RestoreReport,
+    ) -> Self {
+        RestoreView {
+            id: r.id.to_string(),
+            name: r.name.as_ref().map(|n| n.as_str()),
+            database,
+            created_database: created,
+            path: report.path.as_str(),
+            full_reason: report.full_reason.as_deref(),
+            dry_run: report.dry_run,
+            tables: report.tables,
+            rows: report.rows,
+            bytes: report.bytes,
+            sequences: report.sequences,
+            changes: report
+                .changes
+                .iter()
+                .map(|c| ChangeView {
+                    schema: &c.table.schema,
+                    name: &c.table.name,
+                    deleted: c.deleted,
+                    inserted: c.inserted,
+                    updated: c.updated,
+                })
+                .collect(),
+            terminated_sessions: report.terminated,
+            duration_ms: report.duration.as_millis() as u64,
+        }
+    }
+}
+
+/// What `snapshot restore` prints for people.
+pub fn restore_summary(
+    r: &SnapshotRecord,
+    database: &str,
+    created: bool,
+    report: &phony_postgres::RestoreReport,
+) -> String {
+    use phony_postgres::RestorePath;
+    let verb = if report.dry_run {
+        "would restore"
+    } else {
+        "restored"
+    };
+    let into = format!("{database}{}", if created { " (created)" } else { "" });
+    let secs = report.duration.as_secs_f64();
+    let mut out = match report.path {
+        RestorePath::Delta if report.changes.is_empty() => format!(
+            "{verb} {} into {into}: no rows differ; {} sequences set, in {secs:.2}s\n",
+            r.label(),
+            report.sequences
+        ),
+        RestorePath::Delta => {
+            let (d, i, u) = report.changes.iter().fold((0, 0, 0), |(d, i, u), c| {
+                (d + c.deleted, i + c.inserted, u + c.updated)
+            });
+            format!(
+                "{verb} {} into {into} by rewriting {} of {} tables ({d} rows deleted, {i} inserted, {u} updated), {} sequences, in {secs:.2}s\n",
+                r.label(),
+                report.changes.len(),
+                r.stats.tables,
+                report.sequences
+            )
+        }
+        RestorePath::Full => format!(
+            "{verb} {} into {into}{}: {} tables, {} rows, {} sequences in {secs:.2}s\n",
+            r.label(),
+            report
+                .full_reason
+                .as_deref()
+                .map(|why| format!(" (full path: {why})"))
+                .unwrap_or_default(),
+            report.tables,
+            report.rows,
+            report.sequences
+        ),
+    };
+    if report.dry_run && !report.changes.is_empty() {
+        let mut t = new_table(&["TABLE", "DELETE", "INSERT", "UPDATE"]);
+        for c in &report.changes {
+            t.add_row(vec![
+                Cell::new(&c.table),
+                Cell::new(c.deleted).set_alignment(CellAlignment::Right),
+                Cell::new(c.inserted).set_alignment(CellAlignment::Right),
+                Cell::new(c.updated).set_alignment(CellAlignment::Right),
+            ]);
+        }
+        out += &t.to_string();
+        out.push('\n');
+    }
+    out
+}

@@ -155,6 +155,8 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
         lock_timeout: args.lock_timeout,
         force: args.force,
         progress: bar.callback(),
+        dry_run: args.dry_run,
+        full: args.full,
         ..RestoreOptions::default()
     };
     let result = phony_postgres::restore(&target, &store, &root, &opts).await;
@@ -175,41 +177,16 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
         }
     };
     if ctx.json {
-        #[derive(Serialize)]
-        struct Restored<'a> {
-            id: String,
-            name: Option<&'a str>,
-            database: &'a str,
-            created_database: bool,
-            tables: u64,
-            rows: u64,
-            bytes: u64,
-            sequences: u64,
-            terminated_sessions: u64,
-            duration_ms: u64,
-        }
-        output::print_json(&Restored {
-            id: record.id.to_string(),
-            name: record.name.as_ref().map(|n| n.as_str()),
-            database: target.dbname(),
-            created_database: created,
-            tables: report.tables,
-            rows: report.rows,
-            bytes: report.bytes,
-            sequences: report.sequences,
-            terminated_sessions: report.terminated,
-            duration_ms: report.duration.as_millis() as u64,
-        })
-    } else {
-        println!(
-            "restored {} into {}{}: {} tables, {} rows, {} sequences in {:.2}s",
-            record.label(),
+        output::print_json(&output::RestoreView::of(
+            &record,
             target.dbname(),
-            if created { " (created)" } else { "" },
-            report.tables,
-            report.rows,
-            report.sequences,
-            report.duration.as_secs_f64()
+            created,
+            &report,
+        ))
+    } else {
+        print!(
+            "{}",
+            output::restore_summary(&record, target.dbname(), created, &report)
         );
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! snapshot → changes → restore gives the snapshot's fingerprint.
 
-use phony_postgres::{capture, restore, CaptureOptions, RestoreOptions};
+use phony_postgres::{capture, restore, CaptureOptions, RestoreOptions, RestorePath};
 use phony_tests::{assert_same, TestDb, TestStore};
 use proptest::prelude::*;
 
@@ -59,7 +59,7 @@ async fn restore_undoes_random_data_changes() {
                     for i in &picked {
                         db.exec(CHANGES[*i]).await;
                     }
-                    restore(
+                    let report = restore(
                         &db.target(),
                         &store.store,
                         &captured.manifest,
@@ -67,6 +67,24 @@ async fn restore_undoes_random_data_changes() {
                     )
                     .await
                     .unwrap();
+                    assert_eq!(report.path, RestorePath::Delta, "{:?}", report.full_reason);
+                    assert_same(
+                        &db.fingerprint().await,
+                        &before,
+                        &format!("after delta restore of changes {picked:?}"),
+                    );
+                    // The full path gives the same state.
+                    for i in &picked {
+                        db.exec(CHANGES[*i]).await;
+                    }
+                    let full = RestoreOptions {
+                        full: true,
+                        ..RestoreOptions::default()
+                    };
+                    let report = restore(&db.target(), &store.store, &captured.manifest, &full)
+                        .await
+                        .unwrap();
+                    assert_eq!(report.path, RestorePath::Full);
                     assert_same(
                         &db.fingerprint().await,
                         &before,
@@ -92,7 +110,7 @@ async fn restore_undoes_schema_changes() {
     }
     db.exec(CHANGES[0]).await;
     assert_ne!(db.fingerprint().await.schema, before.schema);
-    restore(
+    let report = restore(
         &db.target(),
         &store.store,
         &captured.manifest,
@@ -100,6 +118,7 @@ async fn restore_undoes_schema_changes() {
     )
     .await
     .unwrap();
+    assert_eq!(report.path, RestorePath::Full);
     assert_same(&db.fingerprint().await, &before, "after the migrations");
 }
 
@@ -144,4 +163,72 @@ async fn a_second_snapshot_of_unchanged_data_stores_almost_nothing() {
     assert_eq!(second.stats.new_bytes, 0);
     assert!(first.stats.new_bytes > 0);
     assert!(first.stats.stored_bytes < first.stats.bytes, "compressed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_the_constraints_refuse_falls_back_to_the_full_path() {
+    let db = TestDb::rich("rt_swap").await;
+    let store = TestStore::new().await;
+    let before = db.fingerprint().await;
+    let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    // Swap two unique emails (through a third value, as a migration would): undoing it in
+    // one UPDATE collides with the unique index whatever the row order.
+    db.exec(
+        "CREATE TEMP TABLE two AS SELECT id, email FROM public.customers ORDER BY id LIMIT 2;
+         UPDATE public.customers SET email = 'swap@x.test' WHERE id = (SELECT min(id) FROM two);
+         UPDATE public.customers SET email = (SELECT email FROM two ORDER BY id LIMIT 1)
+           WHERE id = (SELECT max(id) FROM two);
+         UPDATE public.customers SET email = (SELECT email FROM two ORDER BY id DESC LIMIT 1)
+           WHERE id = (SELECT min(id) FROM two);",
+    )
+    .await;
+    let report = restore(
+        &db.target(),
+        &store.store,
+        &captured.manifest,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.path, RestorePath::Full);
+    let reason = report.full_reason.unwrap_or_default();
+    assert!(reason.contains("duplicate key"), "{reason}");
+    assert_same(&db.fingerprint().await, &before, "after restore");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_reports_the_delta_and_changes_nothing() {
+    let db = TestDb::rich("rt_dry").await;
+    let store = TestStore::new().await;
+    let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    db.exec(
+        "DELETE FROM public.page_views WHERE hits IS NULL;
+         INSERT INTO public.categories (id, name) VALUES (5000, 'new');
+         UPDATE public.orders SET note = 'changed';",
+    )
+    .await;
+    let changed = db.fingerprint().await;
+    let dry = RestoreOptions {
+        dry_run: true,
+        ..RestoreOptions::default()
+    };
+    let report = restore(&db.target(), &store.store, &captured.manifest, &dry)
+        .await
+        .unwrap();
+    assert!(report.dry_run);
+    assert_eq!(report.path, RestorePath::Delta);
+    let by_table: std::collections::BTreeMap<String, (u64, u64, u64)> = report
+        .changes
+        .iter()
+        .map(|c| (c.table.to_string(), (c.deleted, c.inserted, c.updated)))
+        .collect();
+    assert_eq!(by_table["public.categories"], (1, 0, 0));
+    assert_eq!(by_table["public.orders"].2, 8);
+    assert!(by_table["public.page_views"].1 > 0);
+    assert_eq!(by_table.len(), 3, "{by_table:?}");
+    assert_same(&db.fingerprint().await, &changed, "after a dry run");
 }

@@ -295,7 +295,9 @@ async fn corrupted_and_missing_blobs_fail_the_restore_and_change_nothing() {
         store.path(),
         &["snapshot", "create", "--name", "s"],
     ));
-    db.exec("DELETE FROM public.page_views").await;
+    // The restore will need the chunk holding the 1 MB value.
+    db.exec("UPDATE public.blobs SET body = 'short' WHERE label = 'big'")
+        .await;
     let changed = db.fingerprint().await;
 
     // Flip one bit of the biggest blob (a chunk of the 1 MB value).
@@ -316,6 +318,18 @@ async fn corrupted_and_missing_blobs_fail_the_restore_and_change_nothing() {
     std::fs::remove_file(&victim).unwrap();
     fails(
         &phony(&db.url(), store.path(), &["snapshot", "restore", "s"]),
+        1,
+        &["missing", &name],
+    );
+    assert_same(&db.fingerprint().await, &changed, "after a failed restore");
+
+    // The full path needs every chunk, and fails the same way.
+    fails(
+        &phony(
+            &db.url(),
+            store.path(),
+            &["snapshot", "restore", "s", "--full"],
+        ),
         1,
         &["missing", &name],
     );

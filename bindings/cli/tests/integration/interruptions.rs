@@ -145,10 +145,26 @@ async fn a_lock_held_elsewhere_names_the_session_and_force_ends_it() {
     db.exec("INSERT INTO t VALUES (2)").await;
     let changed = db.fingerprint().await;
 
-    // A session idle in a transaction that holds a lock on t.
+    // A reader in an open transaction does not stop a restore of rows.
+    let reader = db.client().await;
+    reader
+        .batch_execute("BEGIN; SELECT * FROM t")
+        .await
+        .unwrap();
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "restore", "s", "--lock-timeout", "300ms"],
+    ));
+    reader.batch_execute("COMMIT").await.unwrap();
+    db.exec("INSERT INTO t VALUES (2)").await;
+
+    // A writer idle in its transaction does (and so would any session for a schema change).
     let holder = db.client().await;
     holder
-        .batch_execute("SET application_name = 'e2e-runner'; BEGIN; SELECT * FROM t")
+        .batch_execute(
+            "SET application_name = 'e2e-runner'; BEGIN; UPDATE t SET id = id WHERE id = -1",
+        )
         .await
         .unwrap();
     let pid: i32 = holder

@@ -1,0 +1,344 @@
+//! Delta restore: rewrite only the rows that differ from the snapshot.
+//!
+//! The live table is re-read (on a second connection, in the same key order as a capture)
+//! and cut into chunks with the store's parameters. Chunks present on both sides hold the
+//! same rows, so every difference lies in the chunks present on one side only: the live
+//! ones are streamed into a temporary table `l`, the snapshot's into `s`, and three
+//! statements turn the table into the snapshot's rows — by primary key (delete, update,
+//! insert) or, for a table without one, as a multiset of whole rows.
+//!
+//! The caller runs this inside the restore transaction, with `session_replication_role =
+//! replica` (no user or foreign-key triggers fire: the end state is the snapshot's, which
+//! satisfied them) and the tables locked against writers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt, TryStreamExt};
+use phony_core::{
+    codec, Backend, BlobId, BlobRef, ChunkParams, QualifiedName, RowChunker, Store, TableEntry,
+};
+use tokio_postgres::{Client, CopyInSink};
+
+use crate::capture::copy_out_sql;
+use crate::catalog::TableInfo;
+use crate::error::{pg, Error, Result};
+use crate::sql::{ident, ident_list, qualified};
+
+/// What a delta restore changed (or, in a dry run, would change) in one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableChange {
+    pub table: QualifiedName,
+    pub deleted: u64,
+    pub inserted: u64,
+    pub updated: u64,
+}
+
+const LIVE: &str = "pg_temp.phony_live";
+const SNAP: &str = "pg_temp.phony_snap";
+const MULTISET: &str = "pg_temp.phony_multiset";
+
+/// Makes `table` hold the snapshot's rows. Returns `None` when it already does.
+pub(crate) async fn restore_table<B: Backend + 'static>(
+    client: &Client,
+    reader: &Client,
+    store: &Arc<Store<B>>,
+    entry: &TableEntry,
+    params: ChunkParams,
+    prefetch: usize,
+) -> Result<Option<TableChange>> {
+    let t = qualified(&entry.table);
+    let snapshot_chunks = store.table_chunks(entry).await?;
+    let mut unmatched: HashMap<BlobId, usize> = HashMap::new();
+    for c in &snapshot_chunks {
+        *unmatched.entry(c.id).or_default() += 1;
+    }
+
+    // Re-read the live rows; stream the chunks the snapshot lacks into the live table.
+    let info = TableInfo {
+        name: entry.table.clone(),
+        columns: entry.columns.clone(),
+        key: entry.key.clone(),
+        bytes: 0,
+    };
+    let stream = reader
+        .copy_out(&copy_out_sql(&info))
+        .await
+        .map_err(pg(format!("reading table {}", entry.table)))?;
+    futures::pin_mut!(stream);
+    let mut chunker = RowChunker::new(params)?;
+    let mut live_sink: Option<std::pin::Pin<Box<CopyInSink<Bytes>>>> = None;
+    let mut live_rows = 0u64;
+    while let Some(buf) = stream
+        .try_next()
+        .await
+        .map_err(pg(format!("reading table {}", entry.table)))?
+    {
+        for chunk in chunker.push(&buf) {
+            live_rows += absorb(client, entry, &mut unmatched, &mut live_sink, chunk.data).await?;
+        }
+    }
+    for chunk in chunker.finish() {
+        live_rows += absorb(client, entry, &mut unmatched, &mut live_sink, chunk.data).await?;
+    }
+    let snapshot_only: Vec<BlobRef> = {
+        let mut left = unmatched;
+        snapshot_chunks
+            .into_iter()
+            .filter(|c| match left.get_mut(&c.id) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                _ => false,
+            })
+            .collect()
+    };
+    if live_sink.is_none() && snapshot_only.is_empty() {
+        return Ok(None);
+    }
+    match live_sink.take() {
+        Some(mut sink) => {
+            sink.as_mut()
+                .finish()
+                .await
+                .map_err(pg(format!("staging live rows of {}", entry.table)))?;
+        }
+        None => create_temp(client, entry, LIVE).await?,
+    }
+    let _ = live_rows;
+
+    // Stage the snapshot's rows of the differing chunks.
+    create_temp(client, entry, SNAP).await?;
+    let sink = client
+        .copy_in::<_, Bytes>(&format!("COPY {SNAP} FROM STDIN"))
+        .await
+        .map_err(pg(format!("staging snapshot rows of {}", entry.table)))?;
+    futures::pin_mut!(sink);
+    let mut blobs = futures::stream::iter(snapshot_only)
+        .map(|c| {
+            let store = store.clone();
+            async move {
+                let stored = store.get_encoded(&c.id).await?;
+                tokio::task::spawn_blocking(move || codec::decode(&c.id, &stored, c.bytes))
+                    .await
+                    .map_err(|e| Error::Internal(format!("decoding a chunk failed: {e}")))?
+                    .map_err(Error::from)
+            }
+        })
+        .buffered(prefetch.max(1));
+    while let Some(plain) = blobs.try_next().await? {
+        sink.send(Bytes::from(plain))
+            .await
+            .map_err(pg(format!("staging snapshot rows of {}", entry.table)))?;
+    }
+    sink.as_mut()
+        .finish()
+        .await
+        .map_err(pg(format!("staging snapshot rows of {}", entry.table)))?;
+    client
+        .batch_execute(&format!("ANALYZE {LIVE}; ANALYZE {SNAP};"))
+        .await
+        .map_err(pg("analyzing staged rows"))?;
+
+    let change = if entry.key.is_empty() {
+        apply_multiset(client, entry, &t).await?
+    } else {
+        apply_keyed(client, entry, &t).await?
+    };
+    client
+        .batch_execute(&format!("DROP TABLE {LIVE}; DROP TABLE {SNAP};"))
+        .await
+        .map_err(pg("dropping staged rows"))?;
+    Ok(Some(change))
+}
+
+/// Matches one live chunk against the snapshot's; stages it when the snapshot lacks it.
+/// Returns the rows staged.
+async fn absorb(
+    client: &Client,
+    entry: &TableEntry,
+    unmatched: &mut HashMap<BlobId, usize>,
+    sink: &mut Option<std::pin::Pin<Box<CopyInSink<Bytes>>>>,
+    data: Bytes,
+) -> Result<u64> {
+    let id = BlobId::of(&data);
+    if let Some(n) = unmatched.get_mut(&id) {
+        if *n > 0 {
+            *n -= 1;
+            return Ok(0);
+        }
+    }
+    if sink.is_none() {
+        create_temp(client, entry, LIVE).await?;
+        let s = client
+            .copy_in::<_, Bytes>(&format!("COPY {LIVE} FROM STDIN"))
+            .await
+            .map_err(pg(format!("staging live rows of {}", entry.table)))?;
+        *sink = Some(Box::pin(s));
+    }
+    let rows = data.iter().filter(|&&b| b == b'\n').count() as u64;
+    if let Some(s) = sink.as_mut() {
+        s.send(data)
+            .await
+            .map_err(pg(format!("staging live rows of {}", entry.table)))?;
+    }
+    Ok(rows)
+}
+
+async fn create_temp(client: &Client, entry: &TableEntry, name: &str) -> Result<()> {
+    let cols = if entry.columns.is_empty() {
+        String::new()
+    } else {
+        ident_list(&entry.columns)
+    };
+    client
+        .batch_execute(&format!(
+            "CREATE TEMP TABLE {} AS SELECT {cols} FROM ONLY {} LIMIT 0",
+            name.trim_start_matches("pg_temp."),
+            qualified(&entry.table)
+        ))
+        .await
+        .map_err(pg(format!("staging rows of {}", entry.table)))
+}
+
+fn row_of(alias: &str, columns: &[String]) -> String {
+    let cols: Vec<String> = columns
+        .iter()
+        .map(|c| format!("{alias}.{}", ident(c)))
+        .collect();
+    format!("ROW({})::text", cols.join(", "))
+}
+
+fn key_eq(a: &str, b: &str, key: &[String]) -> String {
+    key.iter()
+        .map(|k| format!("{a}.{k} = {b}.{k}", k = ident(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+async fn apply_keyed(client: &Client, entry: &TableEntry, t: &str) -> Result<TableChange> {
+    let key = &entry.key;
+    let cols = ident_list(&entry.columns);
+    let s_cols: Vec<String> = entry
+        .columns
+        .iter()
+        .map(|c| format!("s.{}", ident(c)))
+        .collect();
+    let context = format!("rewriting rows of {}", entry.table);
+    let deleted = client
+        .execute(
+            &format!(
+                "DELETE FROM ONLY {t} AS t USING {LIVE} l WHERE {} \
+                 AND NOT EXISTS (SELECT 1 FROM {SNAP} s WHERE {})",
+                key_eq("t", "l", key),
+                key_eq("s", "l", key)
+            ),
+            &[],
+        )
+        .await
+        .map_err(pg(context.clone()))?;
+    let non_key: Vec<&String> = entry.columns.iter().filter(|c| !key.contains(c)).collect();
+    let updated = if non_key.is_empty() {
+        0
+    } else {
+        let set: Vec<String> = non_key
+            .iter()
+            .map(|c| format!("{c} = s.{c}", c = ident(c)))
+            .collect();
+        client
+            .execute(
+                &format!(
+                    "UPDATE ONLY {t} AS t SET {} FROM {SNAP} s JOIN {LIVE} l ON {} \
+                     WHERE {} AND {} IS DISTINCT FROM {}",
+                    set.join(", "),
+                    key_eq("s", "l", key),
+                    key_eq("t", "s", key),
+                    row_of("s", &entry.columns),
+                    row_of("l", &entry.columns)
+                ),
+                &[],
+            )
+            .await
+            .map_err(pg(context.clone()))?
+    };
+    let inserted = client
+        .execute(
+            &format!(
+                "INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE SELECT {} FROM {SNAP} s \
+                 WHERE NOT EXISTS (SELECT 1 FROM {LIVE} l WHERE {})",
+                s_cols.join(", "),
+                key_eq("s", "l", key)
+            ),
+            &[],
+        )
+        .await
+        .map_err(pg(context))?;
+    Ok(TableChange {
+        table: entry.table.clone(),
+        deleted,
+        inserted,
+        updated,
+    })
+}
+
+async fn apply_multiset(client: &Client, entry: &TableEntry, t: &str) -> Result<TableChange> {
+    let context = format!("rewriting rows of {}", entry.table);
+    let cols = ident_list(&entry.columns);
+    let s_cols: Vec<String> = entry
+        .columns
+        .iter()
+        .map(|c| format!("z.{}", ident(c)))
+        .collect();
+    // How many copies of each distinct row to remove (n > 0) or add (n < 0).
+    client
+        .batch_execute(&format!(
+            "CREATE TEMP TABLE phony_multiset AS \
+             SELECT txt, sum(n)::int8 AS n FROM ( \
+               SELECT {} AS txt, 1 AS n FROM {LIVE} l UNION ALL SELECT {}, -1 FROM {SNAP} s \
+             ) x GROUP BY txt HAVING sum(n) <> 0",
+            row_of("l", &entry.columns),
+            row_of("s", &entry.columns)
+        ))
+        .await
+        .map_err(pg(context.clone()))?;
+    let deleted = client
+        .execute(
+            &format!(
+                "DELETE FROM ONLY {t} WHERE ctid IN ( \
+                   SELECT z.ctid FROM ( \
+                     SELECT t2.ctid, {txt} AS txt, row_number() OVER (PARTITION BY {txt}) AS rn \
+                     FROM ONLY {t} AS t2 WHERE {txt} IN (SELECT txt FROM {MULTISET} WHERE n > 0) \
+                   ) z JOIN {MULTISET} d USING (txt) WHERE z.rn <= d.n)",
+                txt = row_of("t2", &entry.columns)
+            ),
+            &[],
+        )
+        .await
+        .map_err(pg(context.clone()))?;
+    let inserted = client
+        .execute(
+            &format!(
+                "INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE SELECT {} FROM ( \
+                   SELECT s.*, {txt} AS phony_txt, row_number() OVER (PARTITION BY {txt}) AS phony_rn \
+                   FROM {SNAP} s \
+                 ) z JOIN {MULTISET} d ON d.txt = z.phony_txt WHERE d.n < 0 AND z.phony_rn <= -d.n",
+                s_cols.join(", "),
+                txt = row_of("s", &entry.columns)
+            ),
+            &[],
+        )
+        .await
+        .map_err(pg(context.clone()))?;
+    client
+        .batch_execute(&format!("DROP TABLE {MULTISET}"))
+        .await
+        .map_err(pg(context))?;
+    Ok(TableChange {
+        table: entry.table.clone(),
+        deleted,
+        inserted,
+        updated: 0,
+    })
+}
