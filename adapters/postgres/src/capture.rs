@@ -23,6 +23,7 @@ use crate::connect::ConnectionTarget;
 use crate::error::{pg, Error, Result};
 use crate::schema_dump::{PgDump, Section};
 use crate::sql::{ident, literal, qualified};
+use crate::tracking;
 
 /// Reports progress: plain bytes read so far are added in steps.
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
@@ -100,11 +101,15 @@ pub async fn capture<B: Backend + 'static>(
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
         .map_err(pg("starting the capture transaction"))?;
-    let snapshot: String = coordinator
-        .query_one("SELECT pg_catalog.pg_export_snapshot()", &[])
+    let row = coordinator
+        .query_one(
+            "SELECT pg_catalog.pg_export_snapshot(), pg_catalog.pg_current_snapshot()::text",
+            &[],
+        )
         .await
-        .map_err(pg("exporting the capture snapshot"))?
-        .get(0);
+        .map_err(pg("exporting the capture snapshot"))?;
+    let (snapshot, point_in_time): (String, String) = (row.get(0), row.get(1));
+    let tracked = tracking::valid(&coordinator).await?;
     let (server_version_num, server_version) = catalog::server_version(&coordinator).await?;
     let pg_dump = PgDump::find(server_version_num / 10000).await?;
 
@@ -139,6 +144,10 @@ pub async fn capture<B: Backend + 'static>(
     };
     let encoded = manifest.encode();
     let (root, stored) = store.put_plain(&encoded.plain).await?;
+    if tracked {
+        // The database held this snapshot's state at the capture's point in time.
+        tracking::record_mark(&coordinator, &root, &point_in_time).await?;
+    }
     let mut t = lock(&tally);
     t.add(stored);
     let stats = SnapshotStats {

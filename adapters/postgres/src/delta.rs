@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt, TryStreamExt};
 use phony_core::{
-    codec, Backend, BlobId, BlobRef, ChunkParams, QualifiedName, RowChunker, Store, TableEntry,
+    codec, row, Backend, BlobId, BlobRef, ChunkParams, QualifiedName, RowChunker, Store, TableEntry,
 };
 use tokio_postgres::{Client, CopyInSink};
 
@@ -25,6 +25,7 @@ use crate::capture::copy_out_sql;
 use crate::catalog::TableInfo;
 use crate::error::{pg, Error, Result};
 use crate::sql::{ident, ident_list, qualified};
+use crate::tracking::Mark;
 
 /// What a delta restore changed (or, in a dry run, would change) in one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,7 @@ const SNAP: &str = "pg_temp.phony_snap";
 const MULTISET: &str = "pg_temp.phony_multiset";
 
 /// Makes `table` hold the snapshot's rows. Returns `None` when it already does.
+/// `log`: the relation id to log the rewritten keys under, when tracking.
 pub(crate) async fn restore_table<B: Backend + 'static>(
     client: &Client,
     reader: &Client,
@@ -47,6 +49,7 @@ pub(crate) async fn restore_table<B: Backend + 'static>(
     entry: &TableEntry,
     params: ChunkParams,
     prefetch: usize,
+    log: Option<u32>,
 ) -> Result<Option<TableChange>> {
     let t = qualified(&entry.table);
     let snapshot_chunks = store.table_chunks(entry).await?;
@@ -111,12 +114,75 @@ pub(crate) async fn restore_table<B: Backend + 'static>(
 
     // Stage the snapshot's rows of the differing chunks.
     create_temp(client, entry, SNAP).await?;
+    stage_chunks(client, store, entry, snapshot_only, prefetch).await?;
+    client
+        .batch_execute(&format!("ANALYZE {LIVE}; ANALYZE {SNAP};"))
+        .await
+        .map_err(pg("analyzing staged rows"))?;
+
+    finish(client, entry, &t, log).await.map(Some)
+}
+
+/// Applies the staged rows, logs the keys it touched (when tracking), drops the staging.
+async fn finish(
+    client: &Client,
+    entry: &TableEntry,
+    t: &str,
+    log: Option<u32>,
+) -> Result<TableChange> {
+    let change = if entry.key.is_empty() {
+        apply_multiset(client, entry, t).await?
+    } else {
+        apply_keyed(client, entry, t).await?
+    };
+    if let Some(relid) = log {
+        let sql = if entry.key.is_empty() {
+            format!("INSERT INTO phony.changes (relid, key) VALUES ({relid}, NULL)")
+        } else {
+            let keys = ident_list(&entry.key);
+            let parts: Vec<String> = entry
+                .key
+                .iter()
+                .map(|k| format!("{}::text", ident(k)))
+                .collect();
+            let (l, s) = (row_of("l", &entry.columns), row_of("s", &entry.columns));
+            // Only the keys whose rows differed: what this restore changed.
+            format!(
+                "INSERT INTO phony.changes (relid, key) SELECT DISTINCT {relid}, ARRAY[{}] FROM ( \
+                   (SELECT {keys}, {l} FROM {LIVE} l EXCEPT ALL SELECT {keys}, {s} FROM {SNAP} s) \
+                   UNION ALL \
+                   (SELECT {keys}, {s} FROM {SNAP} s EXCEPT ALL SELECT {keys}, {l} FROM {LIVE} l) \
+                 ) d",
+                parts.join(", ")
+            )
+        };
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(pg("logging the rewritten rows"))?;
+    }
+    client
+        .batch_execute(&format!("DROP TABLE {LIVE}; DROP TABLE {SNAP};"))
+        .await
+        .map_err(pg("dropping staged rows"))?;
+    Ok(change)
+}
+
+/// Copies the rows of `chunks` from the store into the staging table of snapshot rows.
+async fn stage_chunks<B: Backend + 'static>(
+    client: &Client,
+    store: &Arc<Store<B>>,
+    entry: &TableEntry,
+    chunks: Vec<BlobRef>,
+    prefetch: usize,
+) -> Result<()> {
+    let context = format!("staging snapshot rows of {}", entry.table);
     let sink = client
         .copy_in::<_, Bytes>(&format!("COPY {SNAP} FROM STDIN"))
         .await
-        .map_err(pg(format!("staging snapshot rows of {}", entry.table)))?;
+        .map_err(pg(context.clone()))?;
     futures::pin_mut!(sink);
-    let mut blobs = futures::stream::iter(snapshot_only)
+    let mut blobs = futures::stream::iter(chunks)
         .map(|c| {
             let store = store.clone();
             async move {
@@ -131,27 +197,152 @@ pub(crate) async fn restore_table<B: Backend + 'static>(
     while let Some(plain) = blobs.try_next().await? {
         sink.send(Bytes::from(plain))
             .await
-            .map_err(pg(format!("staging snapshot rows of {}", entry.table)))?;
+            .map_err(pg(context.clone()))?;
     }
-    sink.as_mut()
-        .finish()
+    sink.as_mut().finish().await.map_err(pg(context))?;
+    Ok(())
+}
+
+/// Makes a keyed `table` hold the snapshot's rows, reading only the rows whose keys the
+/// change log names since `mark` and the snapshot chunks whose key ranges hold them.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn restore_table_keys<B: Backend + 'static>(
+    client: &Client,
+    store: &Arc<Store<B>>,
+    entry: &TableEntry,
+    relids: &[u32],
+    mark: &Mark,
+    prefetch: usize,
+    log: Option<u32>,
+) -> Result<Option<TableChange>> {
+    let t = qualified(&entry.table);
+    let chunks = store.table_chunks(entry).await?;
+    let types = key_types(client, entry).await?;
+    let n = entry.key.len();
+    // Chunk i (1-based) holds the keys from its first key up to the next chunk's first.
+    let mut index: Vec<i32> = Vec::with_capacity(chunks.len());
+    let mut bounds: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(chunks.len()); n];
+    for (i, c) in chunks.iter().enumerate() {
+        let first = c.first.as_deref().ok_or_else(|| {
+            Error::Internal(format!("snapshot of {} has no chunk keys", entry.table))
+        })?;
+        let fields: Vec<&[u8]> = row::fields(first.as_bytes()).collect();
+        if fields.len() != n {
+            return Err(Error::Internal(format!(
+                "snapshot of {} has malformed chunk keys",
+                entry.table
+            )));
+        }
+        index.push(i as i32 + 1);
+        for (col, f) in fields.iter().enumerate() {
+            bounds[col].push(row::unescape(f).map(|v| String::from_utf8_lossy(&v).into_owned()));
+        }
+    }
+    let changed = changed_keys_sql(entry, &types, n + 2, n + 3);
+    let k: Vec<String> = (1..=n).map(|i| format!("k{i}")).collect();
+    let cols_b: Vec<String> = (0..n)
+        .map(|i| format!("b.k{}::{}", i + 1, types[i]))
+        .collect();
+    let unnest_args: Vec<String> = (0..n).map(|i| format!("${}::text[]", i + 2)).collect();
+    let sql = format!(
+        "WITH b AS (SELECT i, {cols_b} FROM unnest($1::int4[], {unnest}) AS b(i, {k})),
+              c AS ({changed}),
+              u AS (SELECT {k}, i FROM b UNION ALL SELECT {k}, NULL FROM c)
+         SELECT DISTINCT coalesce(x, 1) FROM (
+             SELECT i, max(i) OVER (ORDER BY {k}, i IS NULL ROWS UNBOUNDED PRECEDING) AS x FROM u
+         ) z WHERE i IS NULL",
+        cols_b = (0..n)
+            .map(|i| format!("{} AS k{}", cols_b[i], i + 1))
+            .collect::<Vec<_>>()
+            .join(", "),
+        unnest = unnest_args.join(", "),
+        k = k.join(", "),
+    );
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&index];
+    for b in &bounds {
+        params.push(b);
+    }
+    let relids = relids.to_vec();
+    params.push(&relids);
+    params.push(&mark.snap);
+    let rows = client
+        .query(&sql, &params)
         .await
-        .map_err(pg(format!("staging snapshot rows of {}", entry.table)))?;
+        .map_err(pg(format!("finding the changed rows of {}", entry.table)))?;
+    let mut wanted: Vec<usize> = rows.iter().map(|r| r.get::<_, i32>(0) as usize).collect();
+    wanted.sort_unstable();
+    let selected: Vec<BlobRef> = wanted
+        .iter()
+        .filter_map(|&i| chunks.get(i.wrapping_sub(1)).cloned())
+        .collect();
+
+    create_temp(client, entry, SNAP).await?;
+    stage_chunks(client, store, entry, selected, prefetch).await?;
+    // The live rows of every key the log names or the staged chunks hold.
+    let keys = ident_list(&entry.key);
+    let t_keys: Vec<String> = entry
+        .key
+        .iter()
+        .map(|c| format!("t.{}", ident(c)))
+        .collect();
+    let cols = if entry.columns.is_empty() {
+        String::new()
+    } else {
+        entry
+            .columns
+            .iter()
+            .map(|c| format!("t.{}", ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let changed = changed_keys_sql(entry, &types, 1, 2);
+    client
+        .execute(
+            &format!(
+                "CREATE TEMP TABLE phony_live AS SELECT {cols} FROM ONLY {t} AS t
+                 WHERE ({}) IN (SELECT {k} FROM ({changed}) c UNION SELECT {keys} FROM {SNAP})",
+                t_keys.join(", "),
+                k = k.join(", "),
+            ),
+            &[&relids, &mark.snap],
+        )
+        .await
+        .map_err(pg(format!("staging live rows of {}", entry.table)))?;
     client
         .batch_execute(&format!("ANALYZE {LIVE}; ANALYZE {SNAP};"))
         .await
         .map_err(pg("analyzing staged rows"))?;
+    finish(client, entry, &t, log).await.map(Some)
+}
 
-    let change = if entry.key.is_empty() {
-        apply_multiset(client, entry, &t).await?
-    } else {
-        apply_keyed(client, entry, &t).await?
-    };
-    client
-        .batch_execute(&format!("DROP TABLE {LIVE}; DROP TABLE {SNAP};"))
-        .await
-        .map_err(pg("dropping staged rows"))?;
-    Ok(Some(change))
+/// The distinct keys the log names for `relids` since a mark, typed, as columns k1…kn.
+/// `$relids` and `$snap` are the parameter numbers of the relid array and the mark.
+fn changed_keys_sql(entry: &TableEntry, types: &[String], relids: usize, snap: usize) -> String {
+    let cols: Vec<String> = (0..entry.key.len())
+        .map(|i| format!("key[{}]::{} AS k{}", i + 1, types[i], i + 1))
+        .collect();
+    format!(
+        "SELECT DISTINCT {} FROM phony.changes WHERE relid = ANY(${relids}::oid[]) \
+         AND key IS NOT NULL AND NOT pg_catalog.pg_visible_in_snapshot(xid, ${snap}::text::pg_catalog.pg_snapshot)",
+        cols.join(", ")
+    )
+}
+
+/// The SQL types of a table's key columns, in key order.
+async fn key_types(client: &Client, entry: &TableEntry) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for k in &entry.key {
+        let row = client
+            .query_one(
+                "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a
+                 WHERE a.attrelid = $1::text::regclass AND a.attname = $2",
+                &[&qualified(&entry.table), k],
+            )
+            .await
+            .map_err(pg(format!("reading the key type of {}", entry.table)))?;
+        out.push(row.get(0));
+    }
+    Ok(out)
 }
 
 /// Matches one live chunk against the snapshot's; stages it when the snapshot lacks it.

@@ -7,6 +7,7 @@
 //! - [`restore`]: an atomic rewrite of a database into a snapshot's state.
 //! - [`fingerprint`]: a database's state, comparable regardless of physical row order.
 //! - [`schema_dump`]: schema DDL through a matching pg_dump.
+//! - [`tracking`]: triggers that log changed rows, so restores and snapshots read only those.
 //!
 //! Everything phony installs lives in the schema [`catalog::PHONY_SCHEMA`], which is never
 //! captured, restored or fingerprinted.
@@ -20,6 +21,7 @@ pub mod fingerprint;
 pub mod restore;
 pub mod schema_dump;
 mod sql;
+pub mod tracking;
 
 pub use capture::{capture, CaptureOptions, Captured, Progress};
 pub use connect::ConnectionTarget;

@@ -23,6 +23,7 @@ use crate::delta::{self, TableChange};
 use crate::error::{describe, pg, BlockingSession, Error, Result};
 use crate::schema_dump::{normalize, PgDump, Section};
 use crate::sql::{ident, ident_list, literal, qualified};
+use crate::tracking;
 
 /// How to restore.
 #[derive(Clone)]
@@ -174,8 +175,18 @@ pub async fn restore<B: Backend + 'static>(
     if opts.force && !opts.dry_run {
         report.terminated = terminate_others(&client).await?;
     }
+    let root_id = root.encode().id;
+    let tracked = tracking::valid(&client).await?;
+    let mark = if tracked && !opts.full {
+        tracking::usable_mark(&client, &root_id).await?
+    } else {
+        None
+    };
     let full_reason = if opts.full {
         Some("asked for the full path".to_owned())
+    } else if mark.is_some() {
+        // The change log saw no schema change since the database held this snapshot.
+        None
     } else {
         match schema_difference(&target, &client, &pre_data, &post_data).await {
             Ok(reason) => reason,
@@ -184,14 +195,20 @@ pub async fn restore<B: Backend + 'static>(
     };
     client
         .batch_execute(&format!(
-            "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL maintenance_work_mem = '256MB'",
+            "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL maintenance_work_mem = '256MB'; \
+             SET LOCAL phony.quiet = 'on'",
             literal(&format!("{}ms", opts.lock_timeout.as_millis().max(1)))
         ))
         .await
         .map_err(pg("starting the restore transaction"))?;
     let mut full_reason = full_reason;
     if full_reason.is_none() {
-        match restore_delta(&target, &client, store, root, opts, &mut report).await {
+        let tracking = Tracking {
+            tracked,
+            mark: mark.as_ref(),
+            root: root_id,
+        };
+        match restore_delta(&target, &client, store, root, opts, &tracking, &mut report).await {
             Ok(()) => report.path = RestorePath::Delta,
             Err(DeltaError::Locked) => {
                 let _ = client.batch_execute("ROLLBACK").await;
@@ -226,7 +243,7 @@ pub async fn restore<B: Backend + 'static>(
                 DropError::Other(e) => e,
             });
         }
-        let result = load(
+        let mut result = load(
             &client,
             store,
             root,
@@ -236,6 +253,9 @@ pub async fn restore<B: Backend + 'static>(
             &mut report,
         )
         .await;
+        if result.is_ok() && tracked {
+            result = tracking::reset_after_full_restore(&client, &root_id).await;
+        }
         if let Err(e) = result {
             let _ = client.batch_execute("ROLLBACK").await;
             return Err(e);
@@ -282,6 +302,15 @@ async fn schema_difference(
     Ok(None)
 }
 
+/// What change tracking knows, for the delta path.
+struct Tracking<'a> {
+    /// Tracking is installed and this database's own: log what the restore rewrites.
+    tracked: bool,
+    /// The database held the snapshot at this mark; the log says what changed since.
+    mark: Option<&'a tracking::Mark>,
+    root: phony_core::BlobId,
+}
+
 enum DeltaError {
     /// Another session holds a lock the restore needs.
     Locked,
@@ -299,6 +328,7 @@ async fn restore_delta<B: Backend + 'static>(
     store: &Arc<Store<B>>,
     root: &RootManifest,
     opts: &RestoreOptions,
+    tracking: &Tracking<'_>,
     report: &mut RestoreReport,
 ) -> Result<(), DeltaError> {
     let fallback = |e: Error| match e {
@@ -331,13 +361,51 @@ async fn restore_delta<B: Backend + 'static>(
             .batch_execute("SET LOCAL session_replication_role = replica")
             .await
             .map_err(|e| fallback(pg("disabling triggers for the restore")(e)))?;
-        let reader = target.connect().await.map_err(fallback)?;
+        let mut reader = None;
         let params = store.config().chunking.params;
         for entry in &root.tables {
-            let change = delta::restore_table(client, &reader, store, entry, params, opts.prefetch)
-                .await
-                .map_err(fallback)?;
-            if let Some(c) = change {
+            let relids = if tracking.tracked {
+                tracking::relids(client, &entry.table)
+                    .await
+                    .map_err(fallback)?
+            } else {
+                Vec::new()
+            };
+            let log = relids.first().copied();
+            let logged = match tracking.mark {
+                Some(mark) => tracking::logged(client, &relids, mark)
+                    .await
+                    .map_err(fallback)?,
+                None => tracking::Logged::Whole,
+            };
+            let change = match (logged, tracking.mark) {
+                (tracking::Logged::Unchanged, _) => None,
+                (tracking::Logged::Keys, Some(mark)) if !entry.key.is_empty() => {
+                    delta::restore_table_keys(
+                        client,
+                        store,
+                        entry,
+                        &relids,
+                        mark,
+                        opts.prefetch,
+                        log,
+                    )
+                    .await
+                    .map_err(fallback)?
+                }
+                _ => {
+                    if reader.is_none() {
+                        reader = Some(target.connect().await.map_err(fallback)?);
+                    }
+                    let Some(reader) = reader.as_ref() else {
+                        continue;
+                    };
+                    delta::restore_table(client, reader, store, entry, params, opts.prefetch, log)
+                        .await
+                        .map_err(fallback)?
+                }
+            };
+            if let Some(c) = change.filter(|c| c.deleted + c.inserted + c.updated > 0) {
                 report.tables += 1;
                 report.rows += c.deleted + c.inserted + c.updated;
                 report.changes.push(c);
@@ -355,6 +423,16 @@ async fn restore_delta<B: Backend + 'static>(
             .batch_execute("SET LOCAL session_replication_role = origin")
             .await
             .map_err(|e| fallback(pg("re-enabling triggers")(e)))?;
+        if tracking.tracked {
+            let snap: String = client
+                .query_one("SELECT pg_catalog.pg_current_snapshot()::text", &[])
+                .await
+                .map_err(|e| fallback(pg("reading the current snapshot")(e)))?
+                .get(0);
+            tracking::record_mark(client, &tracking.root, &snap)
+                .await
+                .map_err(fallback)?;
+        }
         Ok(())
     }
     .await;

@@ -10,6 +10,7 @@ use tokio::process::Command;
 use crate::catalog::PHONY_SCHEMA;
 use crate::connect::ConnectionTarget;
 use crate::error::{Error, Result};
+use crate::tracking::TRIGGER_PREFIX;
 
 /// The environment variable that names a pg_dump binary explicitly.
 pub const PG_DUMP_ENV: &str = "PHONY_PG_DUMP";
@@ -145,7 +146,7 @@ impl PgDump {
         }
         let text = String::from_utf8(out.stdout)
             .map_err(|_| Error::PgDump("pg_dump printed text that is not UTF-8".into()))?;
-        Ok(strip_meta_commands(&text))
+        Ok(strip_tracking(&strip_meta_commands(&text)))
     }
 }
 
@@ -161,6 +162,39 @@ pub fn strip_meta_commands(script: &str) -> String {
     out
 }
 
+/// Removes the objects change tracking puts outside its schema (the triggers on user
+/// tables and its event triggers), so that a tracked database dumps like an untracked one.
+pub fn strip_tracking(script: &str) -> String {
+    let mut out = String::with_capacity(script.len());
+    let mut skipping = false;
+    for line in script.split_inclusive('\n') {
+        if let Some(header) = line.strip_prefix("-- Name: ") {
+            skipping = is_tracking_object(header);
+        } else if line.starts_with("-- PostgreSQL database dump complete") {
+            skipping = false;
+        }
+        if !skipping {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// Whether a dump block header (`<name>; Type: <type>; …`) names a tracking object.
+fn is_tracking_object(header: &str) -> bool {
+    let mut parts = header.split("; ");
+    let name = parts.next().unwrap_or("");
+    let kind = parts.next().unwrap_or("");
+    match kind {
+        "Type: TRIGGER" => name
+            .rsplit(' ')
+            .next()
+            .is_some_and(|trigger| trigger.starts_with(TRIGGER_PREFIX)),
+        "Type: EVENT TRIGGER" => name.starts_with(TRIGGER_PREFIX),
+        _ => false,
+    }
+}
+
 /// The dump without comments and blank lines: what two equal schemas share exactly.
 pub fn normalize(script: &str) -> String {
     script
@@ -173,6 +207,14 @@ pub fn normalize(script: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tracking_objects_are_removed_exactly() {
+        let untracked = "--\n-- Name: t t_audit; Type: TRIGGER; Schema: public; Owner: postgres\n--\n\nCREATE TRIGGER t_audit AFTER INSERT ON public.t FOR EACH ROW EXECUTE FUNCTION public.f();\n\n\n--\n-- PostgreSQL database dump complete\n--\n\n";
+        let tracked = "--\n-- Name: t phony_track_i; Type: TRIGGER; Schema: public; Owner: postgres\n--\n\nCREATE TRIGGER phony_track_i AFTER INSERT ON public.t REFERENCING NEW TABLE AS phony_new FOR EACH STATEMENT EXECUTE FUNCTION phony.track_rows('ARRAY[r.id::text]');\n\n\n--\n-- Name: t t_audit; Type: TRIGGER; Schema: public; Owner: postgres\n--\n\nCREATE TRIGGER t_audit AFTER INSERT ON public.t FOR EACH ROW EXECUTE FUNCTION public.f();\n\n\n--\n-- Name: phony_track_ddl; Type: EVENT TRIGGER; Schema: -; Owner: postgres\n--\n\nCREATE EVENT TRIGGER phony_track_ddl ON ddl_command_end\n         EXECUTE FUNCTION phony.track_ddl();\n\n\nALTER EVENT TRIGGER phony_track_ddl OWNER TO postgres;\n\n--\n-- PostgreSQL database dump complete\n--\n\n";
+        assert_eq!(strip_tracking(tracked), untracked);
+        assert_eq!(strip_tracking(untracked), untracked);
+    }
 
     #[test]
     fn meta_commands_are_removed() {

@@ -42,6 +42,19 @@ pub enum Command {
     /// Create, list, inspect, restore and delete snapshots
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Change tracking: log which rows change, so restores read only those
+    #[command(subcommand)]
+    Track(TrackCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrackCommand {
+    /// Install tracking (triggers, and a schema named `phony`; needs a superuser)
+    On,
+    /// Remove tracking and everything it installed
+    Off,
+    /// Show whether tracking is on, what it covers and how much it has logged
+    Status,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,7 @@ mod context;
 mod output;
 mod progress;
 mod snapshot;
+mod track;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Snapshot(cmd) => snapshot::run(&ctx, cmd).await,
+            Command::Track(cmd) => track::run(&ctx, cmd).await,
         }
     });
     match result {

@@ -4,3 +4,4 @@
 
 mod consistency;
 mod roundtrip;
+mod tracking;

@@ -5,7 +5,7 @@ use phony_tests::{assert_same, TestDb, TestStore};
 use proptest::prelude::*;
 
 /// Data changes over the rich fixture, each valid on its own and in any order.
-const CHANGES: &[&str] = &[
+pub const CHANGES: &[&str] = &[
     "INSERT INTO public.customers (email, name) VALUES ('new' || nextval('public.ticket_seq') || '@x.test', 'New')",
     "UPDATE public.customers SET name = NULL, tags = ARRAY['x', NULL] WHERE id = (SELECT min(id) FROM public.customers)",
     "DELETE FROM public.orders WHERE id = (SELECT max(id) FROM public.orders)",

@@ -161,3 +161,72 @@ async fn pinned_snapshots_need_force_to_delete() {
         &["snapshot", "delete", "keep", "--force"],
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn track_on_status_off() {
+    let db = TestDb::rich("cli_track").await;
+    let store = TestStore::new().await;
+    let before = db.fingerprint().await;
+    let on = ok(&phony(&db.url(), store.path(), &["track", "on"]));
+    assert!(
+        on.contains("tracking is on") && on.contains("14 tables tracked"),
+        "{on}"
+    );
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "create", "--name", "s"],
+    ));
+    db.exec("UPDATE public.orders SET note = 'dirty'; DELETE FROM public.page_views")
+        .await;
+
+    let status: Value = serde_json::from_str(&ok(&phony(
+        &db.url(),
+        store.path(),
+        &["--json", "track", "status"],
+    )))
+    .unwrap();
+    assert_eq!(status["tracking"], true);
+    assert!(status["log_entries"].as_i64().unwrap() > 0);
+    assert_eq!(status["marks"], 1);
+
+    let out: Value = serde_json::from_str(&ok(&phony(
+        &db.url(),
+        store.path(),
+        &["--json", "snapshot", "restore", "s"],
+    )))
+    .unwrap();
+    assert_eq!(out["path"], "delta");
+    assert_eq!(out["changes"].as_array().unwrap().len(), 2, "{out}");
+    assert_same(&db.fingerprint().await, &before, "after a tracked restore");
+
+    let off = ok(&phony(&db.url(), store.path(), &["track", "off"]));
+    assert!(off.contains("tracking is off"), "{off}");
+    let n: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'phony'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "nothing left behind");
+    assert_same(
+        &db.fingerprint().await,
+        &before,
+        "tracking off leaves the database as it was",
+    );
+
+    // Only a superuser may turn it on (event triggers).
+    let role = format!("{}_plain", db.name);
+    db.exec(&format!(
+        "DROP ROLE IF EXISTS \"{role}\"; CREATE ROLE \"{role}\" LOGIN"
+    ))
+    .await;
+    let url = db.url().replacen("postgres@", &format!("{role}@"), 1);
+    let out = phony(&url, store.path(), &["track", "on"]);
+    db.exec(&format!("DROP ROLE \"{role}\"")).await;
+    crate::fails(&out, 1, &["needs a superuser"]);
+}

@@ -1,0 +1,405 @@
+//! Change tracking: triggers that log which rows change, so a restore (or a snapshot)
+//! reads only those instead of comparing whole tables.
+//!
+//! Everything lives in the schema `phony`:
+//! - `phony.changes (relid, key, xid)`: one entry per changed row key (statement-level
+//!   triggers with transition tables, so the cost is one insert per statement, not per
+//!   row), `key` NULL for "the whole table" (TRUNCATE, or a table without a primary key),
+//!   `relid` 0 for a schema change (an event trigger);
+//! - `phony.marks (root, snap)`: for each snapshot captured from (or restored into) this
+//!   database, the `pg_snapshot` at which the database held exactly that snapshot's state.
+//!   Changes since a mark are the entries whose transaction that snapshot does not see;
+//! - `phony.state`: the identity of this installation (database oid, the oid of
+//!   `phony.changes`), so that a schema copied by another tool (a dump restored elsewhere, a
+//!   template copy) is recognised as not ours and ignored: when in doubt, compare content.
+//!
+//! Every write phony makes to user tables is logged too, so marks of other snapshots stay
+//! valid; a full restore clears the log and every mark but the restored snapshot's.
+
+use phony_core::{BlobId, QualifiedName};
+use tokio_postgres::{Client, GenericClient};
+
+use crate::catalog::PHONY_SCHEMA;
+use crate::error::{pg, Error, Result};
+use crate::sql::{ident, literal, qualified};
+
+/// Prefix of the triggers phony installs on user tables and of its event triggers.
+pub const TRIGGER_PREFIX: &str = "phony_track_";
+
+const INSTALL: &str = r#"
+CREATE SCHEMA phony;
+COMMENT ON SCHEMA phony IS 'phony change tracking (phony track on|off); not part of any snapshot';
+CREATE TABLE phony.changes (
+    relid oid NOT NULL,
+    key text[],
+    xid xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id()
+);
+CREATE INDEX changes_relid ON phony.changes (relid);
+CREATE TABLE phony.marks (
+    root text PRIMARY KEY,
+    snap pg_catalog.pg_snapshot NOT NULL,
+    marked_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE TABLE phony.state (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    db_oid oid NOT NULL,
+    changes_oid oid NOT NULL,
+    installed_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+INSERT INTO phony.state (db_oid, changes_oid)
+SELECT d.oid, 'phony.changes'::regclass::oid FROM pg_catalog.pg_database d
+WHERE d.datname = pg_catalog.current_database();
+
+CREATE FUNCTION phony.track_rows() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+    key_expr text := TG_ARGV[0];
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        EXECUTE pg_catalog.format('INSERT INTO phony.changes (relid, key) SELECT %s, %s FROM phony_new r', TG_RELID, key_expr);
+    ELSIF TG_OP = 'DELETE' THEN
+        EXECUTE pg_catalog.format('INSERT INTO phony.changes (relid, key) SELECT %s, %s FROM phony_old r', TG_RELID, key_expr);
+    ELSE
+        EXECUTE pg_catalog.format(
+            'INSERT INTO phony.changes (relid, key) SELECT %s, %s FROM phony_old r UNION SELECT %s, %s FROM phony_new r',
+            TG_RELID, key_expr, TG_RELID, key_expr);
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+CREATE FUNCTION phony.track_table() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    INSERT INTO phony.changes (relid, key) VALUES (TG_RELID, NULL);
+    RETURN NULL;
+END
+$fn$;
+
+CREATE FUNCTION phony.track_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF pg_catalog.current_setting('phony.quiet', true) = 'on' THEN
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_ddl_commands() c
+               WHERE coalesce(c.schema_name, '') NOT LIKE 'pg\_temp%'
+                 AND coalesce(c.schema_name, '') <> 'phony') THEN
+        INSERT INTO phony.changes (relid, key) VALUES (0, NULL);
+    END IF;
+END
+$fn$;
+
+CREATE FUNCTION phony.track_drop() RETURNS event_trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF pg_catalog.current_setting('phony.quiet', true) = 'on' THEN
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_dropped_objects() o
+               WHERE NOT o.is_temporary AND coalesce(o.schema_name, '') <> 'phony') THEN
+        INSERT INTO phony.changes (relid, key) VALUES (0, NULL);
+    END IF;
+END
+$fn$;
+
+CREATE EVENT TRIGGER phony_track_ddl ON ddl_command_end EXECUTE FUNCTION phony.track_ddl();
+CREATE EVENT TRIGGER phony_track_drop ON sql_drop EXECUTE FUNCTION phony.track_drop();
+"#;
+
+/// Whether tracking is installed, and its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackingStatus {
+    pub installed: bool,
+    /// The installation belongs to this database (not copied in by another tool).
+    pub valid: bool,
+    pub tracked_tables: i64,
+    pub untracked_tables: Vec<String>,
+    pub log_entries: i64,
+    pub marks: i64,
+}
+
+/// Whether `phony.state` exists.
+pub async fn installed(client: &impl GenericClient) -> Result<bool> {
+    let row = client
+        .query_one(
+            "SELECT pg_catalog.to_regclass('phony.state') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(pg("looking for change tracking"))?;
+    Ok(row.get(0))
+}
+
+/// Whether the installation is this database's own (see the module docs).
+pub async fn valid(client: &impl GenericClient) -> Result<bool> {
+    if !installed(client).await? {
+        return Ok(false);
+    }
+    let row = client
+        .query_one(
+            "SELECT count(*) = 1 FROM phony.state s, pg_catalog.pg_database d
+             WHERE d.datname = pg_catalog.current_database() AND s.db_oid = d.oid
+               AND s.changes_oid = pg_catalog.to_regclass('phony.changes')::oid",
+            &[],
+        )
+        .await
+        .map_err(pg("checking change tracking"))?;
+    Ok(row.get(0))
+}
+
+/// Installs tracking (in the caller's transaction). Needs a superuser (event triggers).
+pub async fn install(client: &Client) -> Result<()> {
+    if installed(client).await? {
+        if valid(client).await? {
+            return install_table_triggers(client).await;
+        }
+        // A copy from elsewhere: start afresh.
+        uninstall(client).await?;
+    }
+    let superuser: bool = client
+        .query_one(
+            "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(pg("checking privileges"))?
+        .get(0);
+    if !superuser {
+        return Err(Error::Internal(
+            "change tracking needs a superuser (it installs event triggers to notice schema changes)".into(),
+        ));
+    }
+    client
+        .batch_execute(INSTALL)
+        .await
+        .map_err(pg("installing change tracking"))?;
+    install_table_triggers(client).await
+}
+
+/// Removes tracking: its event triggers, the triggers on user tables, the schema.
+pub async fn uninstall(client: &Client) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "SET LOCAL phony.quiet = 'on';
+             DROP EVENT TRIGGER IF EXISTS phony_track_ddl;
+             DROP EVENT TRIGGER IF EXISTS phony_track_drop;
+             DROP SCHEMA IF EXISTS {} CASCADE;",
+            ident(PHONY_SCHEMA)
+        ))
+        .await
+        .map_err(pg("removing change tracking"))
+}
+
+/// Installs the row triggers on every user table (and partitioned parent) that lacks them.
+pub async fn install_table_triggers(client: &Client) -> Result<()> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text,
+                ARRAY(SELECT a.attname::text FROM pg_catalog.pg_index i
+                      CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+                      JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+                      WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY k.ord)
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'phony')
+               AND n.nspname NOT LIKE 'pg\\_%'
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                   WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                   WHERE t.tgrelid = c.oid AND t.tgname = 'phony_track_truncate')",
+            &[],
+        )
+        .await
+        .map_err(pg("listing tables to track"))?;
+    let mut sql = String::from("SET LOCAL phony.quiet = 'on';\n");
+    for r in rows {
+        let table = QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1));
+        let key: Vec<String> = r.get(2);
+        sql += &table_triggers_sql(&table, &key);
+    }
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(pg("installing change-tracking triggers"))
+}
+
+fn table_triggers_sql(table: &QualifiedName, key: &[String]) -> String {
+    let t = qualified(table);
+    let mut sql = String::new();
+    if key.is_empty() {
+        for (name, event) in [("i", "INSERT"), ("u", "UPDATE"), ("d", "DELETE")] {
+            sql += &format!(
+                "CREATE TRIGGER {TRIGGER_PREFIX}{name} AFTER {event} ON {t} FOR EACH STATEMENT EXECUTE FUNCTION phony.track_table();\n"
+            );
+        }
+    } else {
+        let parts: Vec<String> = key
+            .iter()
+            .map(|k| format!("r.{}::text", ident(k)))
+            .collect();
+        let expr = literal(&format!("ARRAY[{}]", parts.join(", ")));
+        sql += &format!(
+            "CREATE TRIGGER {TRIGGER_PREFIX}i AFTER INSERT ON {t} REFERENCING NEW TABLE AS phony_new FOR EACH STATEMENT EXECUTE FUNCTION phony.track_rows({expr});\n\
+             CREATE TRIGGER {TRIGGER_PREFIX}u AFTER UPDATE ON {t} REFERENCING OLD TABLE AS phony_old NEW TABLE AS phony_new FOR EACH STATEMENT EXECUTE FUNCTION phony.track_rows({expr});\n\
+             CREATE TRIGGER {TRIGGER_PREFIX}d AFTER DELETE ON {t} REFERENCING OLD TABLE AS phony_old FOR EACH STATEMENT EXECUTE FUNCTION phony.track_rows({expr});\n"
+        );
+    }
+    sql += &format!(
+        "CREATE TRIGGER {TRIGGER_PREFIX}truncate AFTER TRUNCATE ON {t} FOR EACH STATEMENT EXECUTE FUNCTION phony.track_table();\n"
+    );
+    sql
+}
+
+/// The state of tracking in this database.
+pub async fn status(client: &Client) -> Result<TrackingStatus> {
+    if !installed(client).await? {
+        return Ok(TrackingStatus {
+            installed: false,
+            valid: false,
+            tracked_tables: 0,
+            untracked_tables: Vec::new(),
+            log_entries: 0,
+            marks: 0,
+        });
+    }
+    let valid = valid(client).await?;
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM phony.changes), (SELECT count(*) FROM phony.marks),
+                    (SELECT count(DISTINCT tgrelid) FROM pg_catalog.pg_trigger WHERE tgname = 'phony_track_truncate'),
+                    ARRAY(SELECT n.nspname || '.' || c.relname
+                          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                          WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
+                            AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'phony')
+                            AND n.nspname NOT LIKE 'pg\\_%'
+                            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                                WHERE t.tgrelid = c.oid AND t.tgname = 'phony_track_truncate')
+                          ORDER BY 1)",
+            &[],
+        )
+        .await
+        .map_err(pg("reading change tracking"))?;
+    Ok(TrackingStatus {
+        installed: true,
+        valid,
+        log_entries: row.get(0),
+        marks: row.get(1),
+        tracked_tables: row.get(2),
+        untracked_tables: row.get(3),
+    })
+}
+
+/// A point at which the database held a snapshot's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    /// `pg_snapshot` text.
+    pub snap: String,
+}
+
+/// The mark of `root`, if tracking is valid here, the mark exists, and no schema change
+/// (or untracked table) happened since.
+pub async fn usable_mark(client: &impl GenericClient, root: &BlobId) -> Result<Option<Mark>> {
+    if !valid(client).await? {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            "SELECT m.snap::text,
+                    EXISTS (SELECT 1 FROM phony.changes c
+                            WHERE c.relid = 0 AND NOT pg_catalog.pg_visible_in_snapshot(c.xid, m.snap)),
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                            WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
+                              AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'phony')
+                              AND n.nspname NOT LIKE 'pg\\_%'
+                              AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                                  WHERE t.tgrelid = c.oid AND t.tgname = 'phony_track_truncate'))
+             FROM phony.marks m WHERE m.root = $1",
+            &[&root.to_hex()],
+        )
+        .await
+        .map_err(pg("reading the snapshot's mark"))?;
+    Ok(row.and_then(|r| {
+        let (snap, ddl, untracked): (String, bool, bool) = (r.get(0), r.get(1), r.get(2));
+        (!ddl && !untracked).then_some(Mark { snap })
+    }))
+}
+
+/// Records that the database held `root`'s state at `snap` (a `pg_snapshot` text).
+pub async fn record_mark(client: &impl GenericClient, root: &BlobId, snap: &str) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO phony.marks (root, snap) VALUES ($1, $2::text::pg_catalog.pg_snapshot)
+             ON CONFLICT (root) DO UPDATE SET snap = EXCLUDED.snap, marked_at = pg_catalog.now()",
+            &[&root.to_hex(), &snap],
+        )
+        .await
+        .map_err(pg("recording the snapshot's mark"))?;
+    // Keep the newest marks, and only the log entries some mark still needs.
+    client
+        .batch_execute(&format!(
+            "DELETE FROM phony.marks WHERE root NOT IN \
+               (SELECT root FROM phony.marks ORDER BY marked_at DESC LIMIT {MAX_MARKS});
+             DELETE FROM phony.changes c WHERE NOT EXISTS (SELECT 1 FROM phony.marks m \
+               WHERE NOT pg_catalog.pg_visible_in_snapshot(c.xid, m.snap));"
+        ))
+        .await
+        .map_err(pg("pruning the change log"))?;
+    Ok(())
+}
+
+/// Marks kept: restores to older snapshots compare content instead.
+pub const MAX_MARKS: usize = 64;
+
+/// After a full restore: the log and other marks no longer describe this database.
+pub(crate) async fn reset_after_full_restore(client: &Client, root: &BlobId) -> Result<()> {
+    client
+        .batch_execute("TRUNCATE phony.changes; DELETE FROM phony.marks;")
+        .await
+        .map_err(pg("resetting change tracking"))?;
+    install_table_triggers(client).await?;
+    let snap: String = client
+        .query_one("SELECT pg_catalog.pg_current_snapshot()::text", &[])
+        .await
+        .map_err(pg("reading the current snapshot"))?
+        .get(0);
+    record_mark(client, root, &snap).await
+}
+
+/// Relation ids whose log entries concern `table`: itself and its partition ancestors.
+pub(crate) async fn relids(client: &Client, table: &QualifiedName) -> Result<Vec<u32>> {
+    let rows = client
+        .query(
+            "SELECT $1::text::regclass::oid
+             UNION ALL
+             SELECT relid::oid FROM pg_catalog.pg_partition_ancestors($1::text::regclass)
+             WHERE relid <> $1::text::regclass",
+            &[&qualified(table)],
+        )
+        .await
+        .map_err(pg(format!("reading the partition tree of {table}")))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// What the log says about a table since a mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Logged {
+    Unchanged,
+    /// Some keys changed; they can be listed.
+    Keys,
+    /// The whole table must be compared (TRUNCATE, or no key).
+    Whole,
+}
+
+pub(crate) async fn logged(client: &Client, relids: &[u32], mark: &Mark) -> Result<Logged> {
+    let row = client
+        .query_one(
+            "SELECT count(*) > 0, coalesce(bool_or(key IS NULL), false) FROM phony.changes
+             WHERE relid = ANY($1) AND NOT pg_catalog.pg_visible_in_snapshot(xid, $2::text::pg_catalog.pg_snapshot)",
+            &[&relids, &mark.snap],
+        )
+        .await
+        .map_err(pg("reading the change log"))?;
+    let (any, whole): (bool, bool) = (row.get(0), row.get(1));
+    Ok(match (any, whole) {
+        (false, _) => Logged::Unchanged,
+        (true, true) => Logged::Whole,
+        (true, false) => Logged::Keys,
+    })
+}

@@ -1,0 +1,220 @@
+//! Change tracking: restores that read only what changed, and never a wrong restore.
+
+use phony_postgres::{capture, restore, tracking, CaptureOptions, RestoreOptions, RestorePath};
+use phony_tests::{assert_same, TestDb, TestStore};
+use proptest::prelude::*;
+
+use crate::roundtrip::CHANGES;
+
+async fn track_on(db: &TestDb) {
+    let client = db.client().await;
+    client.batch_execute("BEGIN").await.unwrap();
+    tracking::install(&client).await.unwrap();
+    client.batch_execute("COMMIT").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracked_restores_are_exact_for_random_changes() {
+    let db = TestDb::rich("trk_random").await;
+    let untracked = db.fingerprint().await;
+    track_on(&db).await;
+    let before = db.fingerprint().await;
+    assert_same(
+        &before,
+        &untracked,
+        "tracking leaves no trace in the fingerprint",
+    );
+    let store = TestStore::new().await;
+    let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 8,
+        ..ProptestConfig::default()
+    });
+    let strategy =
+        proptest::sample::subsequence((0..CHANGES.len()).collect::<Vec<_>>(), 1..CHANGES.len());
+    let handle = tokio::runtime::Handle::current();
+    runner
+        .run(&strategy.prop_shuffle(), |picked| {
+            tokio::task::block_in_place(|| {
+                handle.block_on(async {
+                    for i in &picked {
+                        db.exec(CHANGES[*i]).await;
+                    }
+                    let report = restore(
+                        &db.target(),
+                        &store.store,
+                        &captured.manifest,
+                        &RestoreOptions::default(),
+                    )
+                    .await
+                    .unwrap();
+                    assert_eq!(report.path, RestorePath::Delta, "{:?}", report.full_reason);
+                    assert_same(
+                        &db.fingerprint().await,
+                        &before,
+                        &format!("after tracked restore of changes {picked:?}"),
+                    );
+                })
+            });
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_between_snapshots_stays_exact() {
+    let db = TestDb::rich("trk_switch").await;
+    track_on(&db).await;
+    let store = TestStore::new().await;
+    let opts = RestoreOptions::default();
+    let a = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    let fa = db.fingerprint().await;
+    db.exec(CHANGES[0]).await;
+    db.exec(CHANGES[3]).await;
+    db.exec(CHANGES[6]).await;
+    let b = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    let fb = db.fingerprint().await;
+
+    // A, then more changes, then B, then A again: each restore must see the others' writes.
+    restore(&db.target(), &store.store, &a.manifest, &opts)
+        .await
+        .unwrap();
+    assert_same(&db.fingerprint().await, &fa, "back at A");
+    db.exec(CHANGES[1]).await;
+    db.exec(CHANGES[12]).await;
+    let r = restore(&db.target(), &store.store, &b.manifest, &opts)
+        .await
+        .unwrap();
+    assert_eq!(r.path, RestorePath::Delta);
+    assert_same(&db.fingerprint().await, &fb, "at B");
+    let r = restore(&db.target(), &store.store, &a.manifest, &opts)
+        .await
+        .unwrap();
+    assert_eq!(r.path, RestorePath::Delta);
+    assert_same(&db.fingerprint().await, &fa, "at A again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_changes_take_the_full_path_and_tracking_follows() {
+    let db = TestDb::rich("trk_schema").await;
+    track_on(&db).await;
+    let store = TestStore::new().await;
+    let before = db.fingerprint().await;
+    let snap = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    db.exec("ALTER TABLE public.orders ADD COLUMN coupon text")
+        .await;
+    db.exec(CHANGES[2]).await;
+    let r = restore(
+        &db.target(),
+        &store.store,
+        &snap.manifest,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.path, RestorePath::Full);
+    assert_same(&db.fingerprint().await, &before, "after the full path");
+
+    // Tracking is back on every table, and the next restore reads the log.
+    let status = tracking::status(&db.client().await).await.unwrap();
+    assert!(status.untracked_tables.is_empty(), "{status:?}");
+    assert!(tracking::usable_mark(&db.client().await, &snap.root)
+        .await
+        .unwrap()
+        .is_some());
+    db.exec(CHANGES[2]).await;
+    let r = restore(
+        &db.target(),
+        &store.store,
+        &snap.manifest,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.path, RestorePath::Delta);
+    assert_same(&db.fingerprint().await, &before, "after the tracked delta");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracking_off_and_on_again_or_copied_elsewhere_falls_back_to_content() {
+    let db = TestDb::rich("trk_doubt").await;
+    track_on(&db).await;
+    let store = TestStore::new().await;
+    let before = db.fingerprint().await;
+    let snap = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+
+    // Off (changes go unlogged), then on again: the old mark is gone with the log.
+    let client = db.client().await;
+    client.batch_execute("BEGIN").await.unwrap();
+    tracking::uninstall(&client).await.unwrap();
+    client.batch_execute("COMMIT").await.unwrap();
+    db.exec(CHANGES[0]).await;
+    db.exec(CHANGES[5]).await;
+    track_on(&db).await;
+    assert!(tracking::usable_mark(&client, &snap.root)
+        .await
+        .unwrap()
+        .is_none());
+    restore(
+        &db.target(),
+        &store.store,
+        &snap.manifest,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_same(&db.fingerprint().await, &before, "after off and on");
+
+    // A copy made by another tool carries the tracking schema, but not its identity.
+    db.exec(CHANGES[2]).await;
+    let copy = db.sibling_name("tpl");
+    drop(client);
+    let admin = phony_postgres::ConnectionTarget::parse(Some(&phony_tests::server_url()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+            db.name
+        ))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "CREATE DATABASE \"{copy}\" TEMPLATE \"{}\"",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let copy_target = db.target().with_dbname(&copy);
+    let copy_client = copy_target.connect().await.unwrap();
+    assert!(tracking::installed(&copy_client).await.unwrap());
+    assert!(!tracking::valid(&copy_client).await.unwrap());
+    // Unlogged in the copy: tracking there is not this database's own.
+    copy_client
+        .batch_execute("UPDATE public.categories SET name = 'copied' WHERE parent_id IS NULL")
+        .await
+        .unwrap();
+    restore(
+        &copy_target,
+        &store.store,
+        &snap.manifest,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_same(&db.fingerprint_of(&copy).await, &before, "the copy");
+}
