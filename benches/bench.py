@@ -31,7 +31,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432"
 USER_SCHEMAS = (
-    "n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "n.nspname NOT IN ('pg_catalog', 'information_schema', 'phony') "
     "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'"
 )
 
@@ -168,7 +168,7 @@ def redact(url: str) -> str:
 class Row:
     key: str
     step: str
-    kind: str  # "time" or "size"
+    kind: str  # "time", "size" or "tps"
     status: str = "ok"  # ok | n/a | failed | skipped
     seconds: float | None = None
     bytes: int | None = None
@@ -184,6 +184,8 @@ class Row:
             return f"{self.status} ({self.error})" if self.error else self.status
         if self.kind == "time":
             return f"{self.seconds:.2f} s"
+        if self.kind == "tps":
+            return f"{self.seconds:.0f} tps"
         return f"{self.bytes / 1e6:.1f} MB"
 
 
@@ -442,7 +444,29 @@ class Bench:
         if row.status == "ok":
             row.check = self.check_against_base(src)
 
-        # 5. a migration: the schema changes, so the rollback takes the full path
+        # 5. the same with change tracking on: only the logged rows are read
+        self.timed("phony_track_on", "phony track on", self.phony(src, "track", "on"), phony=True)
+        row, _ = self.timed("phony_snapshot_tracked", "phony snapshot create base-tracked (tracking on)",
+                            self.phony(src, "snapshot", "create", "--name", "base-tracked"),
+                            phony=True, baseline="pg_dump")
+        self.timed("mix_apply_tracked", "apply mix.sql again (psql; not a phony figure)",
+                   ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", src_url,
+                    "-f", BENCH_DIR / "mix.sql"])
+        before = dir_bytes(store)
+        row, _ = self.timed("phony_snapshot_incremental_tracked",
+                            "phony snapshot create after-mix-tracked (tracking on)",
+                            self.phony(src, "snapshot", "create", "--name", "after-mix-tracked"),
+                            phony=True, baseline="phony_snapshot_full")
+        self.add(Row("phony_store_growth_tracked", "phony store growth after-mix-tracked", "size",
+                     bytes=dir_bytes(store) - before, baseline="phony_store_full", **na_unless(row)))
+        row, _ = self.timed("phony_rollback_mix_tracked",
+                            "phony restore base-tracked (rollback after mix, tracking on)",
+                            self.phony(src, "snapshot", "restore", "base-tracked"),
+                            phony=True, baseline="template_copy")
+        if row.status == "ok":
+            row.check = self.check_against_base(src)
+
+        # 6. a migration: the schema changes, so the rollback takes the full path
         self.timed("migration_apply", "apply migration.sql (psql; not a phony figure)",
                    ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", src_url,
                     "-f", BENCH_DIR / "migration.sql"])
@@ -454,6 +478,46 @@ class Bench:
 
         self.meta["source_database"] = src
 
+        # 7. what tracking costs writers: pgbench TPS without and with it
+        if not a.no_pgbench:
+            self.pgbench_overhead(src)
+
+    def pgbench_overhead(self, src: str) -> None:
+        db = f"{src}_pgbench"
+        self.create_db(db)
+        db_url = url_for(self.base_url, db)
+        self.log("- pgbench -i -s 10")
+        proc = run(["pgbench", "-i", "-q", "-s", "10", db_url], self.args.timeout)
+        if not proc.ok:
+            self.add(Row("pgbench_off", "pgbench TPS, tracking off", "tps", status="failed",
+                         error=proc.why()))
+            self.done_with(db)
+            return
+        for key, label, baseline in (("pgbench_off", "tracking off", None),
+                                     ("pgbench_on", "tracking on", "pgbench_off")):
+            if key == "pgbench_on":
+                on = run(self.phony(db, "track", "on"), self.args.timeout)
+                if not on.ok:
+                    self.add(Row(key, f"pgbench TPS, {label}", "tps", status="n/a", error=on.why()))
+                    continue
+            self.log(f"- pgbench TPS, {label}")
+            self.checkpoint()
+            proc = run(["pgbench", "-n", "-c", "2", "-j", "2", "-T", str(self.args.pgbench_seconds),
+                        db_url], self.args.timeout)
+            tps = None
+            for line in proc.stdout.splitlines():
+                if line.startswith("tps = "):
+                    tps = float(line.split()[2])
+            row = Row(key, f"pgbench TPS, {label} (-c 2 -T {self.args.pgbench_seconds})", "tps",
+                      baseline=baseline)
+            if proc.ok and tps is not None:
+                row.seconds = tps
+            else:
+                row.status = "failed"
+                row.error = proc.why()
+            self.add(row)
+        self.done_with(db)
+
     def compute_ratios(self) -> None:
         for row in self.rows.values():
             base = self.rows.get(row.baseline) if row.baseline else None
@@ -461,17 +525,22 @@ class Bench:
                 if row.baseline and row.status == "ok":
                     row.ratio_text = "(no baseline)"
                 continue
-            if row.key == "phony_store_growth":
+            if row.key.startswith("phony_store_growth"):
                 if base.bytes:
                     row.ratio = row.bytes / base.bytes
                     row.ratio_text = f"{row.ratio * 100:.2f}% of full store"
+                continue
+            if row.kind == "tps":
+                if base.seconds:
+                    row.ratio = row.seconds / base.seconds
+                    row.ratio_text = f"{row.ratio:.2f}x TPS without tracking"
                 continue
             num = row.seconds if row.kind == "time" else row.bytes
             den = base.seconds if base.kind == "time" else base.bytes
             if den:
                 row.ratio = num / den
                 row.ratio_text = f"{row.ratio:.2f}x {short_name(base.key)}"
-        for key in ("pg_dump", "dump_size", "pg_restore", "template_copy"):
+        for key in ("pg_dump", "dump_size", "pg_restore", "template_copy", "pgbench_off"):
             if key in self.rows and self.rows[key].status == "ok":
                 self.rows[key].ratio_text = "baseline"
 
@@ -547,6 +616,10 @@ def main() -> int:
                     help="keep the databases and the work directory (dump, store)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per subprocess")
     ap.add_argument("--workdir", default=None, help="parent of the temporary work directory")
+    ap.add_argument("--no-pgbench", action="store_true",
+                    help="skip the pgbench measurement of change tracking's write overhead")
+    ap.add_argument("--pgbench-seconds", type=int, default=20,
+                    help="length of each pgbench run (default 20)")
     ap.add_argument("--no-verify", action="store_true",
                     help="skip the fingerprint checks of restored states")
     ap.add_argument("--json", default=str(BENCH_DIR / "results" / "latest.json"),

@@ -25,7 +25,7 @@ use crate::capture::copy_out_sql;
 use crate::catalog::TableInfo;
 use crate::error::{pg, Error, Result};
 use crate::sql::{ident, ident_list, qualified};
-use crate::tracking::Mark;
+use crate::tracking::{LoggedRelation, Mark};
 
 /// What a delta restore changed (or, in a dry run, would change) in one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +114,7 @@ pub(crate) async fn restore_table<B: Backend + 'static>(
 
     // Stage the snapshot's rows of the differing chunks.
     create_temp(client, entry, SNAP).await?;
-    stage_chunks(client, store, entry, snapshot_only, prefetch).await?;
+    stage_chunks(client, store, entry, snapshot_only, prefetch, None).await?;
     client
         .batch_execute(&format!("ANALYZE {LIVE}; ANALYZE {SNAP};"))
         .await
@@ -130,12 +130,9 @@ async fn finish(
     t: &str,
     log: Option<u32>,
 ) -> Result<TableChange> {
-    let change = if entry.key.is_empty() {
-        apply_multiset(client, entry, t).await?
-    } else {
-        apply_keyed(client, entry, t).await?
-    };
     if let Some(relid) = log {
+        // Log what this restore is about to change, as the tracking triggers would have:
+        // each differing key with its current row (its image), so other marks stay valid.
         let sql = if entry.key.is_empty() {
             format!("INSERT INTO phony.changes (relid, key) VALUES ({relid}, NULL)")
         } else {
@@ -143,17 +140,20 @@ async fn finish(
             let parts: Vec<String> = entry
                 .key
                 .iter()
-                .map(|k| format!("{}::text", ident(k)))
+                .map(|k| format!("d.{}::text", ident(k)))
                 .collect();
             let (l, s) = (row_of("l", &entry.columns), row_of("s", &entry.columns));
-            // Only the keys whose rows differed: what this restore changed.
             format!(
-                "INSERT INTO phony.changes (relid, key) SELECT DISTINCT {relid}, ARRAY[{}] FROM ( \
-                   (SELECT {keys}, {l} FROM {LIVE} l EXCEPT ALL SELECT {keys}, {s} FROM {SNAP} s) \
-                   UNION ALL \
-                   (SELECT {keys}, {s} FROM {SNAP} s EXCEPT ALL SELECT {keys}, {l} FROM {LIVE} l) \
+                "INSERT INTO phony.changes (relid, key, img) \
+                 SELECT {relid}, ARRAY[{}], (SELECT t::text FROM ONLY {t} AS t WHERE {}) FROM ( \
+                   SELECT DISTINCT {keys} FROM ( \
+                     (SELECT {keys}, {l} FROM {LIVE} l EXCEPT ALL SELECT {keys}, {s} FROM {SNAP} s) \
+                     UNION ALL \
+                     (SELECT {keys}, {s} FROM {SNAP} s EXCEPT ALL SELECT {keys}, {l} FROM {LIVE} l) \
+                   ) x \
                  ) d",
-                parts.join(", ")
+                parts.join(", "),
+                key_eq("t", "d", &entry.key)
             )
         };
         client
@@ -161,6 +161,11 @@ async fn finish(
             .await
             .map_err(pg("logging the rewritten rows"))?;
     }
+    let change = if entry.key.is_empty() {
+        apply_multiset(client, entry, t).await?
+    } else {
+        apply_keyed(client, entry, t).await?
+    };
     client
         .batch_execute(&format!("DROP TABLE {LIVE}; DROP TABLE {SNAP};"))
         .await
@@ -169,12 +174,14 @@ async fn finish(
 }
 
 /// Copies the rows of `chunks` from the store into the staging table of snapshot rows.
+/// With `only`, just the rows whose key (key fields unescaped) is in the set.
 async fn stage_chunks<B: Backend + 'static>(
     client: &Client,
     store: &Arc<Store<B>>,
     entry: &TableEntry,
     chunks: Vec<BlobRef>,
     prefetch: usize,
+    only: Option<&KeyFilter>,
 ) -> Result<()> {
     let context = format!("staging snapshot rows of {}", entry.table);
     let sink = client
@@ -195,12 +202,91 @@ async fn stage_chunks<B: Backend + 'static>(
         })
         .buffered(prefetch.max(1));
     while let Some(plain) = blobs.try_next().await? {
-        sink.send(Bytes::from(plain))
-            .await
-            .map_err(pg(context.clone()))?;
+        let plain = match only {
+            Some(filter) => filter.keep(&plain),
+            None => plain,
+        };
+        if !plain.is_empty() {
+            sink.send(Bytes::from(plain))
+                .await
+                .map_err(pg(context.clone()))?;
+        }
     }
     sink.as_mut().finish().await.map_err(pg(context))?;
     Ok(())
+}
+
+/// Keys to keep when staging snapshot rows, compared as unescaped text.
+#[derive(Debug)]
+pub(crate) struct KeyFilter {
+    positions: Vec<usize>,
+    keys: std::collections::HashSet<Vec<Vec<u8>>>,
+}
+
+impl KeyFilter {
+    /// The rows of `rows` (COPY text) whose key is in the set.
+    fn keep(&self, rows: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for line in row::lines(rows) {
+            let fields: Vec<&[u8]> = row::fields(line).collect();
+            let key: Option<Vec<Vec<u8>>> = self
+                .positions
+                .iter()
+                .map(|&p| fields.get(p).and_then(|f| row::unescape(f)))
+                .collect();
+            if key.is_some_and(|k| self.keys.contains(&k)) {
+                out.extend_from_slice(line);
+                out.push(b'\n');
+            }
+        }
+        out
+    }
+}
+
+/// Key types whose `::text` form (what the tracking triggers log) is exactly their COPY
+/// text, whatever the session's settings.
+fn text_stable(sql_type: &str) -> bool {
+    matches!(
+        sql_type,
+        "smallint" | "integer" | "bigint" | "text" | "uuid" | "oid"
+    ) || sql_type.starts_with("character varying")
+}
+
+/// The logged keys of a table since a mark, as a filter, when its key types allow.
+async fn key_filter(
+    client: &Client,
+    entry: &TableEntry,
+    types: &[String],
+    relids: &[u32],
+    mark: &Mark,
+) -> Result<Option<KeyFilter>> {
+    if !types.iter().all(|t| text_stable(t)) {
+        return Ok(None);
+    }
+    let Some(positions) = crate::capture::key_positions(&entry.columns, &entry.key) else {
+        return Ok(None);
+    };
+    let rows = client
+        .query(
+            "SELECT DISTINCT key FROM phony.changes WHERE relid = ANY($1::oid[]) AND key IS NOT NULL \
+             AND NOT pg_catalog.pg_visible_in_snapshot(xid, $2::text::pg_catalog.pg_snapshot)",
+            &[&relids, &mark.snap],
+        )
+        .await
+        .map_err(pg(format!("reading the changed keys of {}", entry.table)))?;
+    let keys = rows
+        .iter()
+        .map(|r| {
+            let key: Vec<Option<String>> = r.get(0);
+            key.into_iter()
+                .map(|k| k.unwrap_or_default().into_bytes())
+                .collect()
+        })
+        .collect();
+    Ok(Some(KeyFilter {
+        positions: positions.to_vec(),
+        keys,
+    }))
 }
 
 /// Makes a keyed `table` hold the snapshot's rows, reading only the rows whose keys the
@@ -277,7 +363,9 @@ pub(crate) async fn restore_table_keys<B: Backend + 'static>(
         .collect();
 
     create_temp(client, entry, SNAP).await?;
-    stage_chunks(client, store, entry, selected, prefetch).await?;
+    let relids_vec = relids.clone();
+    let filter = key_filter(client, entry, &types, &relids_vec, mark).await?;
+    stage_chunks(client, store, entry, selected, prefetch, filter.as_ref()).await?;
     // The live rows of every key the log names or the staged chunks hold.
     let keys = ident_list(&entry.key);
     let t_keys: Vec<String> = entry
@@ -532,4 +620,105 @@ async fn apply_multiset(client: &Client, entry: &TableEntry, t: &str) -> Result<
         inserted,
         updated: 0,
     })
+}
+
+/// Puts back, from the change log's row images, every row of `rel` that changed since the
+/// mark: no snapshot data is read. The caller has checked that `rel` has a primary key and
+/// that no other relation of its partition tree has entries.
+pub(crate) async fn restore_from_log(
+    client: &Client,
+    rel: &LoggedRelation,
+    mark: &Mark,
+) -> Result<Option<TableChange>> {
+    let context = format!("rewriting rows of {}", rel.name);
+    let row = client
+        .query_one(
+            "SELECT n.nspname::text, c.relname::text,
+                ARRAY(SELECT a.attname::text FROM pg_catalog.pg_index i
+                      CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+                      JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+                      WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY k.ord),
+                ARRAY(SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_index i
+                      CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+                      JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+                      WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY k.ord),
+                ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+                      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+                      ORDER BY a.attnum)
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.oid = $1",
+            &[&rel.relid],
+        )
+        .await
+        .map_err(pg(context.clone()))?;
+    let table = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+    let (key, types, columns): (Vec<String>, Vec<String>, Vec<String>) =
+        (row.get(2), row.get(3), row.get(4));
+    if key.is_empty() {
+        return Err(Error::Internal(format!("{table} has no primary key")));
+    }
+    let t = qualified(&table);
+    let t_key: Vec<String> = key.iter().map(|k| format!("t.{}", ident(k))).collect();
+    let f_key: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(|(i, ty)| format!("f.key[{}]::{ty}", i + 1))
+        .collect();
+    let (t_key, f_key) = (t_key.join(", "), f_key.join(", "));
+    client
+        .execute(
+            &format!(
+                "CREATE TEMP TABLE phony_first AS
+                 SELECT f.key, f.img, (SELECT t::text FROM {t} AS t WHERE ({t_key}) = ({f_key})) AS live
+                 FROM (SELECT DISTINCT ON (key) key, img FROM phony.changes
+                       WHERE relid = $1 AND key IS NOT NULL
+                         AND NOT pg_catalog.pg_visible_in_snapshot(xid, $2::text::pg_catalog.pg_snapshot)
+                       ORDER BY key, seq) f"
+            ),
+            &[&rel.relid, &mark.snap],
+        )
+        .await
+        .map_err(pg(context.clone()))?;
+    let counts = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE img IS NULL AND live IS NOT NULL),
+                    count(*) FILTER (WHERE img IS NOT NULL AND live IS NULL),
+                    count(*) FILTER (WHERE img IS NOT NULL AND live IS NOT NULL AND img <> live)
+             FROM pg_temp.phony_first",
+            &[],
+        )
+        .await
+        .map_err(pg(context.clone()))?;
+    let change = TableChange {
+        table,
+        deleted: counts.get::<_, i64>(0) as u64,
+        inserted: counts.get::<_, i64>(1) as u64,
+        updated: counts.get::<_, i64>(2) as u64,
+    };
+    let cols = ident_list(&columns);
+    let r_cols: Vec<String> = columns
+        .iter()
+        .map(|c| format!("(x.r).{}", ident(c)))
+        .collect();
+    client
+        .execute(
+            "INSERT INTO phony.changes (relid, key, img)
+             SELECT $1, key, live FROM pg_temp.phony_first WHERE live IS DISTINCT FROM img",
+            &[&rel.relid],
+        )
+        .await
+        .map_err(pg(context.clone()))?;
+    client
+        .batch_execute(&format!(
+            "DELETE FROM {t} AS t USING pg_temp.phony_first f
+               WHERE f.live IS NOT NULL AND f.live IS DISTINCT FROM f.img AND ({t_key}) = ({f_key});
+             INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE
+               SELECT {} FROM (SELECT f.img::{t} AS r FROM pg_temp.phony_first f
+                                WHERE f.img IS NOT NULL AND f.img IS DISTINCT FROM f.live) x;
+             DROP TABLE pg_temp.phony_first;",
+            r_cols.join(", ")
+        ))
+        .await
+        .map_err(pg(context))?;
+    Ok(Some(change))
 }

@@ -2,10 +2,13 @@
 //! reads only those instead of comparing whole tables.
 //!
 //! Everything lives in the schema `phony`:
-//! - `phony.changes (relid, key, xid)`: one entry per changed row key (statement-level
-//!   triggers with transition tables, so the cost is one insert per statement, not per
-//!   row), `key` NULL for "the whole table" (TRUNCATE, or a table without a primary key),
-//!   `relid` 0 for a schema change (an event trigger);
+//! - `phony.changes (seq, relid, key, img, xid)`: one entry per changed row (statement-level
+//!   triggers with transition tables, so the cost is one insert per statement, not a
+//!   trigger call per row): the key, and for rows that existed before the statement their
+//!   image (`row::text`); `key` NULL for "the whole table" (TRUNCATE, or a table without a
+//!   primary key), `relid` 0 for a schema change (an event trigger). The first entry of a
+//!   key after a mark holds the row as the mark saw it (or none: the key did not exist), so
+//!   a tracked restore needs no snapshot data at all for keyed tables;
 //! - `phony.marks (root, snap)`: for each snapshot captured from (or restored into) this
 //!   database, the `pg_snapshot` at which the database held exactly that snapshot's state.
 //!   Changes since a mark are the entries whose transaction that snapshot does not see;
@@ -26,12 +29,20 @@ use crate::sql::{ident, literal, qualified};
 /// Prefix of the triggers phony installs on user tables and of its event triggers.
 pub const TRIGGER_PREFIX: &str = "phony_track_";
 
+/// Output settings under which row images are written and read back, so that an image
+/// always parses to the same values.
+pub(crate) const IMAGE_SETTINGS: &str =
+    "SET LOCAL datestyle = 'ISO, MDY'; SET LOCAL intervalstyle = 'postgres'; \
+     SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = 'hex';";
+
 const INSTALL: &str = r#"
 CREATE SCHEMA phony;
 COMMENT ON SCHEMA phony IS 'phony change tracking (phony track on|off); not part of any snapshot';
 CREATE TABLE phony.changes (
+    seq bigserial PRIMARY KEY,
     relid oid NOT NULL,
     key text[],
+    img text,
     xid xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id()
 );
 CREATE INDEX changes_relid ON phony.changes (relid);
@@ -50,17 +61,20 @@ INSERT INTO phony.state (db_oid, changes_oid)
 SELECT d.oid, 'phony.changes'::regclass::oid FROM pg_catalog.pg_database d
 WHERE d.datname = pg_catalog.current_database();
 
-CREATE FUNCTION phony.track_rows() RETURNS trigger LANGUAGE plpgsql AS $fn$
+CREATE FUNCTION phony.track_rows() RETURNS trigger LANGUAGE plpgsql
+SET datestyle = 'ISO, MDY' SET intervalstyle = 'postgres' SET extra_float_digits = 3 SET bytea_output = 'hex'
+AS $fn$
 DECLARE
     key_expr text := TG_ARGV[0];
 BEGIN
+    -- Old rows are logged with their image (the row as it was), new keys without one.
     IF TG_OP = 'INSERT' THEN
         EXECUTE pg_catalog.format('INSERT INTO phony.changes (relid, key) SELECT %s, %s FROM phony_new r', TG_RELID, key_expr);
     ELSIF TG_OP = 'DELETE' THEN
-        EXECUTE pg_catalog.format('INSERT INTO phony.changes (relid, key) SELECT %s, %s FROM phony_old r', TG_RELID, key_expr);
+        EXECUTE pg_catalog.format('INSERT INTO phony.changes (relid, key, img) SELECT %s, %s, r::text FROM phony_old r', TG_RELID, key_expr);
     ELSE
         EXECUTE pg_catalog.format(
-            'INSERT INTO phony.changes (relid, key) SELECT %s, %s FROM phony_old r UNION SELECT %s, %s FROM phony_new r',
+            'INSERT INTO phony.changes (relid, key, img) SELECT %s, %s, r::text FROM phony_old r UNION ALL SELECT %s, %s, NULL FROM phony_new r',
             TG_RELID, key_expr, TG_RELID, key_expr);
     END IF;
     RETURN NULL;
@@ -354,12 +368,35 @@ pub(crate) async fn reset_after_full_restore(client: &Client, root: &BlobId) -> 
         .await
         .map_err(pg("resetting change tracking"))?;
     install_table_triggers(client).await?;
-    let snap: String = client
-        .query_one("SELECT pg_catalog.pg_current_snapshot()::text", &[])
-        .await
-        .map_err(pg("reading the current snapshot"))?
-        .get(0);
+    let snap = snapshot_after_commit(client).await?;
     record_mark(client, root, &snap).await
+}
+
+/// The current snapshot as it will be once this transaction commits: the same in-progress
+/// transactions, minus this one, whose writes (and log entries) it then sees.
+pub(crate) async fn snapshot_after_commit(client: &Client) -> Result<String> {
+    let row = client
+        .query_one(
+            // A snapshot's xmax is the latest completed xid + 1, which may not reach this
+            // transaction's own xid: raise it past ours, and count the xids in between as in
+            // progress (unseen), as they may be.
+            "WITH s AS (SELECT pg_catalog.pg_current_snapshot() AS snap),
+                  v AS (SELECT snap,
+                               pg_catalog.pg_snapshot_xmin(snap)::text::numeric AS lo,
+                               pg_catalog.pg_snapshot_xmax(snap)::text::numeric AS hi,
+                               pg_catalog.pg_current_xact_id()::text::numeric AS me
+                        FROM s)
+             SELECT lo::text || ':' || greatest(hi, me + 1)::text || ':' ||
+                    coalesce((SELECT string_agg(x::text, ',' ORDER BY x)
+                              FROM (SELECT x::text::numeric AS x FROM pg_catalog.pg_snapshot_xip(snap) AS x
+                                    UNION SELECT pg_catalog.generate_series(hi, me - 1)) y
+                              WHERE x <> me), '')
+             FROM v",
+            &[],
+        )
+        .await
+        .map_err(pg("reading the current snapshot"))?;
+    Ok(row.get(0))
 }
 
 /// Relation ids whose log entries concern `table`: itself and its partition ancestors.
@@ -402,4 +439,43 @@ pub(crate) async fn logged(client: &Client, relids: &[u32], mark: &Mark) -> Resu
         (true, true) => Logged::Whole,
         (true, false) => Logged::Keys,
     })
+}
+
+/// A relation the log names since a mark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LoggedRelation {
+    pub relid: u32,
+    /// Quoted, schema-qualified name (`regclass` text).
+    pub name: String,
+    /// Whole-table entries (TRUNCATE, no key): compare content.
+    pub whole: bool,
+    /// Partition ancestors (excluding itself) and descendants that have entries too.
+    pub tree: Vec<u32>,
+}
+
+/// Every relation with log entries since `mark`.
+pub(crate) async fn logged_relations(client: &Client, mark: &Mark) -> Result<Vec<LoggedRelation>> {
+    let rows = client
+        .query(
+            "WITH c AS (SELECT relid, bool_or(key IS NULL) AS whole FROM phony.changes
+                        WHERE relid <> 0 AND NOT pg_catalog.pg_visible_in_snapshot(xid, $1::text::pg_catalog.pg_snapshot)
+                        GROUP BY relid)
+             SELECT c.relid, c.relid::regclass::text, c.whole,
+                    ARRAY(SELECT o.relid FROM c o WHERE o.relid <> c.relid AND (
+                        o.relid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(c.relid))
+                        OR c.relid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(o.relid))))
+             FROM c JOIN pg_catalog.pg_class k ON k.oid = c.relid",
+            &[&mark.snap],
+        )
+        .await
+        .map_err(pg("reading the change log"))?;
+    Ok(rows
+        .iter()
+        .map(|r| LoggedRelation {
+            relid: r.get(0),
+            name: r.get(1),
+            whole: r.get(2),
+            tree: r.get(3),
+        })
+        .collect())
 }
