@@ -20,6 +20,7 @@ use tokio_postgres::Client;
 
 use crate::catalog::{self, TableInfo};
 use crate::connect::ConnectionTarget;
+use crate::delta;
 use crate::error::{pg, Error, Result};
 use crate::schema_dump::{PgDump, Section};
 use crate::sql::{ident, literal, qualified};
@@ -37,6 +38,9 @@ pub struct CaptureOptions {
     pub in_flight: usize,
     /// Called as rows are read.
     pub progress: Option<Progress>,
+    /// With change tracking on, reuse the newest snapshot this database held and re-read only
+    /// what the log says changed.
+    pub incremental: bool,
 }
 
 impl std::fmt::Debug for CaptureOptions {
@@ -57,6 +61,7 @@ impl Default for CaptureOptions {
             workers: cores.clamp(2, 4),
             in_flight: cores * 2,
             progress: None,
+            incremental: true,
         }
     }
 }
@@ -111,23 +116,57 @@ pub async fn capture<B: Backend + 'static>(
     let (snapshot, point_in_time): (String, String) = (row.get(0), row.get(1));
     let tracked = tracking::valid(&coordinator).await?;
     let (server_version_num, server_version) = catalog::server_version(&coordinator).await?;
-    let pg_dump = PgDump::find(server_version_num / 10000).await?;
-
-    let dumps = [Section::PreData, Section::PostData].map(|section| {
-        let (pg_dump, target, snapshot) = (pg_dump.clone(), target.clone(), snapshot.clone());
-        tokio::spawn(async move { pg_dump.dump(&target, Some(section), Some(&snapshot)).await })
-    });
+    // With tracking, the newest snapshot this database held since its last schema change is
+    // a base: its schema and unchanged tables are reused, changed ranges re-read.
+    let base = if tracked && opts.incremental {
+        incremental_base(&coordinator, store).await?
+    } else {
+        None
+    };
+    let dumps = match &base {
+        Some(_) => None,
+        None => {
+            let pg_dump = PgDump::find(server_version_num / 10000).await?;
+            Some([Section::PreData, Section::PostData].map(|section| {
+                let (pg_dump, target, snapshot) =
+                    (pg_dump.clone(), target.clone(), snapshot.clone());
+                tokio::spawn(
+                    async move { pg_dump.dump(&target, Some(section), Some(&snapshot)).await },
+                )
+            }))
+        }
+    };
 
     let tables = catalog::tables(&coordinator).await?;
     let sequences = read_sequences(&coordinator).await?;
     let materialized_views = catalog::populated_materialized_views(&coordinator).await?;
 
     let tally = Arc::new(Mutex::new(Tally::default()));
-    let entries = read_tables(&target, &snapshot, store, tables, opts, &tally).await?;
+    let mut reused = Vec::new();
+    let mut jobs = Vec::new();
+    for info in tables {
+        match &base {
+            Some((manifest, mark)) => {
+                match plan_table(&coordinator, store, manifest, mark, info).await? {
+                    Plan::Reuse(entry) => reused.push(entry),
+                    Plan::Read(job) => jobs.push(job),
+                }
+            }
+            None => jobs.push(Job::Full(info)),
+        }
+    }
+    let mut entries = read_tables(&target, &snapshot, store, jobs, opts, &tally).await?;
+    entries.extend(reused);
+    entries.sort_by(|a, b| a.table.cmp(&b.table));
 
-    let [pre, post] = dumps;
-    let pre_data = put_text(store, join(pre).await??, &tally).await?;
-    let post_data = put_text(store, join(post).await??, &tally).await?;
+    let (pre_data, post_data) = match (dumps, &base) {
+        (Some([pre, post]), _) => (
+            put_text(store, join(pre).await??, &tally).await?,
+            put_text(store, join(post).await??, &tally).await?,
+        ),
+        (None, Some((manifest, _))) => (manifest.pre_data.clone(), manifest.post_data.clone()),
+        (None, None) => return Err(Error::Internal("no schema to record".into())),
+    };
     coordinator
         .batch_execute("COMMIT")
         .await
@@ -215,12 +254,12 @@ async fn read_tables<B: Backend + 'static>(
     target: &ConnectionTarget,
     snapshot: &str,
     store: &Arc<Store<B>>,
-    mut tables: Vec<TableInfo>,
+    mut tables: Vec<Job>,
     opts: &CaptureOptions,
     tally: &Arc<Mutex<Tally>>,
 ) -> Result<Vec<TableEntry>> {
     // Biggest first, so the last table to finish is a small one.
-    tables.sort_by_key(|t| std::cmp::Reverse(t.bytes));
+    tables.sort_by_key(|t| std::cmp::Reverse(t.weight()));
     let workers = opts.workers.clamp(1, tables.len().max(1));
     let queue = Arc::new(Mutex::new(VecDeque::from(tables)));
     let mut handles = Vec::new();
@@ -246,7 +285,7 @@ async fn read_tables<B: Backend + 'static>(
             loop {
                 let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
                 let Some(table) = next else { break };
-                entries.push(read_table(&client, &store, &table, &opts, &tally).await?);
+                entries.push(read_job(&client, &store, &table, &opts, &tally).await?);
             }
             client
                 .batch_execute("COMMIT")
@@ -300,15 +339,231 @@ pub fn copy_out_sql(table: &TableInfo) -> String {
     )
 }
 
-async fn read_table<B: Backend + 'static>(
+/// The newest snapshot in the store that this database held since its last schema change.
+async fn incremental_base<B: Backend>(
+    client: &Client,
+    store: &Store<B>,
+) -> Result<Option<(RootManifest, tracking::Mark)>> {
+    let rows = client
+        .query(
+            "SELECT root FROM phony.marks ORDER BY marked_at DESC LIMIT 8",
+            &[],
+        )
+        .await
+        .map_err(pg("reading snapshot marks"))?;
+    for r in rows {
+        let Ok(root) = r.get::<_, String>(0).parse::<BlobId>() else {
+            continue;
+        };
+        if store.blob_size(&root).await?.is_none() {
+            continue;
+        }
+        if let Some(mark) = tracking::usable_mark(client, &root).await? {
+            return Ok(Some((store.root(&root).await?, mark)));
+        }
+    }
+    Ok(None)
+}
+
+enum Plan {
+    Reuse(TableEntry),
+    Read(Job),
+}
+
+/// Whether a table can be reused from the base as is, re-read in ranges, or read whole.
+async fn plan_table<B: Backend>(
+    client: &Client,
+    store: &Store<B>,
+    base: &RootManifest,
+    mark: &tracking::Mark,
+    info: TableInfo,
+) -> Result<Plan> {
+    let Some(entry) = base
+        .tables
+        .iter()
+        .find(|e| e.table == info.name && e.columns == info.columns && e.key == info.key)
+    else {
+        return Ok(Plan::Read(Job::Full(info)));
+    };
+    let relids = tracking::relids(client, &info.name).await?;
+    match tracking::logged(client, &relids, mark).await? {
+        tracking::Logged::Unchanged => Ok(Plan::Reuse(entry.clone())),
+        tracking::Logged::Whole => Ok(Plan::Read(Job::Full(info))),
+        tracking::Logged::Keys if info.key.is_empty() => Ok(Plan::Read(Job::Full(info))),
+        tracking::Logged::Keys => {
+            let chunks = store.table_chunks(entry).await?;
+            if chunks.is_empty() || chunks.iter().any(|c| c.first.is_none()) {
+                return Ok(Plan::Read(Job::Full(info)));
+            }
+            let types = delta::key_types(client, entry).await?;
+            let wanted =
+                delta::affected_chunks(client, entry, &chunks, &types, &relids, mark).await?;
+            let mut runs: Vec<(usize, usize)> = Vec::new();
+            for i in wanted {
+                match runs.last_mut() {
+                    Some((_, end)) if *end + 1 == i => *end = i,
+                    _ => runs.push((i, i)),
+                }
+            }
+            Ok(Plan::Read(Job::Ranges {
+                info,
+                chunks,
+                runs,
+                types,
+            }))
+        }
+    }
+}
+
+/// What a reader does with one table.
+#[derive(Debug)]
+enum Job {
+    /// Read every row.
+    Full(TableInfo),
+    /// Keep the base snapshot's chunks but re-read the key ranges of `runs` (inclusive
+    /// chunk index ranges), where the change log names changed rows.
+    Ranges {
+        info: TableInfo,
+        chunks: Vec<BlobRef>,
+        runs: Vec<(usize, usize)>,
+        types: Vec<String>,
+    },
+}
+
+impl Job {
+    fn weight(&self) -> i64 {
+        match self {
+            Job::Full(info) => info.bytes,
+            Job::Ranges { chunks, runs, .. } => runs
+                .iter()
+                .flat_map(|&(a, b)| chunks[a..=b].iter())
+                .map(|c| c.bytes as i64)
+                .sum(),
+        }
+    }
+}
+
+async fn read_job<B: Backend + 'static>(
     client: &Client,
     store: &Arc<Store<B>>,
-    table: &TableInfo,
+    job: &Job,
     opts: &CaptureOptions,
     tally: &Arc<Mutex<Tally>>,
 ) -> Result<TableEntry> {
+    let (info, refs) = match job {
+        Job::Full(info) => (
+            info,
+            read_chunks(client, store, &copy_out_sql(info), info, opts, tally).await?,
+        ),
+        Job::Ranges {
+            info,
+            chunks,
+            runs,
+            types,
+        } => {
+            let mut refs = Vec::new();
+            let mut next = 0;
+            for &(a, b) in runs {
+                refs.extend_from_slice(&chunks[next..a]);
+                let lower = if a > 0 {
+                    Some(delta::chunk_key(&info.name, info.key.len(), &chunks[a])?)
+                } else {
+                    None
+                };
+                let upper = match chunks.get(b + 1) {
+                    Some(c) => Some(delta::chunk_key(&info.name, info.key.len(), c)?),
+                    None => None,
+                };
+                let sql = copy_range_sql(info, types, lower.as_deref(), upper.as_deref());
+                refs.extend(read_chunks(client, store, &sql, info, opts, tally).await?);
+                next = b + 1;
+            }
+            refs.extend_from_slice(&chunks[next..]);
+            (info, refs)
+        }
+    };
+    let (content, nodes) = build_tree(&refs);
+    for node in nodes {
+        let (_, stored) = store.put_plain(&node.plain).await?;
+        lock(tally).add(stored);
+    }
+    Ok(TableEntry {
+        table: info.name.clone(),
+        columns: info.columns.clone(),
+        key: info.key.clone(),
+        content,
+    })
+}
+
+/// The query that streams the rows of a table whose keys lie in `[lower, upper)` (an open
+/// end where a bound is `None`), in key order.
+fn copy_range_sql(
+    table: &TableInfo,
+    types: &[String],
+    lower: Option<&[Option<String>]>,
+    upper: Option<&[Option<String>]>,
+) -> String {
+    let key_row = format!(
+        "ROW({})",
+        table
+            .key
+            .iter()
+            .map(|k| format!("t.{}", ident(k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let value = |vals: &[Option<String>]| {
+        let parts: Vec<String> = vals
+            .iter()
+            .zip(types)
+            .map(|(v, ty)| match v {
+                Some(v) => format!("{}::{ty}", literal(v)),
+                None => format!("NULL::{ty}"),
+            })
+            .collect();
+        format!("ROW({})", parts.join(", "))
+    };
+    let mut conds = Vec::new();
+    if let Some(l) = lower {
+        conds.push(format!("{key_row} >= {}", value(l)));
+    }
+    if let Some(u) = upper {
+        conds.push(format!("{key_row} < {}", value(u)));
+    }
+    let cols = table
+        .columns
+        .iter()
+        .map(|c| format!("t.{}", ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let order = table
+        .key
+        .iter()
+        .map(|c| format!("t.{}", ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let filter = if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    };
+    format!(
+        "COPY (SELECT {cols} FROM ONLY {} AS t{filter} ORDER BY {order}) TO STDOUT",
+        qualified(&table.name)
+    )
+}
+
+/// Streams the rows `sql` returns into stored chunks.
+async fn read_chunks<B: Backend + 'static>(
+    client: &Client,
+    store: &Arc<Store<B>>,
+    sql: &str,
+    table: &TableInfo,
+    opts: &CaptureOptions,
+    tally: &Arc<Mutex<Tally>>,
+) -> Result<Vec<BlobRef>> {
     let stream = client
-        .copy_out(&copy_out_sql(table))
+        .copy_out(sql)
         .await
         .map_err(pg(format!("reading table {}", table.name)))?;
     futures::pin_mut!(stream);
@@ -346,17 +601,7 @@ async fn read_table<B: Backend + 'static>(
     while !pending.is_empty() {
         collect(&mut pending, &mut refs, tally).await?;
     }
-    let (content, nodes) = build_tree(&refs);
-    for node in nodes {
-        let (_, stored) = store.put_plain(&node.plain).await?;
-        lock(tally).add(stored);
-    }
-    Ok(TableEntry {
-        table: table.name.clone(),
-        columns: table.columns.clone(),
-        key: table.key.clone(),
-        content,
-    })
+    Ok(refs)
 }
 
 /// Where the key columns sit in a row, or `None` for a table without a (stored) key.

@@ -304,67 +304,15 @@ pub(crate) async fn restore_table_keys<B: Backend + 'static>(
     let t = qualified(&entry.table);
     let chunks = store.table_chunks(entry).await?;
     let types = key_types(client, entry).await?;
-    let n = entry.key.len();
-    // Chunk i (1-based) holds the keys from its first key up to the next chunk's first.
-    let mut index: Vec<i32> = Vec::with_capacity(chunks.len());
-    let mut bounds: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(chunks.len()); n];
-    for (i, c) in chunks.iter().enumerate() {
-        let first = c.first.as_deref().ok_or_else(|| {
-            Error::Internal(format!("snapshot of {} has no chunk keys", entry.table))
-        })?;
-        let fields: Vec<&[u8]> = row::fields(first.as_bytes()).collect();
-        if fields.len() != n {
-            return Err(Error::Internal(format!(
-                "snapshot of {} has malformed chunk keys",
-                entry.table
-            )));
-        }
-        index.push(i as i32 + 1);
-        for (col, f) in fields.iter().enumerate() {
-            bounds[col].push(row::unescape(f).map(|v| String::from_utf8_lossy(&v).into_owned()));
-        }
-    }
-    let changed = changed_keys_sql(entry, &types, n + 2, n + 3);
-    let k: Vec<String> = (1..=n).map(|i| format!("k{i}")).collect();
-    let cols_b: Vec<String> = (0..n)
-        .map(|i| format!("b.k{}::{}", i + 1, types[i]))
-        .collect();
-    let unnest_args: Vec<String> = (0..n).map(|i| format!("${}::text[]", i + 2)).collect();
-    let sql = format!(
-        "WITH b AS (SELECT i, {cols_b} FROM unnest($1::int4[], {unnest}) AS b(i, {k})),
-              c AS ({changed}),
-              u AS (SELECT {k}, i FROM b UNION ALL SELECT {k}, NULL FROM c)
-         SELECT DISTINCT coalesce(x, 1) FROM (
-             SELECT i, max(i) OVER (ORDER BY {k}, i IS NULL ROWS UNBOUNDED PRECEDING) AS x FROM u
-         ) z WHERE i IS NULL",
-        cols_b = (0..n)
-            .map(|i| format!("{} AS k{}", cols_b[i], i + 1))
-            .collect::<Vec<_>>()
-            .join(", "),
-        unnest = unnest_args.join(", "),
-        k = k.join(", "),
-    );
-    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&index];
-    for b in &bounds {
-        params.push(b);
-    }
     let relids = relids.to_vec();
-    params.push(&relids);
-    params.push(&mark.snap);
-    let rows = client
-        .query(&sql, &params)
-        .await
-        .map_err(pg(format!("finding the changed rows of {}", entry.table)))?;
-    let mut wanted: Vec<usize> = rows.iter().map(|r| r.get::<_, i32>(0) as usize).collect();
-    wanted.sort_unstable();
+    let wanted = affected_chunks(client, entry, &chunks, &types, &relids, mark).await?;
     let selected: Vec<BlobRef> = wanted
         .iter()
-        .filter_map(|&i| chunks.get(i.wrapping_sub(1)).cloned())
+        .filter_map(|&i| chunks.get(i).cloned())
         .collect();
 
     create_temp(client, entry, SNAP).await?;
-    let relids_vec = relids.clone();
-    let filter = key_filter(client, entry, &types, &relids_vec, mark).await?;
+    let filter = key_filter(client, entry, &types, &relids, mark).await?;
     stage_chunks(client, store, entry, selected, prefetch, filter.as_ref()).await?;
     // The live rows of every key the log names or the staged chunks hold.
     let keys = ident_list(&entry.key);
@@ -384,6 +332,7 @@ pub(crate) async fn restore_table_keys<B: Backend + 'static>(
             .join(", ")
     };
     let changed = changed_keys_sql(entry, &types, 1, 2);
+    let k: Vec<String> = (1..=entry.key.len()).map(|i| format!("k{i}")).collect();
     client
         .execute(
             &format!(
@@ -403,6 +352,85 @@ pub(crate) async fn restore_table_keys<B: Backend + 'static>(
     finish(client, entry, &t, log).await.map(Some)
 }
 
+/// The chunks (0-based, ascending) whose key ranges hold a key the log names for `relids`
+/// since `mark`. Chunk i holds the keys from its first key up to the next chunk's first;
+/// the first chunk also holds every smaller key.
+pub(crate) async fn affected_chunks(
+    client: &impl tokio_postgres::GenericClient,
+    entry: &TableEntry,
+    chunks: &[BlobRef],
+    types: &[String],
+    relids: &Vec<u32>,
+    mark: &Mark,
+) -> Result<Vec<usize>> {
+    let n = entry.key.len();
+    let mut index: Vec<i32> = Vec::with_capacity(chunks.len());
+    let mut bounds: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(chunks.len()); n];
+    for (i, c) in chunks.iter().enumerate() {
+        let fields = chunk_key(&entry.table, n, c)?;
+        index.push(i as i32 + 1);
+        for (col, f) in fields.into_iter().enumerate() {
+            bounds[col].push(f);
+        }
+    }
+    let changed = changed_keys_sql(entry, types, n + 2, n + 3);
+    let k: Vec<String> = (1..=n).map(|i| format!("k{i}")).collect();
+    let cols_b: Vec<String> = (0..n)
+        .map(|i| format!("b.k{}::{} AS k{}", i + 1, types[i], i + 1))
+        .collect();
+    let unnest_args: Vec<String> = (0..n).map(|i| format!("${}::text[]", i + 2)).collect();
+    let sql = format!(
+        "WITH b AS (SELECT i, {cols_b} FROM unnest($1::int4[], {unnest}) AS b(i, {k})),
+              c AS ({changed}),
+              u AS (SELECT {k}, i FROM b UNION ALL SELECT {k}, NULL FROM c)
+         SELECT DISTINCT coalesce(x, 1) FROM (
+             SELECT i, max(i) OVER (ORDER BY {k}, i IS NULL ROWS UNBOUNDED PRECEDING) AS x FROM u
+         ) z WHERE i IS NULL",
+        cols_b = cols_b.join(", "),
+        unnest = unnest_args.join(", "),
+        k = k.join(", "),
+    );
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&index];
+    for b in &bounds {
+        params.push(b);
+    }
+    params.push(relids);
+    params.push(&mark.snap);
+    let rows = client
+        .query(&sql, &params)
+        .await
+        .map_err(pg(format!("finding the changed rows of {}", entry.table)))?;
+    let mut wanted: Vec<usize> = rows
+        .iter()
+        .map(|r| (r.get::<_, i32>(0) as usize).saturating_sub(1))
+        .filter(|&i| i < chunks.len())
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    Ok(wanted)
+}
+
+/// A chunk's first key, unescaped, one value per key column.
+pub(crate) fn chunk_key(
+    table: &QualifiedName,
+    key_len: usize,
+    c: &BlobRef,
+) -> Result<Vec<Option<String>>> {
+    let first = c
+        .first
+        .as_deref()
+        .ok_or_else(|| Error::Internal(format!("snapshot of {table} has no chunk keys")))?;
+    let fields: Vec<Option<String>> = row::fields(first.as_bytes())
+        .map(|f| row::unescape(f).map(|v| String::from_utf8_lossy(&v).into_owned()))
+        .collect();
+    if fields.len() != key_len {
+        return Err(Error::Internal(format!(
+            "snapshot of {table} has malformed chunk keys"
+        )));
+    }
+    Ok(fields)
+}
+
 /// The distinct keys the log names for `relids` since a mark, typed, as columns k1…kn.
 /// `$relids` and `$snap` are the parameter numbers of the relid array and the mark.
 fn changed_keys_sql(entry: &TableEntry, types: &[String], relids: usize, snap: usize) -> String {
@@ -417,7 +445,10 @@ fn changed_keys_sql(entry: &TableEntry, types: &[String], relids: usize, snap: u
 }
 
 /// The SQL types of a table's key columns, in key order.
-async fn key_types(client: &Client, entry: &TableEntry) -> Result<Vec<String>> {
+pub(crate) async fn key_types(
+    client: &impl tokio_postgres::GenericClient,
+    entry: &TableEntry,
+) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for k in &entry.key {
         let row = client
