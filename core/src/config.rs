@@ -61,7 +61,7 @@ impl Default for StoreConfig {
             },
             compression: Compression {
                 codec: CodecName::Zstd,
-                level: 3,
+                level: 9,
             },
         }
     }
@@ -127,7 +127,7 @@ mod tests {
   },
   "compression": {
     "codec": "zstd",
-    "level": 3
+    "level": 9
   }
 }
 "#
