@@ -5,9 +5,13 @@
 
 mod cli;
 mod context;
+mod gc;
+mod lease;
 mod output;
 mod progress;
+mod prune;
 mod snapshot;
+mod store_cmd;
 
 use std::process::ExitCode;
 
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Snapshot(cmd) => snapshot::run(&ctx, cmd).await,
+            Command::Store(cmd) => store_cmd::run(&ctx, cmd).await,
         }
     });
     match result {
