@@ -210,3 +210,27 @@ impl Drop for LockHolder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_not_refreshed_for_half_its_period_is_no_longer_trusted() {
+        let ttl = Duration::from_secs(4);
+        let fresh = Mutex::new(Instant::now());
+        assert!(check(&fresh, ttl).is_ok());
+        if let Some(then) = Instant::now().checked_sub(Duration::from_secs(2)) {
+            let lapsed = Mutex::new(then);
+            let err = check(&lapsed, ttl).unwrap_err();
+            assert!(err.to_string().contains("could not be refreshed"), "{err}");
+        }
+    }
+
+    #[test]
+    fn new_locks_have_valid_tokens() {
+        let lock = new_lock(LockKind::Create);
+        assert!(lock.key().starts_with("locks/create-"));
+        assert_eq!(Lock::decode("l", &lock.encode()).ok(), Some(lock));
+    }
+}

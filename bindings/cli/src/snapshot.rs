@@ -80,7 +80,12 @@ async fn create(ctx: &Context, args: CreateArgs) -> Result<()> {
     lock.release().await;
     let retention = crate::prune::after_create(&store, record.id)
         .await
-        .context("applying the store's retention policy (the snapshot was created)")?;
+        .with_context(|| {
+            format!(
+                "snapshot {} was created, but applying the store's retention policy failed",
+                record.id
+            )
+        })?;
     if ctx.json {
         #[derive(Serialize)]
         struct Created<'a> {
