@@ -33,8 +33,7 @@ pub fn encode(plain: &[u8], level: i32) -> Vec<u8> {
             return out;
         }
     }
-    let mut out = Vec::new();
-    out.reserve(plain.len() + 1);
+    let mut out = Vec::with_capacity(plain.len() + 1);
     out.push(TAG_RAW);
     out.extend_from_slice(plain);
     out

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunker::ChunkParams;
 use crate::error::{Error, Result};
+use crate::retention::RetentionPolicy;
 
 /// The newest store format this build reads and writes.
 pub const STORE_FORMAT: u32 = 1;
@@ -36,11 +37,57 @@ pub enum ChunkAlgorithm {
 }
 
 /// `phony-store.json`.
+///
+/// `retention` and `gc` were added after format 1 was released: both are optional, absent
+/// when unset (so a store without them encodes exactly as before) and default when missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreConfig {
     pub format: u32,
     pub chunking: Chunking,
     pub compression: Compression,
+    /// The store's own retention policy, applied after every snapshot phony creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionPolicy>,
+    /// Garbage-collection settings.
+    #[serde(default, skip_serializing_if = "GcSettings::is_default")]
+    pub gc: GcSettings,
+}
+
+/// How writers and garbage collection coordinate (see [`crate::gc`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcSettings {
+    /// A lock not refreshed for this many seconds belongs to a process that died. Live
+    /// processes refresh theirs four times per period.
+    #[serde(default = "GcSettings::default_lease_ttl_secs")]
+    pub lease_ttl_secs: u64,
+}
+
+impl GcSettings {
+    /// The default lease period: two minutes.
+    pub const DEFAULT_LEASE_TTL_SECS: u64 = 120;
+    /// The longest lease period accepted: a day.
+    pub const MAX_LEASE_TTL_SECS: u64 = 86400;
+
+    fn default_lease_ttl_secs() -> u64 {
+        Self::DEFAULT_LEASE_TTL_SECS
+    }
+
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The lease period.
+    pub fn lease_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_ttl_secs)
+    }
+}
+
+impl Default for GcSettings {
+    fn default() -> Self {
+        GcSettings {
+            lease_ttl_secs: Self::DEFAULT_LEASE_TTL_SECS,
+        }
+    }
 }
 
 /// Chunking section of the config.
@@ -63,6 +110,8 @@ impl Default for StoreConfig {
                 codec: CodecName::Zstd,
                 level: 9,
             },
+            retention: None,
+            gc: GcSettings::default(),
         }
     }
 }
@@ -94,6 +143,22 @@ impl StoreConfig {
         }
         let config: StoreConfig = serde_json::from_slice(bytes).map_err(corrupt)?;
         config.chunking.params.validate()?;
+        if let Some(policy) = &config.retention {
+            policy.validate().map_err(|e| Error::CorruptRecord {
+                what: CONFIG_KEY.to_owned(),
+                reason: e.to_string(),
+            })?;
+        }
+        if !(1..=GcSettings::MAX_LEASE_TTL_SECS).contains(&config.gc.lease_ttl_secs) {
+            return Err(Error::CorruptRecord {
+                what: CONFIG_KEY.to_owned(),
+                reason: format!(
+                    "gc.lease_ttl_secs {} is out of range 1..={}",
+                    config.gc.lease_ttl_secs,
+                    GcSettings::MAX_LEASE_TTL_SECS
+                ),
+            });
+        }
         if !(1..=19).contains(&config.compression.level) {
             return Err(Error::CorruptRecord {
                 what: CONFIG_KEY.to_owned(),
@@ -136,6 +201,66 @@ mod tests {
             StoreConfig::decode(text.as_bytes()).unwrap(),
             StoreConfig::default()
         );
+    }
+
+    #[test]
+    fn golden_config_with_retention_and_old_configs_still_read() {
+        let config = StoreConfig {
+            retention: Some(RetentionPolicy {
+                keep_last: Some(10),
+                expire_after: Some(std::time::Duration::from_secs(30 * 86400)),
+            }),
+            gc: GcSettings { lease_ttl_secs: 5 },
+            ..StoreConfig::default()
+        };
+        let text = String::from_utf8(config.encode()).unwrap();
+        assert!(
+            text.ends_with(
+                r#"  "retention": {
+    "keep_last": 10,
+    "expire_after_secs": 2592000
+  },
+  "gc": {
+    "lease_ttl_secs": 5
+  }
+}
+"#
+            ),
+            "{text}"
+        );
+        assert_eq!(StoreConfig::decode(text.as_bytes()).unwrap(), config);
+
+        // A config written before retention existed reads with no policy.
+        let old = br#"{"format":1,"chunking":{"algorithm":"fastcdc-2020-row-aligned","min":16384,"avg":65536,"max":262144,"normalization":1},"compression":{"codec":"zstd","level":3}}"#;
+        let decoded = StoreConfig::decode(old).unwrap();
+        let mut expected = StoreConfig::default();
+        expected.compression.level = 3;
+        assert_eq!(decoded, expected);
+        assert_eq!(decoded.retention, None);
+        assert_eq!(
+            decoded.gc.lease_ttl_secs,
+            GcSettings::DEFAULT_LEASE_TTL_SECS
+        );
+
+        let bad_ttl = text.replace("\"lease_ttl_secs\": 5", "\"lease_ttl_secs\": 0");
+        assert!(StoreConfig::decode(bad_ttl.as_bytes()).is_err());
+        let bad_expiry = text.replace("2592000", "0");
+        assert!(StoreConfig::decode(bad_expiry.as_bytes()).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let _ = StoreConfig::decode(&bytes);
+        }
+
+        #[test]
+        fn damaged_configs_never_panic(pos in 0usize..400, byte in proptest::prelude::any::<u8>()) {
+            let mut bytes = StoreConfig::default().encode();
+            let at = pos % bytes.len();
+            bytes[at] = byte;
+            let _ = StoreConfig::decode(&bytes);
+        }
     }
 
     #[test]

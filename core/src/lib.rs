@@ -12,17 +12,27 @@
 //! - [`store`]: the store on top of a [`Backend`].
 //! - [`resolve`]: ids, prefixes and names → one snapshot.
 //! - [`row`]: rows in PostgreSQL's text COPY format: fields, keys, unescaping.
+//! - [`retention`]: which snapshots a policy keeps ([`PrunePlan`]).
+//! - [`gc`]: garbage collection of unreferenced blobs, safe against concurrent writers.
+//! - [`verify`]: store integrity, naming what is damaged and what it breaks.
+//! - [`stats`]: logical against stored bytes, per snapshot.
 
 pub mod chunker;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod gc;
 pub mod id;
 pub mod manifest;
 pub mod record;
 pub mod resolve;
+pub mod retention;
 pub mod row;
+pub mod stats;
 pub mod store;
+#[cfg(test)]
+mod testing;
+pub mod verify;
 
 pub use chunker::{ChunkParams, RowChunk, RowChunker};
 pub use config::StoreConfig;
@@ -30,4 +40,5 @@ pub use error::{Error, Result};
 pub use id::{BlobId, SnapshotId};
 pub use manifest::{BlobRef, QualifiedName, RootManifest, SequenceState, TableEntry};
 pub use record::{Origin, SnapshotName, SnapshotRecord, SnapshotStats, SourceInfo};
-pub use store::{Backend, ListEntry, Store, Stored};
+pub use retention::{PrunePlan, RetentionPolicy};
+pub use store::{Backend, BlobKind, ListEntry, Store, Stored};

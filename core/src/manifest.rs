@@ -328,4 +328,55 @@ mod tests {
             Err(Error::Corrupt { .. })
         ));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..800)) {
+            let id = BlobId::of(&bytes);
+            let _ = ManifestNode::decode(&id, &bytes);
+            let _ = RootManifest::decode(&id, &bytes);
+        }
+
+        #[test]
+        fn damaged_manifests_never_panic(pos in 0usize..4000, byte in proptest::prelude::any::<u8>()) {
+            let chunks: Vec<_> = (0..5).map(chunk).collect();
+            let (root, nodes) = build_tree(&chunks);
+            let manifest = RootManifest {
+                format: MANIFEST_FORMAT,
+                server_version_num: 150004,
+                pre_data: root.clone(),
+                post_data: root.clone(),
+                tables: vec![TableEntry {
+                    table: QualifiedName::new("public", "t"),
+                    columns: vec!["id".into()],
+                    key: vec!["id".into()],
+                    content: root,
+                }],
+                sequences: vec![SequenceState {
+                    sequence: QualifiedName::new("public", "s"),
+                    last_value: 3,
+                    is_called: true,
+                }],
+                materialized_views: vec![],
+            };
+            for mut bytes in [nodes[0].plain.clone(), manifest.encode().plain] {
+                let at = pos % bytes.len();
+                bytes[at] = byte;
+                let id = BlobId::of(&bytes);
+                let _ = ManifestNode::decode(&id, &bytes);
+                let _ = RootManifest::decode(&id, &bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_nodes_are_refused_not_trusted() {
+        let chunks: Vec<_> = (0..(FANOUT as u64 + 1)).map(chunk).collect();
+        let node = ManifestNode::Leaf { chunks };
+        let plain = serde_json::to_vec(&node).unwrap();
+        assert!(matches!(
+            ManifestNode::decode(&BlobId::of(&plain), &plain),
+            Err(Error::Corrupt { .. })
+        ));
+    }
 }

@@ -207,4 +207,31 @@ mod tests {
             Err(Error::CorruptRecord { .. })
         ));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..800)) {
+            let _ = SnapshotRecord::decode("r", &bytes);
+        }
+
+        #[test]
+        fn damaged_records_never_panic(pos in 0usize..2000, byte in proptest::prelude::any::<u8>()) {
+            let rec = SnapshotRecord {
+                format: MANIFEST_FORMAT,
+                id: SnapshotId::from_random([7; 6]),
+                name: Some("n".parse().unwrap()),
+                created_at: OffsetDateTime::UNIX_EPOCH,
+                root: BlobId::of(b"root"),
+                pinned: false,
+                origin: Origin::Safety,
+                labels: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
+                source: SourceInfo::default(),
+                stats: SnapshotStats::default(),
+            };
+            let mut bytes = rec.encode();
+            let at = pos % bytes.len();
+            bytes[at] = byte;
+            let _ = SnapshotRecord::decode("r", &bytes);
+        }
+    }
 }

@@ -8,9 +8,12 @@
 //! snapshots/snap_….json   one record per snapshot, written last
 //! ```
 
+use std::collections::HashSet;
 use std::future::Future;
 
 use bytes::Bytes;
+use serde::Serialize;
+use time::OffsetDateTime;
 
 use crate::codec;
 use crate::config::{StoreConfig, CONFIG_KEY};
@@ -26,6 +29,9 @@ pub struct ListEntry {
     pub key: String,
     /// Size in bytes.
     pub size: u64,
+    /// When the object was last written, by the backend's clock (the same clock for every
+    /// client of one store: a file's mtime, an S3 object's `Last-Modified`).
+    pub modified: OffsetDateTime,
 }
 
 /// Where a store's objects live. Keys are `/`-separated relative paths.
@@ -34,7 +40,11 @@ pub struct ListEntry {
 /// - **atomic writes**: no reader ever sees a partial object;
 /// - **create-if-absent**: of concurrent [`put_if_absent`](Backend::put_if_absent) calls on
 ///   one key exactly one writes, the others report that the key exists;
-/// - [`get`](Backend::get) of a missing key fails with [`Error::NotFound`].
+/// - [`get`](Backend::get) of a missing key fails with [`Error::NotFound`];
+/// - **linearizable listing**: an object whose write completed before a
+///   [`list`](Backend::list) started is listed, one whose delete completed is not
+///   (garbage collection's safety rests on this; S3 and local disks give it);
+/// - [`ListEntry::modified`] comes from one clock for all clients of the store.
 pub trait Backend: Send + Sync {
     /// Writes `bytes` at `key` unless it exists. `Ok(true)`: written; `Ok(false)`: it existed.
     fn put_if_absent(&self, key: &str, bytes: Bytes) -> impl Future<Output = Result<bool>> + Send;
@@ -64,6 +74,33 @@ pub fn record_key(id: &SnapshotId) -> String {
 }
 
 const RECORDS_PREFIX: &str = "snapshots/";
+
+/// The key prefix of blobs whose id starts with the byte `first`.
+pub fn blob_prefix(first: u8) -> String {
+    format!("blobs/{first:02x}/")
+}
+
+/// The id of a blob key (`blobs/ab/ab…`), or `None` for any other key.
+pub fn blob_id_of_key(key: &str) -> Option<BlobId> {
+    let rest = key.strip_prefix("blobs/")?;
+    let (dir, name) = rest.split_once('/')?;
+    let id: BlobId = name.parse().ok()?;
+    (dir.len() == 2 && name.starts_with(dir)).then_some(id)
+}
+
+/// What a blob is to a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobKind {
+    /// The root manifest.
+    Root,
+    /// Schema DDL text.
+    Schema,
+    /// A node of a table's chunk tree.
+    Manifest,
+    /// Rows.
+    Chunk,
+}
 
 /// How a blob write went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +159,23 @@ impl<B: Backend> Store<B> {
     /// The store's parameters.
     pub fn config(&self) -> &StoreConfig {
         &self.config
+    }
+
+    /// Replaces the store's configuration (its retention policy and gc settings; the
+    /// chunking and compression parameters of an existing store must not change, or
+    /// equal rows would no longer give equal chunks). Takes effect for later openers.
+    pub async fn write_config(&self, config: &StoreConfig) -> Result<()> {
+        if config.format != self.config.format
+            || config.chunking != self.config.chunking
+            || config.compression != self.config.compression
+        {
+            return Err(Error::Invalid(
+                "the chunking and compression parameters of a store cannot change".into(),
+            ));
+        }
+        let bytes = config.encode();
+        StoreConfig::decode(&bytes)?;
+        self.backend.put(CONFIG_KEY, Bytes::from(bytes)).await
     }
 
     /// The backend underneath.
@@ -230,6 +284,73 @@ impl<B: Backend> Store<B> {
         Ok(out)
     }
 
+    /// Visits every blob a snapshot references: the root, the schema blobs, every manifest
+    /// node and every chunk (a chunk as often as the manifests list it). Nodes already in
+    /// `seen_nodes` are not read again (with their subtrees), and the ones read are added,
+    /// so one set shared across snapshots visits each shared subtree once.
+    pub async fn walk(
+        &self,
+        root: &BlobId,
+        seen_nodes: &mut HashSet<BlobId>,
+        visit: &mut (dyn FnMut(BlobKind, &BlobRef) + Send),
+    ) -> Result<()> {
+        visit(BlobKind::Root, &BlobRef::plain(*root, 0, 0));
+        let manifest = self.root(root).await?;
+        visit(BlobKind::Schema, &manifest.pre_data);
+        visit(BlobKind::Schema, &manifest.post_data);
+        let mut stack: Vec<BlobRef> = manifest.tables.into_iter().map(|t| t.content).collect();
+        while let Some(node_ref) = stack.pop() {
+            if !seen_nodes.insert(node_ref.id) {
+                continue;
+            }
+            visit(BlobKind::Manifest, &node_ref);
+            let plain = self.get_plain(&node_ref.id, MAX_MANIFEST_LEN).await?;
+            match ManifestNode::decode(&node_ref.id, &plain)? {
+                ManifestNode::Leaf { chunks } => {
+                    for c in &chunks {
+                        visit(BlobKind::Chunk, c);
+                    }
+                }
+                ManifestNode::Branch { children } => stack.extend(children),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every blob whose id starts with the byte `first`, with sizes and times.
+    pub async fn list_blobs(&self, first: u8) -> Result<Vec<ListEntry>> {
+        self.backend.list(&blob_prefix(first)).await
+    }
+
+    /// Removes a blob. Only garbage collection calls this (see [`crate::gc`]).
+    pub async fn delete_blob(&self, id: &BlobId) -> Result<()> {
+        self.backend.delete(&blob_key(id)).await
+    }
+
+    /// Reads one snapshot record, or `None` if it does not exist (any more).
+    pub async fn record(&self, id: &SnapshotId) -> Result<Option<SnapshotRecord>> {
+        let key = record_key(id);
+        match self.backend.get(&key).await {
+            Ok(bytes) => Ok(Some(SnapshotRecord::decode(&key, &bytes)?)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The keys of every snapshot record, sorted.
+    pub async fn record_keys(&self) -> Result<Vec<String>> {
+        let mut keys: Vec<String> = self
+            .backend
+            .list(RECORDS_PREFIX)
+            .await?
+            .into_iter()
+            .map(|e| e.key)
+            .filter(|k| k.ends_with(".json"))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
     /// Writes a snapshot record. Call only after every blob it names is stored.
     pub async fn put_record(&self, record: &SnapshotRecord) -> Result<()> {
         self.backend
@@ -268,6 +389,24 @@ pub const MAX_MANIFEST_LEN: u64 = 256 << 20;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blob_keys_parse_back_and_other_keys_do_not() {
+        let id = BlobId::of(b"x");
+        assert_eq!(blob_id_of_key(&blob_key(&id)), Some(id));
+        let hex = id.to_hex();
+        for other in [
+            format!("blobs/00/{hex}"),
+            format!("blobs/{}/{hex}.tmp", &hex[..2]),
+            format!("snapshots/{hex}"),
+            "blobs/ab".to_owned(),
+            "blobs/".to_owned(),
+        ] {
+            assert_eq!(blob_id_of_key(&other), None, "{other}");
+        }
+        assert_eq!(blob_prefix(0xab), "blobs/ab/");
+        assert!(blob_key(&id).starts_with(&blob_prefix(id.as_bytes()[0])));
+    }
 
     #[test]
     fn keys_have_the_documented_layout() {

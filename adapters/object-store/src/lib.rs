@@ -27,6 +27,7 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use phony_core::{Backend, Error, ListEntry, Result};
+use time::OffsetDateTime;
 
 /// A store backend on any [`ObjectStore`].
 #[derive(Debug, Clone)]
@@ -82,6 +83,13 @@ impl ObjectStoreBackend {
         }
         Self::local(std::path::Path::new(location), create)
     }
+}
+
+/// Seconds and nanoseconds since the epoch as a timestamp (the epoch itself if out of
+/// range, which no real clock gives).
+fn to_time(secs: i64, nanos: u32) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(secs) * 1_000_000_000 + i128::from(nanos))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 fn map_err(context: impl FnOnce() -> String, e: object_store::Error) -> Error {
@@ -167,6 +175,10 @@ impl Backend for ObjectStoreBackend {
             .map(|m| ListEntry {
                 key: m.location.to_string(),
                 size: m.size,
+                modified: to_time(
+                    m.last_modified.timestamp(),
+                    m.last_modified.timestamp_subsec_nanos(),
+                ),
             })
             .collect())
     }

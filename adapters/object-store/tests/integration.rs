@@ -49,6 +49,25 @@ async fn conformance(backend: ObjectStoreBackend) {
     keys.sort();
     assert_eq!(keys, ["a/one", "a/two"]);
 
+    // list reports when each object was last written, by the backend's clock; a rewrite
+    // moves it forward.
+    let modified = |entries: Vec<phony_core::ListEntry>| {
+        entries
+            .into_iter()
+            .find(|e| e.key == "a/two")
+            .map(|e| e.modified)
+            .unwrap()
+    };
+    let first = modified(backend.list("a/").await.unwrap());
+    let age = time::OffsetDateTime::now_utc() - first;
+    assert!(age.abs() < time::Duration::minutes(5), "{first}");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    backend
+        .put("a/two", Bytes::from_static(b"yy"))
+        .await
+        .unwrap();
+    assert!(modified(backend.list("a/").await.unwrap()) > first);
+
     // 16 concurrent creates of one key: exactly one winner.
     let handles: Vec<_> = (0..16u8)
         .map(|i| {

@@ -42,6 +42,9 @@ pub enum Command {
     /// Create, list, inspect, restore and delete snapshots
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Check the store's integrity, measure it, configure it
+    #[command(subcommand)]
+    Store(crate::store_cmd::StoreCommand),
     /// Change tracking: log which rows change, so restores read only those
     #[command(subcommand)]
     Track(TrackCommand),
@@ -69,6 +72,12 @@ pub enum SnapshotCommand {
     Restore(RestoreArgs),
     /// Delete a snapshot record (its data is shared and stays until garbage collection)
     Delete(DeleteArgs),
+    /// Remove snapshots by a retention policy, then the data no snapshot needs any more
+    Prune(crate::prune::PruneArgs),
+    /// Keep a snapshot whatever a retention policy says
+    Pin(RefArgs),
+    /// Let retention policies remove a snapshot again
+    Unpin(RefArgs),
 }
 
 #[derive(Debug, Args)]

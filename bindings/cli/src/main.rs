@@ -5,9 +5,13 @@
 
 mod cli;
 mod context;
+mod gc;
+mod lease;
 mod output;
 mod progress;
+mod prune;
 mod snapshot;
+mod store_cmd;
 mod track;
 
 use std::process::ExitCode;
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Snapshot(cmd) => snapshot::run(&ctx, cmd).await,
             Command::Track(cmd) => track::run(&ctx, cmd).await,
+            Command::Store(cmd) => store_cmd::run(&ctx, cmd).await,
         }
     });
     match result {

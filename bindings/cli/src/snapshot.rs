@@ -22,6 +22,9 @@ pub async fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<()> {
         SnapshotCommand::Show(args) => show(ctx, args).await,
         SnapshotCommand::Restore(args) => restore(ctx, args).await,
         SnapshotCommand::Delete(args) => delete(ctx, args).await,
+        SnapshotCommand::Prune(args) => crate::prune::prune(ctx, args).await,
+        SnapshotCommand::Pin(args) => crate::prune::set_pinned(ctx, &args.snapshot, true).await,
+        SnapshotCommand::Unpin(args) => crate::prune::set_pinned(ctx, &args.snapshot, false).await,
     }
 }
 
@@ -31,6 +34,8 @@ async fn create(ctx: &Context, args: CreateArgs) -> Result<()> {
     if let Some(name) = &args.name {
         check_name_free(&store.records().await?, name.as_str())?;
     }
+    // Held until the record is written: no garbage collection deletes a blob meanwhile.
+    let lock = crate::lease::LockHolder::acquire_create(&store).await?;
     let started = Instant::now();
     let bar = Bar::new(!ctx.json, &format!("capturing {}", target.dbname()));
     let opts = CaptureOptions {
@@ -67,12 +72,32 @@ async fn create(ctx: &Context, args: CreateArgs) -> Result<()> {
         source: captured.source,
         stats,
     };
+    lock.check()?;
     store
         .put_record(&record)
         .await
         .context("writing the snapshot record")?;
+    lock.release().await;
+    let retention = crate::prune::after_create(&store, record.id)
+        .await
+        .with_context(|| {
+            format!(
+                "snapshot {} was created, but applying the store's retention policy failed",
+                record.id
+            )
+        })?;
     if ctx.json {
-        output::print_json(&SnapshotView::of(&record))
+        #[derive(Serialize)]
+        struct Created<'a> {
+            #[serde(flatten)]
+            snapshot: SnapshotView<'a>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            retention: Option<crate::prune::AutoPruned>,
+        }
+        output::print_json(&Created {
+            snapshot: SnapshotView::of(&record),
+            retention,
+        })
     } else {
         println!("{}", record.id);
         Ok(())

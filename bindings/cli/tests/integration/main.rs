@@ -3,7 +3,9 @@
 
 mod bad_input;
 mod commands;
+mod crash;
 mod interruptions;
+mod retention;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

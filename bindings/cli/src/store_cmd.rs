@@ -1,0 +1,260 @@
+//! `phony store …`: integrity, space, configuration.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Subcommand};
+use comfy_table::{presets, Cell, CellAlignment, Table};
+use phony_core::verify::{verify as verify_store, Problem, VerifyReport};
+use phony_core::{RetentionPolicy, SnapshotId};
+
+use crate::context::Context;
+use crate::output;
+use crate::prune::{parse_age, parse_count};
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Check that every snapshot's manifests and blobs exist (and, with --read-data, match their hashes)
+    Verify(VerifyArgs),
+    /// Logical against stored bytes, dedup and compression ratios, per-snapshot unique bytes
+    Stats,
+    /// Show the store's configuration, or set its retention policy and lease period
+    Config(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Read every blob and check it against its hash (reads the whole store)
+    #[arg(long)]
+    pub read_data: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Retention: keep the N newest snapshots (applied after every create and by prune)
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count)]
+    pub keep_last: Option<u32>,
+    /// Retention: keep snapshots younger than this, e.g. 30d
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_age)]
+    pub expire_after: Option<Duration>,
+    /// Remove the store's retention policy
+    #[arg(long, conflicts_with_all = ["keep_last", "expire_after"])]
+    pub no_retention: bool,
+    /// How long a lock of a process that died blocks others, e.g. 2m
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    pub lease_ttl: Option<Duration>,
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let d =
+        humantime::parse_duration(s).map_err(|e| format!("{e} in {s:?} (examples: 2m, 30s)"))?;
+    let max = phony_core::config::GcSettings::MAX_LEASE_TTL_SECS;
+    if d.as_secs() < 1 || d.as_secs() > max {
+        return Err(format!("must be between 1s and {max}s"));
+    }
+    Ok(d)
+}
+
+pub async fn run(ctx: &Context, cmd: StoreCommand) -> Result<()> {
+    match cmd {
+        StoreCommand::Verify(args) => verify(ctx, args).await,
+        StoreCommand::Stats => stats(ctx).await,
+        StoreCommand::Config(args) => config(ctx, args).await,
+    }
+}
+
+async fn verify(ctx: &Context, args: VerifyArgs) -> Result<()> {
+    let store = ctx.open_store().await?;
+    let report = verify_store(&store, args.read_data)
+        .await
+        .context("verifying the store")?;
+    if ctx.json {
+        output::print_json(&report)?;
+    } else {
+        print!("{}", verify_text(&report));
+    }
+    if report.is_clean() {
+        return Ok(());
+    }
+    bail!(
+        "the store is damaged: {} blob(s) and {} record(s); {} of {} snapshot(s) cannot be restored",
+        report.damaged_blobs.len(),
+        report.damaged_records.len(),
+        report.broken_snapshots.len(),
+        report.snapshots
+    )
+}
+
+fn verify_text(r: &VerifyReport) -> String {
+    let mut out = String::new();
+    for d in &r.damaged_blobs {
+        let what = match &d.problem {
+            Problem::Missing => "missing".to_owned(),
+            Problem::Corrupt(reason) => format!("corrupt ({reason})"),
+        };
+        let kind = serde_json::to_value(d.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let snaps: Vec<String> = d.snapshots.iter().map(SnapshotId::to_string).collect();
+        out += &format!(
+            "damaged {kind} blob {} is {what}; needed by {}\n",
+            d.id,
+            snaps.join(", ")
+        );
+    }
+    for d in &r.damaged_records {
+        out += &format!("damaged record {}: {}\n", d.key, d.reason);
+    }
+    let read = if r.read_data {
+        format!(", read and re-hashed {}", output::size(r.bytes_read))
+    } else {
+        String::new()
+    };
+    out += &format!(
+        "checked {} snapshots, {} blobs{read}: {}\n",
+        r.snapshots,
+        r.blobs,
+        if r.is_clean() {
+            "no damage".to_owned()
+        } else {
+            format!("{} snapshot(s) broken", r.broken_snapshots.len())
+        }
+    );
+    out
+}
+
+async fn stats(ctx: &Context) -> Result<()> {
+    let store = ctx.open_store().await?;
+    let s = phony_core::stats::store_stats(&store)
+        .await
+        .context("measuring the store (if a snapshot is damaged, see `phony store verify`)")?;
+    if ctx.json {
+        return output::print_json(&s);
+    }
+    let line = |k: &str, v: String| println!("{k:<22}{v}");
+    line("snapshots", s.snapshots.to_string());
+    line("logical", output::size(s.logical_bytes));
+    line(
+        "after dedup",
+        format!(
+            "{} (ratio {:.2})",
+            output::size(s.deduplicated_bytes),
+            s.dedup_ratio
+        ),
+    );
+    line(
+        "after compression",
+        format!(
+            "{} (ratio {:.2})",
+            output::size(s.compressed_bytes),
+            s.compression_ratio
+        ),
+    );
+    line("manifests", output::size(s.manifest_bytes));
+    line(
+        "referenced",
+        format!(
+            "{} in {} blobs (overall ratio {:.2})",
+            output::size(s.referenced_bytes),
+            s.referenced_blobs,
+            s.total_ratio
+        ),
+    );
+    line(
+        "stored",
+        format!(
+            "{} in {} blobs",
+            output::size(s.stored_bytes),
+            s.stored_blobs
+        ),
+    );
+    line(
+        "unreferenced",
+        format!(
+            "{} in {} blobs (freed by `phony snapshot prune`)",
+            output::size(s.unreferenced_bytes),
+            s.unreferenced_blobs
+        ),
+    );
+    if !s.per_snapshot.is_empty() {
+        println!();
+        let mut t = Table::new();
+        t.load_style(presets::NOTHING);
+        t.set_header(["ID", "NAME", "LOGICAL", "REFERENCED", "UNIQUE"].map(Cell::new));
+        for u in &s.per_snapshot {
+            t.add_row(vec![
+                Cell::new(u.id),
+                Cell::new(u.name.as_deref().unwrap_or("-")),
+                Cell::new(output::size(u.logical_bytes)).set_alignment(CellAlignment::Right),
+                Cell::new(output::size(u.referenced_bytes)).set_alignment(CellAlignment::Right),
+                Cell::new(output::size(u.unique_bytes)).set_alignment(CellAlignment::Right),
+            ]);
+        }
+        println!("{t}");
+    }
+    Ok(())
+}
+
+async fn config(ctx: &Context, args: ConfigArgs) -> Result<()> {
+    let changing = args.keep_last.is_some()
+        || args.expire_after.is_some()
+        || args.no_retention
+        || args.lease_ttl.is_some();
+    let store = if changing {
+        ctx.open_or_create_store().await?
+    } else {
+        ctx.open_store().await?
+    };
+    let mut config = *store.config();
+    if changing {
+        if args.no_retention {
+            config.retention = None;
+        }
+        if args.keep_last.is_some() || args.expire_after.is_some() {
+            let mut policy = config.retention.unwrap_or_default();
+            if args.keep_last.is_some() {
+                policy.keep_last = args.keep_last;
+            }
+            if args.expire_after.is_some() {
+                policy.expire_after = args.expire_after;
+            }
+            config.retention = Some(policy);
+        }
+        if let Some(ttl) = args.lease_ttl {
+            config.gc.lease_ttl_secs = ttl.as_secs();
+        }
+        store
+            .write_config(&config)
+            .await
+            .context("writing the store's configuration")?;
+    }
+    if ctx.json {
+        return output::print_json(&config);
+    }
+    println!("{:<22}{}", "format", config.format);
+    println!(
+        "{:<22}{}",
+        "retention",
+        describe_policy(config.retention.as_ref())
+    );
+    println!("{:<22}{}s", "lease period", config.gc.lease_ttl_secs);
+    Ok(())
+}
+
+fn describe_policy(p: Option<&RetentionPolicy>) -> String {
+    let Some(p) = p.filter(|p| !p.is_empty()) else {
+        return "none (prune needs --keep-last or --expire-after)".into();
+    };
+    let mut rules = Vec::new();
+    if let Some(n) = p.keep_last {
+        rules.push(format!("keep the last {n}"));
+    }
+    if let Some(d) = p.expire_after {
+        rules.push(format!(
+            "keep those younger than {}",
+            humantime::format_duration(d)
+        ));
+    }
+    rules.join(", ")
+}

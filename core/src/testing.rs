@@ -1,0 +1,155 @@
+//! Test support: an in-memory [`Backend`] with a clock that ticks once per write, and a
+//! helper that stores a small snapshot.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::id::SnapshotId;
+use crate::manifest::{build_tree, BlobRef, QualifiedName, RootManifest, TableEntry};
+use crate::record::{Origin, SnapshotRecord, SnapshotStats, SourceInfo};
+use crate::store::{Backend, ListEntry, Store};
+
+#[derive(Debug, Default)]
+pub struct MemBackend {
+    objects: Mutex<BTreeMap<String, (Bytes, OffsetDateTime)>>,
+    clock: Mutex<i64>,
+}
+
+impl MemBackend {
+    fn tick(&self) -> OffsetDateTime {
+        let mut c = self.clock.lock().unwrap();
+        *c += 1;
+        OffsetDateTime::from_unix_timestamp(1_800_000_000 + *c).unwrap()
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.objects.lock().unwrap().keys().cloned().collect()
+    }
+
+    pub fn replace(&self, key: &str, bytes: &[u8]) {
+        let now = self.tick();
+        self.objects
+            .lock()
+            .unwrap()
+            .insert(key.to_owned(), (Bytes::copy_from_slice(bytes), now));
+    }
+}
+
+impl Backend for MemBackend {
+    async fn put_if_absent(&self, key: &str, bytes: Bytes) -> Result<bool> {
+        let now = self.tick();
+        let mut o = self.objects.lock().unwrap();
+        if o.contains_key(key) {
+            return Ok(false);
+        }
+        o.insert(key.to_owned(), (bytes, now));
+        Ok(true)
+    }
+
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        let now = self.tick();
+        self.objects
+            .lock()
+            .unwrap()
+            .insert(key.to_owned(), (bytes, now));
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        self.objects
+            .lock()
+            .unwrap()
+            .get(key)
+            .map(|(b, _)| b.clone())
+            .ok_or_else(|| Error::NotFound { what: key.into() })
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<u64>> {
+        Ok(self
+            .objects
+            .lock()
+            .unwrap()
+            .get(key)
+            .map(|(b, _)| b.len() as u64))
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.objects.lock().unwrap().remove(key);
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ListEntry>> {
+        Ok(self
+            .objects
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, (b, m))| ListEntry {
+                key: k.clone(),
+                size: b.len() as u64,
+                modified: *m,
+            })
+            .collect())
+    }
+
+    fn describe(&self) -> String {
+        "test memory".into()
+    }
+}
+
+/// Stores a snapshot of one table whose chunks are `chunks`, and its record.
+pub async fn put_snapshot<B: Backend>(store: &Store<B>, chunks: &[&[u8]], n: u8) -> SnapshotRecord {
+    let mut refs = Vec::new();
+    for c in chunks {
+        let (id, _) = store.put_plain(c).await.unwrap();
+        refs.push(BlobRef::plain(id, 1, c.len() as u64));
+    }
+    let (content, nodes) = build_tree(&refs);
+    for node in nodes {
+        store.put_plain(&node.plain).await.unwrap();
+    }
+    let pre = b"CREATE TABLE t (id int, v text);";
+    let (pre_id, _) = store.put_plain(pre).await.unwrap();
+    let (post_id, _) = store.put_plain(b"").await.unwrap();
+    let root = RootManifest {
+        format: 1,
+        server_version_num: 150000,
+        pre_data: BlobRef::plain(pre_id, 0, pre.len() as u64),
+        post_data: BlobRef::plain(post_id, 0, 0),
+        tables: vec![TableEntry {
+            table: QualifiedName::new("public", "t"),
+            columns: vec!["id".into(), "v".into()],
+            key: vec![],
+            content,
+        }],
+        sequences: vec![],
+        materialized_views: vec![],
+    };
+    let (root_id, _) = store.put_plain(&root.encode().plain).await.unwrap();
+    let record = SnapshotRecord {
+        format: 1,
+        id: SnapshotId::from_random([n; 6]),
+        name: None,
+        created_at: OffsetDateTime::from_unix_timestamp(1_800_000_000 + n as i64).unwrap(),
+        root: root_id,
+        pinned: false,
+        origin: Origin::Manual,
+        labels: Default::default(),
+        source: SourceInfo::default(),
+        stats: SnapshotStats {
+            tables: 1,
+            rows: chunks.len() as u64,
+            bytes: chunks.iter().map(|c| c.len() as u64).sum(),
+            blobs: chunks.len() as u64 + 4,
+            ..SnapshotStats::default()
+        },
+    };
+    store.put_record(&record).await.unwrap();
+    record
+}
