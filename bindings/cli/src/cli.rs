@@ -117,6 +117,9 @@ pub struct RestoreArgs {
     /// Replace every schema from the snapshot even when only rows changed
     #[arg(long)]
     pub full: bool,
+    /// Do not first keep the database's current state as an automatic snapshot
+    #[arg(long)]
+    pub no_safety_snapshot: bool,
 }
 
 #[derive(Debug, Args)]

@@ -201,6 +201,8 @@ pub struct RestoreView<'a> {
     pub changes: Vec<ChangeView<'a>>,
     pub terminated_sessions: u64,
     pub duration_ms: u64,
+    /// The automatic snapshot of the state before the restore, if one was taken.
+    pub safety_snapshot: Option<String>,
 }
 
 /// One table a delta restore rewrote.
@@ -245,6 +247,7 @@ impl<'a> RestoreView<'a> {
                 .collect(),
             terminated_sessions: report.terminated,
             duration_ms: report.duration.as_millis() as u64,
+            safety_snapshot: None,
         }
     }
 }

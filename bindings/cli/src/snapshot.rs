@@ -1,5 +1,6 @@
 //! `phony snapshot …`
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
@@ -11,7 +12,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::cli::{CreateArgs, DeleteArgs, RefArgs, RestoreArgs, SnapshotCommand};
-use crate::context::Context;
+use crate::context::{AppStore, Context};
 use crate::output::{self, SnapshotView, TableView};
 use crate::progress::Bar;
 
@@ -34,50 +35,16 @@ async fn create(ctx: &Context, args: CreateArgs) -> Result<()> {
     if let Some(name) = &args.name {
         check_name_free(&store.records().await?, name.as_str())?;
     }
-    // Held until the record is written: no garbage collection deletes a blob meanwhile.
-    let lock = crate::lease::LockHolder::acquire_create(&store).await?;
-    let started = Instant::now();
-    let bar = Bar::new(!ctx.json, &format!("capturing {}", target.dbname()));
-    let opts = CaptureOptions {
-        progress: bar.callback(),
-        ..CaptureOptions::default()
-    };
-    let captured = phony_postgres::capture(&target, &store, &opts)
-        .await
-        .with_context(|| format!("capturing {target}"))?;
-    bar.finish();
-
-    let records = store.records().await?;
-    if let Some(name) = &args.name {
-        // Another snapshot may have taken the name while this one was captured.
-        check_name_free(&records, name.as_str())?;
-    }
-    let id = loop {
-        let id = SnapshotId::from_random(rand::random());
-        if !records.iter().any(|r| r.id == id) {
-            break id;
-        }
-    };
-    let mut stats = captured.stats;
-    stats.duration_ms = started.elapsed().as_millis() as u64;
-    let record = SnapshotRecord {
-        format: MANIFEST_FORMAT,
-        id,
-        name: args.name,
-        created_at: OffsetDateTime::now_utc(),
-        root: captured.root,
-        pinned: args.pin,
-        origin: Origin::Manual,
-        labels: Default::default(),
-        source: captured.source,
-        stats,
-    };
-    lock.check()?;
-    store
-        .put_record(&record)
-        .await
-        .context("writing the snapshot record")?;
-    lock.release().await;
+    let record = take_snapshot(
+        ctx,
+        &store,
+        &target,
+        args.name,
+        args.pin,
+        Origin::Manual,
+        Default::default(),
+    )
+    .await?;
     let retention = crate::prune::after_create(&store, record.id)
         .await
         .with_context(|| {
@@ -102,6 +69,63 @@ async fn create(ctx: &Context, args: CreateArgs) -> Result<()> {
         println!("{}", record.id);
         Ok(())
     }
+}
+
+/// Captures `target` and writes the snapshot's record, under the store's create lock (so no
+/// garbage collection deletes a blob the snapshot is about to reference).
+async fn take_snapshot(
+    ctx: &Context,
+    store: &Arc<AppStore>,
+    target: &ConnectionTarget,
+    name: Option<phony_core::SnapshotName>,
+    pin: bool,
+    origin: Origin,
+    labels: std::collections::BTreeMap<String, String>,
+) -> Result<SnapshotRecord> {
+    let lock = crate::lease::LockHolder::acquire_create(store).await?;
+    let started = Instant::now();
+    let bar = Bar::new(!ctx.json, &format!("capturing {}", target.dbname()));
+    let opts = CaptureOptions {
+        progress: bar.callback(),
+        ..CaptureOptions::default()
+    };
+    let captured = phony_postgres::capture(target, store, &opts)
+        .await
+        .with_context(|| format!("capturing {target}"))?;
+    bar.finish();
+
+    let records = store.records().await?;
+    if let Some(name) = &name {
+        // Another snapshot may have taken the name while this one was captured.
+        check_name_free(&records, name.as_str())?;
+    }
+    let id = loop {
+        let id = SnapshotId::from_random(rand::random());
+        if !records.iter().any(|r| r.id == id) {
+            break id;
+        }
+    };
+    let mut stats = captured.stats;
+    stats.duration_ms = started.elapsed().as_millis() as u64;
+    let record = SnapshotRecord {
+        format: MANIFEST_FORMAT,
+        id,
+        name,
+        created_at: OffsetDateTime::now_utc(),
+        root: captured.root,
+        pinned: pin,
+        origin,
+        labels,
+        source: captured.source,
+        stats,
+    };
+    lock.check()?;
+    store
+        .put_record(&record)
+        .await
+        .context("writing the snapshot record")?;
+    lock.release().await;
+    Ok(record)
 }
 
 async fn list(ctx: &Context) -> Result<()> {
@@ -175,6 +199,20 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
         Some(_) => phony_postgres::ensure_database(&target).await?,
         None => false,
     };
+    // The database's current state, kept as an automatic snapshot so this restore can be
+    // undone too.
+    let safety = if created || args.dry_run || args.no_safety_snapshot {
+        None
+    } else {
+        let labels = [("before_restore_of".to_owned(), record.id.to_string())].into();
+        let safety = take_snapshot(ctx, &store, &target, None, false, Origin::Safety, labels)
+            .await
+            .context("taking the safety snapshot (skip it with --no-safety-snapshot)")?;
+        crate::prune::after_create(&store, safety.id).await.with_context(|| {
+            format!("safety snapshot {} was taken, but applying the store's retention policy failed", safety.id)
+        })?;
+        Some(safety)
+    };
     let bar = Bar::new(!ctx.json, &format!("restoring {}", target.dbname()));
     let opts = RestoreOptions {
         lock_timeout: args.lock_timeout,
@@ -202,17 +240,20 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
         }
     };
     if ctx.json {
-        output::print_json(&output::RestoreView::of(
-            &record,
-            target.dbname(),
-            created,
-            &report,
-        ))
+        let mut view = output::RestoreView::of(&record, target.dbname(), created, &report);
+        view.safety_snapshot = safety.as_ref().map(|s| s.id.to_string());
+        output::print_json(&view)
     } else {
         print!(
             "{}",
             output::restore_summary(&record, target.dbname(), created, &report)
         );
+        if let Some(s) = &safety {
+            println!(
+                "the state before is kept as {} (undo with `phony snapshot restore {}`)",
+                s.id, s.id
+            );
+        }
         Ok(())
     }
 }

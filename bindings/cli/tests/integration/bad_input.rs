@@ -363,7 +363,11 @@ async fn restore_by_a_user_who_may_not_write_changes_nothing() {
     ))
     .await;
     let url = db.url().replacen("postgres@", &format!("{role}@"), 1);
-    let out = phony(&url, store.path(), &["snapshot", "restore", "s"]);
+    let out = phony(
+        &url,
+        store.path(),
+        &["snapshot", "restore", "s", "--no-safety-snapshot"],
+    );
     db.exec(&format!("DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\""))
         .await;
     fails(&out, 1, &["must be owner"]);

@@ -24,6 +24,7 @@ async fn create_list_show_restore_delete() {
 
     db.exec("DELETE FROM public.orders; ALTER TABLE public.customers ADD COLUMN x int; SELECT nextval('public.ticket_seq')")
         .await;
+    let dirty = db.fingerprint().await;
     let restored = ok(&phony(
         &db.url(),
         store.path(),
@@ -31,6 +32,35 @@ async fn create_list_show_restore_delete() {
     ));
     assert!(restored.contains("restored clean-state"), "{restored}");
     assert_same(&db.fingerprint().await, &before, "after restore by name");
+
+    // The state before the restore was kept, and restoring it undoes the restore.
+    let list: Value = serde_json::from_str(&ok(&phony(
+        &db.url(),
+        store.path(),
+        &["--json", "snapshot", "list"],
+    )))
+    .unwrap();
+    let safety = list["snapshots"][0].clone();
+    assert_eq!(safety["origin"], "safety", "{list}");
+    let safety = safety["id"].as_str().unwrap().to_owned();
+    assert!(restored.contains(&safety), "{restored}");
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "restore", &safety, "--no-safety-snapshot"],
+    ));
+    assert_same(&db.fingerprint().await, &dirty, "after undoing the restore");
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "restore", "clean-state", "--no-safety-snapshot"],
+    ));
+    assert_same(&db.fingerprint().await, &before, "after restoring again");
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "delete", &safety],
+    ));
 
     let json: Value = serde_json::from_str(&ok(&phony(
         &db.url(),

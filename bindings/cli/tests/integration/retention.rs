@@ -149,9 +149,18 @@ async fn prune_keeps_what_the_policy_says_and_frees_what_the_dry_run_promised() 
     ok(&phony(
         &db.url(),
         s,
-        &["snapshot", "restore", "before-migration"],
+        &[
+            "snapshot",
+            "restore",
+            "before-migration",
+            "--no-safety-snapshot",
+        ],
     ));
-    ok(&phony(&db.url(), s, &["snapshot", "restore", &ids[2]]));
+    ok(&phony(
+        &db.url(),
+        s,
+        &["snapshot", "restore", &ids[2], "--no-safety-snapshot"],
+    ));
     assert_same(&db.fingerprint().await, &state_of_newest, "after prune");
 
     // A second prune finds nothing more to do.
