@@ -442,7 +442,7 @@ class Bench:
         self.add(Row("phony_store_growth", "phony store growth after-mix", "size",
                      bytes=dir_bytes(store) - before, baseline="phony_store_full", **na_unless(row)))
         row, _ = self.timed("phony_rollback_mix", "phony restore base (rollback after mix)",
-                            self.phony(src, "snapshot", "restore", "base"),
+                            self.phony(src, "snapshot", "restore", "base", "--no-safety-snapshot"),
                             phony=True, baseline="template_copy")
         if row.status == "ok":
             row.check = self.check_against_base(src)
@@ -469,6 +469,17 @@ class Bench:
                      bytes=dir_bytes(store2) - before, baseline="phony_store_tracked", **na_unless(row)))
         row, _ = self.timed("phony_rollback_mix_tracked",
                             "phony restore base-tracked (rollback after mix, tracking on)",
+                            self.phony_store(src, store2, "snapshot", "restore", "base-tracked",
+                                             "--no-safety-snapshot"),
+                            phony=True, baseline="template_copy")
+        if row.status == "ok":
+            row.check = self.check_against_base(src)
+        # The default restore first keeps the current state as a safety snapshot.
+        self.timed("mix_apply_tracked_2", "apply mix.sql again (psql; not a phony figure)",
+                   ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", src_url,
+                    "-f", BENCH_DIR / "mix.sql"])
+        row, _ = self.timed("phony_rollback_mix_tracked_safety",
+                            "phony restore base-tracked (tracking on, with its safety snapshot)",
                             self.phony_store(src, store2, "snapshot", "restore", "base-tracked"),
                             phony=True, baseline="template_copy")
         if row.status == "ok":
@@ -479,7 +490,7 @@ class Bench:
                    ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", src_url,
                     "-f", BENCH_DIR / "migration.sql"])
         row, _ = self.timed("phony_rollback_migration", "phony restore base (rollback after migration)",
-                            self.phony(src, "snapshot", "restore", "base"),
+                            self.phony(src, "snapshot", "restore", "base", "--no-safety-snapshot"),
                             phony=True, baseline="template_copy")
         if row.status == "ok":
             row.check = self.check_against_base(src)
