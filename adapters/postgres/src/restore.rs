@@ -40,6 +40,8 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     /// Always take the full path (replace every schema), even when the schema is unchanged.
     pub full: bool,
+    /// Connections loading a new database in parallel.
+    pub parallel: usize,
 }
 
 impl std::fmt::Debug for RestoreOptions {
@@ -60,6 +62,7 @@ impl Default for RestoreOptions {
             progress: None,
             dry_run: false,
             full: false,
+            parallel: 2,
         }
     }
 }
@@ -515,7 +518,7 @@ async fn load<B: Backend + 'static>(
     refresh_materialized_views(client, root).await
 }
 
-async fn set_sequences(
+pub(crate) async fn set_sequences(
     client: &Client,
     root: &RootManifest,
     report: &mut RestoreReport,
@@ -533,7 +536,7 @@ async fn set_sequences(
     Ok(())
 }
 
-async fn refresh_materialized_views(client: &Client, root: &RootManifest) -> Result<()> {
+pub(crate) async fn refresh_materialized_views(client: &Client, root: &RootManifest) -> Result<()> {
     for mv in catalog::materialized_views_in_creation_order(client)
         .await?
         .iter()
@@ -547,7 +550,10 @@ async fn refresh_materialized_views(client: &Client, root: &RootManifest) -> Res
     Ok(())
 }
 
-async fn text_blob<B: Backend>(store: &Store<B>, r: &phony_core::BlobRef) -> Result<String> {
+pub(crate) async fn text_blob<B: Backend>(
+    store: &Store<B>,
+    r: &phony_core::BlobRef,
+) -> Result<String> {
     let plain = store.get_plain(&r.id, r.bytes).await?;
     String::from_utf8(plain).map_err(|_| {
         Error::Store(phony_core::Error::Corrupt {

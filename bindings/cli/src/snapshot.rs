@@ -195,8 +195,9 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
         Some(url) => ConnectionTarget::parse(Some(url))?,
         None => ctx.target()?,
     };
+    // A --target that does not exist yet is built beside the source, in parallel.
     let created = match &args.target {
-        Some(_) => phony_postgres::ensure_database(&target).await?,
+        Some(_) => !phony_postgres::database_exists(&target).await?,
         None => false,
     };
     // The database's current state, kept as an automatic snapshot so this restore can be
@@ -222,23 +223,22 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
         full: args.full,
         ..RestoreOptions::default()
     };
-    let result = phony_postgres::restore(&target, &store, &root, &opts).await;
-    bar.finish();
-    let report = match result {
-        Ok(r) => r,
-        Err(e) => {
-            if created {
-                if let Err(drop_err) = phony_postgres::restore::drop_database(&target).await {
-                    tracing::warn!("could not drop {}: {drop_err}", target.dbname());
-                }
-            }
-            return Err(anyhow::Error::new(e).context(format!(
-                "restoring {} into {}",
-                record.id,
-                target.dbname()
-            )));
-        }
+    let result = match (created, args.dry_run) {
+        (true, false) => phony_postgres::restore_into_new(&target, &store, &root, &opts).await,
+        (true, true) => Ok(phony_postgres::RestoreReport {
+            full_reason: Some("a new database".into()),
+            tables: root.tables.len() as u64,
+            rows: root.rows(),
+            bytes: root.bytes(),
+            sequences: root.sequences.len() as u64,
+            dry_run: true,
+            ..Default::default()
+        }),
+        (false, _) => phony_postgres::restore(&target, &store, &root, &opts).await,
     };
+    bar.finish();
+    let report =
+        result.with_context(|| format!("restoring {} into {}", record.id, target.dbname()))?;
     if ctx.json {
         let mut view = output::RestoreView::of(&record, target.dbname(), created, &report);
         view.safety_snapshot = safety.as_ref().map(|s| s.id.to_string());

@@ -236,3 +236,59 @@ async fn a_lock_held_elsewhere_names_the_session_and_force_ends_it() {
         "the bystander is still connected and sees the restored state"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_restore_into_a_new_database_never_shows_a_partial_one() {
+    let db = big_db("kill_target").await;
+    let store = TestStore::new().await;
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "create", "--name", "s"],
+    ));
+    let copy = db.sibling_name("new");
+    let watcher = db.client().await;
+    let mut child = phony_cmd(
+        &db.url(),
+        store.path(),
+        &["snapshot", "restore", "s", "--target", &db.url_of(&copy)],
+    )
+    .spawn()
+    .unwrap();
+    let loading = wait_for(Duration::from_secs(20), || async {
+        !watcher
+            .query(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'phony restore' AND query LIKE 'COPY%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(loading, "the restore reached the load phase");
+    let exists = |name: String| {
+        let watcher = &watcher;
+        async move {
+            !watcher
+                .query("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+                .await
+                .unwrap()
+                .is_empty()
+        }
+    };
+    assert!(
+        !exists(copy.clone()).await,
+        "the target name never shows a partial database"
+    );
+    // A second restore replaces the leftover and completes.
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "restore", "s", "--target", &db.url_of(&copy)],
+    ));
+    assert!(exists(copy.clone()).await);
+    assert!(!exists(format!("{copy}_phony_partial")).await);
+}

@@ -1,0 +1,311 @@
+//! Restore into a database that does not exist yet (`--target` a new name).
+//!
+//! Nobody else can see a database that is still being built, so it is loaded like
+//! pg_restore does, in parallel: the schema first, then tables on several connections
+//! (each `TRUNCATE` + `COPY … FREEZE` in a transaction of its own), then indexes and keys on
+//! several connections, then foreign keys, triggers and the rest in order. It is built under
+//! a temporary name and renamed to its own only when complete, so the name never shows a
+//! partial database; on failure the temporary database is dropped (a killed process leaves
+//! it behind, named `…_phony_partial`, and the next restore to that name replaces it).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use phony_core::{Backend, RootManifest, Store, TableEntry};
+
+use crate::connect::ConnectionTarget;
+use crate::error::{pg, Error, Result};
+use crate::restore::{
+    load_table, refresh_materialized_views, set_sequences, text_blob, RestoreOptions, RestorePath,
+    RestoreReport,
+};
+use crate::sql::{ident, qualified};
+
+/// Whether database `target` exists.
+pub async fn database_exists(target: &ConnectionTarget) -> Result<bool> {
+    let client = maintenance(target).await?;
+    let row = client
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1",
+            &[&target.dbname()],
+        )
+        .await
+        .map_err(pg("looking up the target database"))?;
+    Ok(row.is_some())
+}
+
+async fn maintenance(target: &ConnectionTarget) -> Result<tokio_postgres::Client> {
+    match target
+        .with_dbname("postgres")
+        .with_application_name("phony restore")
+        .connect()
+        .await
+    {
+        Ok(c) => Ok(c),
+        Err(_) => {
+            target
+                .with_dbname("template1")
+                .with_application_name("phony restore")
+                .connect()
+                .await
+        }
+    }
+}
+
+/// The temporary name a new database is built under.
+fn partial_name(dbname: &str) -> String {
+    let suffix = "_phony_partial";
+    let mut base = dbname.to_owned();
+    // PostgreSQL names are at most 63 bytes.
+    while base.len() + suffix.len() > 63 {
+        base.pop();
+    }
+    format!("{base}{suffix}")
+}
+
+/// Creates database `target` holding the snapshot `root`. Fails if it already exists.
+pub async fn restore_into_new<B: Backend + 'static>(
+    target: &ConnectionTarget,
+    store: &Arc<Store<B>>,
+    root: &RootManifest,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport> {
+    let started = Instant::now();
+    let pre_data = text_blob(store, &root.pre_data).await?;
+    let post_data = text_blob(store, &root.post_data).await?;
+    let admin = maintenance(target).await?;
+    let partial = partial_name(target.dbname());
+    admin
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            ident(&partial)
+        ))
+        .await
+        .map_err(pg(format!("removing a partial database {partial}")))?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {}", ident(&partial)))
+        .await
+        .map_err(pg(format!("creating database {partial}")))?;
+    let building = target
+        .with_dbname(&partial)
+        .with_application_name("phony restore");
+    let result = load(&building, store, root, &pre_data, &post_data, opts).await;
+    let result = match result {
+        Ok(report) => rename(&admin, &partial, target.dbname())
+            .await
+            .map(|()| report),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(mut report) => {
+            report.duration = started.elapsed();
+            Ok(report)
+        }
+        Err(e) => {
+            let _ = admin
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    ident(&partial)
+                ))
+                .await;
+            Err(e)
+        }
+    }
+}
+
+async fn rename(admin: &tokio_postgres::Client, from: &str, to: &str) -> Result<()> {
+    // The loaders' sessions may take a moment to end after their connections close.
+    let mut last = None;
+    for _ in 0..100 {
+        admin
+            .execute(
+                "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
+                 WHERE datname = $1 AND pid <> pg_catalog.pg_backend_pid()",
+                &[&from],
+            )
+            .await
+            .map_err(pg("closing the loaders' sessions"))?;
+        match admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                ident(from),
+                ident(to)
+            ))
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match last {
+        Some(e) => Err(pg(format!("renaming {from} to {to}"))(e)),
+        None => Err(Error::Internal(format!("renaming {from} to {to} failed"))),
+    }
+}
+
+async fn load<B: Backend + 'static>(
+    target: &ConnectionTarget,
+    store: &Arc<Store<B>>,
+    root: &RootManifest,
+    pre_data: &str,
+    post_data: &str,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport> {
+    let workers = opts.parallel.max(1);
+    let main = target.connect().await?;
+    main.batch_execute(pre_data)
+        .await
+        .map_err(pg("creating the schema"))?;
+
+    // Tables, biggest first, on several connections.
+    let mut tables: Vec<TableEntry> = root.tables.clone();
+    tables.sort_by_key(|t| std::cmp::Reverse(t.content.bytes));
+    let queue = Arc::new(Mutex::new(VecDeque::from(tables)));
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let (target, store, queue, opts) =
+            (target.clone(), store.clone(), queue.clone(), opts.clone());
+        handles.push(tokio::spawn(async move {
+            let client = target.connect().await?;
+            loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                let Some(table) = next else { break };
+                client
+                    .batch_execute(&format!("BEGIN; TRUNCATE ONLY {}", qualified(&table.table)))
+                    .await
+                    .map_err(pg(format!("loading table {}", table.table)))?;
+                load_table(&client, &store, &table, &opts).await?;
+                client
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(pg(format!("loading table {}", table.table)))?;
+            }
+            Ok::<_, Error>(())
+        }));
+    }
+    join_all(handles).await?;
+
+    // Indexes and keys in parallel, then the rest in dump order.
+    let (preamble, blocks) = split_blocks(post_data);
+    let (parallel, serial): (Vec<Block>, Vec<Block>) = blocks
+        .into_iter()
+        .partition(|b| matches!(b.kind.as_str(), "INDEX" | "CONSTRAINT"));
+    let queue = Arc::new(Mutex::new(VecDeque::from(parallel)));
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let (target, queue, preamble) = (target.clone(), queue.clone(), preamble.clone());
+        handles.push(tokio::spawn(async move {
+            let client = target.connect().await?;
+            client
+                .batch_execute(&format!("{preamble}\nSET maintenance_work_mem = '256MB';"))
+                .await
+                .map_err(pg("preparing to build indexes"))?;
+            loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                let Some(block) = next else { break };
+                client
+                    .batch_execute(&block.sql)
+                    .await
+                    .map_err(pg(format!("building {}", block.name)))?;
+            }
+            Ok::<_, Error>(())
+        }));
+    }
+    join_all(handles).await?;
+    let rest: String = serial
+        .iter()
+        .map(|b| b.sql.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    main.batch_execute(&format!("{preamble}\n{rest}"))
+        .await
+        .map_err(pg("recreating foreign keys and triggers"))?;
+
+    let mut report = RestoreReport {
+        path: RestorePath::Full,
+        full_reason: Some("a new database".into()),
+        tables: root.tables.len() as u64,
+        rows: root.rows(),
+        bytes: root.bytes(),
+        ..RestoreReport::default()
+    };
+    set_sequences(&main, root, &mut report).await?;
+    refresh_materialized_views(&main, root).await?;
+    Ok(report)
+}
+
+async fn join_all(handles: Vec<tokio::task::JoinHandle<Result<()>>>) -> Result<()> {
+    let mut first = None;
+    for h in handles {
+        let r = h
+            .await
+            .map_err(|e| Error::Internal(format!("a restore task failed: {e}")))
+            .and_then(|r| r);
+        if let Err(e) = r {
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// One object of a pg_dump script: its header's name and type, and its SQL.
+#[derive(Debug, Clone)]
+struct Block {
+    name: String,
+    kind: String,
+    sql: String,
+}
+
+/// Splits a pg_dump script into its preamble (the `SET` lines before the first object) and
+/// its objects, by the `-- Name: …; Type: …;` comment headers pg_dump writes.
+fn split_blocks(script: &str) -> (String, Vec<Block>) {
+    let mut preamble = String::new();
+    let mut blocks: Vec<Block> = Vec::new();
+    for line in script.split_inclusive('\n') {
+        if let Some(header) = line.strip_prefix("-- Name: ") {
+            let mut parts = header.split("; ");
+            let name = parts.next().unwrap_or("").to_owned();
+            let kind = parts
+                .next()
+                .and_then(|t| t.strip_prefix("Type: "))
+                .unwrap_or("")
+                .to_owned();
+            blocks.push(Block {
+                name,
+                kind,
+                sql: String::new(),
+            });
+            continue;
+        }
+        match blocks.last_mut() {
+            Some(b) => b.sql.push_str(line),
+            None => preamble.push_str(line),
+        }
+    }
+    (preamble, blocks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dump_scripts_split_into_objects() {
+        let script = "SET a = 1;\n--\n-- Name: t t_pkey; Type: CONSTRAINT; Schema: public; Owner: x\n--\n\nALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (id);\n\n\n--\n-- Name: t_idx; Type: INDEX; Schema: public; Owner: x\n--\n\nCREATE INDEX t_idx ON public.t USING btree (v);\n";
+        let (preamble, blocks) = split_blocks(script);
+        assert_eq!(preamble, "SET a = 1;\n--\n");
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[0].kind, "CONSTRAINT");
+        assert!(blocks[0].sql.contains("PRIMARY KEY"));
+        assert_eq!(blocks[1].kind, "INDEX");
+        assert_eq!(blocks[1].name, "t_idx");
+    }
+
+    #[test]
+    fn partial_names_fit_postgres() {
+        assert_eq!(partial_name("copy"), "copy_phony_partial");
+        assert!(partial_name(&"x".repeat(63)).len() <= 63);
+    }
+}
