@@ -51,6 +51,27 @@ pub(crate) async fn restore_table<B: Backend + 'static>(
     prefetch: usize,
     log: Option<u32>,
 ) -> Result<Option<TableChange>> {
+    if !entry.key.is_empty() {
+        if let Some(change) =
+            restore_keyed_by_segments(client, reader, store, entry, params, log).await?
+        {
+            return Ok(change);
+        }
+    }
+    restore_table_staged(client, reader, store, entry, params, prefetch, log).await
+}
+
+/// The general content path: stage every row of the chunks present on one side only.
+#[allow(clippy::too_many_arguments)]
+async fn restore_table_staged<B: Backend + 'static>(
+    client: &Client,
+    reader: &Client,
+    store: &Arc<Store<B>>,
+    entry: &TableEntry,
+    params: ChunkParams,
+    prefetch: usize,
+    log: Option<u32>,
+) -> Result<Option<TableChange>> {
     let t = qualified(&entry.table);
     let snapshot_chunks = store.table_chunks(entry).await?;
     let mut unmatched: HashMap<BlobId, usize> = HashMap::new();
@@ -752,4 +773,270 @@ pub(crate) async fn restore_from_log(
         .await
         .map_err(pg(context))?;
     Ok(Some(change))
+}
+
+/// A live chunk seen by the first pass: its id and the keys of its first and last rows.
+#[derive(Debug)]
+struct LiveChunk {
+    id: BlobId,
+    first: String,
+    last: String,
+}
+
+/// A stretch between two chunks both sides share: the unshared chunks of each side there.
+#[derive(Debug)]
+struct Segment {
+    snap: std::ops::Range<usize>,
+    live: std::ops::Range<usize>,
+    /// Last key of the shared chunk before, and first key of the one after.
+    after: Option<String>,
+    before: Option<String>,
+}
+
+/// The most snapshot bytes one segment may hold in memory; past that, stage instead.
+const MAX_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// Keyed content path that stages only the rows that differ. A first pass reads the live
+/// table and hashes its chunks; chunks shared with the snapshot (in the same order) split
+/// both sides into segments, and each segment's rows are compared in memory: the live rows
+/// re-read by key range, the snapshot rows from its unshared chunks. Returns `None` when the
+/// chunks do not line up or a segment is too big, for the staged path to take over.
+async fn restore_keyed_by_segments<B: Backend + 'static>(
+    client: &Client,
+    reader: &Client,
+    store: &Arc<Store<B>>,
+    entry: &TableEntry,
+    params: ChunkParams,
+    log: Option<u32>,
+) -> Result<Option<Option<TableChange>>> {
+    let Some(positions) = crate::capture::key_positions(&entry.columns, &entry.key) else {
+        return Ok(None);
+    };
+    let snap = store.table_chunks(entry).await?;
+    // Pass 1: the live chunks.
+    let info = TableInfo {
+        name: entry.table.clone(),
+        columns: entry.columns.clone(),
+        key: entry.key.clone(),
+        bytes: 0,
+    };
+    let stream = reader
+        .copy_out(&copy_out_sql(&info))
+        .await
+        .map_err(pg(format!("reading table {}", entry.table)))?;
+    futures::pin_mut!(stream);
+    let mut chunker = RowChunker::new(params)?;
+    let mut live = Vec::new();
+    let describe = |data: &[u8]| -> Option<LiveChunk> {
+        let (first, last) = row::first_and_last(data)?;
+        Some(LiveChunk {
+            id: BlobId::of(data),
+            first: row::key_text(first, &positions),
+            last: row::key_text(last, &positions),
+        })
+    };
+    while let Some(buf) = stream
+        .try_next()
+        .await
+        .map_err(pg(format!("reading table {}", entry.table)))?
+    {
+        live.extend(chunker.push(&buf).iter().filter_map(|c| describe(&c.data)));
+    }
+    live.extend(chunker.finish().iter().filter_map(|c| describe(&c.data)));
+
+    let Some(segments) = align(&snap, &live) else {
+        return Ok(None);
+    };
+    if segments.is_empty() {
+        return Ok(Some(None));
+    }
+    if segments
+        .iter()
+        .any(|s| snap[s.snap.clone()].iter().map(|c| c.bytes).sum::<u64>() > MAX_SEGMENT_BYTES)
+    {
+        return Ok(None);
+    }
+    let types = key_types(client, entry).await?;
+
+    // Pass 2: per segment, compare rows in memory; stage only those that differ.
+    let mut staged_live = Vec::new();
+    let mut staged_snap = Vec::new();
+    for seg in &segments {
+        let mut snap_rows: HashMap<String, Vec<u8>> = HashMap::new();
+        for c in &snap[seg.snap.clone()] {
+            let plain = store.get_plain(&c.id, c.bytes).await?;
+            for line in row::lines(&plain) {
+                snap_rows.insert(row::key_text(line, &positions), line.to_vec());
+            }
+        }
+        if !seg.live.is_empty() {
+            let sql = live_range_sql(&info, &types, seg.after.as_deref(), seg.before.as_deref())?;
+            let stream = reader
+                .copy_out(&sql)
+                .await
+                .map_err(pg(format!("reading table {}", entry.table)))?;
+            futures::pin_mut!(stream);
+            let mut pending = Vec::new();
+            while let Some(buf) = stream
+                .try_next()
+                .await
+                .map_err(pg(format!("reading table {}", entry.table)))?
+            {
+                pending.extend_from_slice(&buf);
+            }
+            for line in row::lines(&pending) {
+                match snap_rows.remove(&row::key_text(line, &positions)) {
+                    Some(same) if same == line => {}
+                    Some(other) => {
+                        push_line(&mut staged_live, line);
+                        push_line(&mut staged_snap, &other);
+                    }
+                    None => push_line(&mut staged_live, line),
+                }
+            }
+        }
+        for line in snap_rows.into_values() {
+            push_line(&mut staged_snap, &line);
+        }
+    }
+    if staged_live.is_empty() && staged_snap.is_empty() {
+        return Ok(Some(None));
+    }
+    for (name, rows) in [(LIVE, staged_live), (SNAP, staged_snap)] {
+        create_temp(client, entry, name).await?;
+        if rows.is_empty() {
+            continue;
+        }
+        let sink = client
+            .copy_in::<_, Bytes>(&format!("COPY {name} FROM STDIN"))
+            .await
+            .map_err(pg(format!("staging rows of {}", entry.table)))?;
+        futures::pin_mut!(sink);
+        sink.send(Bytes::from(rows))
+            .await
+            .map_err(pg(format!("staging rows of {}", entry.table)))?;
+        sink.as_mut()
+            .finish()
+            .await
+            .map_err(pg(format!("staging rows of {}", entry.table)))?;
+    }
+    client
+        .batch_execute(&format!("ANALYZE {LIVE}; ANALYZE {SNAP};"))
+        .await
+        .map_err(pg("analyzing staged rows"))?;
+    let t = qualified(&entry.table);
+    finish(client, entry, &t, log).await.map(|c| Some(Some(c)))
+}
+
+fn push_line(out: &mut Vec<u8>, line: &[u8]) {
+    out.extend_from_slice(line);
+    out.push(b'\n');
+}
+
+/// Splits both chunk lists at the chunks they share, in order. `None` when shared chunks
+/// do not appear in the same order on both sides (then the staged path runs).
+fn align(snap: &[BlobRef], live: &[LiveChunk]) -> Option<Vec<Segment>> {
+    // Shared chunks, matched in order: a longest run of equal ids walking both lists.
+    let mut positions: HashMap<BlobId, Vec<usize>> = HashMap::new();
+    for (i, c) in snap.iter().enumerate() {
+        positions.entry(c.id).or_default().push(i);
+    }
+    let mut anchors: Vec<(usize, usize)> = Vec::new();
+    let mut next_snap = 0;
+    for (j, l) in live.iter().enumerate() {
+        if let Some(list) = positions.get(&l.id) {
+            if let Some(&i) = list.iter().find(|&&i| i >= next_snap) {
+                anchors.push((i, j));
+                next_snap = i + 1;
+            }
+        }
+    }
+    let mut segments = Vec::new();
+    let (mut s0, mut l0) = (0usize, 0usize);
+    let mut after: Option<String> = None;
+    for &(i, j) in anchors
+        .iter()
+        .chain(std::iter::once(&(snap.len(), live.len())))
+    {
+        if i < s0 || j < l0 {
+            return None;
+        }
+        if i > s0 || j > l0 {
+            let before = live.get(j).map(|c| c.first.clone());
+            segments.push(Segment {
+                snap: s0..i,
+                live: l0..j,
+                after: after.clone(),
+                before,
+            });
+        }
+        after = live.get(j).map(|c| c.last.clone());
+        s0 = i + 1;
+        l0 = j + 1;
+    }
+    Some(segments)
+}
+
+/// Live rows strictly between two keys (open where a bound is `None`), in key order.
+fn live_range_sql(
+    table: &TableInfo,
+    types: &[String],
+    after: Option<&str>,
+    before: Option<&str>,
+) -> Result<String> {
+    let key_row = format!(
+        "ROW({})",
+        table
+            .key
+            .iter()
+            .map(|k| format!("t.{}", ident(k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let value = |text: &str| -> Result<String> {
+        let fields: Vec<&[u8]> = row::fields(text.as_bytes()).collect();
+        if fields.len() != types.len() {
+            return Err(Error::Internal(format!("malformed key of {}", table.name)));
+        }
+        let parts: Vec<String> = fields
+            .iter()
+            .zip(types)
+            .map(|(f, ty)| match row::unescape(f) {
+                Some(v) => format!(
+                    "{}::{ty}",
+                    crate::sql::literal(&String::from_utf8_lossy(&v))
+                ),
+                None => format!("NULL::{ty}"),
+            })
+            .collect();
+        Ok(format!("ROW({})", parts.join(", ")))
+    };
+    let mut conds = Vec::new();
+    if let Some(a) = after {
+        conds.push(format!("{key_row} > {}", value(a)?));
+    }
+    if let Some(b) = before {
+        conds.push(format!("{key_row} < {}", value(b)?));
+    }
+    let cols = table
+        .columns
+        .iter()
+        .map(|c| format!("t.{}", ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let order = table
+        .key
+        .iter()
+        .map(|c| format!("t.{}", ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let filter = if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    };
+    Ok(format!(
+        "COPY (SELECT {cols} FROM ONLY {} AS t{filter} ORDER BY {order}) TO STDOUT",
+        qualified(&table.name)
+    ))
 }
