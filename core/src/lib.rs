@@ -12,10 +12,12 @@
 //! - [`store`]: the store on top of a [`Backend`].
 //! - [`resolve`]: ids, prefixes and names → one snapshot.
 //! - [`row`]: rows in PostgreSQL's text COPY format: fields, keys, unescaping.
+//! - [`diff`]: what differs between two snapshots, reading only the chunks that differ.
 
 pub mod chunker;
 pub mod codec;
 pub mod config;
+pub mod diff;
 pub mod error;
 pub mod id;
 pub mod manifest;
