@@ -7,6 +7,7 @@
 //! - [`restore`]: an atomic rewrite of a database into a snapshot's state.
 //! - [`fingerprint`]: a database's state, comparable regardless of physical row order.
 //! - [`schema_dump`]: schema DDL through a matching pg_dump.
+//! - [`patch`]: a diff between two snapshots as a SQL patch.
 //!
 //! Everything phony installs lives in the schema [`catalog::PHONY_SCHEMA`], which is never
 //! captured, restored or fingerprinted.
@@ -16,6 +17,7 @@ pub mod catalog;
 pub mod connect;
 pub mod error;
 pub mod fingerprint;
+pub mod patch;
 pub mod restore;
 pub mod schema_dump;
 mod sql;
