@@ -56,6 +56,8 @@ pub enum SnapshotCommand {
     Restore(RestoreArgs),
     /// Delete a snapshot record (its data is shared and stays until garbage collection)
     Delete(DeleteArgs),
+    /// Show what changed between two snapshots, or from a snapshot to the database now
+    Diff(crate::diff::DiffArgs),
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@
 
 mod cli;
 mod context;
+mod diff;
 mod output;
 mod progress;
 mod snapshot;

@@ -22,6 +22,7 @@ pub async fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<()> {
         SnapshotCommand::Show(args) => show(ctx, args).await,
         SnapshotCommand::Restore(args) => restore(ctx, args).await,
         SnapshotCommand::Delete(args) => delete(ctx, args).await,
+        SnapshotCommand::Diff(args) => crate::diff::run(ctx, args).await,
     }
 }
 
