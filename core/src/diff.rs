@@ -19,13 +19,17 @@ pub mod rows;
 pub mod schema;
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::Serialize;
 
+use crate::codec;
 use crate::error::Result;
+use crate::id::BlobId;
 use crate::manifest::{BlobRef, QualifiedName, RootManifest, SequenceState, TableEntry};
-use crate::row;
 use crate::store::{Backend, Store};
 
 pub use align::Run;
@@ -240,12 +244,49 @@ pub fn sequences(from: &RootManifest, to: &RootManifest) -> Vec<SequenceChange> 
         .collect()
 }
 
-/// Diffs two snapshots stored in `store`.
+/// Where CPU-heavy work (decoding and matching a run's chunks) runs: on the task that
+/// drives the diff ([`Inline`]), or on a pool of threads the caller provides, so that runs
+/// are decoded on all cores. Core itself starts no threads.
+pub trait Offload: Send + Sync {
+    /// Runs `work` and yields its result.
+    fn run<T, F>(&self, work: F) -> impl Future<Output = Result<T>> + Send
+    where
+        F: FnOnce() -> Result<T> + Send + 'static,
+        T: Send + 'static;
+}
+
+/// Runs work where the diff runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inline;
+
+impl Offload for Inline {
+    fn run<T, F>(&self, work: F) -> impl Future<Output = Result<T>> + Send
+    where
+        F: FnOnce() -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        std::future::ready(work())
+    }
+}
+
+/// Diffs two snapshots stored in `store`, decoding on the calling task.
 pub async fn diff<B: Backend>(
     store: &Store<B>,
     from: &RootManifest,
     to: &RootManifest,
     opts: &DiffOptions,
+) -> Result<Diff> {
+    diff_with(store, from, to, opts, &Inline).await
+}
+
+/// Diffs two snapshots stored in `store`, decoding and matching chunk runs through
+/// `offload`.
+pub async fn diff_with<B: Backend, O: Offload>(
+    store: &Store<B>,
+    from: &RootManifest,
+    to: &RootManifest,
+    opts: &DiffOptions,
+    offload: &O,
 ) -> Result<Diff> {
     let mut out = Diff {
         sequences: sequences(from, to),
@@ -272,7 +313,7 @@ pub async fn diff<B: Backend>(
             TablePlan::Dropped(e) => one_side(store, &e, false, opts, &mut out.stats).await?,
             TablePlan::Compare(a, b) => {
                 out.stats.tables_compared += 1;
-                let t = compare(store, &a, &b, opts, &mut out.stats).await?;
+                let t = compare(store, &a, &b, opts, offload, &mut out.stats).await?;
                 if !t.has_changes() && !opts.include_unchanged {
                     continue;
                 }
@@ -343,7 +384,7 @@ async fn one_side<B: Backend>(
             rows::one_side(
                 &layout,
                 added,
-                row::lines(&plain),
+                rows::lines(&plain),
                 &mut t.rows,
                 opts.row_limit,
             );
@@ -371,27 +412,99 @@ async fn fetch<B: Backend>(
     store.get_plain(&c.id, c.bytes).await
 }
 
-/// A run's chunks, fetched and decoded: (`from` chunks, `to` chunks).
-type FetchedRun = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+/// A run's chunks as stored: (id, plain size, stored bytes).
+type StoredChunks = Vec<(BlobId, u64, Bytes)>;
 
-async fn fetch_run<B: Backend>(store: &Store<B>, run: &Run) -> Result<FetchedRun> {
-    let mut from = Vec::with_capacity(run.from.len());
-    for c in &run.from {
-        from.push(store.get_plain(&c.id, c.bytes).await?);
+async fn fetch_stored<B: Backend>(store: &Store<B>, chunks: &[BlobRef]) -> Result<StoredChunks> {
+    let mut out = Vec::with_capacity(chunks.len());
+    for c in chunks {
+        out.push((c.id, c.bytes, store.get_encoded(&c.id).await?));
     }
-    let mut to = Vec::with_capacity(run.to.len());
-    for c in &run.to {
-        to.push(store.get_plain(&c.id, c.bytes).await?);
+    Ok(out)
+}
+
+fn decode_all(chunks: &StoredChunks) -> Result<Vec<Vec<u8>>> {
+    chunks
+        .iter()
+        .map(|(id, bytes, stored)| codec::decode(id, stored, *bytes))
+        .collect()
+}
+
+/// What one run contributes.
+#[derive(Debug)]
+enum RunOutcome {
+    Keyed(rows::Collector),
+    Multiset(rows::Multiset),
+}
+
+/// Plain bytes of runs handed to `offload` at once: small runs are batched so that the
+/// hand-over costs little next to the work.
+const BATCH_BYTES: u64 = 4 << 20;
+
+/// Cuts runs into batches of about [`BATCH_BYTES`].
+fn batches(runs: &[Run]) -> Vec<&[Run]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, r) in runs.iter().enumerate() {
+        bytes += r.bytes();
+        if bytes >= BATCH_BYTES {
+            out.push(&runs[start..=i]);
+            start = i + 1;
+            bytes = 0;
+        }
     }
-    Ok((from, to))
+    if start < runs.len() {
+        out.push(&runs[start..]);
+    }
+    out
+}
+
+/// Fetches a batch of runs, then decodes and matches them through `offload`.
+async fn process_batch<B: Backend, O: Offload>(
+    store: &Store<B>,
+    batch: &[Run],
+    layout: &Arc<Layout>,
+    limit: usize,
+    offload: &O,
+) -> Result<Vec<RunOutcome>> {
+    let mut fetched = Vec::with_capacity(batch.len());
+    for run in batch {
+        fetched.push((
+            fetch_stored(store, &run.from).await?,
+            fetch_stored(store, &run.to).await?,
+        ));
+    }
+    let layout = layout.clone();
+    offload
+        .run(move || {
+            let mut out = Vec::with_capacity(fetched.len());
+            for (from, to) in &fetched {
+                let from = decode_all(from)?;
+                let to = decode_all(to)?;
+                let from: Vec<&[u8]> = from.iter().flat_map(|c| rows::lines(c)).collect();
+                let to: Vec<&[u8]> = to.iter().flat_map(|c| rows::lines(c)).collect();
+                out.push(if layout.keyed() {
+                    let mut c = rows::Collector::new(limit);
+                    rows::keyed_merge(&layout, &from, &to, &mut c);
+                    RunOutcome::Keyed(c)
+                } else {
+                    let mut m = rows::Multiset::default();
+                    m.merge(&from, &to);
+                    RunOutcome::Multiset(m)
+                });
+            }
+            Ok(out)
+        })
+        .await
 }
 
 /// A table both sides have.
-async fn compare<B: Backend>(
+async fn compare<B: Backend, O: Offload>(
     store: &Store<B>,
     a: &TableEntry,
     b: &TableEntry,
     opts: &DiffOptions,
+    offload: &O,
     stats: &mut DiffStats,
 ) -> Result<TableDiff> {
     let layout = Layout::new(&a.columns, &a.key, &b.columns, &b.key);
@@ -430,60 +543,62 @@ async fn compare<B: Backend>(
 
     let from_chunks = store.table_chunks(a).await?;
     let to_chunks = store.table_chunks(b).await?;
-    let runs = if same_columns {
+    let mut collector = rows::Collector::new(opts.row_limit);
+    if same_columns {
+        // Shared chunks cancel out; unshared ones are matched run by run, in step. With
+        // the same key on both sides a keyed row never leaves its run; without one (or
+        // with a changed key) the runs' leftover counts are summed.
         let runs = align::runs(&from_chunks, &to_chunks);
         let unshared: usize = runs.iter().map(Run::chunks).sum();
         stats.chunks_shared += ((from_chunks.len() + to_chunks.len() - unshared) / 2) as u64;
-        runs
-    } else {
-        // Equal chunks no longer mean equal compared values: read everything, as one run.
-        vec![Run {
-            from: from_chunks,
-            to: to_chunks,
-        }]
-    };
-    // With the same key on both sides, matches never cross runs; otherwise collect first.
-    let per_run = layout.keyed() && same_columns;
-    for run in &runs {
-        stats.chunks_read += run.chunks() as u64;
-        stats.bytes_read += run.bytes();
-    }
-    let mut collector = rows::Collector::new(opts.row_limit);
-    let mut multiset = rows::Multiset::default();
-    let mut whole_from: Vec<Vec<u8>> = Vec::new();
-    let mut whole_to: Vec<Vec<u8>> = Vec::new();
-    let mut fetched = stream::iter(runs.iter().map(|r| fetch_run(store, r)))
+        for run in &runs {
+            stats.chunks_read += run.chunks() as u64;
+            stats.bytes_read += run.bytes();
+        }
+        let layout = Arc::new(layout);
+        let mut multiset = rows::Multiset::default();
+        let mut outcomes = stream::iter(
+            batches(&runs)
+                .into_iter()
+                .map(|b| process_batch(store, b, &layout, opts.row_limit, offload)),
+        )
         .buffered(opts.concurrency.max(1))
         .into_stream();
-    while let Some((from, to)) = fetched.try_next().await? {
-        if per_run {
-            rows::keyed_run(
-                &layout,
-                from.iter().flat_map(|c| row::lines(c)),
-                to.iter().flat_map(|c| row::lines(c)),
-                &mut collector,
-            );
-        } else if layout.keyed() {
-            whole_from.extend(from);
-            whole_to.extend(to);
-        } else {
-            for line in from.iter().flat_map(|c| row::lines(c)) {
-                multiset.from_row(&layout, line);
-            }
-            for line in to.iter().flat_map(|c| row::lines(c)) {
-                multiset.to_row(&layout, line);
+        while let Some(batch) = outcomes.try_next().await? {
+            for outcome in batch {
+                match outcome {
+                    RunOutcome::Keyed(c) => collector.absorb(c),
+                    RunOutcome::Multiset(m) => multiset.absorb(m),
+                }
             }
         }
-    }
-    if layout.keyed() && !per_run {
-        rows::keyed_run(
-            &layout,
-            whole_from.iter().flat_map(|c| row::lines(c)),
-            whole_to.iter().flat_map(|c| row::lines(c)),
-            &mut collector,
-        );
-    } else if !layout.keyed() {
-        multiset.finish(&mut collector);
+        if !layout.keyed() {
+            multiset.finish(&mut collector);
+        }
+    } else {
+        // Equal chunks no longer mean equal compared values: read everything.
+        let mut from = Vec::new();
+        for c in &from_chunks {
+            from.push(fetch(store, c, stats).await?);
+        }
+        let mut to = Vec::new();
+        for c in &to_chunks {
+            to.push(fetch(store, c, stats).await?);
+        }
+        let from_lines = from.iter().flat_map(|c| rows::lines(c));
+        let to_lines = to.iter().flat_map(|c| rows::lines(c));
+        if layout.keyed() {
+            rows::keyed_run(&layout, from_lines, to_lines, &mut collector);
+        } else {
+            let mut multiset = rows::Multiset::default();
+            for line in from_lines {
+                multiset.from_row(&layout, line);
+            }
+            for line in to_lines {
+                multiset.to_row(&layout, line);
+            }
+            multiset.finish(&mut collector);
+        }
     }
     t.rows_added = collector.added;
     t.rows_removed = collector.removed;
@@ -515,6 +630,7 @@ mod tests {
 
     use super::*;
     use crate::chunker::{ChunkParams, RowChunker};
+    use crate::row;
     use crate::config::StoreConfig;
     use crate::error::Error;
     use crate::manifest::{build_tree, MANIFEST_FORMAT};

@@ -2,11 +2,13 @@
 //! to the database as it is now.
 
 use std::fmt::Write as _;
+use std::future::Future;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, CommandFactory};
 use phony_core::diff::{
-    Diff, DiffOptions, ObjectChange, RowChange, SequencePoint, TableChange, TableDiff, Value,
+    Diff, DiffOptions, ObjectChange, Offload, RowChange, SequencePoint, TableChange, TableDiff,
+    Value,
 };
 use phony_core::resolve::resolve;
 use phony_core::{RootManifest, SnapshotRecord};
@@ -41,6 +43,24 @@ pub struct DiffArgs {
     /// Print SQL that turns FROM's data into TO's (refused when the schemas differ)
     #[arg(long, conflicts_with_all = ["rows", "all"])]
     pub sql: bool,
+}
+
+/// Decodes and matches chunk runs on tokio's blocking pool, so all cores share the work.
+#[derive(Debug, Clone, Copy)]
+struct BlockingPool;
+
+impl Offload for BlockingPool {
+    fn run<T, F>(&self, work: F) -> impl Future<Output = phony_core::Result<T>> + Send
+    where
+        F: FnOnce() -> phony_core::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        async move {
+            tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|e| phony_core::Error::backend("decoding chunks", e))?
+        }
+    }
 }
 
 /// One side of a diff, as JSON shows it.
@@ -130,7 +150,7 @@ pub async fn run(ctx: &Context, args: DiffArgs) -> Result<()> {
         include_unchanged: args.all,
         ..DiffOptions::default()
     };
-    let diff = phony_core::diff::diff(&store, &from_root, &to_root, &opts)
+    let diff = phony_core::diff::diff_with(&store, &from_root, &to_root, &opts, &BlockingPool)
         .await
         .context("comparing the snapshots")?;
     let from_side = side(from_record);

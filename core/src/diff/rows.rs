@@ -5,6 +5,7 @@
 //! exactly when their escaped texts are equal (COPY's escaping is deterministic), so
 //! comparing needs no unescaping.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::Serialize;
@@ -105,6 +106,22 @@ impl Layout {
     }
 }
 
+/// The lines of a run of rows without their `\n`, as [`row::lines`] gives them, found with
+/// `memchr` (the diff splits hundreds of megabytes of rows).
+pub fn lines(rows: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    let mut ends = memchr::memchr_iter(crate::chunker::ROW_END, rows);
+    std::iter::from_fn(move || {
+        if start >= rows.len() {
+            return None;
+        }
+        let end = ends.next().unwrap_or(rows.len());
+        let line = &rows[start..end];
+        start = end + 1;
+        Some(line)
+    })
+}
+
 /// The compared fields of a row, in [`Layout::columns`] order.
 fn project<'a>(line: &'a [u8], positions: &[usize], scratch: &mut Vec<&'a [u8]>) -> Vec<&'a [u8]> {
     scratch.clear();
@@ -152,6 +169,17 @@ impl Collector {
         Collector {
             limit,
             ..Collector::default()
+        }
+    }
+
+    /// Adds the counts and kept rows of a later run.
+    pub fn absorb(&mut self, other: Collector) {
+        self.added += other.added;
+        self.removed += other.removed;
+        self.changed += other.changed;
+        self.truncated |= other.truncated;
+        for r in other.rows {
+            self.keep(|| r);
         }
     }
 
@@ -236,6 +264,130 @@ pub fn keyed_run<'a>(
     }
 }
 
+/// The key of a row whose fields are in stored order: a slice of the line when the key is
+/// its leading fields (the usual case), else the key fields joined by tabs.
+fn key_of<'a>(line: &'a [u8], key: &[usize]) -> Cow<'a, [u8]> {
+    if key.iter().enumerate().all(|(i, &k)| i == k) {
+        let mut end = 0;
+        for i in 0..key.len() {
+            let from = if i == 0 { 0 } else { end + 1 };
+            end = match memchr::memchr(FIELD_SEP, line.get(from..).unwrap_or_default()) {
+                Some(p) => from + p,
+                None => line.len(),
+            };
+        }
+        return Cow::Borrowed(&line[..end.min(line.len())]);
+    }
+    let fields: Vec<&[u8]> = row::fields(line).collect();
+    Cow::Owned(join(
+        &key.iter()
+            .map(|&k| fields.get(k).copied().unwrap_or(b"\\N"))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// The changes between two versions of a keyed row with the same columns.
+fn changed_row(layout: &Layout, old: &[u8], new: &[u8]) -> RowChange {
+    let old: Vec<&[u8]> = row::fields(old).collect();
+    let new: Vec<&[u8]> = row::fields(new).collect();
+    let field = |r: &[&'_ [u8]], i: usize| r.get(i).map(|f| value(f)).unwrap_or(None);
+    RowChange::Changed {
+        key: layout.key.iter().map(|&k| field(&old, k)).collect(),
+        changes: (0..layout.columns.len())
+            .filter(|&i| old.get(i) != new.get(i))
+            .map(|i| ColumnChange {
+                column: layout.columns[i].clone(),
+                old: field(&old, i),
+                new: field(&new, i),
+            })
+            .collect(),
+    }
+}
+
+fn whole_row(layout: &Layout, line: &[u8], added: bool, count: u64) -> RowChange {
+    let fields: Vec<&[u8]> = row::fields(line).collect();
+    let key = layout
+        .key
+        .iter()
+        .map(|&k| fields.get(k).map(|f| value(f)).unwrap_or(None))
+        .collect();
+    let values = values(&fields);
+    if added {
+        RowChange::Added { key, values, count }
+    } else {
+        RowChange::Removed { key, values, count }
+    }
+}
+
+/// Matches the rows of one aligned run of a keyed table whose two sides have the same
+/// columns. The sides are mostly the same rows in the same order, so rows are compared in
+/// step as raw lines; only where they differ is a row's key looked up among the rows the
+/// other side has shown and not yet matched. Equal rows cost a comparison of bytes.
+pub fn keyed_merge(layout: &Layout, from: &[&[u8]], to: &[&[u8]], out: &mut Collector) {
+    let mut pending_from: HashMap<Cow<'_, [u8]>, &[u8]> = HashMap::new();
+    let mut pending_to: HashMap<Cow<'_, [u8]>, &[u8]> = HashMap::new();
+    let (mut i, mut j) = (0, 0);
+    let pair = |out: &mut Collector, old: &[u8], new: &[u8]| {
+        if old != new {
+            out.changed(|| changed_row(layout, old, new));
+        }
+    };
+    while i < from.len() && j < to.len() {
+        let (a, b) = (from[i], to[j]);
+        if a == b {
+            i += 1;
+            j += 1;
+            continue;
+        }
+        let (ka, kb) = (key_of(a, &layout.key), key_of(b, &layout.key));
+        if ka == kb {
+            pair(out, a, b);
+            i += 1;
+            j += 1;
+        } else if let Some(new) = pending_to.remove(&ka) {
+            pair(out, a, new);
+            i += 1;
+        } else if let Some(old) = pending_from.remove(&kb) {
+            pair(out, old, b);
+            j += 1;
+        } else {
+            pending_from.insert(ka, a);
+            pending_to.insert(kb, b);
+            i += 1;
+            j += 1;
+        }
+    }
+    for &a in &from[i..] {
+        let ka = key_of(a, &layout.key);
+        match pending_to.remove(&ka) {
+            Some(new) => pair(out, a, new),
+            None => {
+                pending_from.insert(ka, a);
+            }
+        }
+    }
+    for &b in &to[j..] {
+        let kb = key_of(b, &layout.key);
+        match pending_from.remove(&kb) {
+            Some(old) => pair(out, old, b),
+            None => {
+                pending_to.insert(kb, b);
+            }
+        }
+    }
+    // What is left has no partner: keep the table's order within each side.
+    let mut removed: Vec<&[u8]> = pending_from.into_values().collect();
+    removed.sort_by_key(|l| l.as_ptr() as usize);
+    for line in removed {
+        out.removed(1, || whole_row(layout, line, false, 1));
+    }
+    let mut added: Vec<&[u8]> = pending_to.into_values().collect();
+    added.sort_by_key(|l| l.as_ptr() as usize);
+    for line in added {
+        out.added(1, || whole_row(layout, line, true, 1));
+    }
+}
+
 /// Signed counts of whole rows over any number of runs, for tables matched as multisets.
 #[derive(Debug, Default)]
 pub struct Multiset {
@@ -256,16 +408,70 @@ impl Multiset {
     fn add(&mut self, line: &[u8], positions: &[usize], delta: i64) {
         let mut scratch = Vec::new();
         let joined = join(&project(line, positions, &mut scratch));
-        // Rows that cancel out are dropped, so memory holds only rows that still differ.
-        match self.counts.get_mut(&joined) {
+        self.bump_owned(joined, delta);
+    }
+
+    /// Counts one aligned run whose two sides have the same columns, comparing in step:
+    /// equal rows cancel without being counted, so only rows that differ are hashed.
+    pub fn merge(&mut self, from: &[&[u8]], to: &[&[u8]]) {
+        let (mut i, mut j) = (0, 0);
+        while i < from.len() && j < to.len() {
+            let (a, b) = (from[i], to[j]);
+            if a == b {
+                i += 1;
+                j += 1;
+            } else if self.counts.get(a).is_some_and(|n| *n > 0) {
+                self.bump(a, -1);
+                i += 1;
+            } else if self.counts.get(b).is_some_and(|n| *n < 0) {
+                self.bump(b, 1);
+                j += 1;
+            } else {
+                self.bump(a, -1);
+                self.bump(b, 1);
+                i += 1;
+                j += 1;
+            }
+        }
+        for a in &from[i..] {
+            self.bump(a, -1);
+        }
+        for b in &to[j..] {
+            self.bump(b, 1);
+        }
+    }
+
+    /// Adds another run's counts.
+    pub fn absorb(&mut self, other: Multiset) {
+        for (line, n) in other.counts {
+            self.bump_owned(line, n);
+        }
+    }
+
+    fn bump(&mut self, line: &[u8], delta: i64) {
+        match self.counts.get_mut(line) {
             Some(n) => {
                 *n += delta;
                 if *n == 0 {
-                    self.counts.remove(&joined);
+                    self.counts.remove(line);
                 }
             }
             None => {
-                self.counts.insert(joined, delta);
+                self.counts.insert(line.to_vec(), delta);
+            }
+        }
+    }
+
+    fn bump_owned(&mut self, line: Vec<u8>, delta: i64) {
+        match self.counts.get_mut(&line) {
+            Some(n) => {
+                *n += delta;
+                if *n == 0 {
+                    self.counts.remove(&line);
+                }
+            }
+            None => {
+                self.counts.insert(line, delta);
             }
         }
     }
@@ -409,6 +615,58 @@ mod tests {
         assert_eq!(out.added, 3);
         assert_eq!(out.rows.len(), 1);
         assert!(out.truncated);
+    }
+
+    #[test]
+    fn in_step_matching_resyncs_after_gaps_on_either_side() {
+        let l = Layout::new(
+            &cols(&["id", "v"]),
+            &cols(&["id"]),
+            &cols(&["id", "v"]),
+            &cols(&["id"]),
+        );
+        let from: Vec<&[u8]> = lines("1\ta\n2\tb\n3\tc\n4\td\n5\te\n6\tf\n7\tg\n").collect();
+        let to: Vec<&[u8]> = lines("1\ta\n5\tE\n6\tf\n7\tg\n8\th\n9\ti\n").collect();
+        let mut merged = Collector::new(100);
+        keyed_merge(&l, &from, &to, &mut merged);
+        let mut hashed = Collector::new(100);
+        keyed_run(&l, from.iter().copied(), to.iter().copied(), &mut hashed);
+        assert_eq!((merged.added, merged.removed, merged.changed), (2, 3, 1));
+        let mut a = merged.rows.clone();
+        let mut b = hashed.rows.clone();
+        a.sort_by_key(|r| format!("{r:?}"));
+        b.sort_by_key(|r| format!("{r:?}"));
+        assert_eq!(a, b);
+
+        let composite = Layout::new(
+            &cols(&["v", "id"]),
+            &cols(&["id", "v"]),
+            &cols(&["v", "id"]),
+            &cols(&["id", "v"]),
+        );
+        assert_eq!(key_of(b"x\t7", &composite.key).as_ref(), b"7\tx");
+        assert_eq!(key_of(b"7\tx\ty", &[0, 1]).as_ref(), b"7\tx");
+        assert_eq!(key_of(b"7", &[0]).as_ref(), b"7");
+    }
+
+    #[test]
+    fn lines_agree_with_row_lines() {
+        for text in ["", "\n", "a\n", "a\nb\n", "a\n\nb\n", "a\tb\nc", "\n\n"] {
+            let fast: Vec<&[u8]> = super::lines(text.as_bytes()).collect();
+            let slow: Vec<&[u8]> = row::lines(text.as_bytes()).collect();
+            assert_eq!(fast, slow, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn in_step_multiset_counts_equal_the_full_count() {
+        let from: Vec<&[u8]> = lines("a\na\nb\nc\nc\nd\n").collect();
+        let to: Vec<&[u8]> = lines("a\nb\nb\nc\nc\nc\ne\n").collect();
+        let mut m = Multiset::default();
+        m.merge(&from, &to);
+        let mut out = Collector::new(10);
+        m.finish(&mut out);
+        assert_eq!((out.added, out.removed), (3, 2));
     }
 
     #[test]
