@@ -630,10 +630,10 @@ mod tests {
 
     use super::*;
     use crate::chunker::{ChunkParams, RowChunker};
-    use crate::row;
     use crate::config::StoreConfig;
     use crate::error::Error;
     use crate::manifest::{build_tree, MANIFEST_FORMAT};
+    use crate::row;
     use crate::store::ListEntry;
 
     /// An in-memory backend that counts reads.

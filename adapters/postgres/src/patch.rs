@@ -154,16 +154,16 @@ pub fn patch(diff: &Diff, to: &RootManifest) -> Result<String> {
             }
         } else {
             for batch in inserts.chunks(INSERT_BATCH) {
-                let _ = write!(
+                let _ = writeln!(
                     out,
-                    "INSERT INTO {name} ({}) OVERRIDING SYSTEM VALUE VALUES\n",
+                    "INSERT INTO {name} ({}) OVERRIDING SYSTEM VALUE VALUES",
                     all_cols.join(", ")
                 );
                 for (i, values) in batch.iter().enumerate() {
                     let row: Vec<String> = values.iter().map(lit).collect();
-                    let _ = write!(
+                    let _ = writeln!(
                         out,
-                        "  ({}){}\n",
+                        "  ({}){}",
                         row.join(", "),
                         if i + 1 == batch.len() { ";" } else { "," }
                     );

@@ -2,7 +2,6 @@
 //! to the database as it is now.
 
 use std::fmt::Write as _;
-use std::future::Future;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, CommandFactory};
@@ -50,16 +49,14 @@ pub struct DiffArgs {
 struct BlockingPool;
 
 impl Offload for BlockingPool {
-    fn run<T, F>(&self, work: F) -> impl Future<Output = phony_core::Result<T>> + Send
+    async fn run<T, F>(&self, work: F) -> phony_core::Result<T>
     where
         F: FnOnce() -> phony_core::Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        async move {
-            tokio::task::spawn_blocking(work)
-                .await
-                .map_err(|e| phony_core::Error::backend("decoding chunks", e))?
-        }
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| phony_core::Error::backend("decoding chunks", e))?
     }
 }
 

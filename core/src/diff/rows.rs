@@ -217,12 +217,10 @@ pub fn keyed_run<'a>(
 ) {
     let mut scratch = Vec::new();
     let mut to_rows: HashMap<Vec<u8>, (usize, Vec<&'a [u8]>)> = HashMap::new();
-    let mut order = 0usize;
-    for line in to {
+    for (order, line) in to.enumerate() {
         let fields = project(line, &layout.to_positions, &mut scratch);
         let key = join(&layout.key.iter().map(|&k| fields[k]).collect::<Vec<_>>());
         to_rows.insert(key, (order, fields));
-        order += 1;
     }
     for line in from {
         let old = project(line, &layout.from_positions, &mut scratch);

@@ -188,8 +188,11 @@ impl Kind {
     }
 }
 
-/// A random table: its kinds, whether it has a key, and the seeds of its rows.
-fn random_case() -> impl Strategy<Value = (Vec<usize>, bool, Vec<u32>, Vec<(u8, u32)>)> {
+/// A random table: its column kinds, whether it has a key, the seeds of its rows, and the
+/// changes to make (operation, seed).
+type Case = (Vec<usize>, bool, Vec<u32>, Vec<(u8, u32)>);
+
+fn random_case() -> impl Strategy<Value = Case> {
     (
         prop::collection::vec(0..KINDS.len(), 1..5),
         any::<bool>(),
