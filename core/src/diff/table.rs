@@ -106,7 +106,7 @@ async fn fetch_stored<B: Backend>(store: &Store<B>, chunks: &[BlobRef]) -> Resul
 fn decode_all(chunks: &StoredChunks) -> Result<Vec<Vec<u8>>> {
     chunks
         .iter()
-        .map(|(id, bytes, stored)| codec::decode(id, stored, *bytes))
+        .map(|(id, bytes, stored)| codec::decode_exact(id, stored, *bytes))
         .collect()
 }
 
