@@ -441,6 +441,9 @@ class Bench:
                             phony=True, baseline="phony_snapshot_full")
         self.add(Row("phony_store_growth", "phony store growth after-mix", "size",
                      bytes=dir_bytes(store) - before, baseline="phony_store_full", **na_unless(row)))
+        self.timed("phony_diff_mix", "phony snapshot diff base after-mix",
+                   self.phony(src, "snapshot", "diff", "base", "after-mix"),
+                   phony=True, baseline="phony_snapshot_full")
         row, _ = self.timed("phony_rollback_mix", "phony restore base (rollback after mix)",
                             self.phony(src, "snapshot", "restore", "base", "--no-safety-snapshot"),
                             phony=True, baseline="template_copy")

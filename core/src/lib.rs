@@ -16,10 +16,12 @@
 //! - [`gc`]: garbage collection of unreferenced blobs, safe against concurrent writers.
 //! - [`verify`]: store integrity, naming what is damaged and what it breaks.
 //! - [`stats`]: logical against stored bytes, per snapshot.
+//! - [`diff`]: what differs between two snapshots, reading only the chunks that differ.
 
 pub mod chunker;
 pub mod codec;
 pub mod config;
+pub mod diff;
 pub mod error;
 pub mod gc;
 pub mod id;

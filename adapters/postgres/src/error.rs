@@ -51,6 +51,10 @@ pub enum Error {
     #[error("invalid connection string: {0}")]
     InvalidTarget(String),
 
+    /// A diff cannot be written as a SQL patch.
+    #[error("{0}")]
+    Patch(String),
+
     /// The store failed.
     #[error(transparent)]
     Store(#[from] phony_core::Error),

@@ -8,6 +8,7 @@
 //! - [`fingerprint`]: a database's state, comparable regardless of physical row order.
 //! - [`schema_dump`]: schema DDL through a matching pg_dump.
 //! - [`tracking`]: triggers that log changed rows, so restores and snapshots read only those.
+//! - [`patch`]: a diff between two snapshots as a SQL patch.
 //!
 //! Everything phony installs lives in the schema [`catalog::PHONY_SCHEMA`], which is never
 //! captured, restored or fingerprinted.
@@ -19,6 +20,7 @@ pub mod delta;
 pub mod error;
 pub mod fingerprint;
 pub mod fresh;
+pub mod patch;
 pub mod restore;
 pub mod schema_dump;
 mod sql;

@@ -78,6 +78,8 @@ pub enum SnapshotCommand {
     Pin(RefArgs),
     /// Let retention policies remove a snapshot again
     Unpin(RefArgs),
+    /// Show what changed between two snapshots, or from a snapshot to the database now
+    Diff(crate::diff::DiffArgs),
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 mod bad_input;
 mod commands;
 mod crash;
+mod diff;
 mod interruptions;
 mod retention;
 

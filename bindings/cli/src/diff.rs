@@ -1,0 +1,352 @@
+//! `phony snapshot diff FROM [TO]`: what changed between two snapshots, or from a snapshot
+//! to the database as it is now.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, CommandFactory};
+use phony_core::diff::{
+    Diff, DiffOptions, ObjectChange, Offload, RowChange, SequencePoint, TableChange, TableDiff,
+    Value,
+};
+use phony_core::resolve::resolve;
+use phony_core::{RootManifest, SnapshotRecord};
+use phony_postgres::CaptureOptions;
+use serde::Serialize;
+
+use crate::cli::Cli;
+use crate::context::Context;
+use crate::output;
+use crate::progress::Bar;
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Snapshot to diff from: id, unique id prefix, or name
+    #[arg(value_name = "FROM")]
+    pub from: String,
+    /// Snapshot to diff to; without it, the database as it is now
+    #[arg(value_name = "TO")]
+    pub to: Option<String>,
+    /// List the rows that were added, removed or changed (up to --limit per table)
+    #[arg(long)]
+    pub rows: bool,
+    /// Only this table (schema.name, or a bare name); repeat for more
+    #[arg(long = "table", value_name = "TABLE")]
+    pub tables: Vec<String>,
+    /// Rows listed per table with --rows
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub limit: usize,
+    /// Also list tables without changes
+    #[arg(long)]
+    pub all: bool,
+    /// Print SQL that turns FROM's data into TO's (refused when the schemas differ)
+    #[arg(long, conflicts_with_all = ["rows", "all"])]
+    pub sql: bool,
+}
+
+/// Decodes and matches chunk runs on tokio's blocking pool, so all cores share the work.
+#[derive(Debug, Clone, Copy)]
+struct BlockingPool;
+
+impl Offload for BlockingPool {
+    async fn run<T, F>(&self, work: F) -> phony_core::Result<T>
+    where
+        F: FnOnce() -> phony_core::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| phony_core::Error::backend("decoding chunks", e))?
+    }
+}
+
+/// One side of a diff, as JSON shows it.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Side<'a> {
+    Snapshot { id: String, name: Option<&'a str> },
+    Database { database: String, live: bool },
+}
+
+impl Side<'_> {
+    fn label(&self) -> String {
+        match self {
+            Side::Snapshot { id, name: Some(n) } => format!("{id} ({n})"),
+            Side::Snapshot { id, name: None } => id.clone(),
+            Side::Database { database, .. } => format!("database {database} (now)"),
+        }
+    }
+}
+
+fn side(r: &SnapshotRecord) -> Side<'_> {
+    Side::Snapshot {
+        id: r.id.to_string(),
+        name: r.name.as_ref().map(|n| n.as_str()),
+    }
+}
+
+pub async fn run(ctx: &Context, args: DiffArgs) -> Result<()> {
+    if args.sql && ctx.json {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--sql prints a SQL script; it cannot be combined with --json",
+            )
+            .exit();
+    }
+    let store = ctx.open_store().await?;
+    let records = store.records().await?;
+    let from_record = resolve(&records, &args.from)?;
+    let from_root = store
+        .root(&from_record.root)
+        .await
+        .with_context(|| format!("reading snapshot {}", from_record.id))?;
+    let (to_side, to_root): (Side<'_>, RootManifest) = match &args.to {
+        Some(reference) => {
+            let r = resolve(&records, reference)?;
+            let root = store
+                .root(&r.root)
+                .await
+                .with_context(|| format!("reading snapshot {}", r.id))?;
+            (side(r), root)
+        }
+        None => {
+            // No change tracking yet: capture the database now. Only chunks that changed
+            // are written (the rest dedupe), and no snapshot record is written.
+            let target = ctx.target()?;
+            let bar = Bar::new(
+                !ctx.json && !args.sql,
+                &format!("reading {}", target.dbname()),
+            );
+            let opts = CaptureOptions {
+                progress: bar.callback(),
+                ..CaptureOptions::default()
+            };
+            let captured = phony_postgres::capture(&target, &store, &opts)
+                .await
+                .with_context(|| format!("reading {target}"))?;
+            bar.finish();
+            (
+                Side::Database {
+                    database: target.dbname().to_owned(),
+                    live: true,
+                },
+                captured.manifest,
+            )
+        }
+    };
+    let opts = DiffOptions {
+        tables: args.tables.clone(),
+        row_limit: if args.sql {
+            usize::MAX
+        } else if args.rows {
+            args.limit
+        } else {
+            0
+        },
+        include_unchanged: args.all,
+        ..DiffOptions::default()
+    };
+    let diff = phony_core::diff::diff_with(&store, &from_root, &to_root, &opts, &BlockingPool)
+        .await
+        .context("comparing the snapshots")?;
+    let from_side = side(from_record);
+    if args.sql {
+        let sql = phony_postgres::patch::patch(&diff, &to_root).context("writing the SQL patch")?;
+        print!("{sql}");
+        return Ok(());
+    }
+    if ctx.json {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            from: &'a Side<'a>,
+            to: &'a Side<'a>,
+            identical: bool,
+            #[serde(flatten)]
+            diff: &'a Diff,
+        }
+        return output::print_json(&Doc {
+            from: &from_side,
+            to: &to_side,
+            identical: diff.is_empty(),
+            diff: &diff,
+        });
+    }
+    print!("{}", render(&from_side, &to_side, &diff, args.rows));
+    Ok(())
+}
+
+/// The diff for people.
+fn render(from: &Side<'_>, to: &Side<'_>, diff: &Diff, rows: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "from {}", from.label());
+    let _ = writeln!(out, "to   {}", to.label());
+    if diff.is_empty() {
+        out.push_str("no differences\n");
+        for t in &diff.tables {
+            let _ = writeln!(out, "  {}.{}: unchanged", t.schema, t.name);
+        }
+        return out;
+    }
+    if !diff.schema.is_empty() {
+        let _ = writeln!(out, "\nschema: {} object(s) differ", diff.schema.len());
+        for c in &diff.schema {
+            let mark = match c.change {
+                ObjectChange::Added => "added",
+                ObjectChange::Dropped => "dropped",
+                ObjectChange::Altered => "altered",
+            };
+            let _ = writeln!(out, "  {mark} {}", c.title());
+            for line in c.diff.lines() {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+    }
+    let changed = diff.tables.iter().filter(|t| t.has_changes()).count();
+    if !diff.tables.is_empty() {
+        let _ = writeln!(out, "\ntables: {changed} differ");
+        for t in &diff.tables {
+            render_table(&mut out, t, rows);
+        }
+    }
+    if !diff.sequences.is_empty() {
+        let _ = writeln!(out, "\nsequences: {} differ", diff.sequences.len());
+        for s in &diff.sequences {
+            let _ = writeln!(
+                out,
+                "  {}.{}: {} → {}",
+                s.schema,
+                s.name,
+                point(&s.from),
+                point(&s.to)
+            );
+        }
+    }
+    out
+}
+
+fn point(p: &Option<SequencePoint>) -> String {
+    match p {
+        None => "(none)".into(),
+        Some(p) if p.is_called => p.last_value.to_string(),
+        Some(p) => format!("{} (not called)", p.last_value),
+    }
+}
+
+fn render_table(out: &mut String, t: &TableDiff, rows: bool) {
+    let what = match t.change {
+        TableChange::Added => " (added table)",
+        TableChange::Dropped => " (dropped table)",
+        TableChange::Changed | TableChange::Unchanged => "",
+    };
+    let _ = writeln!(
+        out,
+        "  {}.{}{what}: {} added, {} removed, {} changed",
+        t.schema, t.name, t.rows_added, t.rows_removed, t.rows_changed
+    );
+    for n in &t.notes {
+        let _ = writeln!(out, "    note: {n}");
+    }
+    if !t.columns_only_in_from.is_empty() {
+        let _ = writeln!(
+            out,
+            "    columns only in from: {}",
+            t.columns_only_in_from.join(", ")
+        );
+    }
+    if !t.columns_only_in_to.is_empty() {
+        let _ = writeln!(
+            out,
+            "    columns only in to: {}",
+            t.columns_only_in_to.join(", ")
+        );
+    }
+    if !rows {
+        return;
+    }
+    let key_of = |key: &[Value]| -> String {
+        t.key
+            .iter()
+            .zip(key)
+            .map(|(c, v)| format!("{c}={}", show(v)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let all_of = |values: &[Value]| -> String {
+        t.columns
+            .iter()
+            .zip(values)
+            .map(|(c, v)| format!("{c}={}", show(v)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for r in &t.rows {
+        match r {
+            RowChange::Added { key, values, count } | RowChange::Removed { key, values, count } => {
+                let mark = if matches!(r, RowChange::Added { .. }) {
+                    '+'
+                } else {
+                    '-'
+                };
+                let times = if *count > 1 {
+                    format!("{count}× ")
+                } else {
+                    String::new()
+                };
+                if key.is_empty() {
+                    let _ = writeln!(out, "    {mark} {times}({})", all_of(values));
+                } else {
+                    let _ = writeln!(out, "    {mark} {}: ({})", key_of(key), all_of(values));
+                }
+            }
+            RowChange::Changed { key, changes } => {
+                let cols: Vec<String> = changes
+                    .iter()
+                    .map(|c| format!("{}: {} → {}", c.column, show(&c.old), show(&c.new)))
+                    .collect();
+                let _ = writeln!(out, "    ~ {}: {}", key_of(key), cols.join("; "));
+            }
+        }
+    }
+    if t.rows_truncated {
+        let _ = writeln!(out, "    … more rows not listed (raise --limit)");
+    }
+}
+
+/// A value as PostgreSQL prints it, on one line: NULL as `NULL`, control characters
+/// escaped, long values shortened.
+fn show(v: &Value) -> String {
+    const MAX: usize = 80;
+    let Some(s) = v else {
+        return "NULL".into();
+    };
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i == MAX {
+            out.push('…');
+            break;
+        }
+        match ch {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_shown_on_one_line() {
+        assert_eq!(show(&None), "NULL");
+        assert_eq!(show(&Some("a\tb\nc".into())), "a\\tb\\nc");
+        assert_eq!(show(&Some("x".repeat(100))).chars().count(), 81);
+    }
+}
