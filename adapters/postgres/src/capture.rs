@@ -9,21 +9,21 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use futures::TryStreamExt;
 use phony_core::manifest::{build_tree, MANIFEST_FORMAT};
 use phony_core::{
-    codec, row, Backend, BlobId, BlobRef, RootManifest, RowChunk, RowChunker, SequenceState,
-    SnapshotStats, SourceInfo, Store, Stored, TableEntry,
+    codec, row, Backend, BlobId, BlobRef, RootManifest, RowChunk, SequenceState, SnapshotStats,
+    SourceInfo, Store, Stored, TableEntry,
 };
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 use crate::catalog::{self, TableInfo};
+use crate::chunk_stream::{copy_out_sql, Bound, ChunkStream};
 use crate::connect::ConnectionTarget;
 use crate::delta;
 use crate::error::{pg, Error, Result};
 use crate::schema_dump::{PgDump, Section};
-use crate::sql::{ident, literal, qualified};
+use crate::sql::{literal, qualified};
 use crate::tracking;
 
 /// Reports progress: plain bytes read so far are added in steps.
@@ -311,34 +311,6 @@ async fn read_tables<B: Backend + 'static>(
     Ok(entries)
 }
 
-/// The query that streams a table's stored columns in a stable order.
-pub fn copy_out_sql(table: &TableInfo) -> String {
-    let cols = if table.columns.is_empty() {
-        String::new()
-    } else {
-        table
-            .columns
-            .iter()
-            .map(|c| format!("t.{}", ident(c)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let order = if table.key.is_empty() {
-        "(t.*)::text COLLATE \"C\"".to_owned()
-    } else {
-        table
-            .key
-            .iter()
-            .map(|c| format!("t.{}", ident(c)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    format!(
-        "COPY (SELECT {cols} FROM ONLY {} AS t ORDER BY {order}) TO STDOUT",
-        qualified(&table.name)
-    )
-}
-
 /// The newest snapshot in the store that this database held since its last schema change.
 async fn incremental_base<B: Backend>(
     client: &Client,
@@ -453,7 +425,15 @@ async fn read_job<B: Backend + 'static>(
     let (info, refs) = match job {
         Job::Full(info) => (
             info,
-            read_chunks(client, store, &copy_out_sql(info), info, opts, tally).await?,
+            read_chunks(
+                client,
+                store,
+                &copy_out_sql(info, &[], None, None),
+                info,
+                opts,
+                tally,
+            )
+            .await?,
         ),
         Job::Ranges {
             info,
@@ -474,7 +454,18 @@ async fn read_job<B: Backend + 'static>(
                     Some(c) => Some(delta::chunk_key(&info.name, info.key.len(), c)?),
                     None => None,
                 };
-                let sql = copy_range_sql(info, types, lower.as_deref(), upper.as_deref());
+                let sql = copy_out_sql(
+                    info,
+                    types,
+                    lower.as_deref().map(|values| Bound {
+                        values,
+                        inclusive: true,
+                    }),
+                    upper.as_deref().map(|values| Bound {
+                        values,
+                        inclusive: false,
+                    }),
+                );
                 refs.extend(read_chunks(client, store, &sql, info, opts, tally).await?);
                 next = b + 1;
             }
@@ -495,64 +486,6 @@ async fn read_job<B: Backend + 'static>(
     })
 }
 
-/// The query that streams the rows of a table whose keys lie in `[lower, upper)` (an open
-/// end where a bound is `None`), in key order.
-fn copy_range_sql(
-    table: &TableInfo,
-    types: &[String],
-    lower: Option<&[Option<String>]>,
-    upper: Option<&[Option<String>]>,
-) -> String {
-    let key_row = format!(
-        "ROW({})",
-        table
-            .key
-            .iter()
-            .map(|k| format!("t.{}", ident(k)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let value = |vals: &[Option<String>]| {
-        let parts: Vec<String> = vals
-            .iter()
-            .zip(types)
-            .map(|(v, ty)| match v {
-                Some(v) => format!("{}::{ty}", literal(v)),
-                None => format!("NULL::{ty}"),
-            })
-            .collect();
-        format!("ROW({})", parts.join(", "))
-    };
-    let mut conds = Vec::new();
-    if let Some(l) = lower {
-        conds.push(format!("{key_row} >= {}", value(l)));
-    }
-    if let Some(u) = upper {
-        conds.push(format!("{key_row} < {}", value(u)));
-    }
-    let cols = table
-        .columns
-        .iter()
-        .map(|c| format!("t.{}", ident(c)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let order = table
-        .key
-        .iter()
-        .map(|c| format!("t.{}", ident(c)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let filter = if conds.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conds.join(" AND "))
-    };
-    format!(
-        "COPY (SELECT {cols} FROM ONLY {} AS t{filter} ORDER BY {order}) TO STDOUT",
-        qualified(&table.name)
-    )
-}
-
 /// Streams the rows `sql` returns into stored chunks.
 async fn read_chunks<B: Backend + 'static>(
     client: &Client,
@@ -562,41 +495,22 @@ async fn read_chunks<B: Backend + 'static>(
     opts: &CaptureOptions,
     tally: &Arc<Mutex<Tally>>,
 ) -> Result<Vec<BlobRef>> {
-    let stream = client
-        .copy_out(sql)
-        .await
-        .map_err(pg(format!("reading table {}", table.name)))?;
-    futures::pin_mut!(stream);
-    let mut chunker = RowChunker::new(store.config().chunking.params)?;
+    let params = store.config().chunking.params;
+    let mut chunks =
+        ChunkStream::open(client, sql, &table.name, params, opts.progress.clone()).await?;
     let key_positions = key_positions(&table.columns, &table.key);
     let mut pending: VecDeque<JoinHandle<Result<(BlobRef, Stored)>>> = VecDeque::new();
     let mut refs = Vec::new();
     let in_flight = opts.in_flight.max(1);
-    while let Some(buf) = stream
-        .try_next()
-        .await
-        .map_err(pg(format!("reading table {}", table.name)))?
-    {
-        if let Some(p) = &opts.progress {
-            p(buf.len() as u64);
-        }
-        for chunk in chunker.push(&buf) {
-            pending.push_back(tokio::spawn(store_chunk(
-                store.clone(),
-                chunk,
-                key_positions.clone(),
-            )));
-            while pending.len() >= in_flight {
-                collect(&mut pending, &mut refs, tally).await?;
-            }
-        }
-    }
-    for chunk in chunker.finish() {
+    while let Some(chunk) = chunks.next().await? {
         pending.push_back(tokio::spawn(store_chunk(
             store.clone(),
             chunk,
             key_positions.clone(),
         )));
+        while pending.len() >= in_flight {
+            collect(&mut pending, &mut refs, tally).await?;
+        }
     }
     while !pending.is_empty() {
         collect(&mut pending, &mut refs, tally).await?;
@@ -663,26 +577,4 @@ async fn store_chunk<B: Backend>(
         .await
         .map_err(|e| Error::Internal(format!("compressing a chunk failed: {e}")))?;
     Ok((r, store.put_encoded(&id, encoded).await?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use phony_core::QualifiedName;
-
-    #[test]
-    fn rows_are_read_in_key_order_or_by_whole_row() {
-        let mut t = TableInfo {
-            name: QualifiedName::new("public", "Order Lines"),
-            columns: vec!["id".into(), "Größe".into()],
-            key: vec!["id".into()],
-            bytes: 0,
-        };
-        assert_eq!(
-            copy_out_sql(&t),
-            r#"COPY (SELECT t."id", t."Größe" FROM ONLY "public"."Order Lines" AS t ORDER BY t."id") TO STDOUT"#
-        );
-        t.key.clear();
-        assert!(copy_out_sql(&t).ends_with(r#"ORDER BY (t.*)::text COLLATE "C") TO STDOUT"#));
-    }
 }

@@ -17,12 +17,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt, TryStreamExt};
 use phony_core::{
-    codec, row, Backend, BlobId, BlobRef, ChunkParams, QualifiedName, RowChunker, Store, TableEntry,
+    codec, row, Backend, BlobId, BlobRef, ChunkParams, QualifiedName, Store, TableEntry,
 };
 use tokio_postgres::{Client, CopyInSink};
 
-use crate::capture::copy_out_sql;
 use crate::catalog::TableInfo;
+use crate::chunk_stream::{copy_out_sql, Bound, ChunkStream};
 use crate::error::{pg, Error, Result};
 use crate::sql::{ident, ident_list, qualified};
 use crate::tracking::{LoggedRelation, Mark};
@@ -86,25 +86,11 @@ async fn restore_table_staged<B: Backend + 'static>(
         key: entry.key.clone(),
         bytes: 0,
     };
-    let stream = reader
-        .copy_out(&copy_out_sql(&info))
-        .await
-        .map_err(pg(format!("reading table {}", entry.table)))?;
-    futures::pin_mut!(stream);
-    let mut chunker = RowChunker::new(params)?;
+    let sql = copy_out_sql(&info, &[], None, None);
+    let mut live = ChunkStream::open(reader, &sql, &entry.table, params, None).await?;
     let mut live_sink: Option<std::pin::Pin<Box<CopyInSink<Bytes>>>> = None;
-    let mut live_rows = 0u64;
-    while let Some(buf) = stream
-        .try_next()
-        .await
-        .map_err(pg(format!("reading table {}", entry.table)))?
-    {
-        for chunk in chunker.push(&buf) {
-            live_rows += absorb(client, entry, &mut unmatched, &mut live_sink, chunk.data).await?;
-        }
-    }
-    for chunk in chunker.finish() {
-        live_rows += absorb(client, entry, &mut unmatched, &mut live_sink, chunk.data).await?;
+    while let Some(chunk) = live.next().await? {
+        absorb(client, entry, &mut unmatched, &mut live_sink, chunk.data).await?;
     }
     let snapshot_only: Vec<BlobRef> = {
         let mut left = unmatched;
@@ -131,7 +117,6 @@ async fn restore_table_staged<B: Backend + 'static>(
         }
         None => create_temp(client, entry, LIVE).await?,
     }
-    let _ = live_rows;
 
     // Stage the snapshot's rows of the differing chunks.
     create_temp(client, entry, SNAP).await?;
@@ -441,9 +426,7 @@ pub(crate) fn chunk_key(
         .first
         .as_deref()
         .ok_or_else(|| Error::Internal(format!("snapshot of {table} has no chunk keys")))?;
-    let fields: Vec<Option<String>> = row::fields(first.as_bytes())
-        .map(|f| row::unescape(f).map(|v| String::from_utf8_lossy(&v).into_owned()))
-        .collect();
+    let fields = key_values(first)?;
     if fields.len() != key_len {
         return Err(Error::Internal(format!(
             "snapshot of {table} has malformed chunk keys"
@@ -483,6 +466,13 @@ pub(crate) async fn key_types(
         out.push(row.get(0));
     }
     Ok(out)
+}
+
+/// The values of a key text (COPY fields joined by tabs), unescaped; `None` for NULL.
+fn key_values(text: &str) -> Result<Vec<Option<String>>> {
+    Ok(row::fields(text.as_bytes())
+        .map(|f| row::unescape(f).map(|v| String::from_utf8_lossy(&v).into_owned()))
+        .collect())
 }
 
 /// Matches one live chunk against the snapshot's; stages it when the snapshot lacks it.
@@ -820,30 +810,18 @@ async fn restore_keyed_by_segments<B: Backend + 'static>(
         key: entry.key.clone(),
         bytes: 0,
     };
-    let stream = reader
-        .copy_out(&copy_out_sql(&info))
-        .await
-        .map_err(pg(format!("reading table {}", entry.table)))?;
-    futures::pin_mut!(stream);
-    let mut chunker = RowChunker::new(params)?;
+    let sql = copy_out_sql(&info, &[], None, None);
+    let mut stream = ChunkStream::open(reader, &sql, &entry.table, params, None).await?;
     let mut live = Vec::new();
-    let describe = |data: &[u8]| -> Option<LiveChunk> {
-        let (first, last) = row::first_and_last(data)?;
-        Some(LiveChunk {
-            id: BlobId::of(data),
-            first: row::key_text(first, &positions),
-            last: row::key_text(last, &positions),
-        })
-    };
-    while let Some(buf) = stream
-        .try_next()
-        .await
-        .map_err(pg(format!("reading table {}", entry.table)))?
-    {
-        live.extend(chunker.push(&buf).iter().filter_map(|c| describe(&c.data)));
+    while let Some(chunk) = stream.next().await? {
+        if let Some((first, last)) = row::first_and_last(&chunk.data) {
+            live.push(LiveChunk {
+                id: BlobId::of(&chunk.data),
+                first: row::key_text(first, &positions),
+                last: row::key_text(last, &positions),
+            });
+        }
     }
-    live.extend(chunker.finish().iter().filter_map(|c| describe(&c.data)));
-
     let Some(segments) = align(&snap, &live) else {
         return Ok(None);
     };
@@ -870,19 +848,24 @@ async fn restore_keyed_by_segments<B: Backend + 'static>(
             }
         }
         if !seg.live.is_empty() {
-            let sql = live_range_sql(&info, &types, seg.after.as_deref(), seg.before.as_deref())?;
-            let stream = reader
-                .copy_out(&sql)
-                .await
-                .map_err(pg(format!("reading table {}", entry.table)))?;
-            futures::pin_mut!(stream);
+            let after = seg.after.as_deref().map(key_values).transpose()?;
+            let before = seg.before.as_deref().map(key_values).transpose()?;
+            let sql = copy_out_sql(
+                &info,
+                &types,
+                after.as_deref().map(|values| Bound {
+                    values,
+                    inclusive: false,
+                }),
+                before.as_deref().map(|values| Bound {
+                    values,
+                    inclusive: false,
+                }),
+            );
+            let mut stream = ChunkStream::open(reader, &sql, &entry.table, params, None).await?;
             let mut pending = Vec::new();
-            while let Some(buf) = stream
-                .try_next()
-                .await
-                .map_err(pg(format!("reading table {}", entry.table)))?
-            {
-                pending.extend_from_slice(&buf);
+            while let Some(chunk) = stream.next().await? {
+                pending.extend_from_slice(&chunk.data);
             }
             for line in row::lines(&pending) {
                 match snap_rows.remove(&row::key_text(line, &positions)) {
@@ -975,68 +958,4 @@ fn align(snap: &[BlobRef], live: &[LiveChunk]) -> Option<Vec<Segment>> {
         l0 = j + 1;
     }
     Some(segments)
-}
-
-/// Live rows strictly between two keys (open where a bound is `None`), in key order.
-fn live_range_sql(
-    table: &TableInfo,
-    types: &[String],
-    after: Option<&str>,
-    before: Option<&str>,
-) -> Result<String> {
-    let key_row = format!(
-        "ROW({})",
-        table
-            .key
-            .iter()
-            .map(|k| format!("t.{}", ident(k)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let value = |text: &str| -> Result<String> {
-        let fields: Vec<&[u8]> = row::fields(text.as_bytes()).collect();
-        if fields.len() != types.len() {
-            return Err(Error::Internal(format!("malformed key of {}", table.name)));
-        }
-        let parts: Vec<String> = fields
-            .iter()
-            .zip(types)
-            .map(|(f, ty)| match row::unescape(f) {
-                Some(v) => format!(
-                    "{}::{ty}",
-                    crate::sql::literal(&String::from_utf8_lossy(&v))
-                ),
-                None => format!("NULL::{ty}"),
-            })
-            .collect();
-        Ok(format!("ROW({})", parts.join(", ")))
-    };
-    let mut conds = Vec::new();
-    if let Some(a) = after {
-        conds.push(format!("{key_row} > {}", value(a)?));
-    }
-    if let Some(b) = before {
-        conds.push(format!("{key_row} < {}", value(b)?));
-    }
-    let cols = table
-        .columns
-        .iter()
-        .map(|c| format!("t.{}", ident(c)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let order = table
-        .key
-        .iter()
-        .map(|c| format!("t.{}", ident(c)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let filter = if conds.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conds.join(" AND "))
-    };
-    Ok(format!(
-        "COPY (SELECT {cols} FROM ONLY {} AS t{filter} ORDER BY {order}) TO STDOUT",
-        qualified(&table.name)
-    ))
 }

@@ -6,7 +6,7 @@
 //! several connections, then foreign keys, triggers and the rest in order. It is built under
 //! a temporary name and renamed to its own only when complete, so the name never shows a
 //! partial database; on failure the temporary database is dropped (a killed process leaves
-//! it behind, named `…_phony_partial`, and the next restore to that name replaces it).
+//! it behind, named `…_phony_partial_…`, and the next restore to that name removes it).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -53,12 +53,12 @@ async fn maintenance(target: &ConnectionTarget) -> Result<tokio_postgres::Client
     }
 }
 
-/// The temporary name a new database is built under.
-fn partial_name(dbname: &str) -> String {
-    let suffix = "_phony_partial";
+/// The prefix of the temporary names a new database is built under.
+fn partial_prefix(dbname: &str) -> String {
+    let suffix = "_phony_partial_";
     let mut base = dbname.to_owned();
-    // PostgreSQL names are at most 63 bytes.
-    while base.len() + suffix.len() > 63 {
+    // PostgreSQL names are at most 63 bytes; 8 are left for a random tag.
+    while base.len() + suffix.len() + 8 > 63 {
         base.pop();
     }
     format!("{base}{suffix}")
@@ -75,14 +75,25 @@ pub async fn restore_into_new<B: Backend + 'static>(
     let pre_data = text_blob(store, &root.pre_data).await?;
     let post_data = text_blob(store, &root.post_data).await?;
     let admin = maintenance(target).await?;
-    let partial = partial_name(target.dbname());
-    admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            ident(&partial)
-        ))
+    let prefix = partial_prefix(target.dbname());
+    // Leftovers of restores to this name that were killed.
+    let stale = admin
+        .query(
+            "SELECT datname::text FROM pg_catalog.pg_database WHERE starts_with(datname, $1)",
+            &[&prefix],
+        )
         .await
-        .map_err(pg(format!("removing a partial database {partial}")))?;
+        .map_err(pg("looking for partial databases"))?;
+    for row in stale {
+        let name: String = row.get(0);
+        let _ = admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                ident(&name)
+            ))
+            .await;
+    }
+    let partial = format!("{prefix}{:08x}", rand_tag());
     admin
         .batch_execute(&format!("CREATE DATABASE {}", ident(&partial)))
         .await
@@ -112,6 +123,20 @@ pub async fn restore_into_new<B: Backend + 'static>(
             Err(e)
         }
     }
+}
+
+/// A tag that makes each partial database's name unique.
+fn rand_tag() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish() as u32
 }
 
 async fn rename(admin: &tokio_postgres::Client, from: &str, to: &str) -> Result<()> {
@@ -305,7 +330,7 @@ mod tests {
 
     #[test]
     fn partial_names_fit_postgres() {
-        assert_eq!(partial_name("copy"), "copy_phony_partial");
-        assert!(partial_name(&"x".repeat(63)).len() <= 63);
+        assert_eq!(partial_prefix("copy"), "copy_phony_partial_");
+        assert!(partial_prefix(&"x".repeat(63)).len() + 8 <= 63);
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod capture;
 pub mod catalog;
+mod chunk_stream;
 pub mod connect;
 pub mod delta;
 pub mod error;

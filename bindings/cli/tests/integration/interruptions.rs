@@ -290,5 +290,12 @@ async fn a_killed_restore_into_a_new_database_never_shows_a_partial_one() {
         &["snapshot", "restore", "s", "--target", &db.url_of(&copy)],
     ));
     assert!(exists(copy.clone()).await);
-    assert!(!exists(format!("{copy}_phony_partial")).await);
+    let leftovers = watcher
+        .query(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, $1)",
+            &[&format!("{copy}_phony_partial")],
+        )
+        .await
+        .unwrap();
+    assert!(leftovers.is_empty(), "the partial database was removed");
 }

@@ -1,0 +1,188 @@
+//! Reading rows from PostgreSQL as row-aligned chunks, and the queries that select them.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+
+use futures::TryStreamExt;
+use phony_core::{ChunkParams, QualifiedName, RowChunk, RowChunker};
+use tokio_postgres::{Client, CopyOutStream};
+
+use crate::capture::Progress;
+use crate::catalog::TableInfo;
+use crate::error::{pg, Result};
+use crate::sql::{ident, literal, qualified};
+
+/// The chunks of a `COPY … TO STDOUT`, as they are cut.
+pub(crate) struct ChunkStream {
+    stream: Pin<Box<CopyOutStream>>,
+    chunker: Option<RowChunker>,
+    ready: VecDeque<RowChunk>,
+    table: QualifiedName,
+    progress: Option<Progress>,
+}
+
+impl ChunkStream {
+    /// Starts `sql` (a `COPY … TO STDOUT` of `table`) on `client`.
+    pub(crate) async fn open(
+        client: &Client,
+        sql: &str,
+        table: &QualifiedName,
+        params: ChunkParams,
+        progress: Option<Progress>,
+    ) -> Result<Self> {
+        let stream = client
+            .copy_out(sql)
+            .await
+            .map_err(pg(format!("reading table {table}")))?;
+        Ok(ChunkStream {
+            stream: Box::pin(stream),
+            chunker: Some(RowChunker::new(params)?),
+            ready: VecDeque::new(),
+            table: table.clone(),
+            progress,
+        })
+    }
+
+    /// The next chunk, or `None` at the end of the rows.
+    pub(crate) async fn next(&mut self) -> Result<Option<RowChunk>> {
+        loop {
+            if let Some(chunk) = self.ready.pop_front() {
+                return Ok(Some(chunk));
+            }
+            let Some(chunker) = self.chunker.as_mut() else {
+                return Ok(None);
+            };
+            let next = self
+                .stream
+                .try_next()
+                .await
+                .map_err(pg(format!("reading table {}", self.table)))?;
+            match next {
+                Some(buf) => {
+                    if let Some(p) = &self.progress {
+                        p(buf.len() as u64);
+                    }
+                    self.ready.extend(chunker.push(&buf));
+                }
+                None => {
+                    if let Some(chunker) = self.chunker.take() {
+                        self.ready.extend(chunker.finish());
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for ChunkStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkStream")
+            .field("table", &self.table)
+            .finish()
+    }
+}
+
+/// One end of a key range: the key's values (unescaped, `None` for NULL) and whether the
+/// range includes it.
+pub(crate) struct Bound<'a> {
+    pub values: &'a [Option<String>],
+    pub inclusive: bool,
+}
+
+/// The query that streams a table's stored columns in a stable order: by primary key, or by
+/// the whole row's text for a table without one; with bounds, only the keys between them.
+pub(crate) fn copy_out_sql(
+    table: &TableInfo,
+    types: &[String],
+    lower: Option<Bound<'_>>,
+    upper: Option<Bound<'_>>,
+) -> String {
+    let cols = table
+        .columns
+        .iter()
+        .map(|c| format!("t.{}", ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let order = if table.key.is_empty() {
+        "(t.*)::text COLLATE \"C\"".to_owned()
+    } else {
+        table
+            .key
+            .iter()
+            .map(|c| format!("t.{}", ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let key_row = format!("ROW({order})");
+    let value = |vals: &[Option<String>]| {
+        let parts: Vec<String> = vals
+            .iter()
+            .zip(types)
+            .map(|(v, ty)| match v {
+                Some(v) => format!("{}::{ty}", literal(v)),
+                None => format!("NULL::{ty}"),
+            })
+            .collect();
+        format!("ROW({})", parts.join(", "))
+    };
+    let mut conds = Vec::new();
+    if let Some(b) = lower {
+        let op = if b.inclusive { ">=" } else { ">" };
+        conds.push(format!("{key_row} {op} {}", value(b.values)));
+    }
+    if let Some(b) = upper {
+        let op = if b.inclusive { "<=" } else { "<" };
+        conds.push(format!("{key_row} {op} {}", value(b.values)));
+    }
+    let filter = if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    };
+    format!(
+        "COPY (SELECT {cols} FROM ONLY {} AS t{filter} ORDER BY {order}) TO STDOUT",
+        qualified(&table.name)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_read_in_key_order_or_by_whole_row() {
+        let mut t = TableInfo {
+            name: QualifiedName::new("public", "Order Lines"),
+            columns: vec!["id".into(), "Größe".into()],
+            key: vec!["id".into()],
+            bytes: 0,
+        };
+        assert_eq!(
+            copy_out_sql(&t, &[], None, None),
+            r#"COPY (SELECT t."id", t."Größe" FROM ONLY "public"."Order Lines" AS t ORDER BY t."id") TO STDOUT"#
+        );
+        let lo = [Some("7".to_owned())];
+        let hi = [Some("it's".to_owned())];
+        let sql = copy_out_sql(
+            &t,
+            &["bigint".into()],
+            Some(Bound {
+                values: &lo,
+                inclusive: true,
+            }),
+            Some(Bound {
+                values: &hi,
+                inclusive: false,
+            }),
+        );
+        assert!(
+            sql.contains(
+                r#"WHERE ROW(t."id") >= ROW('7'::bigint) AND ROW(t."id") < ROW('it''s'::bigint)"#
+            ),
+            "{sql}"
+        );
+        t.key.clear();
+        assert!(copy_out_sql(&t, &[], None, None)
+            .ends_with(r#"ORDER BY (t.*)::text COLLATE "C") TO STDOUT"#));
+    }
+}
