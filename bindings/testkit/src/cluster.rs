@@ -1,13 +1,20 @@
 //! A throwaway PostgreSQL cluster: `initdb` + `pg_ctl` on a temporary directory and a free
 //! port, stopped and removed on drop. Started as root, it runs the server as the `postgres`
 //! user (PostgreSQL refuses to run as root).
+//!
+//! `pg_ctl` detaches the server from the process that starts it, so a process that dies
+//! (or a static that is never dropped) would leave a postmaster running. Each cluster
+//! therefore has a watchdog: a tiny shell in a process group of its own, reading a pipe
+//! whose only writer is this process. When the process goes away, however it goes (normal
+//! exit, panic, `SIGKILL`, Ctrl-C), the pipe closes and the watchdog stops the server and
+//! deletes its directory.
 
 use std::io;
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 /// How to start a [`TempCluster`].
 #[derive(Debug, Clone, Default)]
@@ -25,6 +32,7 @@ pub struct TempCluster {
     port: u16,
     run_as: Option<(u32, u32)>,
     password: Option<String>,
+    watchdog: Option<Child>,
 }
 
 impl TempCluster {
@@ -81,7 +89,9 @@ impl TempCluster {
             port,
             run_as,
             password: options.password,
+            watchdog: None,
         };
+        cluster.watchdog = Some(cluster.spawn_watchdog(&data)?);
         cluster.start_server(&data)?;
         Ok(cluster)
     }
@@ -100,6 +110,30 @@ impl TempCluster {
             .arg(self.dir.path().join("server.log"))
             .arg("start");
         run(pg_ctl, self.run_as, "pg_ctl start")
+    }
+
+    /// Starts the process that stops the server and removes its directory once this
+    /// process's end of a pipe closes.
+    fn spawn_watchdog(&self, data: &Path) -> io::Result<Child> {
+        let mut sh = Command::new("/bin/sh");
+        sh.arg("-c")
+            .arg(
+                r#"cat >/dev/null; "$0" -D "$1" -m immediate -w stop >/dev/null 2>&1; rm -rf "$2""#,
+            )
+            .arg(self.bindir.join("pg_ctl"))
+            .arg(data)
+            .arg(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .current_dir("/")
+            // Not in the terminal's process group: Ctrl-C must not kill the watchdog
+            // before it has done its job.
+            .process_group(0);
+        if let Some((uid, gid)) = self.run_as {
+            sh.uid(uid).gid(gid);
+        }
+        sh.spawn()
     }
 
     /// The TCP port the server listens on (at 127.0.0.1).
@@ -132,6 +166,12 @@ impl Drop for TempCluster {
             .arg(self.dir.path().join("data"))
             .args(["-m", "immediate", "-w", "stop"]);
         let _ = run(pg_ctl, self.run_as, "pg_ctl stop");
+        if let Some(mut watchdog) = self.watchdog.take() {
+            // Closing the pipe lets it finish: the server is already down, it removes the
+            // directory (as does `TempDir`, whichever comes first).
+            drop(watchdog.stdin.take());
+            let _ = watchdog.wait();
+        }
     }
 }
 
