@@ -178,7 +178,15 @@ impl Inner {
             )
             .await
             .map_err(|e| pg("taking the kit's liveness lock", e))?;
-        sweep_orphans(&keeper, &tag).await?;
+        // Dropping databases takes a while (each DROP waits for a checkpoint): not on the
+        // first test's time.
+        let sweeper = maintenance(&base);
+        let own = tag.clone();
+        tokio::spawn(async move {
+            if let Err(e) = sweep_orphans(&sweeper, &own).await {
+                tracing::debug!("sweeping databases of finished processes: {e}");
+            }
+        });
 
         if owned {
             build(&keeper, &base, &setup.source).await?;
@@ -497,7 +505,8 @@ async fn clone_database(base: &ConnectionTarget, name: &str) -> Result<()> {
 }
 
 /// Drops the databases of kits whose process is gone (their liveness lock is free).
-async fn sweep_orphans(keeper: &Client, own_tag: &str) -> Result<()> {
+async fn sweep_orphans(server: &ConnectionTarget, own_tag: &str) -> Result<()> {
+    let keeper = server.connect().await?;
     let rows = keeper
         .query(
             "SELECT datname::text FROM pg_catalog.pg_database
