@@ -12,9 +12,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::error::{pg, Error, Result};
-use crate::lease::{Lease, Release, TestDatabase};
+use crate::lease::{Release, TestDatabase};
 use crate::server::{default_server_url, url_with_dbname};
 use crate::setup::{SchemaChanges, Setup, Source, Strategy};
+use crate::slot::{Slot, LEASE_TABLE};
 use crate::{migrate, runtime, schema};
 
 /// Databases the kit creates are named `phony_tk_<tag>` (a baseline built from SQL) and
@@ -106,15 +107,6 @@ impl Drop for Testkit {
             }
         }
     }
-}
-
-/// A database handed out or waiting to be.
-#[derive(Debug, Clone)]
-pub(crate) struct Slot {
-    pub(crate) url: String,
-    pub(crate) target: ConnectionTarget,
-    /// Why the last reset failed; the next checkout tries again first.
-    pub(crate) dirty: Option<String>,
 }
 
 /// What a reset did.
@@ -246,35 +238,35 @@ impl Inner {
             Some(slot) => slot,
             None => self.new_slot().await?,
         };
-        let lease = if self.is_shared(&slot) {
-            match Lease::take(&slot.target).await {
-                Ok(lease) => Some(lease),
-                Err(e) => {
-                    self.put_back(slot);
-                    return Err(e);
-                }
+        let leased = self.is_shared(&slot);
+        if leased {
+            if let Err(e) = slot.take_lease(self.setup.lock_timeout).await {
+                self.put_back(slot);
+                return Err(e);
             }
-        } else {
-            None
-        };
+        }
         if let Some(reason) = slot.dirty.take() {
             tracing::info!(
                 "{} was not reset after its last test ({reason}); resetting it now",
                 slot.target
             );
-            if let Err(e) = self.reset(&slot.target).await {
-                slot.dirty = Some(e.to_string());
-                self.put_back(slot.clone());
-                return Err(Error::Poisoned {
+            if let Err(e) = self.reset(&mut slot).await {
+                let err = Error::Poisoned {
                     database: slot.target.dbname().to_owned(),
                     message: e.to_string(),
-                });
+                };
+                slot.dirty = Some(e.to_string());
+                if leased {
+                    slot.unlock().await;
+                }
+                self.put_back(slot);
+                return Err(err);
             }
         }
         Ok(TestDatabase::new(Release {
             inner: self,
             slot,
-            lease,
+            leased,
             permit,
         }))
     }
@@ -293,11 +285,7 @@ impl Inner {
     async fn new_slot(&self) -> Result<Slot> {
         let mut created = self.created.lock().await;
         let slot = match self.setup.strategy {
-            Strategy::Serial => Slot {
-                url: self.base_url.clone(),
-                target: self.base.clone(),
-                dirty: None,
-            },
+            Strategy::Serial => Slot::new(self.base_url.clone(), self.base.clone()),
             Strategy::Pool { .. } => {
                 let name = format!("{PREFIX}{}_{}", self.tag, *created + 1);
                 let _lock = if self.owned {
@@ -306,50 +294,49 @@ impl Inner {
                     Some(lock_base(&self.base).await?)
                 };
                 clone_database(&self.base, &name).await?;
-                let url = url_with_dbname(&self.base_url, &name);
-                Slot {
-                    target: self.base.with_dbname(&name),
-                    url,
-                    dirty: None,
-                }
+                Slot::new(
+                    url_with_dbname(&self.base_url, &name),
+                    self.base.with_dbname(&name),
+                )
             }
         };
         *created += 1;
         Ok(slot)
     }
 
-    /// Brings the database at `target` back to the baseline.
-    pub(crate) async fn reset(&self, target: &ConnectionTarget) -> Result<ResetReport> {
+    /// Brings the slot's database back to the baseline.
+    pub(crate) async fn reset(&self, slot: &mut Slot) -> Result<ResetReport> {
         let started = Instant::now();
         let policy = self.setup.schema_changes;
+        let lock_timeout = self.setup.lock_timeout;
+        let terminated = if self.setup.terminate_sessions {
+            slot.terminate_others(lock_timeout).await?
+        } else {
+            0
+        };
         let schema_changed = if policy == SchemaChanges::Ignore {
             None
         } else {
-            let client = target.connect().await?;
-            client
-                .batch_execute(&format!(
-                    "SET lock_timeout = '{}ms'",
-                    self.setup.lock_timeout.as_millis().max(1)
-                ))
-                .await
-                .map_err(|e| pg("setting the lock timeout", e))?;
-            Some(schema::digest(&client).await? != self.digest)
+            let control = slot.control(lock_timeout).await?;
+            Some(schema::digest(control).await? != self.digest)
         };
         let opts = RestoreOptions {
-            lock_timeout: self.setup.lock_timeout,
-            force: self.setup.terminate_sessions,
+            lock_timeout,
+            // Done above, sparing the kit's own session.
+            force: false,
             ..RestoreOptions::default()
         };
-        let restore = restore(target, &self.store, &self.root, &opts).await?;
+        let mut restore = restore(&slot.target, &self.store, &self.root, &opts).await?;
+        restore.terminated += terminated;
         if schema_changed == Some(true) {
             if policy == SchemaChanges::Fail {
                 return Err(Error::SchemaChanged {
-                    database: target.dbname().to_owned(),
+                    database: slot.target.dbname().to_owned(),
                 });
             }
             tracing::info!(
                 "a test changed the schema of {}: reset by the full path",
-                target.dbname()
+                slot.target.dbname()
             );
         }
         Ok(ResetReport {
@@ -383,6 +370,10 @@ impl Inner {
         Ok(())
     }
 
+    pub(crate) fn lock_timeout(&self) -> Duration {
+        self.setup.lock_timeout
+    }
+
     pub(crate) fn schema_policy(&self) -> SchemaChanges {
         self.setup.schema_changes
     }
@@ -390,12 +381,17 @@ impl Inner {
 
 /// The maintenance database of the server `target` is on, where the kit's locks live (so
 /// that terminating a test database's sessions never touches them).
-fn maintenance(target: &ConnectionTarget) -> ConnectionTarget {
+pub(crate) fn maintenance(target: &ConnectionTarget) -> ConnectionTarget {
     target.with_dbname("postgres")
 }
 
 fn tag_key(tag: &str) -> String {
     format!("phony-testkit tag {tag}")
+}
+
+/// The advisory lock key of a shared database.
+pub(crate) fn base_lock_key(target: &ConnectionTarget) -> String {
+    format!("phony-testkit base {}", target.dbname())
 }
 
 /// A session on the maintenance database holding the lock of the shared database
@@ -405,14 +401,12 @@ pub(crate) async fn lock_base(target: &ConnectionTarget) -> Result<Client> {
     client
         .query_one(
             "SELECT pg_catalog.pg_advisory_lock(pg_catalog.hashtextextended($1, 0))",
-            &[&format!("phony-testkit base {}", target.dbname())],
+            &[&base_lock_key(target)],
         )
         .await
         .map_err(|e| pg(&format!("waiting for the lock on {}", target.dbname()), e))?;
     Ok(client)
 }
-
-pub(crate) const LEASE_TABLE: &str = "phony.testkit_lease";
 
 /// Refuses a shared database that a test process left mid-test when it died.
 async fn check_not_dirty(target: &ConnectionTarget) -> Result<()> {

@@ -5,60 +5,18 @@ use std::sync::Arc;
 use phony_postgres::ConnectionTarget;
 use tokio_postgres::Client;
 
-use crate::error::{pg, Error, Result};
-use crate::kit::{lock_base, Inner, Permit, ResetReport, Slot, LEASE_TABLE};
+use crate::error::{Error, Result};
+use crate::kit::{Inner, Permit, ResetReport};
 use crate::runtime;
 use crate::setup::SchemaChanges;
-
-/// The hold of one process on a database other processes may use too: the cross-process
-/// lock, and a row in `phony.testkit_lease` that stays behind if the process dies mid-test
-/// (phony never captures or restores its own schema, so the row survives resets).
-pub(crate) struct Lease {
-    lock: Client,
-}
-
-impl Lease {
-    pub(crate) async fn take(target: &ConnectionTarget) -> Result<Lease> {
-        let lock = lock_base(target).await?;
-        let client = target.connect().await?;
-        client
-            .batch_execute(&format!(
-                "CREATE SCHEMA IF NOT EXISTS phony;
-                 CREATE TABLE IF NOT EXISTS {LEASE_TABLE} (
-                     holder text NOT NULL, since timestamptz NOT NULL DEFAULT now())"
-            ))
-            .await
-            .map_err(|e| pg("creating the testkit's lease table", e))?;
-        let holder = format!("pid {}", std::process::id());
-        client
-            .execute(
-                &format!("INSERT INTO {LEASE_TABLE} (holder) VALUES ($1)"),
-                &[&holder],
-            )
-            .await
-            .map_err(|e| pg("recording the lease", e))?;
-        Ok(Lease { lock })
-    }
-
-    async fn end(self, target: &ConnectionTarget) -> Result<()> {
-        let client = target.connect().await?;
-        client
-            .batch_execute(&format!("DELETE FROM {LEASE_TABLE}"))
-            .await
-            .map_err(|e| pg("ending the lease", e))?;
-        drop(client);
-        self.lock
-            .batch_execute("SELECT pg_catalog.pg_advisory_unlock_all()")
-            .await
-            .map_err(|e| pg("releasing the lock", e))
-    }
-}
+use crate::slot::Slot;
 
 /// Everything needed to give a database back: reset it, end the lease, return the slot.
 pub(crate) struct Release {
     pub(crate) inner: Arc<Inner>,
     pub(crate) slot: Slot,
-    pub(crate) lease: Option<Lease>,
+    /// The slot is a shared database this process holds the lease of.
+    pub(crate) leased: bool,
     pub(crate) permit: Permit,
 }
 
@@ -67,21 +25,27 @@ impl Release {
         let Release {
             inner,
             mut slot,
-            lease,
+            leased,
             permit,
         } = self;
-        let result = inner.reset(&slot.target).await;
-        match &result {
-            Ok(_) | Err(Error::SchemaChanged { .. }) => {
-                if let Some(lease) = lease {
-                    lease.end(&slot.target).await?;
-                }
+        let result = inner.reset(&mut slot).await;
+        let ended = match &result {
+            Ok(_) | Err(Error::SchemaChanged { .. }) if leased => {
+                slot.end_lease(inner.lock_timeout()).await
             }
-            // The row stays: the database is not in the baseline state.
-            Err(e) => slot.dirty = Some(e.to_string()),
-        }
+            Ok(_) | Err(Error::SchemaChanged { .. }) => Ok(()),
+            Err(e) => {
+                // The lease row stays: the database is not in the baseline state.
+                slot.dirty = Some(e.to_string());
+                if leased {
+                    slot.unlock().await;
+                }
+                Ok(())
+            }
+        };
         inner.put_back(slot);
         drop(permit);
+        ended?;
         result
     }
 }
@@ -152,7 +116,7 @@ impl Drop for TestDatabase {
             return;
         };
         let name = self.target.dbname().to_owned();
-        let wait = release.lease.is_some() || release.inner.schema_policy() == SchemaChanges::Fail;
+        let wait = release.leased || release.inner.schema_policy() == SchemaChanges::Fail;
         if !wait {
             match runtime::handle() {
                 Ok(handle) => {

