@@ -203,7 +203,13 @@ impl Inner {
             check_not_dirty(&base).await?;
         }
         let captured = capture(&base, &store, &CaptureOptions::default()).await?;
-        let digest = schema::digest(&base.connect().await?).await?;
+        let digest: String = base
+            .connect()
+            .await?
+            .query_one(schema::DIGEST, &[])
+            .await
+            .map_err(|e| pg("reading the schema", e))?
+            .get(0);
         drop(lock);
 
         let slots = match setup.strategy {
@@ -317,8 +323,7 @@ impl Inner {
         let schema_changed = if policy == SchemaChanges::Ignore {
             None
         } else {
-            let control = slot.control(lock_timeout).await?;
-            Some(schema::digest(control).await? != self.digest)
+            Some(slot.schema_digest(lock_timeout).await? != self.digest)
         };
         let opts = RestoreOptions {
             lock_timeout,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use phony_postgres::ConnectionTarget;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 
 use crate::error::{pg, Error, Result};
 
@@ -26,6 +26,8 @@ pub(crate) struct Slot {
     /// Why the last reset failed; the next checkout tries again first.
     pub(crate) dirty: Option<String>,
     control: Option<Client>,
+    /// The schema digest, prepared on `control` (planned once, not per test).
+    digest: Option<Statement>,
     locker: Option<Client>,
 }
 
@@ -36,6 +38,7 @@ impl Slot {
             target,
             dirty: None,
             control: None,
+            digest: None,
             locker: None,
         }
     }
@@ -52,10 +55,33 @@ impl Slot {
                 .await
                 .map_err(|e| pg("setting the lock timeout", e))?;
             self.control = Some(client);
+            self.digest = None;
         }
         self.control
             .as_ref()
             .ok_or_else(|| Error::Internal("no session on the test database".into()))
+    }
+
+    /// The schema digest of the database (see [`crate::schema`]).
+    pub(crate) async fn schema_digest(&mut self, lock_timeout: Duration) -> Result<String> {
+        self.control(lock_timeout).await?;
+        let control = self
+            .control
+            .as_ref()
+            .ok_or_else(|| Error::Internal("no session on the test database".into()))?;
+        let stmt = match &self.digest {
+            Some(stmt) => stmt.clone(),
+            None => control
+                .prepare(crate::schema::DIGEST)
+                .await
+                .map_err(|e| pg("preparing the schema check", e))?,
+        };
+        let row = control
+            .query_one(&stmt, &[])
+            .await
+            .map_err(|e| pg("reading the schema", e))?;
+        self.digest = Some(stmt);
+        Ok(row.get(0))
     }
 
     /// Terminates every other client session on the database; returns how many.
