@@ -163,6 +163,32 @@ async fn sessions_left_open_are_terminated_by_the_reset() {
 }
 
 #[tokio::test]
+async fn a_reset_that_fails_is_retried_at_the_next_checkout() {
+    let kit = Testkit::from_setup(
+        Setup::sql(SHOP)
+            .strategy(Strategy::Serial)
+            .terminate_sessions(false)
+            .lock_timeout(Duration::from_millis(200)),
+    );
+    let db = kit.checkout().await.unwrap();
+    let holder = db.connect().await.unwrap();
+    holder
+        .batch_execute(
+            "DELETE FROM orders WHERE id < 10; BEGIN; LOCK TABLE customers IN ACCESS SHARE MODE;",
+        )
+        .await
+        .unwrap();
+    let err = db.finish().await.unwrap_err();
+    assert!(err.to_string().contains("could not lock"), "{err}");
+    let err = kit.checkout().await.unwrap_err();
+    assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+    assert!(err.to_string().contains("could not lock"), "{err}");
+    holder.batch_execute("COMMIT").await.unwrap();
+    let db = kit.checkout().await.unwrap();
+    assert_eq!(counts(&db).await, (200, 1000, 1001));
+}
+
+#[tokio::test]
 async fn schema_changes_are_detected_and_reset_by_the_full_path() {
     let kit = shop(Strategy::Serial);
     let db = kit.checkout().await.unwrap();
