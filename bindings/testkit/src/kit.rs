@@ -315,16 +315,14 @@ impl Inner {
         let started = Instant::now();
         let policy = self.setup.schema_changes;
         let lock_timeout = self.setup.lock_timeout;
-        let terminated = if self.setup.terminate_sessions {
-            slot.terminate_others(lock_timeout).await?
-        } else {
-            0
-        };
-        let schema_changed = if policy == SchemaChanges::Ignore {
-            None
-        } else {
-            Some(slot.schema_digest(lock_timeout).await? != self.digest)
-        };
+        let (terminated, digest) = slot
+            .checks(
+                lock_timeout,
+                self.setup.terminate_sessions,
+                policy != SchemaChanges::Ignore,
+            )
+            .await?;
+        let schema_changed = digest.map(|d| d != self.digest);
         let opts = RestoreOptions {
             lock_timeout,
             // Done above, sparing the kit's own session.

@@ -26,8 +26,9 @@ pub(crate) struct Slot {
     /// Why the last reset failed; the next checkout tries again first.
     pub(crate) dirty: Option<String>,
     control: Option<Client>,
-    /// The schema digest, prepared on `control` (planned once, not per test).
-    digest: Option<Statement>,
+    /// The termination and schema-digest queries, prepared on `control` (planned once,
+    /// not per test).
+    statements: Option<(Statement, Statement)>,
     locker: Option<Client>,
 }
 
@@ -38,7 +39,7 @@ impl Slot {
             target,
             dirty: None,
             control: None,
-            digest: None,
+            statements: None,
             locker: None,
         }
     }
@@ -55,45 +56,63 @@ impl Slot {
                 .await
                 .map_err(|e| pg("setting the lock timeout", e))?;
             self.control = Some(client);
-            self.digest = None;
+            self.statements = None;
         }
         self.control
             .as_ref()
             .ok_or_else(|| Error::Internal("no session on the test database".into()))
     }
 
-    /// The schema digest of the database (see [`crate::schema`]).
-    pub(crate) async fn schema_digest(&mut self, lock_timeout: Duration) -> Result<String> {
+    /// The checks before a reset, pipelined in one round trip on the kit's session:
+    /// terminate the other client sessions (if `terminate`; returns how many) and read the
+    /// schema digest (if `digest`; see [`crate::schema`]). Both statements are prepared
+    /// once per session.
+    pub(crate) async fn checks(
+        &mut self,
+        lock_timeout: Duration,
+        terminate: bool,
+        digest: bool,
+    ) -> Result<(u64, Option<String>)> {
         self.control(lock_timeout).await?;
         let control = self
             .control
             .as_ref()
             .ok_or_else(|| Error::Internal("no session on the test database".into()))?;
-        let stmt = match &self.digest {
-            Some(stmt) => stmt.clone(),
-            None => control
-                .prepare(crate::schema::DIGEST)
-                .await
-                .map_err(|e| pg("preparing the schema check", e))?,
+        let statements = match &self.statements {
+            Some(s) => s.clone(),
+            None => {
+                let (t, d) = tokio::join!(
+                    control.prepare(TERMINATE),
+                    control.prepare(crate::schema::DIGEST)
+                );
+                (
+                    t.map_err(|e| pg("preparing the session check", e))?,
+                    d.map_err(|e| pg("preparing the schema check", e))?,
+                )
+            }
         };
-        let row = control
-            .query_one(&stmt, &[])
-            .await
-            .map_err(|e| pg("reading the schema", e))?;
-        self.digest = Some(stmt);
-        Ok(row.get(0))
-    }
-
-    /// Terminates every other client session on the database; returns how many.
-    pub(crate) async fn terminate_others(&mut self, lock_timeout: Duration) -> Result<u64> {
-        let n: i64 = self
-            .control(lock_timeout)
-            .await?
-            .query_one(TERMINATE, &[])
-            .await
+        let (t, d) = tokio::join!(
+            async {
+                match terminate {
+                    true => control.query_one(&statements.0, &[]).await.map(Some),
+                    false => Ok(None),
+                }
+            },
+            async {
+                match digest {
+                    true => control.query_one(&statements.1, &[]).await.map(Some),
+                    false => Ok(None),
+                }
+            }
+        );
+        let terminated = t
             .map_err(|e| pg("terminating the test's sessions", e))?
-            .get(0);
-        Ok(u64::try_from(n).unwrap_or(0))
+            .map_or(0, |row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0));
+        let digest = d
+            .map_err(|e| pg("reading the schema", e))?
+            .map(|row| row.get::<_, String>(0));
+        self.statements = Some(statements);
+        Ok((terminated, digest))
     }
 
     /// The cross-process lease of a shared database: waits for other processes' tests,
