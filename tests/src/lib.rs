@@ -11,12 +11,20 @@ use phony_object_store::ObjectStoreBackend;
 use phony_postgres::{ConnectionTarget, Fingerprint};
 use tokio_postgres::Client;
 
-/// The server tests run against, as a URL to its maintenance database.
+/// The server tests run against, as a URL to its maintenance database:
+/// `$PHONY_TEST_DATABASE_URL`, else the local server at 127.0.0.1:5432 if it answers, else a
+/// throwaway cluster from the installed PostgreSQL binaries, shared by the test process and
+/// stopped when it exits (see `phony_testkit::default_server_url`).
 pub fn server_url() -> String {
-    std::env::var("PHONY_TEST_DATABASE_URL")
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| match phony_testkit::default_server_url() {
+        Ok(url) => url,
+        Err(e) => panic!(
+            "no PostgreSQL for the tests: nothing answers at 127.0.0.1:5432, \
+             PHONY_TEST_DATABASE_URL is unset, and a throwaway cluster failed: {e}"
+        ),
+    })
+    .clone()
 }
 
 /// A fixture file under `tests/fixtures`.

@@ -1,10 +1,27 @@
-//! # phony-testkit
+#![doc = include_str!("../README.md")]
 //!
-//! Clean PostgreSQL databases for tests.
+//! ## Modules
 //!
-//! - [`TempCluster`]: a throwaway PostgreSQL server from the installed binaries (initdb +
-//!   pg_ctl on a temporary directory and a free port), for suites that have no server.
+//! - [`Testkit`], [`Setup`], [`Strategy`], [`SchemaChanges`]: the kit and its recipe.
+//! - [`TestDatabase`]: the guard a test holds; [`ResetReport`]: what a reset did.
+//! - [`cluster`]: [`TempCluster`], a throwaway server from the installed binaries.
+//! - [`server`]: which server a suite uses ([`default_server_url`]).
+//! - [`migrate`]: the order in which migration files apply.
 
 pub mod cluster;
+mod error;
+mod kit;
+mod lease;
+pub mod migrate;
+mod runtime;
+mod schema;
+pub mod server;
+mod setup;
+mod slot;
 
 pub use cluster::{ClusterOptions, TempCluster};
+pub use error::{Error, Result};
+pub use kit::{ResetReport, Testkit};
+pub use lease::TestDatabase;
+pub use server::{default_server_url, shared_cluster};
+pub use setup::{SchemaChanges, Setup, Strategy};
