@@ -187,6 +187,28 @@ pub async fn install(client: &Client) -> Result<()> {
     install_table_triggers(client).await
 }
 
+/// Turns tracking on in a database that holds `root`'s state right now (a fresh copy of a
+/// snapshot, say), so that restores to `root` read only what changes from here on. Runs in a
+/// transaction of its own.
+pub async fn install_at(client: &Client, root: &BlobId) -> Result<()> {
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(pg("starting a transaction"))?;
+    let result = async {
+        install(client).await?;
+        let snap = snapshot_after_commit(client).await?;
+        record_mark(client, root, &snap).await
+    }
+    .await;
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    client
+        .batch_execute(end)
+        .await
+        .map_err(pg("ending the transaction"))?;
+    result
+}
+
 /// Removes tracking: its event triggers, the triggers on user tables, the schema.
 pub async fn uninstall(client: &Client) -> Result<()> {
     client

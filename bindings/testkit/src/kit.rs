@@ -129,6 +129,7 @@ pub(crate) struct Inner {
     setup: Setup,
     store: Arc<Store<ObjectStoreBackend>>,
     root: RootManifest,
+    root_id: phony_core::BlobId,
     digest: String,
     permits: Arc<Semaphore>,
     idle: std::sync::Mutex<Vec<Slot>>,
@@ -202,6 +203,10 @@ impl Inner {
         if !owned && setup.strategy == Strategy::Serial {
             check_not_dirty(&base).await?;
         }
+        if setup.tracking {
+            // Tracking on before the capture: the capture marks where the baseline is.
+            start_tracking(&base, None).await;
+        }
         let captured = capture(&base, &store, &CaptureOptions::default()).await?;
         let digest: String = base
             .connect()
@@ -223,6 +228,7 @@ impl Inner {
             tag,
             store,
             root: captured.manifest,
+            root_id: captured.root,
             digest,
             permits: Arc::new(Semaphore::new(slots)),
             idle: std::sync::Mutex::new(Vec::new()),
@@ -300,10 +306,12 @@ impl Inner {
                     Some(lock_base(&self.base).await?)
                 };
                 clone_database(&self.base, &name).await?;
-                Slot::new(
-                    url_with_dbname(&self.base_url, &name),
-                    self.base.with_dbname(&name),
-                )
+                let target = self.base.with_dbname(&name);
+                if self.setup.tracking {
+                    // A copy is at the baseline now: tracking starts from there.
+                    start_tracking(&target, Some(&self.root_id)).await;
+                }
+                Slot::new(url_with_dbname(&self.base_url, &name), target)
             }
         };
         *created += 1;
@@ -479,6 +487,32 @@ async fn build(keeper: &Client, base: &ConnectionTarget, source: &Source) -> Res
             .await;
     }
     result
+}
+
+/// Turns change tracking on in `target` (marking it as at `root`, when given). A role that
+/// may not (tracking needs a superuser) goes on without it: resets compare content.
+async fn start_tracking(target: &ConnectionTarget, root: Option<&phony_core::BlobId>) {
+    let result = async {
+        let client = target.connect().await?;
+        match root {
+            Some(root) => phony_postgres::tracking::install_at(&client, root).await,
+            None => {
+                client
+                    .batch_execute("BEGIN")
+                    .await
+                    .map_err(phony_postgres::error::pg("starting a transaction"))?;
+                phony_postgres::tracking::install(&client).await?;
+                client
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(phony_postgres::error::pg("committing"))
+            }
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::info!("change tracking stays off in {}: {e}", target.dbname());
+    }
 }
 
 /// `CREATE DATABASE name TEMPLATE base`, retried while the base's last sessions exit.

@@ -71,6 +71,7 @@ pub struct Setup {
     pub(crate) schema_changes: SchemaChanges,
     pub(crate) terminate_sessions: bool,
     pub(crate) lock_timeout: Duration,
+    pub(crate) tracking: bool,
 }
 
 impl Setup {
@@ -82,6 +83,7 @@ impl Setup {
             schema_changes: SchemaChanges::Restore,
             terminate_sessions: true,
             lock_timeout: Duration::from_secs(5),
+            tracking: true,
         }
     }
 
@@ -89,6 +91,16 @@ impl Setup {
     /// first test starts is the baseline, and every test gets that state.
     pub fn database(url: impl Into<String>) -> Self {
         Self::with(Source::Database(url.into()))
+    }
+
+    /// Turn phony's change tracking on in the test databases (the default), so that a reset
+    /// rewrites just the rows a test changed, from the change log, without reading the
+    /// database: milliseconds whatever its size. It needs a superuser (it installs event
+    /// triggers) and costs writes a statement-level trigger; without it (or when the role
+    /// may not install it), a reset compares the whole database with the baseline.
+    pub fn tracking(mut self, on: bool) -> Self {
+        self.tracking = on;
+        self
     }
 
     /// A new database filled with `sql` (one or more statements, run in one transaction).
