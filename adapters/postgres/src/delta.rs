@@ -707,27 +707,33 @@ pub(crate) async fn restore_from_log(
         .map(|(i, ty)| format!("f.key[{}]::{ty}", i + 1))
         .collect();
     let (t_key, f_key) = (t_key.join(", "), f_key.join(", "));
-    client
-        .execute(
-            &format!(
-                "CREATE TEMP TABLE phony_first AS
-                 SELECT f.key, f.img, (SELECT t::text FROM {t} AS t WHERE ({t_key}) = ({f_key})) AS live
-                 FROM (SELECT DISTINCT ON (key) key, img FROM phony.changes
-                       WHERE relid = $1 AND key IS NOT NULL
-                         AND NOT pg_catalog.pg_visible_in_snapshot(xid, $2::text::pg_catalog.pg_snapshot)
-                       ORDER BY key, seq) f"
-            ),
-            &[&rel.relid, &mark.snap],
-        )
-        .await
-        .map_err(pg(context.clone()))?;
+    // The first entry of each key since the mark: its image is the row as the snapshot
+    // has it (none: the key did not exist then).
+    let first = "SELECT DISTINCT ON (key) key, img FROM phony.changes
+         WHERE relid = $1 AND key IS NOT NULL
+           AND NOT pg_catalog.pg_visible_in_snapshot(xid, $2::text::pg_catalog.pg_snapshot)
+         ORDER BY key, seq";
+    // One statement logs the rows about to change (with their current images, as the
+    // triggers would) and deletes those that differ; all of it reads one snapshot.
     let counts = client
         .query_one(
-            "SELECT count(*) FILTER (WHERE img IS NULL AND live IS NOT NULL),
-                    count(*) FILTER (WHERE img IS NOT NULL AND live IS NULL),
-                    count(*) FILTER (WHERE img IS NOT NULL AND live IS NOT NULL AND img <> live)
-             FROM pg_temp.phony_first",
-            &[],
+            &format!(
+                "WITH f AS ({first}),
+                      cur AS MATERIALIZED (
+                        SELECT f.key, f.img, (SELECT t::text FROM {t} AS t WHERE ({t_key}) = ({f_key})) AS live
+                        FROM f),
+                      logged AS (INSERT INTO phony.changes (relid, key, img)
+                                 SELECT $1, key, live FROM cur WHERE live IS DISTINCT FROM img RETURNING 1),
+                      gone AS (DELETE FROM {t} AS t USING cur AS f
+                               WHERE f.live IS NOT NULL AND f.live IS DISTINCT FROM f.img
+                                 AND ({t_key}) = ({f_key}) RETURNING 1)
+                 SELECT count(*) FILTER (WHERE img IS NULL AND live IS NOT NULL),
+                        count(*) FILTER (WHERE img IS NOT NULL AND live IS NULL),
+                        count(*) FILTER (WHERE img IS NOT NULL AND live IS NOT NULL AND img <> live),
+                        (SELECT count(*) FROM logged) + (SELECT count(*) FROM gone)
+                 FROM cur"
+            ),
+            &[&rel.relid, &mark.snap],
         )
         .await
         .map_err(pg(context.clone()))?;
@@ -737,31 +743,27 @@ pub(crate) async fn restore_from_log(
         inserted: counts.get::<_, i64>(1) as u64,
         updated: counts.get::<_, i64>(2) as u64,
     };
-    let cols = ident_list(&columns);
-    let r_cols: Vec<String> = columns
-        .iter()
-        .map(|c| format!("(x.r).{}", ident(c)))
-        .collect();
-    client
-        .execute(
-            "INSERT INTO phony.changes (relid, key, img)
-             SELECT $1, key, live FROM pg_temp.phony_first WHERE live IS DISTINCT FROM img",
-            &[&rel.relid],
-        )
-        .await
-        .map_err(pg(context.clone()))?;
-    client
-        .batch_execute(&format!(
-            "DELETE FROM {t} AS t USING pg_temp.phony_first f
-               WHERE f.live IS NOT NULL AND f.live IS DISTINCT FROM f.img AND ({t_key}) = ({f_key});
-             INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE
-               SELECT {} FROM (SELECT f.img::{t} AS r FROM pg_temp.phony_first f
-                                WHERE f.img IS NOT NULL AND f.img IS DISTINCT FROM f.live) x;
-             DROP TABLE pg_temp.phony_first;",
-            r_cols.join(", ")
-        ))
-        .await
-        .map_err(pg(context))?;
+    if change.inserted + change.updated > 0 {
+        let cols = ident_list(&columns);
+        let r_cols: Vec<String> = columns
+            .iter()
+            .map(|c| format!("(x.r).{}", ident(c)))
+            .collect();
+        client
+            .execute(
+                &format!(
+                    "WITH f AS ({first})
+                     INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE
+                     SELECT {} FROM (SELECT f.img::{t} AS r FROM f
+                                     WHERE f.img IS NOT NULL
+                                       AND NOT EXISTS (SELECT 1 FROM {t} AS t WHERE ({t_key}) = ({f_key}))) x",
+                    r_cols.join(", ")
+                ),
+                &[&rel.relid, &mark.snap],
+            )
+            .await
+            .map_err(pg(context))?;
+    }
     Ok(Some(change))
 }
 

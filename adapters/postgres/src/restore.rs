@@ -181,7 +181,7 @@ pub async fn restore<B: Backend + 'static>(
     let root_id = root.encode().id;
     let tracked = tracking::valid(&client).await?;
     let mark = if tracked && !opts.full {
-        tracking::usable_mark(&client, &root_id).await?
+        tracking::mark_if_usable(&client, &root_id).await?
     } else {
         None
     };
@@ -397,14 +397,15 @@ async fn restore_delta<B: Backend + 'static>(
                 }
             }
         }
-        for entry in &root.tables {
-            let relids = if tracking.tracked {
-                tracking::relids(client, &entry.table)
-                    .await
-                    .map_err(fallback)?
-            } else {
-                Vec::new()
-            };
+        let all_relids = if tracking.tracked {
+            let names: Vec<_> = root.tables.iter().map(|t| t.table.clone()).collect();
+            tracking::relids_of(client, &names)
+                .await
+                .map_err(fallback)?
+        } else {
+            vec![Vec::new(); root.tables.len()]
+        };
+        for (entry, relids) in root.tables.iter().zip(all_relids) {
             let log = relids.first().copied();
             if tracking.mark.is_some()
                 && relids
@@ -518,21 +519,66 @@ async fn load<B: Backend + 'static>(
     refresh_materialized_views(client, root).await
 }
 
+/// Sets every sequence to the snapshot's state, transactionally: `setval` alone is not
+/// rolled back with the transaction, but after `ALTER SEQUENCE … RESTART` (which gives the
+/// sequence new storage in this transaction) it is. Sequences already in that state are
+/// left alone.
 pub(crate) async fn set_sequences(
     client: &Client,
     root: &RootManifest,
     report: &mut RestoreReport,
 ) -> Result<()> {
-    for seq in &root.sequences {
-        client
-            .execute(
-                "SELECT pg_catalog.setval($1::text::regclass, $2, $3)",
-                &[&qualified(&seq.sequence), &seq.last_value, &seq.is_called],
-            )
-            .await
-            .map_err(pg(format!("setting sequence {}", seq.sequence)))?;
-        report.sequences += 1;
+    if root.sequences.is_empty() {
+        return Ok(());
     }
+    let current: Vec<String> = root
+        .sequences
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            format!(
+                "SELECT {i}::int8, last_value, is_called FROM {}",
+                qualified(&s.sequence)
+            )
+        })
+        .collect();
+    let rows = client
+        .query(&current.join(" UNION ALL "), &[])
+        .await
+        .map_err(pg("reading sequences"))?;
+    let mut same = vec![false; root.sequences.len()];
+    for r in rows {
+        let i = r.get::<_, i64>(0) as usize;
+        if let Some(seq) = root.sequences.get(i) {
+            same[i] = r.get::<_, i64>(1) == seq.last_value && r.get::<_, bool>(2) == seq.is_called;
+        }
+    }
+    let mut sql = String::new();
+    let mut called = Vec::new();
+    for (seq, same) in root.sequences.iter().zip(same) {
+        if same {
+            continue;
+        }
+        let q = qualified(&seq.sequence);
+        sql += &format!("ALTER SEQUENCE {q} RESTART WITH {};\n", seq.last_value);
+        if seq.is_called {
+            called.push(format!(
+                "pg_catalog.setval({}::regclass, {}, true)",
+                literal(&q),
+                seq.last_value
+            ));
+        }
+    }
+    if !called.is_empty() {
+        sql += &format!("SELECT {};", called.join(", "));
+    }
+    if !sql.is_empty() {
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(pg("setting sequences"))?;
+    }
+    report.sequences += root.sequences.len() as u64;
     Ok(())
 }
 

@@ -335,6 +335,14 @@ pub async fn usable_mark(client: &impl GenericClient, root: &BlobId) -> Result<O
     if !valid(client).await? {
         return Ok(None);
     }
+    mark_if_usable(client, root).await
+}
+
+/// [`usable_mark`] for a caller that has checked [`valid`] already.
+pub(crate) async fn mark_if_usable(
+    client: &impl GenericClient,
+    root: &BlobId,
+) -> Result<Option<Mark>> {
     let row = client
         .query_opt(
             "SELECT m.snap::text,
@@ -434,6 +442,33 @@ pub(crate) async fn relids(client: &Client, table: &QualifiedName) -> Result<Vec
         .await
         .map_err(pg(format!("reading the partition tree of {table}")))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// [`relids`] of many tables in one query, in the order given (an empty list for a table
+/// that does not exist).
+pub(crate) async fn relids_of(client: &Client, tables: &[QualifiedName]) -> Result<Vec<Vec<u32>>> {
+    let names: Vec<String> = tables.iter().map(qualified).collect();
+    let rows = client
+        .query(
+            "SELECT u.i::int8, c.oid,
+                    ARRAY(SELECT a.relid::oid FROM pg_catalog.pg_partition_ancestors(c.oid) AS a
+                          WHERE a.relid <> c.oid)
+             FROM unnest($1::text[]) WITH ORDINALITY AS u(n, i)
+             JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.n)",
+            &[&names],
+        )
+        .await
+        .map_err(pg("reading the tables' partition trees"))?;
+    let mut out = vec![Vec::new(); tables.len()];
+    for r in rows {
+        let i = r.get::<_, i64>(0) as usize;
+        let mut ids = vec![r.get::<_, u32>(1)];
+        ids.extend(r.get::<_, Vec<u32>>(2));
+        if let Some(slot) = out.get_mut(i.wrapping_sub(1)) {
+            *slot = ids;
+        }
+    }
+    Ok(out)
 }
 
 /// What the log says about a table since a mark.

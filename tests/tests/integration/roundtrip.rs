@@ -208,7 +208,8 @@ async fn a_dry_run_reports_the_delta_and_changes_nothing() {
     db.exec(
         "DELETE FROM public.page_views WHERE hits IS NULL;
          INSERT INTO public.categories (id, name) VALUES (5000, 'new');
-         UPDATE public.orders SET note = 'changed';",
+         UPDATE public.orders SET note = 'changed';
+         SELECT nextval('public.ticket_seq');",
     )
     .await;
     let changed = db.fingerprint().await;
