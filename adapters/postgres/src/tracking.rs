@@ -24,7 +24,7 @@ use tokio_postgres::{Client, GenericClient};
 
 use crate::catalog::PHONY_SCHEMA;
 use crate::error::{pg, Error, Result};
-use crate::sql::{ident, literal, qualified};
+use crate::sql::{ident, qualified};
 
 /// Prefix of the triggers phony installs on user tables and of its event triggers.
 pub const TRIGGER_PREFIX: &str = "phony_track_";
@@ -39,13 +39,12 @@ const INSTALL: &str = r#"
 CREATE SCHEMA phony;
 COMMENT ON SCHEMA phony IS 'phony change tracking (phony track on|off); not part of any snapshot';
 CREATE TABLE phony.changes (
-    seq bigserial PRIMARY KEY,
+    seq bigserial,
     relid oid NOT NULL,
     key text[],
     img text,
     xid xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id()
 );
-CREATE INDEX changes_relid ON phony.changes (relid);
 CREATE TABLE phony.marks (
     root text PRIMARY KEY,
     snap pg_catalog.pg_snapshot NOT NULL,
@@ -60,26 +59,6 @@ CREATE TABLE phony.state (
 INSERT INTO phony.state (db_oid, changes_oid)
 SELECT d.oid, 'phony.changes'::regclass::oid FROM pg_catalog.pg_database d
 WHERE d.datname = pg_catalog.current_database();
-
-CREATE FUNCTION phony.track_rows() RETURNS trigger LANGUAGE plpgsql
-SET datestyle = 'ISO, MDY' SET intervalstyle = 'postgres' SET extra_float_digits = 3 SET bytea_output = 'hex'
-AS $fn$
-DECLARE
-    key_expr text := TG_ARGV[0];
-BEGIN
-    -- Old rows are logged with their image (the row as it was), new keys without one.
-    IF TG_OP = 'INSERT' THEN
-        EXECUTE pg_catalog.format('INSERT INTO phony.changes (relid, key) SELECT %s, %s FROM phony_new r', TG_RELID, key_expr);
-    ELSIF TG_OP = 'DELETE' THEN
-        EXECUTE pg_catalog.format('INSERT INTO phony.changes (relid, key, img) SELECT %s, %s, r::text FROM phony_old r', TG_RELID, key_expr);
-    ELSE
-        EXECUTE pg_catalog.format(
-            'INSERT INTO phony.changes (relid, key, img) SELECT %s, %s, r::text FROM phony_old r UNION ALL SELECT %s, %s, NULL FROM phony_new r',
-            TG_RELID, key_expr, TG_RELID, key_expr);
-    END IF;
-    RETURN NULL;
-END
-$fn$;
 
 CREATE FUNCTION phony.track_table() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
@@ -227,7 +206,7 @@ pub async fn uninstall(client: &Client) -> Result<()> {
 pub async fn install_table_triggers(client: &Client) -> Result<()> {
     let rows = client
         .query(
-            "SELECT n.nspname::text, c.relname::text,
+            "SELECT n.nspname::text, c.relname::text, c.oid,
                 ARRAY(SELECT a.attname::text FROM pg_catalog.pg_index i
                       CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
                       JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
@@ -244,11 +223,23 @@ pub async fn install_table_triggers(client: &Client) -> Result<()> {
         )
         .await
         .map_err(pg("listing tables to track"))?;
-    let mut sql = String::from("SET LOCAL phony.quiet = 'on';\n");
+    // Functions of tables that no longer exist (a full restore recreates tables).
+    let mut sql = String::from(
+        "SET LOCAL phony.quiet = 'on';
+         DO $drop$ DECLARE f regprocedure; BEGIN
+           FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+                    JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                    WHERE n.nspname = 'phony' AND p.proname ~ '^t[0-9]+$'
+                      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                                      WHERE c.oid = substr(p.proname, 2)::oid)
+           LOOP EXECUTE 'DROP FUNCTION ' || f; END LOOP;
+         END $drop$;\n",
+    );
     for r in rows {
         let table = QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1));
-        let key: Vec<String> = r.get(2);
-        sql += &table_triggers_sql(&table, &key);
+        let oid: u32 = r.get(2);
+        let key: Vec<String> = r.get(3);
+        sql += &table_triggers_sql(&table, oid, &key);
     }
     client
         .batch_execute(&sql)
@@ -256,7 +247,9 @@ pub async fn install_table_triggers(client: &Client) -> Result<()> {
         .map_err(pg("installing change-tracking triggers"))
 }
 
-fn table_triggers_sql(table: &QualifiedName, key: &[String]) -> String {
+/// The triggers (and, for a keyed table, its own trigger function, with static SQL whose
+/// plan each session caches) that log a table's changes.
+fn table_triggers_sql(table: &QualifiedName, oid: u32, key: &[String]) -> String {
     let t = qualified(table);
     let mut sql = String::new();
     if key.is_empty() {
@@ -270,11 +263,28 @@ fn table_triggers_sql(table: &QualifiedName, key: &[String]) -> String {
             .iter()
             .map(|k| format!("r.{}::text", ident(k)))
             .collect();
-        let expr = literal(&format!("ARRAY[{}]", parts.join(", ")));
+        let k = format!("ARRAY[{}]", parts.join(", "));
+        let f = format!("phony.t{oid}");
         sql += &format!(
-            "CREATE TRIGGER {TRIGGER_PREFIX}i AFTER INSERT ON {t} REFERENCING NEW TABLE AS phony_new FOR EACH STATEMENT EXECUTE FUNCTION phony.track_rows({expr});\n\
-             CREATE TRIGGER {TRIGGER_PREFIX}u AFTER UPDATE ON {t} REFERENCING OLD TABLE AS phony_old NEW TABLE AS phony_new FOR EACH STATEMENT EXECUTE FUNCTION phony.track_rows({expr});\n\
-             CREATE TRIGGER {TRIGGER_PREFIX}d AFTER DELETE ON {t} REFERENCING OLD TABLE AS phony_old FOR EACH STATEMENT EXECUTE FUNCTION phony.track_rows({expr});\n"
+            "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql
+             SET datestyle = 'ISO, MDY' SET intervalstyle = 'postgres' SET extra_float_digits = 3 SET bytea_output = 'hex'
+             AS $fn$
+             BEGIN
+                 -- Old rows with their image (the row as it was), new keys without one.
+                 IF TG_OP = 'INSERT' THEN
+                     INSERT INTO phony.changes (relid, key) SELECT {oid}, {k} FROM phony_new r;
+                 ELSIF TG_OP = 'DELETE' THEN
+                     INSERT INTO phony.changes (relid, key, img) SELECT {oid}, {k}, r::text FROM phony_old r;
+                 ELSE
+                     INSERT INTO phony.changes (relid, key, img)
+                     SELECT {oid}, {k}, r::text FROM phony_old r UNION ALL SELECT {oid}, {k}, NULL FROM phony_new r;
+                 END IF;
+                 RETURN NULL;
+             END
+             $fn$;\n\
+             CREATE TRIGGER {TRIGGER_PREFIX}i AFTER INSERT ON {t} REFERENCING NEW TABLE AS phony_new FOR EACH STATEMENT EXECUTE FUNCTION {f}();\n\
+             CREATE TRIGGER {TRIGGER_PREFIX}u AFTER UPDATE ON {t} REFERENCING OLD TABLE AS phony_old NEW TABLE AS phony_new FOR EACH STATEMENT EXECUTE FUNCTION {f}();\n\
+             CREATE TRIGGER {TRIGGER_PREFIX}d AFTER DELETE ON {t} REFERENCING OLD TABLE AS phony_old FOR EACH STATEMENT EXECUTE FUNCTION {f}();\n"
         );
     }
     sql += &format!(
