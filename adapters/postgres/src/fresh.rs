@@ -212,35 +212,19 @@ async fn load<B: Backend + 'static>(
     }
     join_all(handles).await?;
 
-    // Indexes and keys in parallel, then the rest in dump order.
+    // Indexes and keys in parallel; then foreign keys in parallel (one that deadlocks with
+    // another is retried afterwards, alone); then the rest in dump order.
     let (preamble, blocks) = split_blocks(post_data);
-    let (parallel, serial): (Vec<Block>, Vec<Block>) = blocks
+    let (keys, rest): (Vec<Block>, Vec<Block>) = blocks
         .into_iter()
         .partition(|b| matches!(b.kind.as_str(), "INDEX" | "CONSTRAINT"));
-    let queue = Arc::new(Mutex::new(VecDeque::from(parallel)));
-    let mut handles = Vec::new();
-    for _ in 0..workers {
-        let (target, queue, preamble) = (target.clone(), queue.clone(), preamble.clone());
-        handles.push(tokio::spawn(async move {
-            let client = target.connect().await?;
-            client
-                .batch_execute(&format!("{preamble}\nSET maintenance_work_mem = '256MB';"))
-                .await
-                .map_err(pg("preparing to build indexes"))?;
-            loop {
-                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
-                let Some(block) = next else { break };
-                client
-                    .batch_execute(&block.sql)
-                    .await
-                    .map_err(pg(format!("building {}", block.name)))?;
-            }
-            Ok::<_, Error>(())
-        }));
-    }
-    join_all(handles).await?;
-    let rest: String = serial
+    let (foreign, rest): (Vec<Block>, Vec<Block>) =
+        rest.into_iter().partition(|b| b.kind == "FK CONSTRAINT");
+    run_parallel(target, &preamble, keys, workers).await?;
+    let retry = run_parallel(target, &preamble, foreign, workers).await?;
+    let rest: String = retry
         .iter()
+        .chain(rest.iter())
         .map(|b| b.sql.as_str())
         .collect::<Vec<_>>()
         .join("\n");
@@ -259,6 +243,52 @@ async fn load<B: Backend + 'static>(
     set_sequences(&main, root, &mut report).await?;
     refresh_materialized_views(&main, root).await?;
     Ok(report)
+}
+
+/// Runs `blocks` on `workers` connections. Blocks that lose a deadlock are returned, to run
+/// again alone.
+async fn run_parallel(
+    target: &ConnectionTarget,
+    preamble: &str,
+    blocks: Vec<Block>,
+    workers: usize,
+) -> Result<Vec<Block>> {
+    let queue = Arc::new(Mutex::new(VecDeque::from(blocks)));
+    let retry = Arc::new(Mutex::new(Vec::new()));
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let (target, queue, retry, preamble) = (
+            target.clone(),
+            queue.clone(),
+            retry.clone(),
+            preamble.to_owned(),
+        );
+        handles.push(tokio::spawn(async move {
+            let client = target.connect().await?;
+            client
+                .batch_execute(&format!("{preamble}\nSET maintenance_work_mem = '256MB';"))
+                .await
+                .map_err(pg("preparing to build indexes and keys"))?;
+            loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                let Some(block) = next else { break };
+                match client.batch_execute(&block.sql).await {
+                    Ok(()) => {}
+                    Err(e)
+                        if e.code()
+                            == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+                    {
+                        retry.lock().unwrap_or_else(|p| p.into_inner()).push(block);
+                    }
+                    Err(e) => return Err(pg(format!("building {}", block.name))(e)),
+                }
+            }
+            Ok::<_, Error>(())
+        }));
+    }
+    join_all(handles).await?;
+    let retry = std::mem::take(&mut *retry.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(retry)
 }
 
 async fn join_all(handles: Vec<tokio::task::JoinHandle<Result<()>>>) -> Result<()> {
