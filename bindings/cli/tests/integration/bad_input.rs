@@ -242,7 +242,18 @@ async fn unwritable_missing_and_newer_stores() {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .unwrap();
-        phony_cmd(&db.url(), &ro, &["snapshot", "create"])
+        // A copy of the binary the unprivileged user can reach, wherever the build lives.
+        let binary = dir.path().join("phony");
+        std::fs::copy(env!("CARGO_BIN_EXE_phony"), &binary).unwrap();
+        std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let mut cmd = phony_cmd(&db.url(), &ro, &["snapshot", "create"]);
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+        let mut cmd = std::process::Command::new(&binary);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .current_dir(dir.path())
             .uid(65534)
             .gid(65534)
             .output()
