@@ -247,8 +247,8 @@ async fn unwritable_missing_and_newer_stores() {
         std::fs::copy(env!("CARGO_BIN_EXE_phony"), &binary).unwrap();
         std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
-        let mut cmd = phony_cmd(&db.url(), &ro, &["snapshot", "create"]);
-        let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+        let template = phony_cmd(&db.url(), &ro, &["snapshot", "create"]);
+        let args: Vec<_> = template.get_args().map(|a| a.to_owned()).collect();
         let mut cmd = std::process::Command::new(&binary);
         cmd.args(args)
             .env_clear()
