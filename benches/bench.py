@@ -422,8 +422,9 @@ class Bench:
                      baseline="dump_size", **na_unless(row)))
 
         target = f"{src}_phony_target"
-        self.create_db(target)
-        row, _ = self.timed("phony_restore_target", "phony restore base --target (empty db)",
+        # phony creates the database itself (built in parallel, renamed when complete).
+        self.created_dbs.append(target)
+        row, _ = self.timed("phony_restore_target", "phony restore base --target (new db)",
                             self.phony(src, "snapshot", "restore", "base",
                                        "--target", url_for(self.base_url, target)),
                             phony=True, baseline="pg_restore")

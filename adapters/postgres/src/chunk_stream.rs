@@ -3,13 +3,17 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 
-use futures::TryStreamExt;
-use phony_core::{ChunkParams, QualifiedName, RowChunk, RowChunker};
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt, TryStreamExt};
+use phony_core::{
+    codec, Backend, BlobRef, ChunkParams, QualifiedName, RowChunk, RowChunker, Store,
+};
 use tokio_postgres::{Client, CopyOutStream};
 
 use crate::capture::Progress;
 use crate::catalog::TableInfo;
-use crate::error::{pg, Result};
+use crate::error::{pg, Error, Result};
 use crate::sql::{ident, literal, qualified};
 
 /// The chunks of a `COPY … TO STDOUT`, as they are cut.
@@ -80,6 +84,27 @@ impl std::fmt::Debug for ChunkStream {
             .field("table", &self.table)
             .finish()
     }
+}
+
+/// The plain bytes of `chunks` from the store, in order, each checked against its hash;
+/// up to `prefetch` are fetched and decoded (on the blocking pool) ahead.
+pub(crate) fn decoded_chunks<B: Backend + 'static>(
+    store: &Arc<Store<B>>,
+    chunks: Vec<BlobRef>,
+    prefetch: usize,
+) -> impl Stream<Item = Result<Vec<u8>>> + '_ {
+    futures::stream::iter(chunks)
+        .map(move |c| {
+            let store = store.clone();
+            async move {
+                let stored = store.get_encoded(&c.id).await?;
+                tokio::task::spawn_blocking(move || codec::decode(&c.id, &stored, c.bytes))
+                    .await
+                    .map_err(|e| Error::Internal(format!("decoding a chunk failed: {e}")))?
+                    .map_err(Error::from)
+            }
+        })
+        .buffered(prefetch.max(1))
 }
 
 /// One end of a key range: the key's values (unescaped, `None` for NULL) and whether the

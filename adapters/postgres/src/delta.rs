@@ -15,14 +15,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt, TryStreamExt};
-use phony_core::{
-    codec, row, Backend, BlobId, BlobRef, ChunkParams, QualifiedName, Store, TableEntry,
-};
+use futures::{SinkExt, TryStreamExt};
+use phony_core::{row, Backend, BlobId, BlobRef, ChunkParams, QualifiedName, Store, TableEntry};
 use tokio_postgres::{Client, CopyInSink};
 
 use crate::catalog::TableInfo;
-use crate::chunk_stream::{copy_out_sql, Bound, ChunkStream};
+use crate::chunk_stream::{copy_out_sql, decoded_chunks, Bound, ChunkStream};
 use crate::error::{pg, Error, Result};
 use crate::sql::{ident, ident_list, qualified};
 use crate::tracking::{LoggedRelation, Mark};
@@ -195,18 +193,8 @@ async fn stage_chunks<B: Backend + 'static>(
         .await
         .map_err(pg(context.clone()))?;
     futures::pin_mut!(sink);
-    let mut blobs = futures::stream::iter(chunks)
-        .map(|c| {
-            let store = store.clone();
-            async move {
-                let stored = store.get_encoded(&c.id).await?;
-                tokio::task::spawn_blocking(move || codec::decode(&c.id, &stored, c.bytes))
-                    .await
-                    .map_err(|e| Error::Internal(format!("decoding a chunk failed: {e}")))?
-                    .map_err(Error::from)
-            }
-        })
-        .buffered(prefetch.max(1));
+    let blobs = decoded_chunks(store, chunks, prefetch);
+    futures::pin_mut!(blobs);
     while let Some(plain) = blobs.try_next().await? {
         let plain = match only {
             Some(filter) => filter.keep(&plain),

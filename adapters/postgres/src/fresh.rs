@@ -35,7 +35,8 @@ pub async fn database_exists(target: &ConnectionTarget) -> Result<bool> {
     Ok(row.is_some())
 }
 
-async fn maintenance(target: &ConnectionTarget) -> Result<tokio_postgres::Client> {
+/// A connection to the server's maintenance database (`postgres`, else `template1`).
+pub(crate) async fn maintenance(target: &ConnectionTarget) -> Result<tokio_postgres::Client> {
     match target
         .with_dbname("postgres")
         .with_application_name("phony restore")

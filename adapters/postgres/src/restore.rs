@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt, TryStreamExt};
-use phony_core::{codec, Backend, RootManifest, Store, TableEntry};
+use futures::{SinkExt, TryStreamExt};
+use phony_core::{Backend, RootManifest, Store, TableEntry};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::capture::Progress;
 use crate::catalog::{self, PHONY_SCHEMA};
+use crate::chunk_stream::decoded_chunks;
 use crate::connect::ConnectionTarget;
 use crate::delta::{self, TableChange};
 use crate::error::{describe, pg, BlockingSession, Error, Result};
@@ -110,47 +111,15 @@ impl RestorePath {
 
 /// Creates database `target` if it does not exist; returns whether it did.
 pub async fn ensure_database(target: &ConnectionTarget) -> Result<bool> {
-    let maintenance = target
-        .with_dbname("postgres")
-        .with_application_name("phony restore");
-    let client = match maintenance.connect().await {
-        Ok(c) => c,
-        Err(_) => {
-            target
-                .with_dbname("template1")
-                .with_application_name("phony restore")
-                .connect()
-                .await?
-        }
-    };
-    let exists = client
-        .query_opt(
-            "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1",
-            &[&target.dbname()],
-        )
-        .await
-        .map_err(pg("looking up the target database"))?
-        .is_some();
-    if exists {
+    if crate::fresh::database_exists(target).await? {
         return Ok(false);
     }
-    client
+    crate::fresh::maintenance(target)
+        .await?
         .batch_execute(&format!("CREATE DATABASE {}", ident(target.dbname())))
         .await
         .map_err(pg(format!("creating database {}", target.dbname())))?;
     Ok(true)
-}
-
-/// Drops a database phony created for a restore that then failed.
-pub async fn drop_database(target: &ConnectionTarget) -> Result<()> {
-    let client = target.with_dbname("postgres").connect().await?;
-    client
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {}",
-            ident(target.dbname())
-        ))
-        .await
-        .map_err(pg(format!("dropping database {}", target.dbname())))
 }
 
 /// Makes the database at `target` hold the snapshot `root`, in one transaction.
@@ -632,18 +601,8 @@ pub(crate) async fn load_table<B: Backend + 'static>(
         .await
         .map_err(pg(format!("loading table {}", table.table)))?;
     futures::pin_mut!(sink);
-    let mut blobs = futures::stream::iter(chunks)
-        .map(|c| {
-            let store = store.clone();
-            async move {
-                let stored = store.get_encoded(&c.id).await?;
-                tokio::task::spawn_blocking(move || codec::decode(&c.id, &stored, c.bytes))
-                    .await
-                    .map_err(|e| Error::Internal(format!("decoding a chunk failed: {e}")))?
-                    .map_err(Error::from)
-            }
-        })
-        .buffered(opts.prefetch.max(1));
+    let blobs = decoded_chunks(store, chunks, opts.prefetch);
+    futures::pin_mut!(blobs);
     while let Some(plain) = blobs.try_next().await? {
         if let Some(p) = &opts.progress {
             p(plain.len() as u64);
