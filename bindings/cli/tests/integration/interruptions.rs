@@ -35,6 +35,22 @@ where
     false
 }
 
+/// Waits (up to 20 s) until a session named `application_name` runs a COPY: the moment to
+/// kill the phony process behind it mid-work.
+async fn copying(watcher: &tokio_postgres::Client, application_name: &str) -> bool {
+    wait_for(Duration::from_secs(20), || async {
+        !watcher
+            .query(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'COPY%'",
+                &[&application_name],
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_killed_midway_leaves_the_before_state() {
     let db = big_db("kill_restore").await;
@@ -55,17 +71,7 @@ async fn a_restore_killed_midway_leaves_the_before_state() {
         .spawn()
         .unwrap();
     // Kill it while it is loading rows: the schema is already dropped and recreated.
-    let loading = wait_for(Duration::from_secs(20), || async {
-        !watcher
-            .query(
-                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'phony restore' AND query LIKE 'COPY%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .is_empty()
-    })
-    .await;
+    let loading = copying(&watcher, "phony restore").await;
     child.kill().unwrap();
     let status = child.wait().unwrap();
     assert!(loading, "the restore reached the load phase");
@@ -103,17 +109,7 @@ async fn a_killed_create_lists_nothing() {
     )
     .spawn()
     .unwrap();
-    let reading = wait_for(Duration::from_secs(20), || async {
-        !watcher
-            .query(
-                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'phony capture' AND query LIKE 'COPY%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .is_empty()
-    })
-    .await;
+    let reading = copying(&watcher, "phony capture").await;
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(reading);
@@ -255,17 +251,7 @@ async fn a_killed_restore_into_a_new_database_never_shows_a_partial_one() {
     )
     .spawn()
     .unwrap();
-    let loading = wait_for(Duration::from_secs(20), || async {
-        !watcher
-            .query(
-                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'phony restore' AND query LIKE 'COPY%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .is_empty()
-    })
-    .await;
+    let loading = copying(&watcher, "phony restore").await;
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(loading, "the restore reached the load phase");
