@@ -1,5 +1,6 @@
 //! diff(A, B) as a SQL patch, applied to a database in A's state, gives B's fingerprint.
 
+use crate::{change_sets, run_cases};
 use phony_core::diff::{diff, DiffOptions};
 use phony_core::RootManifest;
 use phony_postgres::{
@@ -7,7 +8,6 @@ use phony_postgres::{
 };
 use phony_tests::{assert_same, TestDb, TestStore};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 
 /// Data changes over the rich fixture (each valid on its own and in any order).
 const CHANGES: &[&str] = &[
@@ -75,45 +75,32 @@ async fn the_patch_of_random_changes_to_the_fixture_gives_b() {
         .unwrap();
     assert!(same.is_empty() && same.stats.chunks_read == 0);
 
-    let mut runner = TestRunner::new(Config {
-        cases: 5,
-        ..Config::default()
-    });
-    let strategy =
-        proptest::sample::subsequence((0..CHANGES.len()).collect::<Vec<_>>(), 1..CHANGES.len());
-    let handle = tokio::runtime::Handle::current();
-    runner
-        .run(&strategy.prop_shuffle(), |picked| {
-            tokio::task::block_in_place(|| {
-                handle.block_on(async {
-                    restore(
-                        &db.target(),
-                        &store.store,
-                        &a.manifest,
-                        &RestoreOptions::default(),
-                    )
-                    .await
-                    .unwrap();
-                    for i in &picked {
-                        db.exec(CHANGES[*i]).await;
-                    }
-                    let b = capture(&db.target(), &store.store, &CaptureOptions::default())
-                        .await
-                        .unwrap();
-                    check_patch(
-                        &db,
-                        &store,
-                        &copy,
-                        &a.manifest,
-                        &b.manifest,
-                        &format!("changes {picked:?}"),
-                    )
-                    .await;
-                })
-            });
-            Ok(())
-        })
+    let (db, store, a, copy) = (&db, &store, &a, &copy);
+    run_cases(5, change_sets(CHANGES.len()), |picked| async move {
+        restore(
+            &db.target(),
+            &store.store,
+            &a.manifest,
+            &RestoreOptions::default(),
+        )
+        .await
         .unwrap();
+        for i in &picked {
+            db.exec(CHANGES[*i]).await;
+        }
+        let b = capture(&db.target(), &store.store, &CaptureOptions::default())
+            .await
+            .unwrap();
+        check_patch(
+            db,
+            store,
+            copy,
+            &a.manifest,
+            &b.manifest,
+            &format!("changes {picked:?}"),
+        )
+        .await;
+    });
 }
 
 /// A column type and how to write a random value of it.
@@ -209,86 +196,75 @@ async fn the_patch_between_random_row_sets_of_random_schemas_gives_b() {
     ensure_database(&db.target().with_dbname(&copy))
         .await
         .unwrap();
-    let mut runner = TestRunner::new(Config {
-        cases: 6,
-        ..Config::default()
+    let (db, store, copy) = (&db, &store, &copy);
+    run_cases(6, random_case(), |(kinds, keyed, rows, ops)| async move {
+        let kinds: Vec<Kind> = kinds.iter().map(|&k| KINDS[k]).collect();
+        let mut ddl = String::from("DROP TABLE IF EXISTS r; CREATE TABLE r (");
+        if keyed {
+            ddl.push_str("id integer PRIMARY KEY, ");
+        }
+        let cols: Vec<String> = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("c{i} {}", k.sql_type()))
+            .collect();
+        ddl.push_str(&cols.join(", "));
+        ddl.push_str(");");
+        let insert = |id: usize, seed: u32| {
+            let vals: Vec<String> = kinds
+                .iter()
+                .enumerate()
+                .map(|(i, k)| k.value(seed.wrapping_mul(i as u32 + 7)))
+                .collect();
+            if keyed {
+                format!("INSERT INTO r VALUES ({id}, {});", vals.join(", "))
+            } else {
+                format!("INSERT INTO r VALUES ({});", vals.join(", "))
+            }
+        };
+        for (i, seed) in rows.iter().enumerate() {
+            ddl.push_str(&insert(i, *seed));
+            if !keyed && seed % 5 == 0 {
+                ddl.push_str(&insert(i, *seed)); // an exact duplicate
+            }
+        }
+        db.exec(&ddl).await;
+        let a = capture(&db.target(), &store.store, &CaptureOptions::default())
+            .await
+            .unwrap();
+        let mut changes = String::new();
+        let n = rows.len().max(1);
+        for (j, (op, seed)) in ops.iter().enumerate() {
+            let target = *seed as usize % n;
+            let col = *seed as usize % kinds.len();
+            let cond = if keyed {
+                format!("id = {target}")
+            } else {
+                format!("ctid = (SELECT ctid FROM r OFFSET {target} LIMIT 1)")
+            };
+            match op % 3 {
+                0 => changes.push_str(&format!("DELETE FROM r WHERE {cond};")),
+                1 => changes.push_str(&format!(
+                    "UPDATE r SET c{col} = {} WHERE {cond};",
+                    kinds[col].value(seed.wrapping_add(1))
+                )),
+                _ => changes.push_str(&insert(n + 1000 + j, *seed)),
+            }
+        }
+        db.exec(&changes).await;
+        let b = capture(&db.target(), &store.store, &CaptureOptions::default())
+            .await
+            .unwrap();
+        check_patch(
+            db,
+            store,
+            copy,
+            &a.manifest,
+            &b.manifest,
+            &format!("{kinds:?} keyed={keyed}"),
+        )
+        .await;
     });
-    let handle = tokio::runtime::Handle::current();
-    runner
-        .run(&random_case(), |(kinds, keyed, rows, ops)| {
-            tokio::task::block_in_place(|| {
-                handle.block_on(async {
-                    let kinds: Vec<Kind> = kinds.iter().map(|&k| KINDS[k]).collect();
-                    let mut ddl = String::from("DROP TABLE IF EXISTS r; CREATE TABLE r (");
-                    if keyed {
-                        ddl.push_str("id integer PRIMARY KEY, ");
-                    }
-                    let cols: Vec<String> = kinds
-                        .iter()
-                        .enumerate()
-                        .map(|(i, k)| format!("c{i} {}", k.sql_type()))
-                        .collect();
-                    ddl.push_str(&cols.join(", "));
-                    ddl.push_str(");");
-                    let insert = |id: usize, seed: u32| {
-                        let vals: Vec<String> = kinds
-                            .iter()
-                            .enumerate()
-                            .map(|(i, k)| k.value(seed.wrapping_mul(i as u32 + 7)))
-                            .collect();
-                        if keyed {
-                            format!("INSERT INTO r VALUES ({id}, {});", vals.join(", "))
-                        } else {
-                            format!("INSERT INTO r VALUES ({});", vals.join(", "))
-                        }
-                    };
-                    for (i, seed) in rows.iter().enumerate() {
-                        ddl.push_str(&insert(i, *seed));
-                        if !keyed && seed % 5 == 0 {
-                            ddl.push_str(&insert(i, *seed)); // an exact duplicate
-                        }
-                    }
-                    db.exec(&ddl).await;
-                    let a = capture(&db.target(), &store.store, &CaptureOptions::default())
-                        .await
-                        .unwrap();
-                    let mut changes = String::new();
-                    let n = rows.len().max(1);
-                    for (j, (op, seed)) in ops.iter().enumerate() {
-                        let target = *seed as usize % n;
-                        let col = *seed as usize % kinds.len();
-                        let cond = if keyed {
-                            format!("id = {target}")
-                        } else {
-                            format!("ctid = (SELECT ctid FROM r OFFSET {target} LIMIT 1)")
-                        };
-                        match op % 3 {
-                            0 => changes.push_str(&format!("DELETE FROM r WHERE {cond};")),
-                            1 => changes.push_str(&format!(
-                                "UPDATE r SET c{col} = {} WHERE {cond};",
-                                kinds[col].value(seed.wrapping_add(1))
-                            )),
-                            _ => changes.push_str(&insert(n + 1000 + j, *seed)),
-                        }
-                    }
-                    db.exec(&changes).await;
-                    let b = capture(&db.target(), &store.store, &CaptureOptions::default())
-                        .await
-                        .unwrap();
-                    check_patch(
-                        &db,
-                        &store,
-                        &copy,
-                        &a.manifest,
-                        &b.manifest,
-                        &format!("{kinds:?} keyed={keyed}"),
-                    )
-                    .await;
-                })
-            });
-            Ok(())
-        })
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

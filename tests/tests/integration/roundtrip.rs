@@ -1,8 +1,8 @@
 //! snapshot → changes → restore gives the snapshot's fingerprint.
 
+use crate::{change_sets, run_cases};
 use phony_postgres::{capture, restore, CaptureOptions, RestoreOptions, RestorePath};
 use phony_tests::{assert_same, TestDb, TestStore};
-use proptest::prelude::*;
 
 /// Data changes over the rich fixture, each valid on its own and in any order.
 pub const CHANGES: &[&str] = &[
@@ -45,56 +45,43 @@ async fn restore_undoes_random_data_changes() {
         .unwrap();
     assert_eq!(captured.stats.tables, 13);
 
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
-        cases: 6,
-        ..ProptestConfig::default()
-    });
-    let strategy =
-        proptest::sample::subsequence((0..CHANGES.len()).collect::<Vec<_>>(), 1..CHANGES.len());
-    let handle = tokio::runtime::Handle::current();
-    runner
-        .run(&strategy.prop_shuffle(), |picked| {
-            tokio::task::block_in_place(|| {
-                handle.block_on(async {
-                    for i in &picked {
-                        db.exec(CHANGES[*i]).await;
-                    }
-                    let report = restore(
-                        &db.target(),
-                        &store.store,
-                        &captured.manifest,
-                        &RestoreOptions::default(),
-                    )
-                    .await
-                    .unwrap();
-                    assert_eq!(report.path, RestorePath::Delta, "{:?}", report.full_reason);
-                    assert_same(
-                        &db.fingerprint().await,
-                        &before,
-                        &format!("after delta restore of changes {picked:?}"),
-                    );
-                    // The full path gives the same state.
-                    for i in &picked {
-                        db.exec(CHANGES[*i]).await;
-                    }
-                    let full = RestoreOptions {
-                        full: true,
-                        ..RestoreOptions::default()
-                    };
-                    let report = restore(&db.target(), &store.store, &captured.manifest, &full)
-                        .await
-                        .unwrap();
-                    assert_eq!(report.path, RestorePath::Full);
-                    assert_same(
-                        &db.fingerprint().await,
-                        &before,
-                        &format!("after changes {picked:?}"),
-                    );
-                })
-            });
-            Ok(())
-        })
+    let (db, store, captured, before) = (&db, &store, &captured, &before);
+    run_cases(6, change_sets(CHANGES.len()), |picked| async move {
+        for i in &picked {
+            db.exec(CHANGES[*i]).await;
+        }
+        let report = restore(
+            &db.target(),
+            &store.store,
+            &captured.manifest,
+            &RestoreOptions::default(),
+        )
+        .await
         .unwrap();
+        assert_eq!(report.path, RestorePath::Delta, "{:?}", report.full_reason);
+        assert_same(
+            &db.fingerprint().await,
+            before,
+            &format!("after delta restore of changes {picked:?}"),
+        );
+        // The full path gives the same state.
+        for i in &picked {
+            db.exec(CHANGES[*i]).await;
+        }
+        let full = RestoreOptions {
+            full: true,
+            ..RestoreOptions::default()
+        };
+        let report = restore(&db.target(), &store.store, &captured.manifest, &full)
+            .await
+            .unwrap();
+        assert_eq!(report.path, RestorePath::Full);
+        assert_same(
+            &db.fingerprint().await,
+            before,
+            &format!("after changes {picked:?}"),
+        );
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,8 @@
 //! Change tracking: restores that read only what changed, and never a wrong restore.
 
+use crate::{change_sets, run_cases};
 use phony_postgres::{capture, restore, tracking, CaptureOptions, RestoreOptions, RestorePath};
 use phony_tests::{assert_same, TestDb, TestStore};
-use proptest::prelude::*;
 
 use crate::roundtrip::CHANGES;
 
@@ -29,39 +29,26 @@ async fn tracked_restores_are_exact_for_random_changes() {
         .await
         .unwrap();
 
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
-        cases: 8,
-        ..ProptestConfig::default()
-    });
-    let strategy =
-        proptest::sample::subsequence((0..CHANGES.len()).collect::<Vec<_>>(), 1..CHANGES.len());
-    let handle = tokio::runtime::Handle::current();
-    runner
-        .run(&strategy.prop_shuffle(), |picked| {
-            tokio::task::block_in_place(|| {
-                handle.block_on(async {
-                    for i in &picked {
-                        db.exec(CHANGES[*i]).await;
-                    }
-                    let report = restore(
-                        &db.target(),
-                        &store.store,
-                        &captured.manifest,
-                        &RestoreOptions::default(),
-                    )
-                    .await
-                    .unwrap();
-                    assert_eq!(report.path, RestorePath::Delta, "{:?}", report.full_reason);
-                    assert_same(
-                        &db.fingerprint().await,
-                        &before,
-                        &format!("after tracked restore of changes {picked:?}"),
-                    );
-                })
-            });
-            Ok(())
-        })
+    let (db, store, captured, before) = (&db, &store, &captured, &before);
+    run_cases(8, change_sets(CHANGES.len()), |picked| async move {
+        for i in &picked {
+            db.exec(CHANGES[*i]).await;
+        }
+        let report = restore(
+            &db.target(),
+            &store.store,
+            &captured.manifest,
+            &RestoreOptions::default(),
+        )
+        .await
         .unwrap();
+        assert_eq!(report.path, RestorePath::Delta, "{:?}", report.full_reason);
+        assert_same(
+            &db.fingerprint().await,
+            before,
+            &format!("after tracked restore of changes {picked:?}"),
+        );
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
