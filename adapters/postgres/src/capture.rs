@@ -101,6 +101,25 @@ pub async fn capture<B: Backend + 'static>(
     opts: &CaptureOptions,
 ) -> Result<Captured> {
     let target = target.with_application_name("phony capture");
+    // With tracking, the snapshot holds its place among the marks from the moment its point
+    // in time is fixed, so that no log entry its mark will need is pruned meanwhile.
+    let side = target.connect().await?;
+    let pending = tracking::lock_marks(&side).await?;
+    let result = capture_holding(&target, &side, pending.as_ref(), store, opts).await;
+    if let (Err(_), Some(p)) = (&result, &pending) {
+        tracking::release_mark(&side, p).await;
+    }
+    result
+}
+
+async fn capture_holding<B: Backend + 'static>(
+    target: &ConnectionTarget,
+    side: &Client,
+    pending: Option<&tracking::PendingMark>,
+    store: &Arc<Store<B>>,
+    opts: &CaptureOptions,
+) -> Result<Captured> {
+    let target = target.clone();
     let coordinator = target.connect().await?;
     coordinator
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -114,6 +133,9 @@ pub async fn capture<B: Backend + 'static>(
         .await
         .map_err(pg("exporting the capture snapshot"))?;
     let (snapshot, point_in_time): (String, String) = (row.get(0), row.get(1));
+    if let Some(p) = pending {
+        tracking::hold_mark(side, p, &point_in_time).await?;
+    }
     let tracked = tracking::valid(&coordinator).await?;
     let (server_version_num, server_version) = catalog::server_version(&coordinator).await?;
     // With tracking, the newest snapshot this database held since its last schema change is
@@ -185,7 +207,7 @@ pub async fn capture<B: Backend + 'static>(
     let (root, stored) = store.put_plain(&encoded.plain).await?;
     if tracked {
         // The database held this snapshot's state at the capture's point in time.
-        tracking::record_mark(&coordinator, &root, &point_in_time).await?;
+        tracking::record_mark(&coordinator, &root, &point_in_time, pending).await?;
     }
     let mut t = lock(&tally);
     t.add(stored);

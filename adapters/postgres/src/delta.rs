@@ -22,6 +22,7 @@ use tokio_postgres::{Client, CopyInSink};
 use crate::catalog::TableInfo;
 use crate::chunk_stream::{copy_out_sql, decoded_chunks, Bound, ChunkStream};
 use crate::error::{pg, Error, Result};
+use crate::session::Session;
 use crate::sql::{ident, ident_list, qualified};
 use crate::tracking::{LoggedRelation, Mark};
 
@@ -653,41 +654,24 @@ async fn apply_multiset(client: &Client, entry: &TableEntry, t: &str) -> Result<
 /// Puts back, from the change log's row images, every row of `rel` that changed since the
 /// mark: no snapshot data is read. The caller has checked that `rel` has a primary key and
 /// that no other relation of its partition tree has entries.
+///
+/// With `log_images`, the rows about to change are logged with their current images (for
+/// other snapshots' marks), and rows equal to their image are left alone. Without it,
+/// nothing is logged and every logged key's row is rewritten (no row is converted to text
+/// to compare it): the report then counts a row changed and changed back as updated.
+///
+/// Two statements, prepared once per session: concurrent calls on one session pipeline.
 pub(crate) async fn restore_from_log(
-    client: &Client,
+    session: &Session,
     rel: &LoggedRelation,
     mark: &Mark,
-) -> Result<Option<TableChange>> {
+    log_images: bool,
+) -> Result<TableChange> {
     let context = format!("rewriting rows of {}", rel.name);
-    let row = client
-        .query_one(
-            "SELECT n.nspname::text, c.relname::text,
-                ARRAY(SELECT a.attname::text FROM pg_catalog.pg_index i
-                      CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
-                      JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
-                      WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY k.ord),
-                ARRAY(SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_index i
-                      CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
-                      JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
-                      WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY k.ord),
-                ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
-                      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-                      ORDER BY a.attnum)
-             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.oid = $1",
-            &[&rel.relid],
-        )
-        .await
-        .map_err(pg(context.clone()))?;
-    let table = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
-    let (key, types, columns): (Vec<String>, Vec<String>, Vec<String>) =
-        (row.get(2), row.get(3), row.get(4));
-    if key.is_empty() {
-        return Err(Error::Internal(format!("{table} has no primary key")));
-    }
-    let t = qualified(&table);
-    let t_key: Vec<String> = key.iter().map(|k| format!("t.{}", ident(k))).collect();
-    let f_key: Vec<String> = types
+    let t = qualified(&rel.table);
+    let t_key: Vec<String> = rel.key.iter().map(|k| format!("t.{}", ident(k))).collect();
+    let f_key: Vec<String> = rel
+        .key_types
         .iter()
         .enumerate()
         .map(|(i, ty)| format!("f.key[{}]::{ty}", i + 1))
@@ -699,58 +683,76 @@ pub(crate) async fn restore_from_log(
          WHERE relid = $1 AND key IS NOT NULL
            AND NOT pg_catalog.pg_visible_in_snapshot(xid, $2::text::pg_catalog.pg_snapshot)
          ORDER BY key, seq";
-    // One statement logs the rows about to change (with their current images, as the
-    // triggers would) and deletes those that differ; all of it reads one snapshot.
-    let counts = client
-        .query_one(
-            &format!(
-                "WITH f AS ({first}),
-                      cur AS MATERIALIZED (
-                        SELECT f.key, f.img, (SELECT t::text FROM {t} AS t WHERE ({t_key}) = ({f_key})) AS live
-                        FROM f),
-                      logged AS (INSERT INTO phony.changes (relid, key, img)
-                                 SELECT $1, key, live FROM cur WHERE live IS DISTINCT FROM img RETURNING 1),
-                      gone AS (DELETE FROM {t} AS t USING cur AS f
-                               WHERE f.live IS NOT NULL AND f.live IS DISTINCT FROM f.img
-                                 AND ({t_key}) = ({f_key}) RETURNING 1)
-                 SELECT count(*) FILTER (WHERE img IS NULL AND live IS NOT NULL),
-                        count(*) FILTER (WHERE img IS NOT NULL AND live IS NULL),
-                        count(*) FILTER (WHERE img IS NOT NULL AND live IS NOT NULL AND img <> live),
-                        (SELECT count(*) FROM logged) + (SELECT count(*) FROM gone)
-                 FROM cur"
-            ),
-            &[&rel.relid, &mark.snap],
+    let remove = if log_images {
+        // One statement logs the rows about to change (with their current images, as the
+        // triggers would) and deletes those that differ; all of it reads one snapshot.
+        format!(
+            "WITH f AS ({first}),
+                  cur AS MATERIALIZED (
+                    SELECT f.key, f.img, (SELECT t::text FROM {t} AS t WHERE ({t_key}) = ({f_key})) AS live
+                    FROM f),
+                  logged AS (INSERT INTO phony.changes (relid, key, img)
+                             SELECT $1, key, live FROM cur WHERE live IS DISTINCT FROM img RETURNING 1),
+                  gone AS (DELETE FROM {t} AS t USING cur AS f
+                           WHERE f.live IS NOT NULL AND f.live IS DISTINCT FROM f.img
+                             AND ({t_key}) = ({f_key}) RETURNING 1)
+             SELECT count(*) FILTER (WHERE img IS NULL AND live IS NOT NULL),
+                    count(*) FILTER (WHERE img IS NOT NULL AND live IS NULL),
+                    count(*) FILTER (WHERE img IS NOT NULL AND live IS NOT NULL AND img <> live),
+                    (SELECT count(*) FROM logged) + (SELECT count(*) FROM gone)
+             FROM cur"
         )
+    } else {
+        format!(
+            "WITH f AS ({first}),
+                  gone AS (DELETE FROM {t} AS t USING f WHERE ({t_key}) = ({f_key}) RETURNING f.key)
+             SELECT count(*) FILTER (WHERE f.img IS NULL AND g.key IS NOT NULL),
+                    count(*) FILTER (WHERE f.img IS NOT NULL AND g.key IS NULL),
+                    count(*) FILTER (WHERE f.img IS NOT NULL AND g.key IS NOT NULL),
+                    0::int8
+             FROM f LEFT JOIN gone AS g ON g.key = f.key"
+        )
+    };
+    // Rows left in place (equal to their image) are skipped; the others were deleted above.
+    let absent = if log_images {
+        format!("AND NOT EXISTS (SELECT 1 FROM {t} AS t WHERE ({t_key}) = ({f_key}))")
+    } else {
+        String::new()
+    };
+    let cols = ident_list(&rel.columns);
+    let r_cols: Vec<String> = rel
+        .columns
+        .iter()
+        .map(|c| format!("(x.r).{}", ident(c)))
+        .collect();
+    // OFFSET 0 keeps the subquery from being flattened, which would parse each image once
+    // per column instead of once.
+    let put = format!(
+        "WITH f AS ({first})
+         INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE
+         SELECT {} FROM (SELECT f.img::{t} AS r FROM f WHERE f.img IS NOT NULL {absent} OFFSET 0) x",
+        r_cols.join(", ")
+    );
+    let (remove, put) = tokio::try_join!(session.prepared(&remove), session.prepared(&put))
+        .map_err(pg(context.clone()))?;
+    let client = session.client();
+    let counts = client
+        .query_one(&remove, &[&rel.relid, &mark.snap])
         .await
         .map_err(pg(context.clone()))?;
     let change = TableChange {
-        table,
+        table: rel.table.clone(),
         deleted: counts.get::<_, i64>(0) as u64,
         inserted: counts.get::<_, i64>(1) as u64,
         updated: counts.get::<_, i64>(2) as u64,
     };
     if change.inserted + change.updated > 0 {
-        let cols = ident_list(&columns);
-        let r_cols: Vec<String> = columns
-            .iter()
-            .map(|c| format!("(x.r).{}", ident(c)))
-            .collect();
         client
-            .execute(
-                &format!(
-                    "WITH f AS ({first})
-                     INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE
-                     SELECT {} FROM (SELECT f.img::{t} AS r FROM f
-                                     WHERE f.img IS NOT NULL
-                                       AND NOT EXISTS (SELECT 1 FROM {t} AS t WHERE ({t_key}) = ({f_key}))) x",
-                    r_cols.join(", ")
-                ),
-                &[&rel.relid, &mark.snap],
-            )
+            .execute(&put, &[&rel.relid, &mark.snap])
             .await
             .map_err(pg(context))?;
     }
-    Ok(Some(change))
+    Ok(change)
 }
 
 /// A live chunk seen by the first pass: its id and the keys of its first and last rows.

@@ -7,6 +7,7 @@
 //! - [`restore`]: an atomic rewrite of a database into a snapshot's state.
 //! - [`fingerprint`]: a database's state, comparable regardless of physical row order.
 //! - [`schema_dump`]: schema DDL through a matching pg_dump.
+//! - [`session`]: a connection that keeps its prepared statements, for repeated restores.
 //! - [`tracking`]: triggers that log changed rows, so restores and snapshots read only those.
 //! - [`patch`]: a diff between two snapshots as a SQL patch.
 //!
@@ -24,6 +25,7 @@ pub mod fresh;
 pub mod patch;
 pub mod restore;
 pub mod schema_dump;
+pub mod session;
 mod sql;
 pub mod tracking;
 
@@ -33,4 +35,7 @@ pub use delta::TableChange;
 pub use error::{BlockingSession, Error, Result};
 pub use fingerprint::Fingerprint;
 pub use fresh::{database_exists, restore_into_new};
-pub use restore::{ensure_database, restore, RestoreOptions, RestorePath, RestoreReport};
+pub use restore::{
+    ensure_database, restore, restore_in, RestoreOptions, RestorePath, RestoreReport,
+};
+pub use session::Session;

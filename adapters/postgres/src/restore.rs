@@ -23,6 +23,7 @@ use crate::connect::ConnectionTarget;
 use crate::delta::{self, TableChange};
 use crate::error::{describe, pg, BlockingSession, Error, Result};
 use crate::schema_dump::{normalize, PgDump, Section};
+use crate::session::Session;
 use crate::sql::{ident, ident_list, literal, qualified};
 use crate::tracking;
 
@@ -133,34 +134,50 @@ pub async fn restore<B: Backend + 'static>(
     root: &RootManifest,
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
+    let session = Session::connect(&target.with_application_name("phony restore")).await?;
+    restore_in(&session, target, store, root, opts).await
+}
+
+/// [`restore`] through an open session on `target`'s database (not inside a transaction):
+/// a caller that restores the same database repeatedly keeps one session, and each restore
+/// after the first skips connecting and planning. `opts.force` spares the session itself.
+pub async fn restore_in<B: Backend + 'static>(
+    session: &Session,
+    target: &ConnectionTarget,
+    store: &Arc<Store<B>>,
+    root: &RootManifest,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport> {
     let started = Instant::now();
     // Read the DDL before touching the database: a store problem must not cost a lock.
     let pre_data = text_blob(store, &root.pre_data).await?;
     let post_data = text_blob(store, &root.post_data).await?;
 
     let target = target.with_application_name("phony restore");
-    let client = target.connect().await?;
+    let client = session.client();
     let mut report = RestoreReport {
         dry_run: opts.dry_run,
         ..RestoreReport::default()
     };
     if opts.force && !opts.dry_run {
-        report.terminated = terminate_others(&client).await?;
+        report.terminated = terminate_others(client).await?;
     }
     let root_id = root.encode().id;
-    let tracked = tracking::valid(&client).await?;
-    let mark = if tracked && !opts.full {
-        tracking::mark_if_usable(&client, &root_id).await?
-    } else {
-        None
-    };
+    // pg_dump's scripts (the full path) set session settings: kept to be set back after.
+    let names = script_settings(&[&pre_data, &post_data]);
+    let (probe, settings) = tokio::try_join!(
+        tracking::probe(session, &root_id),
+        session_settings(session, &names)
+    )?;
+    let tracked = probe.tracked;
+    let mark = if opts.full { None } else { probe.mark.clone() };
     let full_reason = if opts.full {
         Some("asked for the full path".to_owned())
     } else if mark.is_some() {
         // The change log saw no schema change since the database held this snapshot.
         None
     } else {
-        match schema_difference(&target, &client, &pre_data, &post_data).await {
+        match schema_difference(&target, client, &pre_data, &post_data).await {
             Ok(reason) => reason,
             Err(e) => Some(format!("could not compare schemas: {e}")),
         }
@@ -178,13 +195,16 @@ pub async fn restore<B: Backend + 'static>(
         let tracking = Tracking {
             tracked,
             mark: mark.as_ref(),
+            // Without other marks, nobody needs this restore's rows in the log, except a
+            // snapshot being taken meanwhile, whose mark the unlogged entry invalidates.
+            log_images: probe.other_marks || opts.dry_run,
             root: root_id,
         };
-        match restore_delta(&target, &client, store, root, opts, &tracking, &mut report).await {
+        match restore_delta(&target, session, store, root, opts, &tracking, &mut report).await {
             Ok(()) => report.path = RestorePath::Delta,
             Err(DeltaError::Locked) => {
                 let _ = client.batch_execute("ROLLBACK").await;
-                return Err(locked_error(&client, &target, opts).await);
+                return Err(locked_error(client, &target, opts).await);
             }
             Err(DeltaError::Fatal(e)) => {
                 let _ = client.batch_execute("ROLLBACK").await;
@@ -208,25 +228,28 @@ pub async fn restore<B: Backend + 'static>(
             report.duration = started.elapsed();
             return Ok(report);
         }
-        if let Err(e) = drop_user_schemas(&client, root.server_version_num, &pre_data).await {
+        if let Err(e) = drop_user_schemas(client, root.server_version_num, &pre_data).await {
             let _ = client.batch_execute("ROLLBACK").await;
             return Err(match e {
-                DropError::Locked => locked_error(&client, &target, opts).await,
+                DropError::Locked => locked_error(client, &target, opts).await,
                 DropError::Other(e) => e,
             });
         }
         let mut result = load(
-            &client,
+            client,
             store,
             root,
-            &pre_data,
-            &post_data,
+            &Scripts {
+                pre_data: &pre_data,
+                post_data: &post_data,
+                settings: &settings,
+            },
             opts,
             &mut report,
         )
         .await;
         if result.is_ok() && tracked {
-            result = tracking::reset_after_full_restore(&client, &root_id).await;
+            result = tracking::reset_after_full_restore(client, &root_id).await;
         }
         if let Err(e) = result {
             let _ = client.batch_execute("ROLLBACK").await;
@@ -280,6 +303,8 @@ struct Tracking<'a> {
     tracked: bool,
     /// The database held the snapshot at this mark; the log says what changed since.
     mark: Option<&'a tracking::Mark>,
+    /// Log the images of rows put back from the log, for other snapshots' marks.
+    log_images: bool,
     root: phony_core::BlobId,
 }
 
@@ -296,7 +321,7 @@ enum DeltaError {
 /// its state before the call.
 async fn restore_delta<B: Backend + 'static>(
     target: &ConnectionTarget,
-    client: &Client,
+    session: &Session,
     store: &Arc<Store<B>>,
     root: &RootManifest,
     opts: &RestoreOptions,
@@ -307,72 +332,77 @@ async fn restore_delta<B: Backend + 'static>(
         Error::Store(_) => DeltaError::Fatal(e),
         other => DeltaError::Fallback(other.to_string()),
     };
-    client
-        .batch_execute("SAVEPOINT phony_delta")
+    let client = session.client();
+    // Writers wait; readers go on. Triggers and foreign keys stay quiet: the end state is
+    // the snapshot's, which satisfied them.
+    let lock = if root.tables.is_empty() {
+        String::new()
+    } else {
+        let tables: Vec<String> = root.tables.iter().map(|t| qualified(&t.table)).collect();
+        format!("LOCK TABLE {} IN EXCLUSIVE MODE;", tables.join(", "))
+    };
+    if let Err(e) = client
+        .batch_execute(&format!(
+            "SAVEPOINT phony_delta; {lock} SET LOCAL session_replication_role = replica; {}",
+            tracking::IMAGE_SETTINGS
+        ))
         .await
-        .map_err(|e| fallback(pg("starting the delta restore")(e)))?;
+    {
+        let locked = e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE);
+        // Back to the savepoint if it was made; the caller rolls back the rest.
+        let _ = client
+            .batch_execute("ROLLBACK TO SAVEPOINT phony_delta")
+            .await;
+        return Err(match locked {
+            true => DeltaError::Locked,
+            false => fallback(pg("starting the delta restore")(e)),
+        });
+    }
     let result = async {
-        // Writers wait; readers go on. Triggers and foreign keys stay quiet: the end state is
-        // the snapshot's, which satisfied them.
-        if !root.tables.is_empty() {
-            let tables: Vec<String> = root.tables.iter().map(|t| qualified(&t.table)).collect();
-            if let Err(e) = client
-                .batch_execute(&format!(
-                    "LOCK TABLE {} IN EXCLUSIVE MODE",
-                    tables.join(", ")
-                ))
-                .await
-            {
-                if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
-                    return Err(DeltaError::Locked);
-                }
-                return Err(fallback(pg("locking tables")(e)));
-            }
-        }
-        client
-            .batch_execute("SET LOCAL session_replication_role = replica")
-            .await
-            .map_err(|e| fallback(pg("disabling triggers for the restore")(e)))?;
-        client
-            .batch_execute(tracking::IMAGE_SETTINGS)
-            .await
-            .map_err(|e| fallback(pg("setting up the restore")(e)))?;
         let mut reader = None;
         let params = store.config().chunking.params;
         // With a usable mark: relations whose changed rows the log's images put back.
         let mut from_log = std::collections::HashSet::new();
         let mut logged_rels = std::collections::HashSet::new();
+        let mut unlogged = false;
         if let Some(mark) = tracking.mark {
-            for rel in tracking::logged_relations(client, mark)
+            let rels = tracking::logged_relations(session, mark)
                 .await
-                .map_err(fallback)?
-            {
-                logged_rels.insert(rel.relid);
-                if rel.whole || !rel.tree.is_empty() {
-                    continue;
-                }
-                match delta::restore_from_log(client, &rel, mark).await {
-                    Ok(change) => {
-                        from_log.insert(rel.relid);
-                        if let Some(c) = change.filter(|c| c.deleted + c.inserted + c.updated > 0) {
-                            report.tables += 1;
-                            report.rows += c.deleted + c.inserted + c.updated;
-                            report.changes.push(c);
-                        }
-                    }
-                    // No primary key: its tables are compared below.
-                    Err(Error::Internal(_)) => {}
-                    Err(e) => return Err(fallback(e)),
+                .map_err(fallback)?;
+            // Tables without a primary key, truncated ones and partition trees with entries
+            // at several levels are compared below.
+            let simple: Vec<_> = rels
+                .iter()
+                .filter(|r| !r.whole && r.tree.is_empty() && !r.key.is_empty())
+                .collect();
+            logged_rels.extend(rels.iter().map(|r| r.relid));
+            // One call per relation, all on this session: their statements pipeline.
+            let changes = futures::future::join_all(
+                simple
+                    .iter()
+                    .map(|rel| delta::restore_from_log(session, rel, mark, tracking.log_images)),
+            )
+            .await;
+            for (rel, change) in simple.iter().zip(first_error_last(changes)?) {
+                from_log.insert(rel.relid);
+                if change.deleted + change.inserted + change.updated > 0 {
+                    unlogged |= !tracking.log_images;
+                    report.tables += 1;
+                    report.rows += change.deleted + change.inserted + change.updated;
+                    report.changes.push(change);
                 }
             }
         }
-        let all_relids = if tracking.tracked {
+        let all_relids = if !tracking.tracked {
+            vec![Vec::new(); root.tables.len()]
+        } else if tracking.mark.is_some() && logged_rels.iter().all(|r| from_log.contains(r)) {
+            // Every logged relation was put back above: no table needs its relids.
+            vec![Vec::new(); root.tables.len()]
+        } else {
             let names: Vec<_> = root.tables.iter().map(|t| t.table.clone()).collect();
             tracking::relids_of(client, &names)
                 .await
                 .map_err(fallback)?
-        } else {
-            vec![Vec::new(); root.tables.len()]
         };
         for (entry, relids) in root.tables.iter().zip(all_relids) {
             let log = relids.first().copied();
@@ -424,7 +454,7 @@ async fn restore_delta<B: Backend + 'static>(
                 report.changes.push(c);
             }
         }
-        set_sequences(client, root, report)
+        set_sequences_in(session, root, report)
             .await
             .map_err(fallback)?;
         if !report.changes.is_empty() {
@@ -437,10 +467,7 @@ async fn restore_delta<B: Backend + 'static>(
             .await
             .map_err(|e| fallback(pg("re-enabling triggers")(e)))?;
         if tracking.tracked {
-            let snap = tracking::snapshot_after_commit(client)
-                .await
-                .map_err(fallback)?;
-            tracking::record_mark(client, &tracking.root, &snap)
+            tracking::mark_after_commit(session, &tracking.root, unlogged)
                 .await
                 .map_err(fallback)?;
         }
@@ -461,17 +488,48 @@ async fn restore_delta<B: Backend + 'static>(
     result
 }
 
+/// The results of statements pipelined in one transaction, or the error that failed it: once
+/// one statement fails, the later ones fail only because the transaction is aborted, so the
+/// first other error is the one to report.
+fn first_error_last<T>(results: Vec<Result<T>>) -> Result<Vec<T>, DeltaError> {
+    let mut out = Vec::with_capacity(results.len());
+    let mut error = None;
+    for r in results {
+        match r {
+            Ok(v) => out.push(v),
+            Err(e) => {
+                let aborted = matches!(&e, Error::Postgres { message, .. }
+                    if message.contains("current transaction is aborted"));
+                if error.is_none() || !aborted {
+                    error.get_or_insert(e);
+                }
+            }
+        }
+    }
+    match error {
+        Some(Error::Store(e)) => Err(DeltaError::Fatal(Error::Store(e))),
+        Some(e) => Err(DeltaError::Fallback(e.to_string())),
+        None => Ok(out),
+    }
+}
+
+/// The full path's DDL, and the session settings to set back after running it.
+struct Scripts<'a> {
+    pre_data: &'a str,
+    post_data: &'a str,
+    settings: &'a [(String, String)],
+}
+
 async fn load<B: Backend + 'static>(
     client: &Client,
     store: &Arc<Store<B>>,
     root: &RootManifest,
-    pre_data: &str,
-    post_data: &str,
+    scripts: &Scripts<'_>,
     opts: &RestoreOptions,
     report: &mut RestoreReport,
 ) -> Result<()> {
     client
-        .batch_execute(pre_data)
+        .batch_execute(scripts.pre_data)
         .await
         .map_err(pg("recreating the schema"))?;
     for table in &root.tables {
@@ -481,11 +539,72 @@ async fn load<B: Backend + 'static>(
         report.bytes += table.content.bytes;
     }
     client
-        .batch_execute(post_data)
+        .batch_execute(scripts.post_data)
         .await
         .map_err(pg("recreating keys, indexes and triggers"))?;
+    restore_session_settings(client, scripts.settings).await?;
     set_sequences(client, root, report).await?;
     refresh_materialized_views(client, root).await
+}
+
+/// The settings pg_dump's scripts set for the session (`SET name = …;`, `set_config('name'`),
+/// by name: a restore must leave the caller's session as it found it.
+fn script_settings(scripts: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for line in scripts.iter().flat_map(|s| s.lines()) {
+        let name = if let Some(rest) = line.strip_prefix("SET ") {
+            rest.split([' ', '=']).next()
+        } else if let Some((_, rest)) = line.split_once("set_config('") {
+            rest.split('\'').next()
+        } else {
+            None
+        };
+        if let Some(name) = name.filter(|n| !n.is_empty()) {
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    names
+}
+
+/// The session's values of `names` (outside any transaction: no local settings).
+async fn session_settings(session: &Session, names: &[String]) -> Result<Vec<(String, String)>> {
+    let context = "reading the session's settings";
+    let statement = session
+        .prepared("SELECT n, pg_catalog.current_setting(n, true) FROM unnest($1::text[]) AS n")
+        .await
+        .map_err(pg(context))?;
+    let rows = session
+        .client()
+        .query(&statement, &[&names])
+        .await
+        .map_err(pg(context))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| Some((r.get(0), r.get::<_, Option<String>>(1)?)))
+        .collect())
+}
+
+/// Sets `settings` back for the session, in the open transaction (they stick at commit).
+async fn restore_session_settings(client: &Client, settings: &[(String, String)]) -> Result<()> {
+    if settings.is_empty() {
+        return Ok(());
+    }
+    let calls: Vec<String> = settings
+        .iter()
+        .map(|(name, value)| {
+            format!(
+                "pg_catalog.set_config({}, {}, false)",
+                literal(name),
+                literal(value)
+            )
+        })
+        .collect();
+    client
+        .batch_execute(&format!("SELECT {}", calls.join(", ")))
+        .await
+        .map_err(pg("restoring the session's settings"))
 }
 
 /// Sets every sequence to the snapshot's state, transactionally: `setval` alone is not
@@ -497,8 +616,41 @@ pub(crate) async fn set_sequences(
     root: &RootManifest,
     report: &mut RestoreReport,
 ) -> Result<()> {
-    if root.sequences.is_empty() {
+    let Some(sql) = current_sequences_sql(root) else {
         return Ok(());
+    };
+    let rows = client
+        .query(&sql, &[])
+        .await
+        .map_err(pg("reading sequences"))?;
+    apply_sequences(client, root, &rows, report).await
+}
+
+/// [`set_sequences`] with the reading statement prepared once per session.
+async fn set_sequences_in(
+    session: &Session,
+    root: &RootManifest,
+    report: &mut RestoreReport,
+) -> Result<()> {
+    let Some(sql) = current_sequences_sql(root) else {
+        return Ok(());
+    };
+    let statement = session
+        .prepared(&sql)
+        .await
+        .map_err(pg("reading sequences"))?;
+    let rows = session
+        .client()
+        .query(&statement, &[])
+        .await
+        .map_err(pg("reading sequences"))?;
+    apply_sequences(session.client(), root, &rows, report).await
+}
+
+/// One query for the state of every sequence of the snapshot: (index, last_value, is_called).
+fn current_sequences_sql(root: &RootManifest) -> Option<String> {
+    if root.sequences.is_empty() {
+        return None;
     }
     let current: Vec<String> = root
         .sequences
@@ -511,10 +663,15 @@ pub(crate) async fn set_sequences(
             )
         })
         .collect();
-    let rows = client
-        .query(&current.join(" UNION ALL "), &[])
-        .await
-        .map_err(pg("reading sequences"))?;
+    Some(current.join(" UNION ALL "))
+}
+
+async fn apply_sequences(
+    client: &Client,
+    root: &RootManifest,
+    rows: &[tokio_postgres::Row],
+    report: &mut RestoreReport,
+) -> Result<()> {
     let mut same = vec![false; root.sequences.len()];
     for r in rows {
         let i = r.get::<_, i64>(0) as usize;
@@ -721,5 +878,29 @@ fn humanize(d: Duration) -> String {
         format!("{}s", d.as_secs())
     } else {
         format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_settings_of_pg_dump_scripts_are_found() {
+        let pre = "SET statement_timeout = 0;\nSET lock_timeout = 0;\n\
+                   SELECT pg_catalog.set_config('search_path', '', false);\n\
+                   CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$\n  SET x = 1;\n$$;\n\
+                   SET default_tablespace = '';\n";
+        let post = "SET lock_timeout = 0;\nSET client_min_messages TO warning;\n";
+        assert_eq!(
+            script_settings(&[pre, post]),
+            [
+                "statement_timeout",
+                "lock_timeout",
+                "search_path",
+                "default_tablespace",
+                "client_min_messages"
+            ]
+        );
     }
 }

@@ -24,6 +24,7 @@ use tokio_postgres::{Client, GenericClient};
 
 use crate::catalog::PHONY_SCHEMA;
 use crate::error::{pg, Error, Result};
+use crate::session::Session;
 use crate::sql::{ident, qualified};
 
 /// Prefix of the triggers phony installs on user tables and of its event triggers.
@@ -177,7 +178,7 @@ pub async fn install_at(client: &Client, root: &BlobId) -> Result<()> {
     let result = async {
         install(client).await?;
         let snap = snapshot_after_commit(client).await?;
-        record_mark(client, root, &snap).await
+        record_mark(client, root, &snap, None).await
     }
     .await;
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
@@ -348,6 +349,21 @@ pub async fn usable_mark(client: &impl GenericClient, root: &BlobId) -> Result<O
     mark_if_usable(client, root).await
 }
 
+/// Whether a schema change (or a restore that did not log its rows) happened since the
+/// mark `m`, and whether some table is not tracked: either makes `m` unusable.
+macro_rules! mark_unusable_sql {
+    () => {
+        "EXISTS (SELECT 1 FROM phony.changes c
+                 WHERE c.relid = 0 AND NOT pg_catalog.pg_visible_in_snapshot(c.xid, m.snap)),
+         EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                 WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
+                   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'phony')
+                   AND n.nspname NOT LIKE 'pg\\_%'
+                   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                       WHERE t.tgrelid = c.oid AND t.tgname = 'phony_track_truncate'))"
+    };
+}
+
 /// [`usable_mark`] for a caller that has checked [`valid`] already.
 pub(crate) async fn mark_if_usable(
     client: &impl GenericClient,
@@ -355,16 +371,11 @@ pub(crate) async fn mark_if_usable(
 ) -> Result<Option<Mark>> {
     let row = client
         .query_opt(
-            "SELECT m.snap::text,
-                    EXISTS (SELECT 1 FROM phony.changes c
-                            WHERE c.relid = 0 AND NOT pg_catalog.pg_visible_in_snapshot(c.xid, m.snap)),
-                    EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                            WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
-                              AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'phony')
-                              AND n.nspname NOT LIKE 'pg\\_%'
-                              AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
-                                  WHERE t.tgrelid = c.oid AND t.tgname = 'phony_track_truncate'))
-             FROM phony.marks m WHERE m.root = $1",
+            concat!(
+                "SELECT m.snap::text, ",
+                mark_unusable_sql!(),
+                " FROM phony.marks m WHERE m.root = $1"
+            ),
             &[&root.to_hex()],
         )
         .await
@@ -375,24 +386,203 @@ pub(crate) async fn mark_if_usable(
     }))
 }
 
-/// Records that the database held `root`'s state at `snap` (a `pg_snapshot` text).
-pub async fn record_mark(client: &impl GenericClient, root: &BlobId, snap: &str) -> Result<()> {
-    client
-        .execute(
-            "INSERT INTO phony.marks (root, snap) VALUES ($1, $2::text::pg_catalog.pg_snapshot)
-             ON CONFLICT (root) DO UPDATE SET snap = EXCLUDED.snap, marked_at = pg_catalog.now()",
-            &[&root.to_hex(), &snap],
-        )
+/// What a restore needs to know of tracking, read in two statements prepared once per
+/// session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Probe {
+    /// Tracking is installed and this database's own.
+    pub tracked: bool,
+    /// The usable mark of the snapshot being restored.
+    pub mark: Option<Mark>,
+    /// Marks of other snapshots exist: the rows a restore rewrites must be logged with
+    /// their images for them.
+    pub other_marks: bool,
+}
+
+pub(crate) async fn probe(session: &Session, root: &BlobId) -> Result<Probe> {
+    let context = "checking change tracking";
+    let installed = session
+        .prepared("SELECT pg_catalog.to_regclass('phony.state') IS NOT NULL")
         .await
-        .map_err(pg("recording the snapshot's mark"))?;
-    // Keep the newest marks, and only the log entries some mark still needs.
-    client
-        .batch_execute(&format!(
-            "DELETE FROM phony.marks WHERE root NOT IN \
-               (SELECT root FROM phony.marks ORDER BY marked_at DESC LIMIT {MAX_MARKS});
-             DELETE FROM phony.changes c WHERE NOT EXISTS (SELECT 1 FROM phony.marks m \
-               WHERE NOT pg_catalog.pg_visible_in_snapshot(c.xid, m.snap));"
+        .map_err(pg(context))?;
+    let client = session.client();
+    let row = client
+        .query_one(&installed, &[])
+        .await
+        .map_err(pg(context))?;
+    if !row.get::<_, bool>(0) {
+        return Ok(Probe::default());
+    }
+    let statement = session
+        .prepared(concat!(
+            "SELECT (SELECT count(*) = 1 FROM phony.state s, pg_catalog.pg_database d
+                     WHERE d.datname = pg_catalog.current_database() AND s.db_oid = d.oid
+                       AND s.changes_oid = pg_catalog.to_regclass('phony.changes')::oid),
+                    EXISTS (SELECT 1 FROM phony.marks o WHERE o.root <> $1),
+                    m.snap::text, ",
+            mark_unusable_sql!(),
+            " FROM (VALUES (1)) AS one (x) LEFT JOIN phony.marks m ON m.root = $1"
         ))
+        .await
+        .map_err(pg(context))?;
+    let row = client
+        .query_one(&statement, &[&root.to_hex()])
+        .await
+        .map_err(pg(context))?;
+    let (tracked, other_marks, snap, ddl, untracked): (
+        bool,
+        bool,
+        Option<String>,
+        Option<bool>,
+        Option<bool>,
+    ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    if !tracked {
+        return Ok(Probe::default());
+    }
+    let usable = ddl == Some(false) && untracked == Some(false);
+    Ok(Probe {
+        tracked,
+        mark: snap.filter(|_| usable).map(|snap| Mark { snap }),
+        other_marks,
+    })
+}
+
+/// Records, in the open restore transaction, that the database will hold `root`'s state once
+/// it commits, then prunes marks and log entries as [`record_mark`] does. When the restore
+/// did not log the rows it rewrote (`unlogged`), an entry says so, which makes every mark
+/// that does not see this transaction unusable (as a schema change would).
+pub(crate) async fn mark_after_commit(
+    session: &Session,
+    root: &BlobId,
+    unlogged: bool,
+) -> Result<()> {
+    let context = "recording the snapshot's mark";
+    let client = session.client();
+    if unlogged {
+        let s = session
+            .prepared("INSERT INTO phony.changes (relid, key) VALUES (0, NULL)")
+            .await
+            .map_err(pg(context))?;
+        client.execute(&s, &[]).await.map_err(pg(context))?;
+    }
+    let mark = session
+        .prepared(&format!(
+            "INSERT INTO phony.marks (root, snap)
+             SELECT $1, ({SNAPSHOT_AFTER_COMMIT})::pg_catalog.pg_snapshot
+             ON CONFLICT (root) DO UPDATE SET snap = EXCLUDED.snap, marked_at = pg_catalog.now()"
+        ))
+        .await
+        .map_err(pg(context))?;
+    let root = root.to_hex();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&root];
+    // Pipelined: the mark is written before the pruning reads the marks.
+    let (marked, pruned) =
+        tokio::join!(client.execute(&mark, &params), client.batch_execute(PRUNE));
+    marked.map_err(pg(context))?;
+    pruned.map_err(pg("pruning the change log"))?;
+    Ok(())
+}
+
+/// A snapshot's place among the marks while it is being taken: from the moment its point
+/// in time is fixed until it records its own mark, pruning keeps every log entry that point
+/// in time does not see (a restore's rewrites, committed meanwhile, included).
+#[derive(Debug)]
+pub struct PendingMark {
+    key: String,
+}
+
+/// Prefix of the `root` of a [`PendingMark`] (never a blob id).
+const PENDING: &str = "pending:";
+
+/// Begins, on `side` (a connection of its own), a transaction that keeps marks from being
+/// pruned while the caller fixes its point in time; then [`hold_mark`]. `None` (and no
+/// transaction) when tracking is not valid here.
+pub async fn lock_marks(side: &Client) -> Result<Option<PendingMark>> {
+    if !valid(side).await? {
+        return Ok(None);
+    }
+    side.batch_execute("BEGIN; LOCK TABLE phony.marks IN SHARE ROW EXCLUSIVE MODE")
+        .await
+        .map_err(pg("locking snapshot marks"))?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    Ok(Some(PendingMark {
+        key: format!("{PENDING}{}:{nanos}", std::process::id()),
+    }))
+}
+
+/// Holds the place of the snapshot whose point in time is `snap`, and ends `side`'s
+/// transaction begun by [`lock_marks`].
+pub async fn hold_mark(side: &Client, pending: &PendingMark, snap: &str) -> Result<()> {
+    side.execute(
+        "INSERT INTO phony.marks (root, snap) VALUES ($1, $2::text::pg_catalog.pg_snapshot)",
+        &[&pending.key, &snap],
+    )
+    .await
+    .map_err(pg("holding the snapshot's place among the marks"))?;
+    side.batch_execute("COMMIT")
+        .await
+        .map_err(pg("holding the snapshot's place among the marks"))
+}
+
+/// Gives up a held place (the snapshot failed). Best effort: a place left behind by a
+/// killed process expires after a day.
+pub async fn release_mark(side: &Client, pending: &PendingMark) {
+    let _ = side.batch_execute("ROLLBACK").await;
+    if let Err(e) = side
+        .execute("DELETE FROM phony.marks WHERE root = $1", &[&pending.key])
+        .await
+    {
+        tracing::debug!("releasing a pending mark: {e}");
+    }
+}
+
+/// Keeps the newest [`MAX_MARKS`] marks, and only the log entries some mark still needs.
+/// Snapshots being taken hold their place meanwhile (see [`PendingMark`]); the lock waits
+/// for one that is fixing its point in time.
+const PRUNE: &str = "LOCK TABLE phony.marks IN SHARE ROW EXCLUSIVE MODE;
+     DELETE FROM phony.marks WHERE root NOT IN \
+       (SELECT root FROM phony.marks ORDER BY marked_at DESC LIMIT 64)
+       OR (root LIKE 'pending:%' AND marked_at < pg_catalog.now() - interval '1 day');
+     DELETE FROM phony.changes c WHERE NOT EXISTS (SELECT 1 FROM phony.marks m \
+       WHERE NOT pg_catalog.pg_visible_in_snapshot(c.xid, m.snap));";
+
+/// Records that the database held `root`'s state at `snap` (a `pg_snapshot` text), in
+/// place of `pending` if given.
+pub async fn record_mark(
+    client: &impl GenericClient,
+    root: &BlobId,
+    snap: &str,
+    pending: Option<&PendingMark>,
+) -> Result<()> {
+    let root = root.to_hex();
+    match pending {
+        // In one statement: the place is never empty. A place that is gone (expired) means
+        // log entries may be gone too: no mark then.
+        Some(p) => {
+            client
+                .execute(
+                    "WITH held AS (DELETE FROM phony.marks WHERE root = $3 RETURNING 1)
+             INSERT INTO phony.marks (root, snap)
+             SELECT $1, $2::text::pg_catalog.pg_snapshot WHERE EXISTS (SELECT 1 FROM held)
+             ON CONFLICT (root) DO UPDATE SET snap = EXCLUDED.snap, marked_at = pg_catalog.now()",
+                    &[&root, &snap, &p.key],
+                )
+                .await
+        }
+        None => client
+            .execute(
+                "INSERT INTO phony.marks (root, snap) VALUES ($1, $2::text::pg_catalog.pg_snapshot)
+             ON CONFLICT (root) DO UPDATE SET snap = EXCLUDED.snap, marked_at = pg_catalog.now()",
+                &[&root, &snap],
+            )
+            .await,
+    }
+    .map_err(pg("recording the snapshot's mark"))?;
+    client
+        .batch_execute(PRUNE)
         .await
         .map_err(pg("pruning the change log"))?;
     Ok(())
@@ -409,35 +599,35 @@ pub(crate) async fn reset_after_full_restore(client: &Client, root: &BlobId) -> 
         .map_err(pg("resetting change tracking"))?;
     install_table_triggers(client).await?;
     let snap = snapshot_after_commit(client).await?;
-    record_mark(client, root, &snap).await
+    record_mark(client, root, &snap, None).await
 }
 
 /// The current snapshot as it will be once this transaction commits: the same in-progress
 /// transactions, minus this one, whose writes (and log entries) it then sees.
 pub(crate) async fn snapshot_after_commit(client: &Client) -> Result<String> {
     let row = client
-        .query_one(
-            // A snapshot's xmax is the latest completed xid + 1, which may not reach this
-            // transaction's own xid: raise it past ours, and count the xids in between as in
-            // progress (unseen), as they may be.
-            "WITH s AS (SELECT pg_catalog.pg_current_snapshot() AS snap),
-                  v AS (SELECT snap,
-                               pg_catalog.pg_snapshot_xmin(snap)::text::numeric AS lo,
-                               pg_catalog.pg_snapshot_xmax(snap)::text::numeric AS hi,
-                               pg_catalog.pg_current_xact_id()::text::numeric AS me
-                        FROM s)
-             SELECT lo::text || ':' || greatest(hi, me + 1)::text || ':' ||
-                    coalesce((SELECT string_agg(x::text, ',' ORDER BY x)
-                              FROM (SELECT x::text::numeric AS x FROM pg_catalog.pg_snapshot_xip(snap) AS x
-                                    UNION SELECT pg_catalog.generate_series(hi, me - 1)) y
-                              WHERE x <> me), '')
-             FROM v",
-            &[],
-        )
+        .query_one(&format!("SELECT {SNAPSHOT_AFTER_COMMIT}"), &[])
         .await
         .map_err(pg("reading the current snapshot"))?;
     Ok(row.get(0))
 }
+
+/// The text of [`snapshot_after_commit`], as one scalar subquery.
+// A snapshot's xmax is the latest completed xid + 1, which may not reach this transaction's
+// own xid: raise it past ours, and count the xids in between as in progress (unseen), as
+// they may be.
+const SNAPSHOT_AFTER_COMMIT: &str = "(WITH s AS (SELECT pg_catalog.pg_current_snapshot() AS snap),
+           v AS (SELECT snap,
+                        pg_catalog.pg_snapshot_xmin(snap)::text::numeric AS lo,
+                        pg_catalog.pg_snapshot_xmax(snap)::text::numeric AS hi,
+                        pg_catalog.pg_current_xact_id()::text::numeric AS me
+                 FROM s)
+      SELECT lo::text || ':' || greatest(hi, me + 1)::text || ':' ||
+             coalesce((SELECT string_agg(x::text, ',' ORDER BY x)
+                       FROM (SELECT x::text::numeric AS x FROM pg_catalog.pg_snapshot_xip(snap) AS x
+                             UNION SELECT pg_catalog.generate_series(hi, me - 1)) y
+                       WHERE x <> me), '')
+      FROM v)";
 
 /// Relation ids whose log entries concern `table`: itself and its partition ancestors.
 pub(crate) async fn relids(client: &Client, table: &QualifiedName) -> Result<Vec<u32>> {
@@ -514,35 +704,76 @@ pub(crate) struct LoggedRelation {
     pub relid: u32,
     /// Quoted, schema-qualified name (`regclass` text).
     pub name: String,
+    pub table: QualifiedName,
+    /// Primary key columns (none: the table has no primary key) and their types.
+    pub key: Vec<String>,
+    pub key_types: Vec<String>,
+    /// Stored (not generated) columns, in order.
+    pub columns: Vec<String>,
     /// Whole-table entries (TRUNCATE, no key): compare content.
     pub whole: bool,
     /// Partition ancestors (excluding itself) and descendants that have entries too.
     pub tree: Vec<u32>,
 }
 
-/// Every relation with log entries since `mark`.
-pub(crate) async fn logged_relations(client: &Client, mark: &Mark) -> Result<Vec<LoggedRelation>> {
-    let rows = client
-        .query(
+/// Every relation with log entries since `mark`, with what rewriting its rows needs.
+pub(crate) async fn logged_relations(
+    session: &Session,
+    mark: &Mark,
+) -> Result<Vec<LoggedRelation>> {
+    let context = "reading the change log";
+    let statement = session
+        .prepared(
             "WITH c AS (SELECT relid, bool_or(key IS NULL) AS whole FROM phony.changes
                         WHERE relid <> 0 AND NOT pg_catalog.pg_visible_in_snapshot(xid, $1::text::pg_catalog.pg_snapshot)
-                        GROUP BY relid)
-             SELECT c.relid, c.relid::regclass::text, c.whole,
+                        GROUP BY relid),
+                  k AS (SELECT i.indrelid, a.attname::text AS name,
+                               pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, k.ord
+                        FROM pg_catalog.pg_index i
+                        CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+                        JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                        WHERE i.indisprimary AND i.indrelid IN (SELECT relid FROM c))
+             SELECT c.relid, c.relid::regclass::text, n.nspname::text, r.relname::text, c.whole,
                     ARRAY(SELECT o.relid FROM c o WHERE o.relid <> c.relid AND (
                         o.relid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(c.relid))
-                        OR c.relid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(o.relid))))
-             FROM c JOIN pg_catalog.pg_class k ON k.oid = c.relid",
-            &[&mark.snap],
+                        OR c.relid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(o.relid)))),
+                    ARRAY(SELECT k.name FROM k WHERE k.indrelid = c.relid ORDER BY k.ord),
+                    ARRAY(SELECT k.type FROM k WHERE k.indrelid = c.relid ORDER BY k.ord),
+                    ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+                          WHERE a.attrelid = c.relid AND a.attnum > 0 AND NOT a.attisdropped
+                            AND a.attgenerated = ''
+                          ORDER BY a.attnum)
+             FROM c JOIN pg_catalog.pg_class r ON r.oid = c.relid
+             JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace",
         )
         .await
-        .map_err(pg("reading the change log"))?;
+        .map_err(pg(context))?;
+    let rows = session
+        .client()
+        .query(&statement, &[&mark.snap])
+        .await
+        .map_err(pg(context))?;
     Ok(rows
         .iter()
         .map(|r| LoggedRelation {
             relid: r.get(0),
             name: r.get(1),
-            whole: r.get(2),
-            tree: r.get(3),
+            table: QualifiedName::new(r.get::<_, String>(2), r.get::<_, String>(3)),
+            whole: r.get(4),
+            tree: r.get(5),
+            key: r.get(6),
+            key_types: r.get(7),
+            columns: r.get(8),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_keeps_max_marks() {
+        assert!(PRUNE.contains(&format!("LIMIT {MAX_MARKS})")));
+    }
 }

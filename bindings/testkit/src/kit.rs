@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use phony_core::{RootManifest, Store, StoreConfig};
 use phony_object_store::ObjectStoreBackend;
-use phony_postgres::{capture, restore, CaptureOptions, ConnectionTarget, RestoreOptions};
+use phony_postgres::{capture, restore_in, CaptureOptions, ConnectionTarget, RestoreOptions};
 use tokio::sync::{Mutex, OnceCell, OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
@@ -337,7 +337,9 @@ impl Inner {
             force: false,
             ..RestoreOptions::default()
         };
-        let mut restore = restore(&slot.target, &self.store, &self.root, &opts).await?;
+        let target = slot.target.clone();
+        let session = slot.control(lock_timeout).await?;
+        let mut restore = restore_in(session, &target, &self.store, &self.root, &opts).await?;
         restore.terminated += terminated;
         if schema_changed == Some(true) {
             if policy == SchemaChanges::Fail {

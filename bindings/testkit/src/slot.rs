@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use phony_postgres::ConnectionTarget;
+use phony_postgres::{ConnectionTarget, Session};
 use tokio_postgres::{Client, Statement};
 
 use crate::error::{pg, Error, Result};
@@ -25,7 +25,7 @@ pub(crate) struct Slot {
     pub(crate) target: ConnectionTarget,
     /// Why the last reset failed; the next checkout tries again first.
     pub(crate) dirty: Option<String>,
-    control: Option<Client>,
+    control: Option<Session>,
     /// The termination and schema-digest queries, prepared on `control` (planned once,
     /// not per test).
     statements: Option<(Statement, Statement)>,
@@ -45,8 +45,8 @@ impl Slot {
     }
 
     /// The kit's own session on this database, (re)connected when needed.
-    pub(crate) async fn control(&mut self, lock_timeout: Duration) -> Result<&Client> {
-        if self.control.as_ref().is_none_or(Client::is_closed) {
+    pub(crate) async fn control(&mut self, lock_timeout: Duration) -> Result<&Session> {
+        if self.control.as_ref().is_none_or(Session::is_closed) {
             let client = self.target.connect().await?;
             client
                 .batch_execute(&format!(
@@ -55,7 +55,7 @@ impl Slot {
                 ))
                 .await
                 .map_err(|e| pg("setting the lock timeout", e))?;
-            self.control = Some(client);
+            self.control = Some(Session::new(client));
             self.statements = None;
         }
         self.control
@@ -77,7 +77,8 @@ impl Slot {
         let control = self
             .control
             .as_ref()
-            .ok_or_else(|| Error::Internal("no session on the test database".into()))?;
+            .ok_or_else(|| Error::Internal("no session on the test database".into()))?
+            .client();
         let statements = match &self.statements {
             Some(s) => s.clone(),
             None => {
@@ -133,6 +134,7 @@ impl Slot {
         let result = self
             .control(lock_timeout)
             .await?
+            .client()
             .batch_execute(&format!(
                 "SET client_min_messages = warning;
                  CREATE SCHEMA IF NOT EXISTS phony;
@@ -154,6 +156,7 @@ impl Slot {
         let result = self
             .control(lock_timeout)
             .await?
+            .client()
             .batch_execute(&format!("DELETE FROM {LEASE_TABLE}"))
             .await
             .map_err(|e| pg("ending the lease", e));

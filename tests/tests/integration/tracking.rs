@@ -279,3 +279,164 @@ async fn incremental_snapshots_hold_exactly_the_live_state() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mark_taken_during_an_unlogged_restore_is_not_trusted() {
+    let db = TestDb::rich("trk_unlogged").await;
+    track_on(&db).await;
+    let store = TestStore::new().await;
+    let a = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    db.exec(CHANGES[0]).await;
+    // A restore finds no other mark (so it will not log the rows it rewrites), then waits
+    // for a lock...
+    let blocker = db.client().await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE public.customers IN ROW EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let restoring = {
+        let (target, store, manifest) = (db.target(), store.store.clone(), a.manifest.clone());
+        tokio::spawn(async move {
+            restore(&target, &store, &manifest, &RestoreOptions::default()).await
+        })
+    };
+    let watcher = db.client().await;
+    for _ in 0..500 {
+        let waiting: bool = watcher
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity
+                 WHERE datname = current_database() AND application_name = 'phony restore'
+                   AND wait_event_type = 'Lock')",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // ...meanwhile a snapshot fixes its point in time and holds its place...
+    let side = db.client().await;
+    let pending = tracking::lock_marks(&side).await.unwrap().unwrap();
+    let snap: String = watcher
+        .query_one("SELECT pg_catalog.pg_current_snapshot()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    tracking::hold_mark(&side, &pending, &snap).await.unwrap();
+    blocker.batch_execute("COMMIT").await.unwrap();
+    let r = restoring.await.unwrap().unwrap();
+    assert_eq!(r.path, RestorePath::Delta);
+    // ...and the snapshot's mark, recorded afterwards, must not claim the log is complete.
+    let b = phony_core::BlobId::of(b"a snapshot taken meanwhile");
+    let client = db.client().await;
+    tracking::record_mark(&client, &b, &snap, Some(&pending))
+        .await
+        .unwrap();
+    assert!(tracking::usable_mark(&client, &b).await.unwrap().is_none());
+    assert!(tracking::usable_mark(&client, &a.root)
+        .await
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_being_taken_keeps_the_log_entries_it_needs() {
+    let db = TestDb::rich("trk_pending").await;
+    track_on(&db).await;
+    let store = TestStore::new().await;
+    let a = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    let side = db.client().await;
+    let pending = tracking::lock_marks(&side).await.unwrap().unwrap();
+    let snap: String = db
+        .client()
+        .await
+        .query_one("SELECT pg_catalog.pg_current_snapshot()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    tracking::hold_mark(&side, &pending, &snap).await.unwrap();
+    // Written after the snapshot's point in time, then pruned by a restore to A if the
+    // held place were not a mark.
+    db.exec(CHANGES[2]).await;
+    restore(
+        &db.target(),
+        &store.store,
+        &a.manifest,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = db.client().await;
+    let kept: i64 = client
+        .query_one(
+            "SELECT count(*) FROM phony.changes
+             WHERE NOT pg_catalog.pg_visible_in_snapshot(xid, $1::text::pg_catalog.pg_snapshot)",
+            &[&snap],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        kept > 0,
+        "the log entries the pending snapshot needs were pruned"
+    );
+    // A place given up is gone.
+    tracking::release_mark(&side, &pending).await;
+    let marks: i64 = client
+        .query_one(
+            "SELECT count(*) FROM phony.marks WHERE root LIKE 'pending:%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(marks, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_session_restores_again_and_again_across_schema_changes() {
+    let db = TestDb::rich("trk_session").await;
+    track_on(&db).await;
+    let store = TestStore::new().await;
+    let before = db.fingerprint().await;
+    let snap = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    let session = phony_postgres::Session::connect(&db.target())
+        .await
+        .unwrap();
+    let opts = RestoreOptions::default();
+    let steps: [(&str, RestorePath); 4] = [
+        (CHANGES[0], RestorePath::Delta),
+        (CHANGES[0], RestorePath::Delta),
+        (
+            "ALTER TABLE public.orders ADD COLUMN coupon text",
+            RestorePath::Full,
+        ),
+        (CHANGES[0], RestorePath::Delta),
+    ];
+    for (i, (sql, path)) in steps.into_iter().enumerate() {
+        db.exec(sql).await;
+        let r =
+            phony_postgres::restore_in(&session, &db.target(), &store.store, &snap.manifest, &opts)
+                .await
+                .unwrap();
+        assert_eq!(r.path, path, "step {i}: {:?}", r.full_reason);
+        assert_same(&db.fingerprint().await, &before, &format!("after step {i}"));
+    }
+    // pg_dump's scripts (the full path) set session settings; the session keeps its own.
+    let search_path: String = session
+        .client()
+        .query_one("SHOW search_path", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(search_path, "\"$user\", public");
+}
