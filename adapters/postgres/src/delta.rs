@@ -264,7 +264,7 @@ async fn key_filter(
     let rows = client
         .query(
             "SELECT DISTINCT key FROM phony.changes WHERE relid = ANY($1::oid[]) AND key IS NOT NULL \
-             AND NOT pg_catalog.pg_visible_in_snapshot(xid, $2::text::pg_catalog.pg_snapshot)",
+             AND xid >= pg_catalog.pg_snapshot_xmin($2::text::pg_catalog.pg_snapshot) AND NOT pg_catalog.pg_visible_in_snapshot(xid, $2::text::pg_catalog.pg_snapshot)",
             &[&relids, &mark.snap],
         )
         .await
@@ -432,7 +432,7 @@ fn changed_keys_sql(entry: &TableEntry, types: &[String], relids: usize, snap: u
         .collect();
     format!(
         "SELECT DISTINCT {} FROM phony.changes WHERE relid = ANY(${relids}::oid[]) \
-         AND key IS NOT NULL AND NOT pg_catalog.pg_visible_in_snapshot(xid, ${snap}::text::pg_catalog.pg_snapshot)",
+         AND key IS NOT NULL AND xid >= pg_catalog.pg_snapshot_xmin(${snap}::text::pg_catalog.pg_snapshot) AND NOT pg_catalog.pg_visible_in_snapshot(xid, ${snap}::text::pg_catalog.pg_snapshot)",
         cols.join(", ")
     )
 }
@@ -681,7 +681,7 @@ pub(crate) async fn restore_from_log(
     // has it (none: the key did not exist then).
     let first = "SELECT DISTINCT ON (key) key, img FROM phony.changes
          WHERE relid = $1 AND key IS NOT NULL
-           AND NOT pg_catalog.pg_visible_in_snapshot(xid, $2::text::pg_catalog.pg_snapshot)
+           AND xid >= pg_catalog.pg_snapshot_xmin($2::text::pg_catalog.pg_snapshot) AND NOT pg_catalog.pg_visible_in_snapshot(xid, $2::text::pg_catalog.pg_snapshot)
          ORDER BY key, seq";
     let remove = if log_images {
         // One statement logs the rows about to change (with their current images, as the

@@ -84,6 +84,12 @@ pub struct RestoreReport {
     pub sequences: u64,
     /// Delta path: what changed, per table that differed.
     pub changes: Vec<TableChange>,
+    /// Whether the live schema differed from the snapshot's (`None`: not checked, as with
+    /// `full`, or the check failed).
+    pub schema_changed: Option<bool>,
+    /// The change log said what changed since the database held the snapshot (so the
+    /// schema did not change): no schema comparison was needed.
+    pub tracked: bool,
     /// Sessions terminated because of `force`.
     pub terminated: u64,
     /// Nothing was changed: the work was rolled back.
@@ -175,10 +181,15 @@ pub async fn restore_in<B: Backend + 'static>(
         Some("asked for the full path".to_owned())
     } else if mark.is_some() {
         // The change log saw no schema change since the database held this snapshot.
+        report.schema_changed = Some(false);
+        report.tracked = true;
         None
     } else {
         match schema_difference(&target, client, &pre_data, &post_data).await {
-            Ok(reason) => reason,
+            Ok(reason) => {
+                report.schema_changed = Some(reason.is_some());
+                reason
+            }
             Err(e) => Some(format!("could not compare schemas: {e}")),
         }
     };

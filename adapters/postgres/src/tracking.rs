@@ -46,6 +46,7 @@ CREATE TABLE phony.changes (
     img text,
     xid xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id()
 );
+CREATE INDEX changes_xid ON phony.changes (xid);
 CREATE TABLE phony.marks (
     root text PRIMARY KEY,
     snap pg_catalog.pg_snapshot NOT NULL,
@@ -227,6 +228,7 @@ pub async fn install_table_triggers(client: &Client) -> Result<()> {
     // Functions of tables that no longer exist (a full restore recreates tables).
     let mut sql = String::from(
         "SET LOCAL phony.quiet = 'on';
+         CREATE INDEX IF NOT EXISTS changes_xid ON phony.changes (xid);
          DO $drop$ DECLARE f regprocedure; BEGIN
            FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
                     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
@@ -354,7 +356,7 @@ pub async fn usable_mark(client: &impl GenericClient, root: &BlobId) -> Result<O
 macro_rules! mark_unusable_sql {
     () => {
         "EXISTS (SELECT 1 FROM phony.changes c
-                 WHERE c.relid = 0 AND NOT pg_catalog.pg_visible_in_snapshot(c.xid, m.snap)),
+                 WHERE c.relid = 0 AND c.xid >= pg_catalog.pg_snapshot_xmin(m.snap) AND NOT pg_catalog.pg_visible_in_snapshot(c.xid, m.snap)),
          EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                  WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
                    AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'phony')
@@ -501,7 +503,7 @@ pub async fn lock_marks(side: &Client) -> Result<Option<PendingMark>> {
     if !valid(side).await? {
         return Ok(None);
     }
-    side.batch_execute("BEGIN; LOCK TABLE phony.marks IN SHARE ROW EXCLUSIVE MODE")
+    side.batch_execute(&format!("BEGIN; {LOCK_MARKS}"))
         .await
         .map_err(pg("locking snapshot marks"))?;
     let nanos = std::time::SystemTime::now()
@@ -539,15 +541,29 @@ pub async fn release_mark(side: &Client, pending: &PendingMark) {
     }
 }
 
-/// Keeps the newest [`MAX_MARKS`] marks, and only the log entries some mark still needs.
+/// Serialises pruning with captures fixing their point in time (an advisory lock: taking
+/// it never waits for autovacuum, as a lock on `phony.marks` would). Its key is "phony_mk".
+macro_rules! lock_marks_sql {
+    () => {
+        "SELECT pg_catalog.pg_advisory_xact_lock(8099846450099219819);"
+    };
+}
+
+/// Keeps the newest [`MAX_MARKS`] marks, and the log entries some mark may still need:
+/// every entry from the oldest mark's `xmin` on (an index range, not a scan of the log).
 /// Snapshots being taken hold their place meanwhile (see [`PendingMark`]); the lock waits
 /// for one that is fixing its point in time.
-const PRUNE: &str = "LOCK TABLE phony.marks IN SHARE ROW EXCLUSIVE MODE;
-     DELETE FROM phony.marks WHERE root NOT IN \
+const PRUNE: &str = concat!(
+    lock_marks_sql!(),
+    "DELETE FROM phony.marks WHERE root NOT IN \
        (SELECT root FROM phony.marks ORDER BY marked_at DESC LIMIT 64)
        OR (root LIKE 'pending:%' AND marked_at < pg_catalog.now() - interval '1 day');
-     DELETE FROM phony.changes c WHERE NOT EXISTS (SELECT 1 FROM phony.marks m \
-       WHERE NOT pg_catalog.pg_visible_in_snapshot(c.xid, m.snap));";
+     DELETE FROM phony.changes WHERE xid < coalesce(
+       (SELECT min(pg_catalog.pg_snapshot_xmin(snap)) FROM phony.marks),
+       pg_catalog.pg_current_xact_id());"
+);
+
+const LOCK_MARKS: &str = lock_marks_sql!();
 
 /// Records that the database held `root`'s state at `snap` (a `pg_snapshot` text), in
 /// place of `pending` if given.
@@ -586,6 +602,22 @@ pub async fn record_mark(
         .await
         .map_err(pg("pruning the change log"))?;
     Ok(())
+}
+
+/// Forgets the marks of every snapshot but `keep` (snapshots being taken keep theirs):
+/// restores to those compare content, and restores no longer log row images for them.
+pub async fn forget_other_marks(client: &Client, keep: &BlobId) -> Result<()> {
+    client
+        .execute(
+            "DELETE FROM phony.marks WHERE root <> $1 AND root NOT LIKE 'pending:%'",
+            &[&keep.to_hex()],
+        )
+        .await
+        .map_err(pg("forgetting snapshot marks"))?;
+    client
+        .batch_execute(PRUNE)
+        .await
+        .map_err(pg("pruning the change log"))
 }
 
 /// Marks kept: restores to older snapshots compare content instead.
@@ -685,7 +717,7 @@ pub(crate) async fn logged(client: &Client, relids: &[u32], mark: &Mark) -> Resu
     let row = client
         .query_one(
             "SELECT count(*) > 0, coalesce(bool_or(key IS NULL), false) FROM phony.changes
-             WHERE relid = ANY($1) AND NOT pg_catalog.pg_visible_in_snapshot(xid, $2::text::pg_catalog.pg_snapshot)",
+             WHERE relid = ANY($1) AND xid >= pg_catalog.pg_snapshot_xmin($2::text::pg_catalog.pg_snapshot) AND NOT pg_catalog.pg_visible_in_snapshot(xid, $2::text::pg_catalog.pg_snapshot)",
             &[&relids, &mark.snap],
         )
         .await
@@ -725,7 +757,7 @@ pub(crate) async fn logged_relations(
     let statement = session
         .prepared(
             "WITH c AS (SELECT relid, bool_or(key IS NULL) AS whole FROM phony.changes
-                        WHERE relid <> 0 AND NOT pg_catalog.pg_visible_in_snapshot(xid, $1::text::pg_catalog.pg_snapshot)
+                        WHERE relid <> 0 AND xid >= pg_catalog.pg_snapshot_xmin($1::text::pg_catalog.pg_snapshot) AND NOT pg_catalog.pg_visible_in_snapshot(xid, $1::text::pg_catalog.pg_snapshot)
                         GROUP BY relid),
                   k AS (SELECT i.indrelid, a.attname::text AS name,
                                pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, k.ord

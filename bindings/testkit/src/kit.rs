@@ -208,6 +208,22 @@ impl Inner {
             start_tracking(&base, None).await;
         }
         let captured = capture(&base, &store, &CaptureOptions::default()).await?;
+        if setup.tracking {
+            // The kit restores its baseline only: other snapshots' marks would make every
+            // reset log the rows it rewrites for them.
+            let forgotten = async {
+                let client = base.connect().await?;
+                match phony_postgres::tracking::valid(&client).await? {
+                    true => {
+                        phony_postgres::tracking::forget_other_marks(&client, &captured.root).await
+                    }
+                    false => Ok(()),
+                }
+            };
+            if let Err(e) = forgotten.await {
+                tracing::info!("keeping other snapshots' marks in {}: {e}", base.dbname());
+            }
+        }
         let digest: String = base
             .connect()
             .await?
@@ -323,14 +339,15 @@ impl Inner {
         let started = Instant::now();
         let policy = self.setup.schema_changes;
         let lock_timeout = self.setup.lock_timeout;
+        // After a reset that the change log drove, the log also tells whether the schema
+        // changed since: the digest is needed only when it cannot.
         let (terminated, digest) = slot
             .checks(
                 lock_timeout,
                 self.setup.terminate_sessions,
-                policy != SchemaChanges::Ignore,
+                policy != SchemaChanges::Ignore && !slot.tracked,
             )
             .await?;
-        let schema_changed = digest.map(|d| d != self.digest);
         let opts = RestoreOptions {
             lock_timeout,
             // Done above, sparing the kit's own session.
@@ -341,6 +358,11 @@ impl Inner {
         let session = slot.control(lock_timeout).await?;
         let mut restore = restore_in(session, &target, &self.store, &self.root, &opts).await?;
         restore.terminated += terminated;
+        slot.tracked = restore.tracked;
+        let schema_changed = match policy {
+            SchemaChanges::Ignore => None,
+            _ => digest.map(|d| d != self.digest).or(restore.schema_changed),
+        };
         if schema_changed == Some(true) {
             if policy == SchemaChanges::Fail {
                 return Err(Error::SchemaChanged {

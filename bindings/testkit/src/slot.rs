@@ -25,6 +25,8 @@ pub(crate) struct Slot {
     pub(crate) target: ConnectionTarget,
     /// Why the last reset failed; the next checkout tries again first.
     pub(crate) dirty: Option<String>,
+    /// The last reset was driven by the change log (which also watches the schema).
+    pub(crate) tracked: bool,
     control: Option<Session>,
     /// The termination and schema-digest queries, prepared on `control` (planned once,
     /// not per test).
@@ -38,6 +40,7 @@ impl Slot {
             url,
             target,
             dirty: None,
+            tracked: false,
             control: None,
             statements: None,
             locker: None,
@@ -49,8 +52,10 @@ impl Slot {
         if self.control.as_ref().is_none_or(Session::is_closed) {
             let client = self.target.connect().await?;
             client
+                // A test database's resets need not wait for the WAL flush: other sessions
+                // see them at once; only a crash of the server could undo the last one.
                 .batch_execute(&format!(
-                    "SET lock_timeout = '{}ms'",
+                    "SET lock_timeout = '{}ms'; SET synchronous_commit = off",
                     lock_timeout.as_millis().max(1)
                 ))
                 .await
