@@ -5,7 +5,8 @@
 //! come in through arguments and the small [`Backend`] trait.
 //!
 //! - [`chunker`]: a table's row stream → row-aligned content-defined chunks (FastCDC).
-//! - [`codec`]: plain bytes ↔ stored bytes (zstd, tagged), verified against the BLAKE3 id.
+//! - [`codec`]: plain bytes ↔ stored bytes (zstd, or a zstd delta against another blob,
+//!   tagged), verified against the BLAKE3 id.
 //! - [`manifest`]: chunk trees per table and the root manifest of a snapshot.
 //! - [`record`]: the snapshot record that makes a snapshot listed, written last.
 //! - [`config`]: the store's self-description and format version.

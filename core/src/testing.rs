@@ -153,3 +153,28 @@ pub async fn put_snapshot<B: Backend>(store: &Store<B>, chunks: &[&[u8]], n: u8)
     store.put_record(&record).await.unwrap();
     record
 }
+
+/// `n` rows of table text, the same for the same `seed`, with the rows at `changed`
+/// rewritten: a chunk and the chunk that replaces it.
+pub fn rows(n: usize, seed: u64, changed: &[usize]) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut out = Vec::new();
+    for i in 0..n {
+        let (a, b, c) = (next() % 100_000, next() % 1000, next() % 28 + 1);
+        let v = if changed.contains(&i) {
+            "changed"
+        } else {
+            "kept"
+        };
+        out.extend_from_slice(
+            format!("{i}\tuser{a}\tuser{a}.{b}@example.com\t2024-03-{c:02}\t{v}\n").as_bytes(),
+        );
+    }
+    out
+}
