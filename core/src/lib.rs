@@ -11,6 +11,7 @@
 //! - [`record`]: the snapshot record that makes a snapshot listed, written last.
 //! - [`config`]: the store's self-description and format version.
 //! - [`store`]: the store on top of a [`Backend`].
+//! - [`bases`]: which base each delta blob needs, from the markers written beside them.
 //! - [`resolve`]: ids, prefixes and names → one snapshot.
 //! - [`row`]: rows in PostgreSQL's text COPY format: fields, keys, unescaping.
 //! - [`retention`]: which snapshots a policy keeps ([`PrunePlan`]).
@@ -19,6 +20,7 @@
 //! - [`stats`]: logical against stored bytes, per snapshot.
 //! - [`diff`]: what differs between two snapshots, reading only the chunks that differ.
 
+pub mod bases;
 pub mod chunker;
 pub mod codec;
 pub mod config;

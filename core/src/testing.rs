@@ -9,7 +9,7 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
-use crate::id::SnapshotId;
+use crate::id::{BlobId, SnapshotId};
 use crate::manifest::{build_tree, BlobRef, QualifiedName, RootManifest, TableEntry};
 use crate::record::{Origin, SnapshotRecord, SnapshotStats, SourceInfo};
 use crate::store::{Backend, ListEntry, Store};
@@ -177,4 +177,23 @@ pub fn rows(n: usize, seed: u64, changed: &[usize]) -> Vec<u8> {
         );
     }
     out
+}
+
+/// Three snapshots of one table whose one chunk changes a little each time, stored as a
+/// chain of deltas c1 ← c2 ← c3; returns the records and the chunks' ids.
+pub async fn delta_snapshots<B: Backend>(store: &Store<B>) -> (Vec<SnapshotRecord>, Vec<BlobId>) {
+    let chunks: Vec<Vec<u8>> = (0..3).map(|v| rows(800, 4, &[v * 100, 700])).collect();
+    let ids: Vec<BlobId> = chunks.iter().map(|c| BlobId::of(c)).collect();
+    let mut records = Vec::new();
+    for (v, chunk) in chunks.iter().enumerate() {
+        if v > 0 {
+            let stored = store
+                .put_delta(&ids[v], chunk, &ids[v - 1], &chunks[v - 1])
+                .await
+                .unwrap();
+            assert!(stored.stored_bytes < 500, "a delta");
+        }
+        records.push(put_snapshot(store, &[chunk], v as u8 + 1).await);
+    }
+    (records, ids)
 }
