@@ -4,17 +4,25 @@
 //! |-----|---------|
 //! | `0` | the plain bytes |
 //! | `1` | one zstd frame of the plain bytes |
+//! | `2` | depth (1 byte), base id (32 bytes), one zstd frame of the plain bytes compressed with the base's plain bytes as a raw-content prefix |
 //!
 //! A blob's id is the BLAKE3 hash of its plain bytes, so [`decode`] can always tell a
-//! damaged object from a sound one.
+//! damaged object from a sound one. A tag-2 blob (a *delta*, see [`delta`]) needs its base's
+//! plain bytes to be decoded: a [`Chain`] holds a blob with the stored bytes of every base
+//! down to a standalone one (tag 0 or 1), and decodes it.
+
+mod delta;
 
 use std::io::Read;
+
+pub use delta::{encode_delta, Chain, DeltaHeader, DELTA_LEVEL, MAX_DELTA_DEPTH, MAX_DELTA_LEN};
 
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 
 const TAG_RAW: u8 = 0;
 const TAG_ZSTD: u8 = 1;
+const TAG_DELTA: u8 = 2;
 
 /// The largest plain blob any decoder accepts: a chunk is at most one PostgreSQL row
 /// (≤ 1 GiB of text, escaped) past the chunker's maximum, so this bounds every allocation
@@ -39,7 +47,8 @@ pub fn encode(plain: &[u8], level: i32) -> Vec<u8> {
     out
 }
 
-/// Decodes a stored object and checks that its plain bytes hash to `id`.
+/// Decodes a standalone stored object (tag 0 or 1) and checks that its plain bytes hash to
+/// `id`; a delta (tag 2) needs its bases: decode it through a [`Chain`].
 ///
 /// `limit` bounds the plain size (use the size a manifest recorded when known). A damaged
 /// object yields [`Error::Corrupt`], never a panic or an allocation beyond `limit`.
@@ -69,6 +78,7 @@ pub fn decode(id: &BlobId, stored: &[u8], limit: u64) -> Result<Vec<u8>> {
             }
             plain
         }
+        TAG_DELTA => return Err(needs_base(id, stored)),
         other => return Err(corrupt(format!("unknown codec tag {other}"))),
     };
     if BlobId::of(&plain) != *id {
@@ -77,7 +87,19 @@ pub fn decode(id: &BlobId, stored: &[u8], limit: u64) -> Result<Vec<u8>> {
     Ok(plain)
 }
 
-/// Decodes a stored object whose plain size is known exactly (a chunk, from the size its
+/// The error for a delta handed to a decoder of standalone blobs.
+fn needs_base(id: &BlobId, stored: &[u8]) -> Error {
+    match DeltaHeader::parse(id, stored) {
+        Ok(Some(h)) => Error::Invalid(format!(
+            "blob {id} is a delta against blob {}: decode it through its chain (Store::get_chain)",
+            h.base
+        )),
+        Ok(None) => Error::Invalid(format!("blob {id} is not a delta")),
+        Err(e) => e,
+    }
+}
+
+/// Decodes a standalone stored object whose plain size is known exactly (a chunk, from the size its
 /// manifest entry recorded): one pass into one allocation of `len` bytes, with a zstd
 /// decoder reused per thread, for readers that decode many chunks (diffs). Same checks as
 /// [`decode`]: an object that does not decode to exactly `len` bytes hashing to `id` is
@@ -114,6 +136,7 @@ pub fn decode_exact(id: &BlobId, stored: &[u8], len: u64) -> Result<Vec<u8>> {
                 .map_err(|e| corrupt(format!("zstd: {e}")))?;
             plain
         }
+        TAG_DELTA => return Err(needs_base(id, stored)),
         other => return Err(corrupt(format!("unknown codec tag {other}"))),
     };
     if plain.len() as u64 != len {
@@ -196,6 +219,23 @@ mod tests {
         let raw = encode(b"ab", 3);
         assert_eq!(decode_exact(&BlobId::of(b"ab"), &raw, 2).unwrap(), b"ab");
         assert!(decode_exact(&id, &[], 1).is_err());
+    }
+
+    /// Tags 0 and 1, pinned: these bytes must always decode.
+    #[test]
+    fn golden_standalone_layouts() {
+        let plain = b"1\thello\n".repeat(4);
+        let id = BlobId::of(&plain);
+        let mut raw = vec![TAG_RAW];
+        raw.extend_from_slice(&plain);
+        assert_eq!(decode(&id, &raw, 64).unwrap(), plain);
+        let zstd = [
+            TAG_ZSTD, 0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x20, 0x75, 0x00, 0x00, 0x40, 0x31, 0x09, 0x68,
+            0x65, 0x6c, 0x6c, 0x6f, 0x0a, 0x01, 0x00, 0x03, 0x0b, 0x17,
+        ];
+        assert_eq!(decode(&id, &zstd, 64).unwrap(), plain);
+        assert_eq!(decode_exact(&id, &zstd, 32).unwrap(), plain);
+        assert_eq!(encode(&plain, 9)[0], TAG_ZSTD);
     }
 
     proptest! {

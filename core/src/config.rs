@@ -8,7 +8,13 @@ use crate::error::{Error, Result};
 use crate::retention::RetentionPolicy;
 
 /// The newest store format this build reads and writes.
-pub const STORE_FORMAT: u32 = 1;
+pub const STORE_FORMAT: u32 = 2;
+
+/// The first format whose blobs may be deltas (codec tag 2) with markers under `bases/`.
+/// A format-1 store is read and written as before, without deltas, so that older builds
+/// (which neither decode deltas nor keep their bases from garbage collection) can still
+/// use it; they refuse format 2.
+pub const DELTA_FORMAT: u32 = 2;
 
 /// The key of the store config inside a store.
 pub const CONFIG_KEY: &str = "phony-store.json";
@@ -182,7 +188,7 @@ mod tests {
         assert_eq!(
             text,
             r#"{
-  "format": 1,
+  "format": 2,
   "chunking": {
     "algorithm": "fastcdc-2020-row-aligned",
     "min": 16384,
@@ -230,11 +236,13 @@ mod tests {
         );
         assert_eq!(StoreConfig::decode(text.as_bytes()).unwrap(), config);
 
-        // A config written before retention existed reads with no policy.
+        // A config written before retention existed reads with no policy (and format 1:
+        // no deltas).
         let old = br#"{"format":1,"chunking":{"algorithm":"fastcdc-2020-row-aligned","min":16384,"avg":65536,"max":262144,"normalization":1},"compression":{"codec":"zstd","level":3}}"#;
         let decoded = StoreConfig::decode(old).unwrap();
         let mut expected = StoreConfig::default();
         expected.compression.level = 3;
+        expected.format = 1;
         assert_eq!(decoded, expected);
         assert_eq!(decoded.retention, None);
         assert_eq!(
@@ -266,10 +274,10 @@ mod tests {
     #[test]
     fn newer_and_damaged_configs_are_refused() {
         assert!(matches!(
-            StoreConfig::decode(br#"{"format": 2, "whatever": true}"#),
+            StoreConfig::decode(br#"{"format": 3, "whatever": true}"#),
             Err(Error::UnsupportedFormat {
-                found: 2,
-                supported: 1
+                found: 3,
+                supported: 2
             })
         ));
         assert!(StoreConfig::decode(b"not json").is_err());

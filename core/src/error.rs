@@ -32,6 +32,10 @@ pub enum Error {
     #[error("blob {id} is corrupt: {reason}")]
     Corrupt { id: BlobId, reason: String },
 
+    /// A delta's base is not in the store, so the delta cannot be decoded.
+    #[error("blob {id} is stored as a delta against blob {base}, which is missing (the store is missing data this snapshot needs)")]
+    BaseMissing { id: BlobId, base: BlobId },
+
     /// A stored record or config file cannot be decoded.
     #[error("{what} is corrupt: {reason}")]
     CorruptRecord { what: String, reason: String },

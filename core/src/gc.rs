@@ -29,12 +29,23 @@
 //! for half a period. A lock left by a killed process goes stale and is ignored, and
 //! removed by whoever sees it.
 //!
+//! # Delta bases
+//!
+//! A kept delta needs its base, and the base's base, whether or not a snapshot references
+//! them. The collector lists the markers under `bases/` once (see [`crate::bases`]) and
+//! marks, with every blob the records reach, every base the markers say it needs. Deltas
+//! that are garbage are deleted first, dependents before their bases, and before any other
+//! blob: a sweep stopped midway (a lost lock, a crash) never leaves a delta whose base is
+//! gone, which a later writer could otherwise find present and reference. A marker is
+//! deleted after its blob, or when its blob is absent (a writer died between the two).
+//!
 //! # Bounded memory
 //!
 //! Marking keeps one set of blob ids, but only of the ids whose first byte falls in the
 //! current range of [`partitions`]: a store with more references than [`MARK_BUDGET`] is
 //! marked and swept in several passes (up to 256, one per `blobs/xx/` directory), each
-//! walking the manifests again and listing only its own directories.
+//! walking the manifests again and listing only its own directories. The delta relations
+//! are held whole (64 bytes per delta), with the set of the deltas still needed.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -42,6 +53,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::bases::DeltaMap;
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::record::SnapshotRecord;
@@ -199,22 +211,35 @@ fn in_range(id: &BlobId, range: (u8, u8)) -> bool {
     (range.0..=range.1).contains(&id.as_bytes()[0])
 }
 
-/// Marks every blob that the snapshots rooted at `roots` reference and whose id's first
-/// byte is in `range`. Fails if any of them cannot be walked (a damaged store): then
-/// nothing may be deleted, since what it references is unknown.
+/// Marks every blob that the snapshots rooted at `roots` reference, or that one of those
+/// needs as a delta base (per `deltas`), and whose id's first byte is in `range`. With
+/// `live_deltas`, also collects every delta so kept, in any range. Fails if any snapshot
+/// cannot be walked (a damaged store): then nothing may be deleted, since what it
+/// references is unknown.
 pub async fn mark<B: Backend>(
     store: &Store<B>,
     roots: &[BlobId],
     range: (u8, u8),
+    deltas: &DeltaMap,
+    mut live_deltas: Option<&mut HashSet<BlobId>>,
 ) -> Result<HashSet<BlobId>> {
     let mut marks = HashSet::new();
     let mut seen_nodes = HashSet::new();
     for root in roots {
         store
             .walk(root, &mut seen_nodes, &mut |_kind: BlobKind, r| {
-                if in_range(&r.id, range) {
-                    marks.insert(r.id);
-                }
+                let mut keep = |id: &BlobId| {
+                    if in_range(id, range) {
+                        marks.insert(*id);
+                    }
+                    if let Some(live) = live_deltas.as_deref_mut() {
+                        if deltas.is_delta(id) {
+                            live.insert(*id);
+                        }
+                    }
+                };
+                keep(&r.id);
+                deltas.for_each_base(&r.id, keep);
             })
             .await?;
     }
@@ -274,11 +299,44 @@ async fn sweep_in_passes<B: Backend>(
     budget: u64,
 ) -> Result<SweepReport> {
     let roots: Vec<BlobId> = records.iter().map(|r| r.root).collect();
+    let deltas = DeltaMap::load(store).await?;
+    let estimated = estimate_refs(records).saturating_add(deltas.len() as u64);
     let mut report = SweepReport::default();
-    for range in partitions(estimate_refs(records), budget) {
-        let marks = mark(store, &roots, range).await?;
+    for (pass, range) in partitions(estimated, budget).into_iter().enumerate() {
+        let mut live = HashSet::new();
+        let first_pass = pass == 0;
+        let marks = mark(
+            store,
+            &roots,
+            range,
+            &deltas,
+            first_pass.then_some(&mut live),
+        )
+        .await?;
+        if first_pass && delete {
+            let dead = deltas.deltas().filter(|d| !live.contains(d)).collect();
+            drop(live);
+            for id in deltas.dependents_first(dead) {
+                // An absent blob is a writer's leftover marker, removed with its range.
+                if let Some(size) = store.blob_size(&id).await? {
+                    still_safe()?;
+                    store.delete_blob(&id).await?;
+                    report.unreferenced.add(size);
+                }
+            }
+        }
         for first in range.0..=range.1 {
             let listed = store.list_blobs(first).await?;
+            let markers = deltas.with_first_byte(first);
+            // The blobs of this range that stay, against which markers are checked.
+            let mut present: HashSet<BlobId> = if delete && !markers.is_empty() {
+                listed
+                    .iter()
+                    .filter_map(|e| blob_id_of_key(&e.key))
+                    .collect()
+            } else {
+                HashSet::new()
+            };
             let total = listed.len() as u64;
             let listed_bytes: u64 = listed.iter().map(|e| e.size).sum();
             let garbage = unreferenced(listed, &marks);
@@ -289,8 +347,18 @@ async fn sweep_in_passes<B: Backend>(
                 if delete {
                     still_safe()?;
                     store.delete_blob(&id).await?;
+                    present.remove(&id);
                 }
                 report.unreferenced.add(entry.size);
+            }
+            if delete {
+                // Markers go after their blobs: those of blobs swept now or before.
+                for (id, base) in markers {
+                    if !present.contains(id) {
+                        still_safe()?;
+                        store.delete_marker(id, base).await?;
+                    }
+                }
             }
         }
     }
@@ -300,7 +368,7 @@ async fn sweep_in_passes<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::MemBackend;
+    use crate::testing::{delta_snapshots, rows, MemBackend};
     use crate::StoreConfig;
     use futures::executor::block_on;
     use proptest::prelude::*;
@@ -436,10 +504,17 @@ mod tests {
             }
             assert!(real.unreferenced.blobs > 2);
             // Same result when marking in many passes.
-            let marks_all = mark(&store, &[records[1].root], (0, 255)).await.unwrap();
+            let none = DeltaMap::default();
+            let marks_all = mark(&store, &[records[1].root], (0, 255), &none, None)
+                .await
+                .unwrap();
             let mut union = HashSet::new();
             for range in partitions(100, 1) {
-                union.extend(mark(&store, &[records[1].root], range).await.unwrap());
+                union.extend(
+                    mark(&store, &[records[1].root], range, &none, None)
+                        .await
+                        .unwrap(),
+                );
             }
             assert_eq!(marks_all, union);
         });
@@ -484,6 +559,124 @@ mod tests {
             for g in &garbage {
                 assert!(store.blob_size(g).await.unwrap().is_some());
             }
+        });
+    }
+
+    async fn a_chain_of_snapshots() -> (Store<MemBackend>, Vec<SnapshotRecord>, Vec<BlobId>) {
+        let store = Store::open_or_init(MemBackend::default(), StoreConfig::default())
+            .await
+            .unwrap();
+        let (records, ids) = delta_snapshots(&store).await;
+        store.put_plain(b"garbage").await.unwrap();
+        (store, records, ids)
+    }
+
+    fn keys_under(store: &Store<MemBackend>, prefix: &str) -> Vec<String> {
+        let mut keys = store.backend().keys();
+        keys.retain(|k| k.starts_with(prefix));
+        keys
+    }
+
+    #[test]
+    fn a_kept_delta_keeps_its_bases_and_unreferenced_chains_go_whole() {
+        block_on(async {
+            for budget in [MARK_BUDGET, 1] {
+                let (store, records, ids) = a_chain_of_snapshots().await;
+                assert_eq!(keys_under(&store, "bases/").len(), 2);
+                // Only the newest snapshot stays: its chunk needs both older chunks.
+                for r in &records[..2] {
+                    store.delete_record(&r.id).await.unwrap();
+                }
+                let report = sweep_in_passes(&store, &records[2..], true, &mut || Ok(()), budget)
+                    .await
+                    .unwrap();
+                assert!(report.unreferenced.blobs >= 5, "{report:?}");
+                for id in &ids {
+                    assert!(store.blob_size(id).await.unwrap().is_some(), "{budget}");
+                }
+                assert_eq!(keys_under(&store, "bases/").len(), 2);
+                assert_eq!(store.get_plain(&ids[2], 1 << 20).await.unwrap().len(), {
+                    rows(800, 4, &[200, 700]).len()
+                });
+                let v = crate::verify::verify(&store, true).await.unwrap();
+                assert!(v.is_clean(), "{v:?}");
+
+                // Nothing referenced: every blob and marker goes.
+                sweep_in_passes(&store, &[], true, &mut || Ok(()), budget)
+                    .await
+                    .unwrap();
+                assert_eq!(keys_under(&store, "blobs/"), Vec::<String>::new());
+                assert_eq!(keys_under(&store, "bases/"), Vec::<String>::new());
+            }
+        });
+    }
+
+    #[test]
+    fn a_base_needed_only_by_a_delta_is_not_garbage_in_a_dry_run() {
+        block_on(async {
+            let (store, records, ids) = a_chain_of_snapshots().await;
+            let before = store.backend().keys();
+            let dry = mark_and_sweep(&store, &records[1..2], false, &mut || Ok(()))
+                .await
+                .unwrap();
+            let real = mark_and_sweep(&store, &records[1..2], true, &mut || Ok(()))
+                .await
+                .unwrap();
+            assert_eq!(dry, real);
+            assert!(store.blob_size(&ids[0]).await.unwrap().is_some());
+            assert!(store.blob_size(&ids[2]).await.unwrap().is_none());
+            assert!(before.len() > store.backend().keys().len());
+            assert_eq!(keys_under(&store, "bases/").len(), 1);
+        });
+    }
+
+    #[test]
+    fn orphan_markers_are_swept_and_protect_nothing() {
+        block_on(async {
+            let (store, records, ids) = a_chain_of_snapshots().await;
+            // A writer died between a marker and its blob, whose base is garbage.
+            let (lonely, _) = store.put_plain(b"garbage base").await.unwrap();
+            let never = BlobId::of(b"never written");
+            store
+                .backend()
+                .replace(&crate::store::marker_key(&never, &lonely), b"");
+            mark_and_sweep(&store, &records, true, &mut || Ok(()))
+                .await
+                .unwrap();
+            assert_eq!(store.blob_size(&lonely).await.unwrap(), None);
+            assert_eq!(keys_under(&store, "bases/").len(), 2);
+            for id in &ids {
+                assert!(store.blob_size(id).await.unwrap().is_some());
+            }
+        });
+    }
+
+    #[test]
+    fn a_sweep_stopped_anywhere_leaves_no_delta_without_its_base() {
+        block_on(async {
+            let mut k = 0;
+            loop {
+                let (store, _, ids) = a_chain_of_snapshots().await;
+                let mut allowed = k;
+                let result = mark_and_sweep(&store, &[], true, &mut || {
+                    if allowed == 0 {
+                        return Err(Error::Invalid("lock lost".into()));
+                    }
+                    allowed -= 1;
+                    Ok(())
+                })
+                .await;
+                for id in &ids {
+                    if store.blob_size(id).await.unwrap().is_some() {
+                        assert!(store.get_plain(id, 1 << 20).await.is_ok(), "after {k}");
+                    }
+                }
+                if result.is_ok() {
+                    break;
+                }
+                k += 1;
+            }
+            assert!(k > 10, "{k} deletions");
         });
     }
 

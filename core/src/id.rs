@@ -17,6 +17,11 @@ impl BlobId {
         BlobId(*blake3::hash(plain).as_bytes())
     }
 
+    /// The id whose raw bytes are `bytes` (as stored in a delta's header).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        BlobId(bytes)
+    }
+
     /// The raw 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

@@ -5,11 +5,13 @@
 //! come in through arguments and the small [`Backend`] trait.
 //!
 //! - [`chunker`]: a table's row stream → row-aligned content-defined chunks (FastCDC).
-//! - [`codec`]: plain bytes ↔ stored bytes (zstd, tagged), verified against the BLAKE3 id.
+//! - [`codec`]: plain bytes ↔ stored bytes (zstd, or a zstd delta against another blob,
+//!   tagged), verified against the BLAKE3 id.
 //! - [`manifest`]: chunk trees per table and the root manifest of a snapshot.
 //! - [`record`]: the snapshot record that makes a snapshot listed, written last.
 //! - [`config`]: the store's self-description and format version.
 //! - [`store`]: the store on top of a [`Backend`].
+//! - [`bases`]: which base each delta blob needs, from the markers written beside them.
 //! - [`resolve`]: ids, prefixes and names → one snapshot.
 //! - [`row`]: rows in PostgreSQL's text COPY format: fields, keys, unescaping.
 //! - [`retention`]: which snapshots a policy keeps ([`PrunePlan`]).
@@ -18,6 +20,7 @@
 //! - [`stats`]: logical against stored bytes, per snapshot.
 //! - [`diff`]: what differs between two snapshots, reading only the chunks that differ.
 
+pub mod bases;
 pub mod chunker;
 pub mod codec;
 pub mod config;

@@ -1,10 +1,15 @@
 //! Where a store's space goes: logical against stored bytes, how much deduplication and
 //! compression save, and what each snapshot holds alone (what deleting it would free).
+//!
+//! A delta base that a referenced blob needs counts as referenced by the snapshots whose
+//! blobs need it (with no logical bytes of its own, when no snapshot references it
+//! directly): garbage collection keeps it for them.
 
 use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
+use crate::bases::DeltaMap;
 use crate::error::Result;
 use crate::id::{BlobId, SnapshotId};
 use crate::store::{Backend, BlobKind, Store};
@@ -31,18 +36,18 @@ pub struct StoreStats {
     pub logical_bytes: u64,
     /// Plain bytes of the distinct row chunks and schema blobs the snapshots reference.
     pub deduplicated_bytes: u64,
-    /// Stored bytes of those chunks and schema blobs.
+    /// Stored bytes of those chunks and schema blobs, and of the delta bases they need.
     pub compressed_bytes: u64,
-    /// Stored bytes of the manifests (roots and chunk trees).
+    /// Stored bytes of the manifests (roots and chunk trees) and of their delta bases.
     pub manifest_bytes: u64,
-    /// Stored bytes of every blob the snapshots reference.
+    /// Stored bytes of every blob the snapshots reference or need as a delta base.
     pub referenced_bytes: u64,
-    /// Distinct blobs the snapshots reference.
+    /// Distinct blobs the snapshots reference or need as a delta base.
     pub referenced_blobs: u64,
     /// Stored bytes of every blob in the store, referenced or not.
     pub stored_bytes: u64,
     pub stored_blobs: u64,
-    /// Blobs no snapshot references (reclaimed by `phony snapshot prune`).
+    /// Blobs no snapshot references or needs (reclaimed by `phony snapshot prune`).
     pub unreferenced_blobs: u64,
     pub unreferenced_bytes: u64,
     /// `logical_bytes / deduplicated_bytes`.
@@ -63,6 +68,8 @@ struct Usage {
     /// Index of the first snapshot that references it.
     owner: usize,
     size: Option<u64>,
+    /// Whether a snapshot references it (not only needs it as a delta base).
+    direct: bool,
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -76,29 +83,37 @@ fn ratio(a: u64, b: u64) -> f64 {
 /// Measures the store. Holds one small entry per distinct referenced blob in memory.
 pub async fn store_stats<B: Backend>(store: &Store<B>) -> Result<StoreStats> {
     let records = store.records().await?;
+    let deltas = DeltaMap::load(store).await?;
     let mut usage: HashMap<BlobId, Usage> = HashMap::new();
     for (i, record) in records.iter().enumerate() {
         let mut mine: HashSet<BlobId> = HashSet::new();
         let mut seen_nodes = HashSet::new();
         store
             .walk(&record.root, &mut seen_nodes, &mut |kind, r| {
-                if !mine.insert(r.id) {
-                    return;
-                }
                 let plain = match kind {
                     BlobKind::Chunk | BlobKind::Schema => r.bytes,
                     BlobKind::Root | BlobKind::Manifest => 0,
                 };
-                usage
-                    .entry(r.id)
-                    .and_modify(|u| u.owners += 1)
-                    .or_insert(Usage {
-                        kind,
-                        plain,
-                        owners: 1,
-                        owner: i,
-                        size: None,
-                    });
+                let mut count = |id: &BlobId, plain: u64, direct: bool| {
+                    if mine.insert(*id) {
+                        usage
+                            .entry(*id)
+                            .and_modify(|u| u.owners += 1)
+                            .or_insert(Usage {
+                                kind,
+                                plain,
+                                owners: 1,
+                                owner: i,
+                                size: None,
+                                direct,
+                            });
+                    }
+                    if let Some(u) = usage.get_mut(id).filter(|u| direct && !u.direct) {
+                        (u.kind, u.plain, u.direct) = (kind, plain, true);
+                    }
+                };
+                count(&r.id, plain, true);
+                deltas.for_each_base(&r.id, |b| count(b, 0, false));
             })
             .await?;
     }
@@ -176,7 +191,7 @@ pub async fn store_stats<B: Backend>(store: &Store<B>) -> Result<StoreStats> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{put_snapshot, MemBackend};
+    use crate::testing::{delta_snapshots, put_snapshot, MemBackend};
     use crate::StoreConfig;
     use futures::executor::block_on;
 
@@ -213,6 +228,38 @@ mod tests {
                 .unwrap();
             assert!(b.unique_bytes > own, "{b:?}");
             assert!(stats.per_snapshot[1].unique_bytes > 0);
+        });
+    }
+
+    #[test]
+    fn bases_that_kept_deltas_need_count_as_referenced() {
+        block_on(async {
+            let store = Store::open_or_init(MemBackend::default(), StoreConfig::default())
+                .await
+                .unwrap();
+            let (records, ids) = delta_snapshots(&store).await;
+            for r in &records[..2] {
+                store.delete_record(&r.id).await.unwrap();
+            }
+            let stats = store_stats(&store).await.unwrap();
+            assert_eq!(stats.snapshots, 1);
+            // The newest chunk, its two bases, the schema blobs, its leaf and root.
+            assert_eq!(stats.referenced_blobs, 3 + 2 + 2);
+            let base_bytes = store.blob_size(&ids[0]).await.unwrap().unwrap();
+            assert!(stats.compressed_bytes > base_bytes);
+            // Exactly what a collection would free is unreferenced.
+            let sweep = crate::gc::mark_and_sweep(&store, &records[2..], false, &mut || Ok(()))
+                .await
+                .unwrap();
+            assert_eq!(
+                (stats.unreferenced_blobs, stats.unreferenced_bytes),
+                (sweep.unreferenced.blobs, sweep.unreferenced.bytes)
+            );
+            assert_eq!(
+                stats.stored_blobs,
+                sweep.kept.blobs + sweep.unreferenced.blobs
+            );
+            assert_eq!(stats.per_snapshot[0].unique_bytes, stats.referenced_bytes);
         });
     }
 }

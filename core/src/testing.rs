@@ -9,7 +9,7 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
-use crate::id::SnapshotId;
+use crate::id::{BlobId, SnapshotId};
 use crate::manifest::{build_tree, BlobRef, QualifiedName, RootManifest, TableEntry};
 use crate::record::{Origin, SnapshotRecord, SnapshotStats, SourceInfo};
 use crate::store::{Backend, ListEntry, Store};
@@ -152,4 +152,48 @@ pub async fn put_snapshot<B: Backend>(store: &Store<B>, chunks: &[&[u8]], n: u8)
     };
     store.put_record(&record).await.unwrap();
     record
+}
+
+/// `n` rows of table text, the same for the same `seed`, with the rows at `changed`
+/// rewritten: a chunk and the chunk that replaces it.
+pub fn rows(n: usize, seed: u64, changed: &[usize]) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut out = Vec::new();
+    for i in 0..n {
+        let (a, b, c) = (next() % 100_000, next() % 1000, next() % 28 + 1);
+        let v = if changed.contains(&i) {
+            "changed"
+        } else {
+            "kept"
+        };
+        out.extend_from_slice(
+            format!("{i}\tuser{a}\tuser{a}.{b}@example.com\t2024-03-{c:02}\t{v}\n").as_bytes(),
+        );
+    }
+    out
+}
+
+/// Three snapshots of one table whose one chunk changes a little each time, stored as a
+/// chain of deltas c1 ← c2 ← c3; returns the records and the chunks' ids.
+pub async fn delta_snapshots<B: Backend>(store: &Store<B>) -> (Vec<SnapshotRecord>, Vec<BlobId>) {
+    let chunks: Vec<Vec<u8>> = (0..3).map(|v| rows(800, 4, &[v * 100, 700])).collect();
+    let ids: Vec<BlobId> = chunks.iter().map(|c| BlobId::of(c)).collect();
+    let mut records = Vec::new();
+    for (v, chunk) in chunks.iter().enumerate() {
+        if v > 0 {
+            let stored = store
+                .put_delta(&ids[v], chunk, &ids[v - 1], &chunks[v - 1])
+                .await
+                .unwrap();
+            assert!(stored.stored_bytes < 500, "a delta");
+        }
+        records.push(put_snapshot(store, &[chunk], v as u8 + 1).await);
+    }
+    (records, ids)
 }

@@ -6,12 +6,19 @@
 //! with it, and which snapshots it breaks. Manifests are always read and decoded (their
 //! contents say what else to check); chunks and schema blobs are checked for existence,
 //! or read and re-hashed with `read_data`. A blob shared by many snapshots is checked once.
+//!
+//! Delta blobs are checked with their bases: without `read_data`, every base the markers
+//! under `bases/` name must exist (transitively); every blob that is read is decoded
+//! through its chain, and each delta in the chain must have its marker (without one,
+//! garbage collection would not keep the base). A chunk without its marker is only seen
+//! with `read_data`: finding it means reading the chunk's header.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::codec;
+use crate::bases::DeltaMap;
+use crate::codec::Chain;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
 use crate::manifest::{BlobRef, ManifestNode, RootManifest};
@@ -26,6 +33,12 @@ pub enum Problem {
     Missing,
     /// The object exists but does not decode or does not match its hash.
     Corrupt(String),
+    /// The object is a delta, and this blob of its chain (its base, or a base further
+    /// down) is missing.
+    MissingBase(BlobId),
+    /// This delta of the object's chain (the object itself or one of its bases) has no
+    /// marker: garbage collection would not keep its base.
+    MissingMarker(BlobId),
 }
 
 /// A damaged blob and the snapshots that need it.
@@ -74,6 +87,9 @@ impl VerifyReport {
 struct Checker<'a, B> {
     store: &'a Store<B>,
     read_data: bool,
+    deltas: DeltaMap,
+    /// Whether each delta base checked without reading it exists.
+    present: HashMap<BlobId, bool>,
     /// Result of every blob checked so far (None: sound).
     checked: HashMap<BlobId, Option<Problem>>,
     damaged: BTreeMap<BlobId, DamagedBlob>,
@@ -81,7 +97,8 @@ struct Checker<'a, B> {
 }
 
 impl<B: Backend> Checker<'_, B> {
-    /// Reads and decodes a blob whose contents are needed (manifests).
+    /// Reads and decodes a blob (through its delta chain) whose contents are needed
+    /// (manifests), or that is checked with `read_data`.
     async fn read(
         &mut self,
         id: &BlobId,
@@ -93,7 +110,26 @@ impl<B: Backend> Checker<'_, B> {
             Err(e) => return Err(e),
         };
         self.bytes_read += stored.len() as u64;
-        Ok(codec::decode(id, &stored, limit).map_err(|e| Problem::Corrupt(reason(e))))
+        let top = stored.len() as u64;
+        let chain = match Chain::new(*id, stored) {
+            Ok(chain) => self.store.complete_chain(chain).await,
+            Err(e) => Err(e),
+        };
+        let chain = match chain {
+            Ok(chain) => chain,
+            Err(Error::BaseMissing { base, .. }) => return Ok(Err(Problem::MissingBase(base))),
+            Err(e @ Error::Corrupt { .. }) => return Ok(Err(Problem::Corrupt(reason(id, e)))),
+            Err(e) => return Err(e),
+        };
+        self.bytes_read += chain.stored_len() - top;
+        let plain = match chain.decode(limit) {
+            Ok(plain) => plain,
+            Err(e) => return Ok(Err(Problem::Corrupt(reason(id, e)))),
+        };
+        if let Some((delta, _)) = chain.links().find(|(d, b)| !self.deltas.contains(d, b)) {
+            return Ok(Err(Problem::MissingMarker(delta)));
+        }
+        Ok(Ok(plain))
     }
 
     /// Checks a blob whose contents are not needed (chunks, schema text).
@@ -107,11 +143,31 @@ impl<B: Backend> Checker<'_, B> {
             match self.store.blob_size(&r.id).await? {
                 None => Some(Problem::Missing),
                 Some(0) => Some(Problem::Corrupt("empty object".into())),
-                Some(_) => None,
+                Some(_) => self.missing_base(&r.id).await?.map(Problem::MissingBase),
             }
         };
         self.checked.insert(r.id, problem.clone());
         Ok(problem)
+    }
+
+    /// The first base the markers say `id` needs that does not exist, if any.
+    async fn missing_base(&mut self, id: &BlobId) -> Result<Option<BlobId>> {
+        let mut bases = Vec::new();
+        self.deltas.for_each_base(id, |b| bases.push(*b));
+        for base in bases {
+            let exists = match self.present.get(&base) {
+                Some(exists) => *exists,
+                None => {
+                    let exists = self.store.blob_size(&base).await?.is_some();
+                    self.present.insert(base, exists);
+                    exists
+                }
+            };
+            if !exists {
+                return Ok(Some(base));
+            }
+        }
+        Ok(None)
     }
 
     fn damage(&mut self, id: BlobId, kind: BlobKind, problem: Problem, snapshot: SnapshotId) {
@@ -138,7 +194,7 @@ impl<B: Backend> Checker<'_, B> {
                     self.damage(
                         record.root,
                         BlobKind::Root,
-                        Problem::Corrupt(reason(e)),
+                        Problem::Corrupt(reason(&record.root, e)),
                         sid,
                     );
                     return Ok(false);
@@ -179,7 +235,12 @@ impl<B: Backend> Checker<'_, B> {
                         }
                     }
                 }
-                Err(e) => self.damage(id, BlobKind::Manifest, Problem::Corrupt(reason(e)), sid),
+                Err(e) => self.damage(
+                    id,
+                    BlobKind::Manifest,
+                    Problem::Corrupt(reason(&id, e)),
+                    sid,
+                ),
             }
             self.checked.entry(id).or_insert(None);
         }
@@ -194,9 +255,11 @@ impl<B: Backend> Checker<'_, B> {
     }
 }
 
-fn reason(e: Error) -> String {
+/// What is wrong with `id`, from an error decoding it (or a base of its chain).
+fn reason(id: &BlobId, e: Error) -> String {
     match e {
-        Error::Corrupt { reason, .. } => reason,
+        Error::Corrupt { id: at, reason } if at == *id => reason,
+        Error::Corrupt { id: at, reason } => format!("its delta base {at} is corrupt: {reason}"),
         other => other.to_string(),
     }
 }
@@ -211,6 +274,8 @@ pub async fn verify<B: Backend>(store: &Store<B>, read_data: bool) -> Result<Ver
     let mut checker = Checker {
         store,
         read_data,
+        deltas: DeltaMap::load(store).await?,
+        present: HashMap::new(),
         checked: HashMap::new(),
         damaged: BTreeMap::new(),
         bytes_read: 0,
@@ -239,7 +304,12 @@ pub async fn verify<B: Backend>(store: &Store<B>, read_data: bool) -> Result<Ver
     }
     broken.sort();
     report.broken_snapshots = broken;
-    report.blobs = checker.checked.len() as u64;
+    let bases_only = checker
+        .present
+        .keys()
+        .filter(|id| !checker.checked.contains_key(id))
+        .count();
+    report.blobs = (checker.checked.len() + bases_only) as u64;
     report.bytes_read = checker.bytes_read;
     report.damaged_blobs = checker.damaged.into_values().collect();
     Ok(report)
@@ -249,7 +319,7 @@ pub async fn verify<B: Backend>(store: &Store<B>, read_data: bool) -> Result<Ver
 mod tests {
     use super::*;
     use crate::store::blob_key;
-    use crate::testing::{put_snapshot, MemBackend};
+    use crate::testing::{delta_snapshots, put_snapshot, MemBackend};
     use crate::StoreConfig;
     use futures::executor::block_on;
 
@@ -316,6 +386,74 @@ mod tests {
                 .iter()
                 .any(|d| d.id == a.root && d.kind == BlobKind::Root));
             assert!(!report.is_clean());
+        });
+    }
+
+    #[test]
+    fn deltas_are_checked_with_their_bases_and_markers() {
+        block_on(async {
+            let store = Store::open_or_init(MemBackend::default(), StoreConfig::default())
+                .await
+                .unwrap();
+            let (records, ids) = delta_snapshots(&store).await;
+            for read_data in [false, true] {
+                let report = verify(&store, read_data).await.unwrap();
+                assert!(report.is_clean(), "{report:?}");
+                assert!(report.blobs >= 3 + 3 * 2);
+            }
+
+            // The first chunk is lost: the two deltas above it cannot be decoded.
+            let first = store.get_encoded(&ids[0]).await.unwrap();
+            store.delete_blob(&ids[0]).await.unwrap();
+            for read_data in [false, true] {
+                let report = verify(&store, read_data).await.unwrap();
+                let problems: Vec<(BlobId, Problem)> = report
+                    .damaged_blobs
+                    .iter()
+                    .map(|d| (d.id, d.problem.clone()))
+                    .collect();
+                assert_eq!(problems.len(), 3, "read_data {read_data}: {problems:?}");
+                assert!(problems.contains(&(ids[0], Problem::Missing)));
+                assert!(problems.contains(&(ids[1], Problem::MissingBase(ids[0]))));
+                assert!(problems.contains(&(ids[2], Problem::MissingBase(ids[0]))));
+                let mut all: Vec<SnapshotId> = records.iter().map(|r| r.id).collect();
+                all.sort();
+                assert_eq!(report.broken_snapshots, all);
+            }
+            store.backend().replace(&blob_key(&ids[0]), &first);
+
+            // A delta without its marker: garbage collection would lose its base. Seen
+            // when the chunk is read.
+            store
+                .backend()
+                .delete(&crate::store::marker_key(&ids[2], &ids[1]))
+                .await
+                .unwrap();
+            assert!(verify(&store, false).await.unwrap().is_clean());
+            let report = verify(&store, true).await.unwrap();
+            assert_eq!(report.damaged_blobs.len(), 1, "{report:?}");
+            assert_eq!(report.damaged_blobs[0].id, ids[2]);
+            assert_eq!(
+                report.damaged_blobs[0].problem,
+                Problem::MissingMarker(ids[2])
+            );
+            assert_eq!(report.broken_snapshots, [records[2].id]);
+
+            // A damaged base is named in the reason of the delta that needs it.
+            let mut bytes = first.to_vec();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 1;
+            store.backend().replace(&blob_key(&ids[0]), &bytes);
+            let report = verify(&store, true).await.unwrap();
+            let d = report
+                .damaged_blobs
+                .iter()
+                .find(|d| d.id == ids[1])
+                .unwrap();
+            assert!(
+                matches!(&d.problem, Problem::Corrupt(r) if r.contains(&ids[0].to_hex())),
+                "{d:?}"
+            );
         });
     }
 }

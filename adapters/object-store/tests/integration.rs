@@ -146,3 +146,46 @@ async fn a_corrupted_blob_is_named_by_its_hash() {
     let err = store.get_plain(&id, 1 << 20).await.unwrap_err();
     assert!(err.to_string().contains(&id.to_hex()), "{err}");
 }
+
+/// A delta, its marker (an empty object whose name holds two ids) and their collection
+/// on a real disk.
+#[tokio::test]
+async fn deltas_and_their_markers_on_a_local_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_or_init(
+        ObjectStoreBackend::local(dir.path(), true).unwrap(),
+        StoreConfig::default(),
+    )
+    .await
+    .unwrap();
+    let row = |i: u32, v: &str| format!("{i}\tcustomer {i}\t{v}\n");
+    let base: String = (0..2000).map(|i| row(i, "kept")).collect();
+    let plain: String = (0..2000)
+        .map(|i| row(i, if i == 700 { "changed" } else { "kept" }))
+        .collect();
+    let (base_id, _) = store.put_plain(base.as_bytes()).await.unwrap();
+    let id = phony_core::BlobId::of(plain.as_bytes());
+    let stored = store
+        .put_delta(&id, plain.as_bytes(), &base_id, base.as_bytes())
+        .await
+        .unwrap();
+    assert!(stored.new && stored.stored_bytes < 200, "{stored:?}");
+    let marker = dir
+        .path()
+        .join(phony_core::store::marker_key(&id, &base_id));
+    assert_eq!(std::fs::read(&marker).unwrap(), b"");
+    assert_eq!(
+        store.get_plain(&id, plain.len() as u64).await.unwrap(),
+        plain.as_bytes()
+    );
+    let deltas = phony_core::bases::DeltaMap::load(&store).await.unwrap();
+    assert!(deltas.contains(&id, &base_id) && deltas.len() == 1);
+
+    // Nothing references either: the delta, then its base and its marker go.
+    let report = phony_core::gc::mark_and_sweep(&store, &[], true, &mut || Ok(()))
+        .await
+        .unwrap();
+    assert_eq!(report.unreferenced.blobs, 2);
+    assert!(!marker.exists());
+    assert_eq!(store.blob_size(&base_id).await.unwrap(), None);
+}

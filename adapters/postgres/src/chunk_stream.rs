@@ -6,9 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt, TryStreamExt};
-use phony_core::{
-    codec, Backend, BlobRef, ChunkParams, QualifiedName, RowChunk, RowChunker, Store,
-};
+use phony_core::{Backend, BlobRef, ChunkParams, QualifiedName, RowChunk, RowChunker, Store};
 use tokio_postgres::{Client, CopyOutStream};
 
 use crate::capture::Progress;
@@ -87,7 +85,8 @@ impl std::fmt::Debug for ChunkStream {
 }
 
 /// The plain bytes of `chunks` from the store, in order, each checked against its hash;
-/// up to `prefetch` are fetched and decoded (on the blocking pool) ahead.
+/// up to `prefetch` are fetched (with the delta bases they need) and decoded (on the
+/// blocking pool) ahead.
 pub(crate) fn decoded_chunks<B: Backend + 'static>(
     store: &Arc<Store<B>>,
     chunks: Vec<BlobRef>,
@@ -97,8 +96,8 @@ pub(crate) fn decoded_chunks<B: Backend + 'static>(
         .map(move |c| {
             let store = store.clone();
             async move {
-                let stored = store.get_encoded(&c.id).await?;
-                tokio::task::spawn_blocking(move || codec::decode(&c.id, &stored, c.bytes))
+                let chain = store.get_chain(&c.id).await?;
+                tokio::task::spawn_blocking(move || chain.decode(c.bytes))
                     .await
                     .map_err(|e| Error::Internal(format!("decoding a chunk failed: {e}")))?
                     .map_err(Error::from)

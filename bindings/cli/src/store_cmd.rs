@@ -91,6 +91,10 @@ fn verify_text(r: &VerifyReport) -> String {
         let what = match &d.problem {
             Problem::Missing => "missing".to_owned(),
             Problem::Corrupt(reason) => format!("corrupt ({reason})"),
+            Problem::MissingBase(base) => format!("undecodable (its delta base {base} is missing)"),
+            Problem::MissingMarker(delta) => format!(
+                "at risk (delta {delta} has no marker: garbage collection would not keep its base)"
+            ),
         };
         let kind = serde_json::to_value(d.kind)
             .ok()

@@ -3,15 +3,13 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::align::{self, Run};
 use super::rows::{self, Layout, RowChange};
 use super::{DiffOptions, DiffStats, Offload, TableChange, TableDiff};
-use crate::codec;
+use crate::codec::Chain;
 use crate::error::Result;
-use crate::id::BlobId;
 use crate::manifest::{BlobRef, TableEntry};
 use crate::store::{Backend, Store};
 
@@ -92,13 +90,13 @@ async fn fetch<B: Backend>(
     store.get_plain(&c.id, c.bytes).await
 }
 
-/// A run's chunks as stored: (id, plain size, stored bytes).
-type StoredChunks = Vec<(BlobId, u64, Bytes)>;
+/// A run's chunks as stored, each with the bases it needs: (plain size, chain).
+type StoredChunks = Vec<(u64, Chain)>;
 
 async fn fetch_stored<B: Backend>(store: &Store<B>, chunks: &[BlobRef]) -> Result<StoredChunks> {
     let mut out = Vec::with_capacity(chunks.len());
     for c in chunks {
-        out.push((c.id, c.bytes, store.get_encoded(&c.id).await?));
+        out.push((c.bytes, store.get_chain(&c.id).await?));
     }
     Ok(out)
 }
@@ -106,7 +104,7 @@ async fn fetch_stored<B: Backend>(store: &Store<B>, chunks: &[BlobRef]) -> Resul
 fn decode_all(chunks: &StoredChunks) -> Result<Vec<Vec<u8>>> {
     chunks
         .iter()
-        .map(|(id, bytes, stored)| codec::decode_exact(id, stored, *bytes))
+        .map(|(bytes, chain)| chain.decode_exact(*bytes))
         .collect()
 }
 

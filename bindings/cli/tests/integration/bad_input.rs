@@ -110,14 +110,23 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// A store file's plain content: blobs decoded by their id (the file name), records as is.
+/// A store file's plain content: blobs decoded by their id (the file name), through their
+/// delta chains, records as is.
 fn plain_text(path: &Path) -> String {
     let bytes = std::fs::read(path).unwrap();
     let name = path.file_name().unwrap().to_str().unwrap();
     match name.parse::<BlobId>() {
         Ok(id) => {
-            String::from_utf8_lossy(&phony_core::codec::decode(&id, &bytes, 1 << 30).unwrap())
-                .into_owned()
+            // <store>/blobs/ab/abcd…
+            let store = path.ancestors().nth(3).unwrap();
+            let mut chain = phony_core::codec::Chain::new(id, bytes.into()).unwrap();
+            while let Some(base) = chain.next_base() {
+                let base_path = store.join(phony_core::store::blob_key(&base));
+                chain
+                    .push(base, std::fs::read(base_path).unwrap().into())
+                    .unwrap();
+            }
+            String::from_utf8_lossy(&chain.decode(1 << 30).unwrap()).into_owned()
         }
         Err(_) => String::from_utf8_lossy(&bytes).into_owned(),
     }
