@@ -6,13 +6,13 @@
 //! read in primary-key order as text COPY, cut into row-aligned chunks, hashed, and
 //! compressed and written only when the store does not have them yet.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use phony_core::manifest::{build_tree, MANIFEST_FORMAT};
 use phony_core::{
-    codec, row, Backend, BlobId, BlobRef, RootManifest, RowChunk, SequenceState, SnapshotStats,
-    SourceInfo, Store, Stored, TableEntry,
+    codec, row, Backend, BlobId, BlobRef, QualifiedName, RootManifest, RowChunk, SequenceState,
+    SnapshotStats, SourceInfo, Store, Stored, TableEntry,
 };
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
@@ -22,6 +22,7 @@ use crate::chunk_stream::{copy_out_sql, Bound, ChunkStream};
 use crate::connect::ConnectionTarget;
 use crate::delta;
 use crate::error::{pg, Error, Result};
+use crate::incremental::{self, PatchJob, TableLog};
 use crate::schema_dump::{PgDump, Section};
 use crate::sql::{literal, qualified};
 use crate::tracking;
@@ -73,10 +74,25 @@ pub struct Captured {
     pub manifest: RootManifest,
     pub stats: SnapshotStats,
     pub source: SourceInfo,
+    /// How each table's rows were captured.
+    pub modes: BTreeMap<QualifiedName, TableMode>,
+}
+
+/// How a table's rows came into a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableMode {
+    /// Every row was read.
+    Full,
+    /// Unchanged since the base snapshot: its chunks are the base's.
+    Reused,
+    /// The key ranges of the base's chunks that hold changed rows were read again.
+    Ranges,
+    /// Only the changed rows were read, and merged into the base's chunks.
+    Patched,
 }
 
 #[derive(Debug, Default)]
-struct Tally {
+pub(crate) struct Tally {
     blobs: u64,
     new_blobs: u64,
     stored_bytes: u64,
@@ -84,7 +100,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, s: Stored) {
+    pub(crate) fn add(&mut self, s: Stored) {
         self.blobs += 1;
         self.stored_bytes += s.stored_bytes;
         if s.new {
@@ -166,18 +182,26 @@ async fn capture_holding<B: Backend + 'static>(
     let tally = Arc::new(Mutex::new(Tally::default()));
     let mut reused = Vec::new();
     let mut jobs = Vec::new();
-    for info in tables {
-        match &base {
-            Some((manifest, mark)) => {
-                match plan_table(&coordinator, store, manifest, mark, info).await? {
+    match &base {
+        Some((manifest, mark)) => {
+            let logs = incremental::table_logs(&coordinator, &tables, mark).await?;
+            for (info, log) in tables.into_iter().zip(logs) {
+                match plan_table(&coordinator, store, manifest, mark, info, log).await? {
                     Plan::Reuse(entry) => reused.push(entry),
                     Plan::Read(job) => jobs.push(job),
                 }
             }
-            None => jobs.push(Job::Full(info)),
         }
+        None => jobs.extend(tables.into_iter().map(Job::Full)),
     }
-    let mut entries = read_tables(&target, &snapshot, store, jobs, opts, &tally).await?;
+    let read = read_tables(&target, &snapshot, store, jobs, opts, &tally).await?;
+    let modes: BTreeMap<QualifiedName, TableMode> = read
+        .iter()
+        .map(|(e, mode)| (e.table.clone(), *mode))
+        .chain(reused.iter().map(|e| (e.table.clone(), TableMode::Reused)))
+        .collect();
+    tracing::debug!("captured tables: {modes:?}");
+    let mut entries: Vec<TableEntry> = read.into_iter().map(|(e, _)| e).collect();
     entries.extend(reused);
     entries.sort_by(|a, b| a.table.cmp(&b.table));
 
@@ -231,10 +255,11 @@ async fn capture_holding<B: Backend + 'static>(
             database: target.dbname().to_owned(),
             server_version,
         },
+        modes,
     })
 }
 
-fn lock(t: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
+pub(crate) fn lock(t: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
     t.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -279,7 +304,7 @@ async fn read_tables<B: Backend + 'static>(
     mut tables: Vec<Job>,
     opts: &CaptureOptions,
     tally: &Arc<Mutex<Tally>>,
-) -> Result<Vec<TableEntry>> {
+) -> Result<Vec<(TableEntry, TableMode)>> {
     // Biggest first, so the last table to finish is a small one.
     tables.sort_by_key(|t| std::cmp::Reverse(t.weight()));
     let workers = opts.workers.clamp(1, tables.len().max(1));
@@ -329,7 +354,7 @@ async fn read_tables<B: Backend + 'static>(
     if let Some(e) = first_error {
         return Err(e);
     }
-    entries.sort_by(|a, b| a.table.cmp(&b.table));
+    entries.sort_by(|a, b| a.0.table.cmp(&b.0.table));
     Ok(entries)
 }
 
@@ -364,13 +389,15 @@ enum Plan {
     Read(Job),
 }
 
-/// Whether a table can be reused from the base as is, re-read in ranges, or read whole.
+/// Whether a table can be reused from the base as is, patched, re-read in ranges, or read
+/// whole.
 async fn plan_table<B: Backend>(
     client: &Client,
     store: &Store<B>,
     base: &RootManifest,
     mark: &tracking::Mark,
     info: TableInfo,
+    log: TableLog,
 ) -> Result<Plan> {
     let Some(entry) = base
         .tables
@@ -379,19 +406,30 @@ async fn plan_table<B: Backend>(
     else {
         return Ok(Plan::Read(Job::Full(info)));
     };
-    let relids = tracking::relids(client, &info.name).await?;
-    match tracking::logged(client, &relids, mark).await? {
+    match log.logged {
         tracking::Logged::Unchanged => Ok(Plan::Reuse(entry.clone())),
         tracking::Logged::Whole => Ok(Plan::Read(Job::Full(info))),
         tracking::Logged::Keys if info.key.is_empty() => Ok(Plan::Read(Job::Full(info))),
+        tracking::Logged::Keys if log.integer_key => {
+            Ok(Plan::Read(Job::Patch(Box::new(PatchJob {
+                info,
+                base: entry.clone(),
+                log,
+                mark: mark.clone(),
+            }))))
+        }
         tracking::Logged::Keys => {
             let chunks = store.table_chunks(entry).await?;
             if chunks.is_empty() || chunks.iter().any(|c| c.first.is_none()) {
                 return Ok(Plan::Read(Job::Full(info)));
             }
-            let types = delta::key_types(client, entry).await?;
+            let types = if log.key_types.len() == info.key.len() {
+                log.key_types
+            } else {
+                delta::key_types(client, entry).await?
+            };
             let wanted =
-                delta::affected_chunks(client, entry, &chunks, &types, &relids, mark).await?;
+                delta::affected_chunks(client, entry, &chunks, &types, &log.relids, mark).await?;
             let mut runs: Vec<(usize, usize)> = Vec::new();
             for i in wanted {
                 match runs.last_mut() {
@@ -422,6 +460,9 @@ enum Job {
         runs: Vec<(usize, usize)>,
         types: Vec<String>,
     },
+    /// Patch the base snapshot's chunks with the rows of the keys the log names (see
+    /// [`incremental`]).
+    Patch(Box<PatchJob>),
 }
 
 impl Job {
@@ -433,6 +474,7 @@ impl Job {
                 .flat_map(|&(a, b)| chunks[a..=b].iter())
                 .map(|c| c.bytes as i64)
                 .sum(),
+            Job::Patch(job) => job.weight(),
         }
     }
 }
@@ -443,8 +485,21 @@ async fn read_job<B: Backend + 'static>(
     job: &Job,
     opts: &CaptureOptions,
     tally: &Arc<Mutex<Tally>>,
-) -> Result<TableEntry> {
-    let (info, refs) = match job {
+) -> Result<(TableEntry, TableMode)> {
+    let (info, refs, mode) = match job {
+        Job::Patch(patch) => {
+            if let Some(entry) = incremental::patch_table(client, store, patch, opts, tally).await?
+            {
+                return Ok((entry, TableMode::Patched));
+            }
+            let info = &patch.info;
+            let sql = copy_out_sql(info, &[], None, None);
+            (
+                info,
+                read_chunks(client, store, &sql, info, opts, tally).await?,
+                TableMode::Full,
+            )
+        }
         Job::Full(info) => (
             info,
             read_chunks(
@@ -456,6 +511,7 @@ async fn read_job<B: Backend + 'static>(
                 tally,
             )
             .await?,
+            TableMode::Full,
         ),
         Job::Ranges {
             info,
@@ -492,7 +548,7 @@ async fn read_job<B: Backend + 'static>(
                 next = b + 1;
             }
             refs.extend_from_slice(&chunks[next..]);
-            (info, refs)
+            (info, refs, TableMode::Ranges)
         }
     };
     let (content, nodes) = build_tree(&refs);
@@ -500,12 +556,13 @@ async fn read_job<B: Backend + 'static>(
         let (_, stored) = store.put_plain(&node.plain).await?;
         lock(tally).add(stored);
     }
-    Ok(TableEntry {
+    let entry = TableEntry {
         table: info.name.clone(),
         columns: info.columns.clone(),
         key: info.key.clone(),
         content,
-    })
+    };
+    Ok((entry, mode))
 }
 
 /// Streams the rows `sql` returns into stored chunks.
@@ -564,13 +621,10 @@ async fn collect(
     Ok(())
 }
 
-async fn store_chunk<B: Backend>(
-    store: Arc<Store<B>>,
-    chunk: RowChunk,
-    key_positions: Option<Arc<[usize]>>,
-) -> Result<(BlobRef, Stored)> {
-    let id = BlobId::of(&chunk.data);
-    let bounds = key_positions.as_deref().and_then(|positions| {
+/// A chunk's reference: its id, size, and (for a keyed table) the keys of its first and
+/// last rows.
+pub(crate) fn chunk_ref(chunk: &RowChunk, key_positions: Option<&[usize]>) -> BlobRef {
+    let bounds = key_positions.and_then(|positions| {
         let (first, last) = row::first_and_last(&chunk.data)?;
         Some((
             row::key_text(first, positions),
@@ -578,13 +632,22 @@ async fn store_chunk<B: Backend>(
         ))
     });
     let (first, last) = bounds.unzip();
-    let r = BlobRef {
-        id,
+    BlobRef {
+        id: BlobId::of(&chunk.data),
         rows: chunk.rows,
         bytes: chunk.data.len() as u64,
         first,
         last,
-    };
+    }
+}
+
+async fn store_chunk<B: Backend>(
+    store: Arc<Store<B>>,
+    chunk: RowChunk,
+    key_positions: Option<Arc<[usize]>>,
+) -> Result<(BlobRef, Stored)> {
+    let r = chunk_ref(&chunk, key_positions.as_deref());
+    let id = r.id;
     if let Some(size) = store.blob_size(&id).await? {
         return Ok((
             r,

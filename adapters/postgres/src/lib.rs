@@ -22,6 +22,7 @@ pub mod delta;
 pub mod error;
 pub mod fingerprint;
 pub mod fresh;
+mod incremental;
 pub mod patch;
 pub mod restore;
 pub mod schema_dump;
@@ -29,7 +30,7 @@ pub mod session;
 mod sql;
 pub mod tracking;
 
-pub use capture::{capture, CaptureOptions, Captured, Progress};
+pub use capture::{capture, CaptureOptions, Captured, Progress, TableMode};
 pub use connect::ConnectionTarget;
 pub use delta::TableChange;
 pub use error::{BlockingSession, Error, Result};

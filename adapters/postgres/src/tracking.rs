@@ -661,23 +661,9 @@ const SNAPSHOT_AFTER_COMMIT: &str = "(WITH s AS (SELECT pg_catalog.pg_current_sn
                        WHERE x <> me), '')
       FROM v)";
 
-/// Relation ids whose log entries concern `table`: itself and its partition ancestors.
-pub(crate) async fn relids(client: &Client, table: &QualifiedName) -> Result<Vec<u32>> {
-    let rows = client
-        .query(
-            "SELECT $1::text::regclass::oid
-             UNION ALL
-             SELECT relid::oid FROM pg_catalog.pg_partition_ancestors($1::text::regclass)
-             WHERE relid <> $1::text::regclass",
-            &[&qualified(table)],
-        )
-        .await
-        .map_err(pg(format!("reading the partition tree of {table}")))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
-/// [`relids`] of many tables in one query, in the order given (an empty list for a table
-/// that does not exist).
+/// The relation ids whose log entries concern each of `tables` (itself and its partition
+/// ancestors), in one query, in the order given (an empty list for a table that does not
+/// exist).
 pub(crate) async fn relids_of(client: &Client, tables: &[QualifiedName]) -> Result<Vec<Vec<u32>>> {
     let names: Vec<String> = tables.iter().map(qualified).collect();
     let rows = client
