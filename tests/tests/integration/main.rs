@@ -4,6 +4,7 @@
 
 mod consistency;
 mod diff;
+mod incremental;
 mod roundtrip;
 mod tracking;
 
