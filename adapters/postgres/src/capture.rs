@@ -278,23 +278,45 @@ async fn put_text<B: Backend>(
     Ok(BlobRef::plain(id, 0, text.len() as u64))
 }
 
+/// Every sequence's state, in one query.
 async fn read_sequences(client: &Client) -> Result<Vec<SequenceState>> {
-    let mut out = Vec::new();
-    for seq in catalog::sequences(client).await? {
-        let row = client
-            .query_one(
-                &format!("SELECT last_value, is_called FROM {}", qualified(&seq)),
-                &[],
-            )
-            .await
-            .map_err(pg(format!("reading sequence {seq}")))?;
-        out.push(SequenceState {
-            sequence: seq,
-            last_value: row.get(0),
-            is_called: row.get(1),
-        });
+    let sequences = catalog::sequences(client).await?;
+    if sequences.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(out)
+    let sql = sequences
+        .iter()
+        .enumerate()
+        .map(|(i, seq)| {
+            format!(
+                "SELECT {i}::int8, last_value, is_called FROM {}",
+                qualified(seq)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let rows = client
+        .query(&sql, &[])
+        .await
+        .map_err(pg("reading sequences"))?;
+    let mut states = vec![None; sequences.len()];
+    for r in rows {
+        if let Some(slot) = states.get_mut(r.get::<_, i64>(0) as usize) {
+            *slot = Some((r.get(1), r.get(2)));
+        }
+    }
+    sequences
+        .into_iter()
+        .zip(states)
+        .map(|(sequence, state)| match state {
+            Some((last_value, is_called)) => Ok(SequenceState {
+                sequence,
+                last_value,
+                is_called,
+            }),
+            None => Err(Error::Internal(format!("sequence {sequence} was not read"))),
+        })
+        .collect()
 }
 
 async fn read_tables<B: Backend + 'static>(
