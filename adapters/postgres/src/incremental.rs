@@ -304,6 +304,7 @@ pub(crate) async fn patch_table<B: Backend + 'static>(
     };
     let mut carry: Vec<u8> = Vec::new();
     let mut key = Key::new();
+    let head: Vec<usize> = (0..info.key.len()).collect();
     while let Some(buf) = stream.try_next().await.map_err(pg(context.clone()))? {
         if let Some(p) = &opts.progress {
             p(buf.len() as u64);
@@ -319,7 +320,7 @@ pub(crate) async fn patch_table<B: Backend + 'static>(
             Bytes::from(carry.drain(..=end).collect::<Vec<u8>>())
         };
         for line in phony_core::row::lines(&complete) {
-            let changed = parse_changed(line, info.key.len(), &positions, &mut key)
+            let changed = parse_changed(line, &head, &positions, &mut key)
                 .ok_or_else(|| Error::Internal(format!("{context}: unexpected row")))?;
             dispatch.add(changed).await?;
         }
@@ -361,10 +362,16 @@ struct Dispatch<'a, B> {
     open: Option<Open>,
 }
 
+/// Changes for a chunk task, and whether they are the last.
+struct Batch {
+    changes: Vec<Changed>,
+    last: bool,
+}
+
 /// The chunk task receiving changes now, and the batch it gets next.
 struct Open {
     index: usize,
-    tx: mpsc::Sender<Vec<Changed>>,
+    tx: mpsc::Sender<Batch>,
     batch: Vec<Changed>,
     bytes: usize,
 }
@@ -400,7 +407,7 @@ impl<B: Backend + 'static> Dispatch<'_, B> {
         open.bytes += changed.row.as_ref().map_or(0, Vec::len) + 8 * changed.key.len();
         open.batch.push(changed);
         if open.bytes >= BATCH_BYTES {
-            open.send().await;
+            open.send(false).await;
         }
         Ok(())
     }
@@ -427,32 +434,30 @@ impl<B: Backend + 'static> Dispatch<'_, B> {
 }
 
 impl Open {
-    async fn send(&mut self) {
-        let batch = std::mem::take(&mut self.batch);
+    async fn send(&mut self, last: bool) {
+        let changes = std::mem::take(&mut self.batch);
         self.bytes = 0;
         // A closed channel means the task failed; its error is reported when it is joined.
-        let _ = self.tx.send(batch).await;
+        let _ = self.tx.send(Batch { changes, last }).await;
     }
 
     /// Sends what is left; the task then finishes its chunk.
     async fn close(mut self) {
-        if !self.batch.is_empty() {
-            self.send().await;
-        }
+        self.send(true).await;
     }
 }
 
-/// One line of [`patch_sql`]'s output: the changed key, then the row or `\N`s.
+/// One line of [`patch_sql`]'s output: the changed key (its fields at `head`, which is
+/// `0..n`), then the row (its key at `positions`) or `\N`s.
 fn parse_changed(
     line: &[u8],
-    key_width: usize,
+    head: &[usize],
     positions: &[usize],
     key: &mut Key,
 ) -> Option<Changed> {
-    let split = memchr::memchr_iter(b'\t', line).nth(key_width - 1)?;
-    let (head, row) = (&line[..split], &line[split + 1..]);
-    let all: Vec<usize> = (0..key_width).collect();
-    parse_key(head, &all, key)?;
+    let split = memchr::memchr_iter(b'\t', line).nth(head.len().checked_sub(1)?)?;
+    let (changed, row) = (&line[..split], &line[split + 1..]);
+    parse_key(changed, head, key)?;
     let changed_key = key.clone();
     let present = parse_key(row, positions, key).is_some();
     if present && *key != changed_key {
@@ -470,7 +475,7 @@ fn parse_changed(
 async fn patch_chunk<B: Backend + 'static>(
     ctx: Arc<ChunkContext<B>>,
     base: Option<BlobRef>,
-    mut rx: mpsc::Receiver<Vec<Changed>>,
+    mut rx: mpsc::Receiver<Batch>,
 ) -> Result<Vec<BlobRef>> {
     let store = &ctx.store;
     let params = store.config().chunking.params;
@@ -480,49 +485,55 @@ async fn patch_chunk<B: Backend + 'static>(
     };
     let mut merge = Merge::new(plain.clone(), &ctx.positions, params);
     let mut out = Vec::new();
-    while let Some(batch) = rx.recv().await {
-        let (m, done) = blocking(move || {
-            merge.feed(&batch)?;
-            let done = merge.take_done();
-            Ok((merge, done))
+    loop {
+        // The dispatcher ends with a last batch; a channel closed before that means it
+        // failed, and reports why itself.
+        let Some(batch) = rx.recv().await else {
+            return Err(Error::Internal(
+                "patching a chunk: its changes ended early".into(),
+            ));
+        };
+        // Merge, cut and hash in one go on the blocking pool (one hand-off per batch).
+        let positions = ctx.positions.clone();
+        let (next, pieces, changed) = blocking(move || {
+            merge.feed(&batch.changes)?;
+            let mut pieces = merge.take_done();
+            let (next, changed) = if batch.last {
+                let (rest, changed) = merge.finish()?;
+                pieces.extend(rest);
+                (None, changed)
+            } else {
+                (Some(merge), true)
+            };
+            let pieces: Vec<(BlobRef, RowChunk)> = pieces
+                .into_iter()
+                .map(|c| (chunk_ref(&c, Some(&positions)), c))
+                .collect();
+            Ok((next, pieces, changed))
         })
         .await?;
-        merge = m;
-        for chunk in done {
-            out.push(store_chunk(&ctx, chunk, base.as_ref(), &plain).await?);
+        if !changed {
+            return Ok(base.into_iter().collect());
+        }
+        for (r, chunk) in pieces {
+            let stored = match &base {
+                Some(b) => put_delta(store, &r.id, &chunk.data, &b.id, &plain).await?,
+                None => put_standalone(store, &r.id, &chunk.data).await?,
+            };
+            lock(&ctx.tally).add(stored);
+            out.push(r);
+        }
+        match next {
+            Some(m) => merge = m,
+            None => return Ok(out),
         }
     }
-    let (rest, changed) = blocking(move || merge.finish()).await?;
-    if !changed {
-        return Ok(base.into_iter().collect());
-    }
-    for chunk in rest {
-        out.push(store_chunk(&ctx, chunk, base.as_ref(), &plain).await?);
-    }
-    Ok(out)
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Internal(format!("patching a chunk failed: {e}")))?
-}
-
-/// Stores a patched chunk as the successor of `base` (whose plain bytes are `base_plain`).
-async fn store_chunk<B: Backend + 'static>(
-    ctx: &ChunkContext<B>,
-    chunk: RowChunk,
-    base: Option<&BlobRef>,
-    base_plain: &[u8],
-) -> Result<BlobRef> {
-    let positions = ctx.positions.clone();
-    let (r, chunk) = blocking(move || Ok((chunk_ref(&chunk, Some(&positions)), chunk))).await?;
-    let stored = match base {
-        Some(b) => put_delta(&ctx.store, &r.id, &chunk.data, &b.id, base_plain).await?,
-        None => put_standalone(&ctx.store, &r.id, &chunk.data).await?,
-    };
-    lock(&ctx.tally).add(stored);
-    Ok(r)
 }
 
 /// Stores `plain` (whose id is `id`) as the successor of the blob `base_id` (whose plain
@@ -698,11 +709,11 @@ mod tests {
              ORDER BY c.k1, c.k2) TO STDOUT"
         );
         let mut key = Key::new();
-        let c = parse_changed(b"7\t-2\t-2\t7\tx", 2, &[1, 0], &mut key).unwrap();
+        let c = parse_changed(b"7\t-2\t-2\t7\tx", &[0, 1], &[1, 0], &mut key).unwrap();
         assert_eq!(c.key, vec![7, -2]);
         assert_eq!(c.row.as_deref(), Some(&b"-2\t7\tx"[..]));
-        let gone = parse_changed(b"7\t3\t\\N\t\\N\t\\N", 2, &[1, 0], &mut key).unwrap();
+        let gone = parse_changed(b"7\t3\t\\N\t\\N\t\\N", &[0, 1], &[1, 0], &mut key).unwrap();
         assert_eq!(gone.row, None);
-        assert!(parse_changed(b"7\t3\t4\t7\tx", 2, &[1, 0], &mut key).is_none());
+        assert!(parse_changed(b"7\t3\t4\t7\tx", &[0, 1], &[1, 0], &mut key).is_none());
     }
 }

@@ -46,11 +46,26 @@ pub(crate) fn parse_key_text(text: &str) -> Option<Key> {
 
 /// PostgreSQL's text form of an integer: an optional `-`, then ASCII digits.
 fn parse_int(field: &[u8]) -> Option<i64> {
-    let digits = field.strip_prefix(b"-").unwrap_or(field);
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+    let (negative, digits) = match field.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, field),
+    };
+    if digits.is_empty() {
         return None;
     }
-    std::str::from_utf8(field).ok()?.parse().ok()
+    // Accumulated below zero, so that i64::MIN parses too.
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
+    }
+    if negative {
+        Some(v)
+    } else {
+        v.checked_neg()
+    }
 }
 
 /// The chunk whose key range holds `key`: the last whose first key is not above it (chunk
@@ -163,6 +178,7 @@ impl Merge {
         }
         let (from, to) = (self.pos, self.base.len());
         self.copy_base(from, to)?;
+        self.cut_if_outgrown()?;
         let mut out = self.done;
         match self.out {
             Output::Whole(data) if data.is_empty() => {}
@@ -210,18 +226,10 @@ impl Merge {
     }
 
     fn push(&mut self, bytes: &[u8]) -> Result<()> {
-        let max = self.params.max as usize;
         match &mut self.out {
             Output::Whole(data) => {
                 data.extend_from_slice(bytes);
-                if data.len() > max {
-                    let mut chunker = RowChunker::new(self.params)?;
-                    self.done.extend(chunker.push(data));
-                    self.out = Output::Cut {
-                        chunker,
-                        pending: Vec::new(),
-                    };
-                }
+                self.cut_if_outgrown()?;
             }
             Output::Cut { chunker, pending } => {
                 pending.extend_from_slice(bytes);
@@ -229,6 +237,22 @@ impl Merge {
                     self.done.extend(chunker.push(pending));
                     pending.clear();
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the output to the chunker once it is larger than a chunk may be cut, and
+    /// changed (an unchanged chunk stays as it is, whatever its size).
+    fn cut_if_outgrown(&mut self) -> Result<()> {
+        if let Output::Whole(data) = &self.out {
+            if self.changed && data.len() > self.params.max as usize {
+                let mut chunker = RowChunker::new(self.params)?;
+                self.done.extend(chunker.push(data));
+                self.out = Output::Cut {
+                    chunker,
+                    pending: Vec::new(),
+                };
             }
         }
         Ok(())
@@ -276,6 +300,13 @@ mod tests {
         assert!(parse_key(b"x\t1.5", &[1], &mut k).is_none());
         assert!(parse_key(b"x", &[1], &mut k).is_none());
         assert!(parse_key(b"99999999999999999999", &[0], &mut k).is_none());
+        assert!(parse_key(b"-", &[0], &mut k).is_none());
+        assert!(parse_key(b"", &[0], &mut k).is_none());
+        for v in [i64::MIN, i64::MAX, 0, -1, 1] {
+            assert!(parse_key(v.to_string().as_bytes(), &[0], &mut k).is_some());
+            assert_eq!(k, vec![v]);
+        }
+        assert!(parse_key(b"9223372036854775808", &[0], &mut k).is_none());
         assert_eq!(parse_key_text("3\t-4"), Some(vec![3, -4]));
         assert_eq!(parse_key_text("3\tx"), None);
     }
@@ -391,6 +422,35 @@ mod tests {
             b"1\t1\ta\n1\t2\tnew\n2\t0\tc\n3\t-1\tlast\n".to_vec()
         );
         assert_eq!(chunks[0].rows, 4);
+    }
+
+    #[test]
+    fn a_chunk_larger_than_a_cut_stays_whole_until_it_changes() {
+        // One row longer than `max` makes a chunk longer than `max`.
+        let base = rows([
+            (1, "a".repeat(20_000)),
+            (3, "b".to_owned()),
+            (5, "c".to_owned()),
+        ]);
+        let gone = |k| Changed {
+            key: vec![k],
+            row: None,
+        };
+        let mut m = Merge::new(base.clone().into(), &[1], params());
+        m.feed(&[gone(2), gone(4)]).unwrap();
+        assert!(m.take_done().is_empty());
+        assert_eq!(m.finish().unwrap(), (Vec::new(), false));
+
+        let mut m = Merge::new(base.into(), &[1], params());
+        m.feed(&[gone(3)]).unwrap();
+        let (chunks, changed) = m.finish().unwrap();
+        assert!(changed);
+        let expected = rows([(1, "a".repeat(20_000)), (5, "c".to_owned())]);
+        assert_eq!(joined(&chunks), expected);
+        let mut c = RowChunker::new(params()).unwrap();
+        let mut cut = c.push(&expected);
+        cut.extend(c.finish());
+        assert_eq!(chunks, cut);
     }
 
     #[test]
