@@ -380,7 +380,8 @@ async fn read_tables<B: Backend + 'static>(
     Ok(entries)
 }
 
-/// The newest snapshot in the store that this database held since its last schema change.
+/// The newest snapshot in the store that this database held since its last schema change
+/// (tracking is known to be valid).
 async fn incremental_base<B: Backend>(
     client: &Client,
     store: &Store<B>,
@@ -399,7 +400,7 @@ async fn incremental_base<B: Backend>(
         if store.blob_size(&root).await?.is_none() {
             continue;
         }
-        if let Some(mark) = tracking::usable_mark(client, &root).await? {
+        if let Some(mark) = tracking::mark_if_usable(client, &root).await? {
             return Ok(Some((store.root(&root).await?, mark)));
         }
     }
