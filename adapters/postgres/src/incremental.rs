@@ -11,7 +11,8 @@
 //! other chunk is kept as it is, and so is every manifest node that did not change.
 //!
 //! Each patched chunk (and manifest node) is stored as the successor of the one it
-//! replaces, so the store can keep it as a delta against that one.
+//! replaces: as a delta against that one where the store allows deltas and one pays, so
+//! that what a snapshot adds grows with the changed rows, not with the chunks they touch.
 //!
 //! Tables with other keys take the range path of [`crate::capture`]; tables the log
 //! marks as rewritten whole, or without a key, are read whole.
@@ -23,9 +24,10 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use phony_core::codec::{self, Chain};
 use phony_core::manifest::{build_tree, EncodedNode, ManifestNode, FANOUT};
 use phony_core::store::MAX_MANIFEST_LEN;
-use phony_core::{codec, Backend, BlobId, BlobRef, RowChunk, Store, Stored, TableEntry};
+use phony_core::{Backend, BlobId, BlobRef, RowChunk, Store, Stored, TableEntry};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
@@ -70,7 +72,8 @@ pub(crate) async fn table_logs(
                             WHERE a.relid <> u.oid) AS relids
                         FROM u),
                   l AS (SELECT relid, count(*) AS n, bool_or(key IS NULL) AS whole FROM phony.changes
-                        WHERE NOT pg_catalog.pg_visible_in_snapshot(xid, $2::text::pg_catalog.pg_snapshot)
+                        WHERE xid >= pg_catalog.pg_snapshot_xmin($2::text::pg_catalog.pg_snapshot)
+                          AND NOT pg_catalog.pg_visible_in_snapshot(xid, $2::text::pg_catalog.pg_snapshot)
                         GROUP BY relid)
              SELECT r.i::int8, r.relids,
                     coalesce((SELECT sum(l.n) FROM l WHERE l.relid = ANY(r.relids)), 0)::int8,
@@ -180,6 +183,7 @@ fn patch_sql(job: &PatchJob) -> String {
     format!(
         "COPY (SELECT {k}, {cols} FROM (SELECT DISTINCT {logged} FROM phony.changes \
          WHERE relid = ANY({relids}::oid[]) AND key IS NOT NULL \
+         AND xid >= pg_catalog.pg_snapshot_xmin({snap}::pg_catalog.pg_snapshot) \
          AND NOT pg_catalog.pg_visible_in_snapshot(xid, {snap}::pg_catalog.pg_snapshot)) AS c \
          LEFT JOIN LATERAL (SELECT t.* FROM ONLY {table} AS t WHERE {matches}) AS t ON true \
          ORDER BY {k}) TO STDOUT",
@@ -479,11 +483,14 @@ async fn patch_chunk<B: Backend + 'static>(
 ) -> Result<Vec<BlobRef>> {
     let store = &ctx.store;
     let params = store.config().chunking.params;
-    let plain = match &base {
-        Some(b) => Bytes::from(store.get_plain(&b.id, b.bytes).await?),
-        None => Bytes::new(),
+    let stored_base = match &base {
+        Some(b) => Some(read_base(store, b.id, b.bytes, Chain::decode_exact).await?),
+        None => None,
     };
-    let mut merge = Merge::new(plain.clone(), &ctx.positions, params);
+    let plain = stored_base
+        .as_ref()
+        .map_or_else(Bytes::new, |b| b.plain.clone());
+    let mut merge = Merge::new(plain, &ctx.positions, params);
     let mut out = Vec::new();
     loop {
         // The dispatcher ends with a last batch; a channel closed before that means it
@@ -516,10 +523,7 @@ async fn patch_chunk<B: Backend + 'static>(
             return Ok(base.into_iter().collect());
         }
         for (r, chunk) in pieces {
-            let stored = match &base {
-                Some(b) => put_delta(store, &r.id, &chunk.data, &b.id, &plain).await?,
-                None => put_standalone(store, &r.id, &chunk.data).await?,
-            };
+            let stored = put_successor(store, &r.id, chunk.data, stored_base.as_ref()).await?;
             lock(&ctx.tally).add(stored);
             out.push(r);
         }
@@ -536,28 +540,42 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| Error::Internal(format!("patching a chunk failed: {e}")))?
 }
 
-/// Stores `plain` (whose id is `id`) as the successor of the blob `base_id` (whose plain
-/// bytes are `base_plain`), unless the store has it.
-///
-/// Stands in for the store's own `put_delta`, which keeps the blob as a delta against its
-/// base; until the store has one, the blob is stored on its own.
-async fn put_delta<B: Backend + 'static>(
-    store: &Store<B>,
-    id: &BlobId,
-    plain: &[u8],
-    base_id: &BlobId,
-    base_plain: &[u8],
-) -> Result<Stored> {
-    let _ = (base_id, base_plain);
-    put_standalone(store, id, plain).await
+/// A stored blob that new blobs are stored against: its plain bytes, and its depth in a
+/// chain of deltas.
+#[derive(Debug)]
+struct Base {
+    id: BlobId,
+    depth: u8,
+    plain: Bytes,
 }
 
-/// Stores `plain` (whose id is `id`) on its own, unless the store has it; compressed on the
-/// blocking pool.
-async fn put_standalone<B: Backend + 'static>(
+/// Reads the blob `id` and its delta chain, and decodes it on the blocking pool with
+/// `decode` (given `len`: the exact size, or a bound).
+async fn read_base<B: Backend>(
+    store: &Store<B>,
+    id: BlobId,
+    len: u64,
+    decode: fn(&Chain, u64) -> phony_core::Result<Vec<u8>>,
+) -> Result<Base> {
+    let chain = store.get_chain(&id).await?;
+    let depth = chain.header().map_or(0, |h| h.depth);
+    let plain = blocking(move || Ok(decode(&chain, len)?)).await?;
+    Ok(Base {
+        id,
+        depth,
+        plain: plain.into(),
+    })
+}
+
+/// Stores `plain` (whose id is `id`) unless the store has it: as a delta against `base`,
+/// the blob it replaces, where the store allows deltas and one pays (see
+/// [`codec::encode_delta`]), else on its own. This is [`Store::put_delta`] with the base's
+/// depth known from reading it (no second read) and the compression on the blocking pool.
+async fn put_successor<B: Backend>(
     store: &Store<B>,
     id: &BlobId,
-    plain: &[u8],
+    plain: Bytes,
+    base: Option<&Base>,
 ) -> Result<Stored> {
     if let Some(size) = store.blob_size(id).await? {
         return Ok(Stored {
@@ -565,8 +583,19 @@ async fn put_standalone<B: Backend + 'static>(
             new: false,
         });
     }
-    let (plain, level) = (plain.to_vec(), store.config().compression.level);
-    let encoded = blocking(move || Ok(codec::encode(&plain, level))).await?;
+    let level = store.config().compression.level;
+    let base = base
+        .filter(|_| store.deltas_allowed())
+        .map(|b| (b.id, b.depth, b.plain.clone()));
+    let encoded = blocking(move || {
+        Ok(match base {
+            Some((base_id, depth, base_plain)) => {
+                codec::encode_delta(&plain, level, &base_id, depth, &base_plain)
+            }
+            None => codec::encode(&plain, level),
+        })
+    })
+    .await?;
     Ok(store.put_encoded(id, encoded).await?)
 }
 
@@ -620,11 +649,13 @@ async fn store_tree<B: Backend + 'static>(
                 stored_bytes: size,
                 new: false,
             },
-            (None, Some(base)) => {
-                let base_plain = store.get_plain(&base, MAX_MANIFEST_LEN).await?;
-                put_delta(store, &node.id, &node.plain, &base, &base_plain).await?
+            (None, base) => {
+                let base = match base {
+                    Some(id) => Some(read_base(store, id, MAX_MANIFEST_LEN, Chain::decode).await?),
+                    None => None,
+                };
+                put_successor(store, &node.id, node.plain.into(), base.as_ref()).await?
             }
-            (None, None) => put_standalone(store, &node.id, &node.plain).await?,
         };
         lock(tally).add(stored);
     }
@@ -703,6 +734,7 @@ mod tests {
             "COPY (SELECT c.k1, c.k2, t.\"id\", t.\"part\", t.\"v\" FROM (SELECT DISTINCT \
              key[1]::integer AS k1, key[2]::bigint AS k2 FROM phony.changes \
              WHERE relid = ANY('{16384,16390}'::oid[]) AND key IS NOT NULL \
+             AND xid >= pg_catalog.pg_snapshot_xmin('10:12:10'::pg_catalog.pg_snapshot) \
              AND NOT pg_catalog.pg_visible_in_snapshot(xid, '10:12:10'::pg_catalog.pg_snapshot)) AS c \
              LEFT JOIN LATERAL (SELECT t.* FROM ONLY \"public\".\"Order Lines\" AS t \
              WHERE t.\"part\" = c.k1 AND t.\"id\" = c.k2) AS t ON true \
