@@ -47,6 +47,7 @@ CREATE TABLE phony.changes (
     xid xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id()
 );
 CREATE INDEX changes_xid ON phony.changes (xid);
+CREATE INDEX changes_ddl ON phony.changes (xid) WHERE relid = 0;
 CREATE TABLE phony.marks (
     root text PRIMARY KEY,
     snap pg_catalog.pg_snapshot NOT NULL,
@@ -229,6 +230,7 @@ pub async fn install_table_triggers(client: &Client) -> Result<()> {
     let mut sql = String::from(
         "SET LOCAL phony.quiet = 'on';
          CREATE INDEX IF NOT EXISTS changes_xid ON phony.changes (xid);
+         CREATE INDEX IF NOT EXISTS changes_ddl ON phony.changes (xid) WHERE relid = 0;
          DO $drop$ DECLARE f regprocedure; BEGIN
            FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
                     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
