@@ -280,6 +280,22 @@ async fn incremental_snapshots_hold_exactly_the_live_state() {
     }
 }
 
+/// What a capture does as it starts: fixes its point in time and holds its place among the
+/// marks. Returns the side session, the held place and the point in time.
+async fn hold_place(db: &TestDb) -> (tokio_postgres::Client, tracking::PendingMark, String) {
+    let side = db.client().await;
+    let pending = tracking::lock_marks(&side).await.unwrap().unwrap();
+    let snap: String = db
+        .client()
+        .await
+        .query_one("SELECT pg_catalog.pg_current_snapshot()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    tracking::hold_mark(&side, &pending, &snap).await.unwrap();
+    (side, pending, snap)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mark_taken_during_an_unlogged_restore_is_not_trusted() {
     let db = TestDb::rich("trk_unlogged").await;
@@ -320,14 +336,7 @@ async fn a_mark_taken_during_an_unlogged_restore_is_not_trusted() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     // ...meanwhile a snapshot fixes its point in time and holds its place...
-    let side = db.client().await;
-    let pending = tracking::lock_marks(&side).await.unwrap().unwrap();
-    let snap: String = watcher
-        .query_one("SELECT pg_catalog.pg_current_snapshot()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    tracking::hold_mark(&side, &pending, &snap).await.unwrap();
+    let (_side, pending, snap) = hold_place(&db).await;
     blocker.batch_execute("COMMIT").await.unwrap();
     let r = restoring.await.unwrap().unwrap();
     assert_eq!(r.path, RestorePath::Delta);
@@ -352,16 +361,7 @@ async fn a_snapshot_being_taken_keeps_the_log_entries_it_needs() {
     let a = capture(&db.target(), &store.store, &CaptureOptions::default())
         .await
         .unwrap();
-    let side = db.client().await;
-    let pending = tracking::lock_marks(&side).await.unwrap().unwrap();
-    let snap: String = db
-        .client()
-        .await
-        .query_one("SELECT pg_catalog.pg_current_snapshot()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    tracking::hold_mark(&side, &pending, &snap).await.unwrap();
+    let (side, pending, snap) = hold_place(&db).await;
     // Written after the snapshot's point in time, then pruned by a restore to A if the
     // held place were not a mark.
     db.exec(CHANGES[2]).await;
