@@ -24,7 +24,7 @@ use crate::chunk_stream::{copy_out_sql, decoded_chunks, Bound, ChunkStream};
 use crate::error::{pg, Error, Result};
 use crate::session::Session;
 use crate::sql::{ident, ident_list, qualified};
-use crate::tracking::{LoggedRelation, Mark};
+use crate::tracking::{since_mark, LoggedRelation, Mark};
 
 /// What a delta restore changed (or, in a dry run, would change) in one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,8 +263,11 @@ async fn key_filter(
     };
     let rows = client
         .query(
-            "SELECT DISTINCT key FROM phony.changes WHERE relid = ANY($1::oid[]) AND key IS NOT NULL \
-             AND xid >= pg_catalog.pg_snapshot_xmin($2::text::pg_catalog.pg_snapshot) AND NOT pg_catalog.pg_visible_in_snapshot(xid, $2::text::pg_catalog.pg_snapshot)",
+            &format!(
+                "SELECT DISTINCT key FROM phony.changes WHERE relid = ANY($1::oid[]) \
+                 AND key IS NOT NULL AND {}",
+                since_mark("$2::text")
+            ),
             &[&relids, &mark.snap],
         )
         .await
@@ -432,8 +435,9 @@ fn changed_keys_sql(entry: &TableEntry, types: &[String], relids: usize, snap: u
         .collect();
     format!(
         "SELECT DISTINCT {} FROM phony.changes WHERE relid = ANY(${relids}::oid[]) \
-         AND key IS NOT NULL AND xid >= pg_catalog.pg_snapshot_xmin(${snap}::text::pg_catalog.pg_snapshot) AND NOT pg_catalog.pg_visible_in_snapshot(xid, ${snap}::text::pg_catalog.pg_snapshot)",
-        cols.join(", ")
+         AND key IS NOT NULL AND {}",
+        cols.join(", "),
+        since_mark(&format!("${snap}::text"))
     )
 }
 
@@ -679,10 +683,12 @@ pub(crate) async fn restore_from_log(
     let (t_key, f_key) = (t_key.join(", "), f_key.join(", "));
     // The first entry of each key since the mark: its image is the row as the snapshot
     // has it (none: the key did not exist then).
-    let first = "SELECT DISTINCT ON (key) key, img FROM phony.changes
-         WHERE relid = $1 AND key IS NOT NULL
-           AND xid >= pg_catalog.pg_snapshot_xmin($2::text::pg_catalog.pg_snapshot) AND NOT pg_catalog.pg_visible_in_snapshot(xid, $2::text::pg_catalog.pg_snapshot)
-         ORDER BY key, seq";
+    let first = format!(
+        "SELECT DISTINCT ON (key) key, img FROM phony.changes
+         WHERE relid = $1 AND key IS NOT NULL AND {}
+         ORDER BY key, seq",
+        since_mark("$2::text")
+    );
     let remove = if log_images {
         // One statement logs the rows about to change (with their current images, as the
         // triggers would) and deletes those that differ; all of it reads one snapshot.

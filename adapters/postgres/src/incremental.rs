@@ -36,7 +36,7 @@ use crate::capture::{chunk_ref, key_positions, lock, CaptureOptions, Tally};
 use crate::catalog::TableInfo;
 use crate::error::{pg, Error, Result};
 use crate::sql::{ident, literal, qualified};
-use crate::tracking::{Logged, Mark};
+use crate::tracking::{self, Logged, Mark};
 use merge::{chunk_of, parse_key, parse_key_text, Changed, Key, Merge};
 
 /// What the change log says about one table since the base snapshot's mark.
@@ -65,20 +65,20 @@ pub(crate) async fn table_logs(
     let names: Vec<String> = tables.iter().map(|t| qualified(&t.name)).collect();
     let rows = client
         .query(
-            "WITH u AS (SELECT u.i, c.oid FROM unnest($1::text[]) WITH ORDINALITY AS u(n, i)
+            &format!(
+                "WITH u AS (SELECT u.i, c.oid FROM unnest($1::text[]) WITH ORDINALITY AS u(n, i)
                         JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.n)),
                   r AS (SELECT u.i, u.oid, ARRAY[u.oid] || ARRAY(
                             SELECT a.relid::oid FROM pg_catalog.pg_partition_ancestors(u.oid) AS a
                             WHERE a.relid <> u.oid) AS relids
                         FROM u),
                   l AS (SELECT relid, count(*) AS n, bool_or(key IS NULL) AS whole FROM phony.changes
-                        WHERE xid >= pg_catalog.pg_snapshot_xmin($2::text::pg_catalog.pg_snapshot)
-                          AND NOT pg_catalog.pg_visible_in_snapshot(xid, $2::text::pg_catalog.pg_snapshot)
+                        WHERE {since}
                         GROUP BY relid)
              SELECT r.i::int8, r.relids,
                     coalesce((SELECT sum(l.n) FROM l WHERE l.relid = ANY(r.relids)), 0)::int8,
                     coalesce((SELECT bool_or(l.whole) FROM l WHERE l.relid = ANY(r.relids)), false),
-                    coalesce(k.names, '{}'), coalesce(k.oids, '{}'), coalesce(k.types, '{}')
+                    coalesce(k.names, '{{}}'), coalesce(k.oids, '{{}}'), coalesce(k.types, '{{}}')
              FROM r LEFT JOIN LATERAL (
                  SELECT array_agg(a.attname::text ORDER BY k.ord) AS names,
                         array_agg(a.atttypid ORDER BY k.ord) AS oids,
@@ -87,6 +87,8 @@ pub(crate) async fn table_logs(
                  CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
                  JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attnum = k.attnum
                  WHERE i.indrelid = r.oid AND i.indisprimary) AS k ON true",
+                since = tracking::since_mark("$2::text")
+            ),
             &[&names, &mark.snap],
         )
         .await
@@ -183,15 +185,14 @@ fn patch_sql(job: &PatchJob) -> String {
     format!(
         "COPY (SELECT {k}, {cols} FROM (SELECT DISTINCT {logged} FROM phony.changes \
          WHERE relid = ANY({relids}::oid[]) AND key IS NOT NULL \
-         AND xid >= pg_catalog.pg_snapshot_xmin({snap}::pg_catalog.pg_snapshot) \
-         AND NOT pg_catalog.pg_visible_in_snapshot(xid, {snap}::pg_catalog.pg_snapshot)) AS c \
+         AND {since}) AS c \
          LEFT JOIN LATERAL (SELECT t.* FROM ONLY {table} AS t WHERE {matches}) AS t ON true \
          ORDER BY {k}) TO STDOUT",
         k = k.join(", "),
         cols = cols.join(", "),
         logged = logged.join(", "),
         relids = literal(&format!("{{{}}}", relids.join(","))),
-        snap = literal(&job.mark.snap),
+        since = tracking::since_mark(&literal(&job.mark.snap)),
         table = qualified(&info.name),
         matches = matches.join(" AND "),
     )

@@ -630,11 +630,7 @@ pub(crate) async fn set_sequences(
     let Some(sql) = current_sequences_sql(root) else {
         return Ok(());
     };
-    let rows = client
-        .query(&sql, &[])
-        .await
-        .map_err(pg("reading sequences"))?;
-    apply_sequences(client, root, &rows, report).await
+    apply_sequences(client, sql.as_str(), root, report).await
 }
 
 /// [`set_sequences`] with the reading statement prepared once per session.
@@ -650,12 +646,7 @@ async fn set_sequences_in(
         .prepared(&sql)
         .await
         .map_err(pg("reading sequences"))?;
-    let rows = session
-        .client()
-        .query(&statement, &[])
-        .await
-        .map_err(pg("reading sequences"))?;
-    apply_sequences(session.client(), root, &rows, report).await
+    apply_sequences(session.client(), &statement, root, report).await
 }
 
 /// One query for the state of every sequence of the snapshot: (index, last_value, is_called).
@@ -677,14 +668,20 @@ fn current_sequences_sql(root: &RootManifest) -> Option<String> {
     Some(current.join(" UNION ALL "))
 }
 
-async fn apply_sequences(
+/// Reads the sequences with `current` (see [`current_sequences_sql`]) and sets those that
+/// differ from the snapshot's state.
+async fn apply_sequences<T: tokio_postgres::ToStatement + ?Sized + Sync>(
     client: &Client,
+    current: &T,
     root: &RootManifest,
-    rows: &[tokio_postgres::Row],
     report: &mut RestoreReport,
 ) -> Result<()> {
+    let rows = client
+        .query(current, &[])
+        .await
+        .map_err(pg("reading sequences"))?;
     let mut same = vec![false; root.sequences.len()];
-    for r in rows {
+    for r in &rows {
         let i = r.get::<_, i64>(0) as usize;
         if let Some(seq) = root.sequences.get(i) {
             same[i] = r.get::<_, i64>(1) == seq.last_value && r.get::<_, bool>(2) == seq.is_called;

@@ -111,13 +111,22 @@ pub struct TrackingStatus {
     pub marks: i64,
 }
 
+/// The query behind [`installed`].
+const INSTALLED: &str = "SELECT pg_catalog.to_regclass('phony.state') IS NOT NULL";
+
+/// Whether the installation is this database's own (one boolean; needs `phony.state`).
+macro_rules! own_installation_sql {
+    () => {
+        "SELECT count(*) = 1 FROM phony.state s, pg_catalog.pg_database d
+         WHERE d.datname = pg_catalog.current_database() AND s.db_oid = d.oid
+           AND s.changes_oid = pg_catalog.to_regclass('phony.changes')::oid"
+    };
+}
+
 /// Whether `phony.state` exists.
 pub async fn installed(client: &impl GenericClient) -> Result<bool> {
     let row = client
-        .query_one(
-            "SELECT pg_catalog.to_regclass('phony.state') IS NOT NULL",
-            &[],
-        )
+        .query_one(INSTALLED, &[])
         .await
         .map_err(pg("looking for change tracking"))?;
     Ok(row.get(0))
@@ -129,12 +138,7 @@ pub async fn valid(client: &impl GenericClient) -> Result<bool> {
         return Ok(false);
     }
     let row = client
-        .query_one(
-            "SELECT count(*) = 1 FROM phony.state s, pg_catalog.pg_database d
-             WHERE d.datname = pg_catalog.current_database() AND s.db_oid = d.oid
-               AND s.changes_oid = pg_catalog.to_regclass('phony.changes')::oid",
-            &[],
-        )
+        .query_one(own_installation_sql!(), &[])
         .await
         .map_err(pg("checking change tracking"))?;
     Ok(row.get(0))
@@ -337,6 +341,17 @@ pub async fn status(client: &Client) -> Result<TrackingStatus> {
     })
 }
 
+/// The condition "this log entry's transaction is one the mark does not see", for a mark
+/// given as SQL text (`$2::text`, a literal). The lower bound on `xid` is implied by the
+/// visibility test; it is spelled out so the index on `xid` serves the read.
+pub(crate) fn since_mark(mark: &str) -> String {
+    let snap = format!("{mark}::pg_catalog.pg_snapshot");
+    format!(
+        "xid >= pg_catalog.pg_snapshot_xmin({snap}) \
+         AND NOT pg_catalog.pg_visible_in_snapshot(xid, {snap})"
+    )
+}
+
 /// A point at which the database held a snapshot's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mark {
@@ -405,10 +420,7 @@ pub(crate) struct Probe {
 
 pub(crate) async fn probe(session: &Session, root: &BlobId) -> Result<Probe> {
     let context = "checking change tracking";
-    let installed = session
-        .prepared("SELECT pg_catalog.to_regclass('phony.state') IS NOT NULL")
-        .await
-        .map_err(pg(context))?;
+    let installed = session.prepared(INSTALLED).await.map_err(pg(context))?;
     let client = session.client();
     let row = client
         .query_one(&installed, &[])
@@ -419,9 +431,9 @@ pub(crate) async fn probe(session: &Session, root: &BlobId) -> Result<Probe> {
     }
     let statement = session
         .prepared(concat!(
-            "SELECT (SELECT count(*) = 1 FROM phony.state s, pg_catalog.pg_database d
-                     WHERE d.datname = pg_catalog.current_database() AND s.db_oid = d.oid
-                       AND s.changes_oid = pg_catalog.to_regclass('phony.changes')::oid),
+            "SELECT (",
+            own_installation_sql!(),
+            "),
                     EXISTS (SELECT 1 FROM phony.marks o WHERE o.root <> $1),
                     m.snap::text, ",
             mark_unusable_sql!(),
@@ -704,8 +716,11 @@ pub(crate) enum Logged {
 pub(crate) async fn logged(client: &Client, relids: &[u32], mark: &Mark) -> Result<Logged> {
     let row = client
         .query_one(
-            "SELECT count(*) > 0, coalesce(bool_or(key IS NULL), false) FROM phony.changes
-             WHERE relid = ANY($1) AND xid >= pg_catalog.pg_snapshot_xmin($2::text::pg_catalog.pg_snapshot) AND NOT pg_catalog.pg_visible_in_snapshot(xid, $2::text::pg_catalog.pg_snapshot)",
+            &format!(
+                "SELECT count(*) > 0, coalesce(bool_or(key IS NULL), false) FROM phony.changes
+                 WHERE relid = ANY($1) AND {}",
+                since_mark("$2::text")
+            ),
             &[&relids, &mark.snap],
         )
         .await
@@ -743,9 +758,9 @@ pub(crate) async fn logged_relations(
 ) -> Result<Vec<LoggedRelation>> {
     let context = "reading the change log";
     let statement = session
-        .prepared(
+        .prepared(&format!(
             "WITH c AS (SELECT relid, bool_or(key IS NULL) AS whole FROM phony.changes
-                        WHERE relid <> 0 AND xid >= pg_catalog.pg_snapshot_xmin($1::text::pg_catalog.pg_snapshot) AND NOT pg_catalog.pg_visible_in_snapshot(xid, $1::text::pg_catalog.pg_snapshot)
+                        WHERE relid <> 0 AND {}
                         GROUP BY relid),
                   k AS (SELECT i.indrelid, a.attname::text AS name,
                                pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, k.ord
@@ -765,7 +780,8 @@ pub(crate) async fn logged_relations(
                           ORDER BY a.attnum)
              FROM c JOIN pg_catalog.pg_class r ON r.oid = c.relid
              JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace",
-        )
+            since_mark("$1::text")
+        ))
         .await
         .map_err(pg(context))?;
     let rows = session
