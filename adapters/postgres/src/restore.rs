@@ -394,7 +394,7 @@ async fn restore_delta<B: Backend + 'static>(
                     .map(|rel| delta::restore_from_log(session, rel, mark, tracking.log_images)),
             )
             .await;
-            for (rel, change) in simple.iter().zip(first_error_last(changes)?) {
+            for (rel, change) in simple.iter().zip(pipelined(changes).map_err(fallback)?) {
                 from_log.insert(rel.relid);
                 if change.deleted + change.inserted + change.updated > 0 {
                     unlogged |= !tracking.log_images;
@@ -500,26 +500,27 @@ async fn restore_delta<B: Backend + 'static>(
 }
 
 /// The results of statements pipelined in one transaction, or the error that failed it: once
-/// one statement fails, the later ones fail only because the transaction is aborted, so the
-/// first other error is the one to report.
-fn first_error_last<T>(results: Vec<Result<T>>) -> Result<Vec<T>, DeltaError> {
+/// one statement fails, the later ones fail only because the transaction is aborted, so
+/// any other error is the one to report.
+fn pipelined<T>(results: Vec<Result<T>>) -> Result<Vec<T>> {
+    let aborted = |e: &Error| matches!(e, Error::Postgres { message, .. } if message.contains("current transaction is aborted"));
     let mut out = Vec::with_capacity(results.len());
-    let mut error = None;
+    let mut error: Option<Error> = None;
     for r in results {
         match r {
             Ok(v) => out.push(v),
             Err(e) => {
-                let aborted = matches!(&e, Error::Postgres { message, .. }
-                    if message.contains("current transaction is aborted"));
-                if error.is_none() || !aborted {
-                    error.get_or_insert(e);
+                if error
+                    .as_ref()
+                    .is_none_or(|seen| aborted(seen) && !aborted(&e))
+                {
+                    error = Some(e);
                 }
             }
         }
     }
     match error {
-        Some(Error::Store(e)) => Err(DeltaError::Fatal(Error::Store(e))),
-        Some(e) => Err(DeltaError::Fallback(e.to_string())),
+        Some(e) => Err(e),
         None => Ok(out),
     }
 }
@@ -892,6 +893,23 @@ fn humanize(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pipelined_statements_report_the_error_that_aborted_them() {
+        let error = |message: &str| Error::Postgres {
+            context: "rewriting rows".into(),
+            message: message.into(),
+        };
+        let results: Vec<Result<u8>> = vec![
+            Ok(1),
+            Err(error("current transaction is aborted, commands ignored")),
+            Err(error("duplicate key value violates unique constraint")),
+            Err(error("current transaction is aborted, commands ignored")),
+        ];
+        let e = pipelined(results).unwrap_err();
+        assert!(e.to_string().contains("duplicate key"), "{e}");
+        assert_eq!(pipelined(vec![Ok(1), Ok(2)]).unwrap(), [1, 2]);
+    }
 
     #[test]
     fn the_settings_of_pg_dump_scripts_are_found() {
