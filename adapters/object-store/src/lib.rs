@@ -1,9 +1,9 @@
 //! # phony-object-store
 //!
-//! phony's store [`Backend`] on the [`object_store`] crate: a local directory (the
-//! default), memory (for tests), and any other `object_store` implementation (S3 is a
-//! feature flag away, not a rewrite: every operation used here is one that S3 offers,
-//! including create-if-absent writes).
+//! phony's store [`Backend`]: a local directory (the default, through the file system
+//! directly, see `local.rs`), and on the [`object_store`] crate memory (for tests) and any
+//! other `object_store` implementation (S3 is a feature flag away, not a rewrite: every
+//! operation used here is one that S3 offers, including create-if-absent writes).
 //!
 //! ```
 //! # async fn demo() -> phony_core::Result<()> {
@@ -22,25 +22,35 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use phony_core::{Backend, Error, ListEntry, Result};
 use time::OffsetDateTime;
 
-/// A store backend on any [`ObjectStore`].
+mod local;
+
+use local::LocalDir;
+
+/// A store backend: a local directory, or any [`ObjectStore`].
 #[derive(Debug, Clone)]
 pub struct ObjectStoreBackend {
-    inner: Arc<dyn ObjectStore>,
+    inner: Inner,
     description: String,
+}
+
+#[derive(Debug, Clone)]
+enum Inner {
+    /// A local directory, through the file system directly (see [`local`]).
+    Dir(Arc<LocalDir>),
+    Store(Arc<dyn ObjectStore>),
 }
 
 impl ObjectStoreBackend {
     /// Wraps an object store; `description` names it in messages (no secrets).
     pub fn new(inner: Arc<dyn ObjectStore>, description: impl Into<String>) -> Self {
         ObjectStoreBackend {
-            inner,
+            inner: Inner::Store(inner),
             description: description.into(),
         }
     }
@@ -58,9 +68,13 @@ impl ObjectStoreBackend {
                 what: format!("phony store at {description}"),
             });
         }
-        let fs = LocalFileSystem::new_with_prefix(dir)
+        // The same layout as object_store's LocalFileSystem, which earlier versions used.
+        let root = std::fs::canonicalize(dir)
             .map_err(|e| Error::backend(format!("opening store directory {description}"), e))?;
-        Ok(Self::new(Arc::new(fs), description))
+        Ok(ObjectStoreBackend {
+            inner: Inner::Dir(Arc::new(LocalDir::new(root, description.clone()))),
+            description,
+        })
     }
 
     /// A store in memory, gone when dropped.
@@ -101,12 +115,15 @@ fn map_err(context: impl FnOnce() -> String, e: object_store::Error) -> Error {
 
 impl Backend for ObjectStoreBackend {
     async fn put_if_absent(&self, key: &str, bytes: Bytes) -> Result<bool> {
+        let store = match &self.inner {
+            Inner::Dir(d) => return d.put_if_absent(key, &bytes),
+            Inner::Store(store) => store,
+        };
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match self
-            .inner
+        match store
             .put_opts(&Path::from(key), PutPayload::from(bytes), opts)
             .await
         {
@@ -120,7 +137,11 @@ impl Backend for ObjectStoreBackend {
     }
 
     async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
-        self.inner
+        let store = match &self.inner {
+            Inner::Dir(d) => return d.put(key, &bytes),
+            Inner::Store(store) => store,
+        };
+        store
             .put(&Path::from(key), PutPayload::from(bytes))
             .await
             .map(|_| ())
@@ -128,9 +149,12 @@ impl Backend for ObjectStoreBackend {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
+        let store = match &self.inner {
+            Inner::Dir(d) => return d.get(key),
+            Inner::Store(store) => store,
+        };
         let context = || format!("{key} in {}", self.description);
-        let result = self
-            .inner
+        let result = store
             .get(&Path::from(key))
             .await
             .map_err(|e| map_err(context, e))?;
@@ -138,11 +162,15 @@ impl Backend for ObjectStoreBackend {
     }
 
     async fn head(&self, key: &str) -> Result<Option<u64>> {
+        let store = match &self.inner {
+            Inner::Dir(d) => return d.head(key),
+            Inner::Store(store) => store,
+        };
         let opts = GetOptions {
             head: true,
             ..Default::default()
         };
-        match self.inner.get_opts(&Path::from(key), opts).await {
+        match store.get_opts(&Path::from(key), opts).await {
             Ok(r) => Ok(Some(r.meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(map_err(
@@ -153,7 +181,11 @@ impl Backend for ObjectStoreBackend {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        match self.inner.delete(&Path::from(key)).await {
+        let store = match &self.inner {
+            Inner::Dir(d) => return d.delete(key),
+            Inner::Store(store) => store,
+        };
+        match store.delete(&Path::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(map_err(
                 || format!("deleting {key} in {}", self.description),
@@ -163,9 +195,12 @@ impl Backend for ObjectStoreBackend {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ListEntry>> {
+        let store = match &self.inner {
+            Inner::Dir(d) => return d.list(prefix),
+            Inner::Store(store) => store,
+        };
         let prefix_path = Path::from(prefix.trim_end_matches('/'));
-        let metas: Vec<_> = self
-            .inner
+        let metas: Vec<_> = store
             .list(Some(&prefix_path))
             .try_collect()
             .await

@@ -189,3 +189,56 @@ async fn deltas_and_their_markers_on_a_local_disk() {
     assert!(!marker.exists());
     assert_eq!(store.blob_size(&base_id).await.unwrap(), None);
 }
+
+/// A local store's own files: temporary files (a killed writer's) and the temporary files
+/// of the object_store backend earlier versions used are never listed as objects, keys
+/// that could leave the directory are refused, and objects are plain files at their keys.
+#[tokio::test]
+async fn a_local_store_lists_only_whole_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = ObjectStoreBackend::local(dir.path(), true).unwrap();
+    backend
+        .put_if_absent("blobs/ab/abc", Bytes::from_static(b"whole"))
+        .await
+        .unwrap();
+    assert!(backend
+        .put_if_absent("bases/ab/abc.def", Bytes::new())
+        .await
+        .unwrap());
+    assert!(!backend
+        .put_if_absent("bases/ab/abc.def", Bytes::new())
+        .await
+        .unwrap());
+    assert_eq!(
+        std::fs::read(dir.path().join("blobs/ab/abc")).unwrap(),
+        b"whole"
+    );
+    std::fs::write(dir.path().join("blobs/ab/.abc.123.0.tmp"), b"wh").unwrap();
+    std::fs::write(dir.path().join("blobs/ab/abd#1"), b"wh").unwrap();
+    let keys: Vec<_> = backend
+        .list("blobs/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.key, e.size))
+        .collect();
+    assert_eq!(keys, [("blobs/ab/abc".to_owned(), 5)]);
+    assert!(backend.list("nothing/").await.unwrap().is_empty());
+    let mut all: Vec<_> = backend
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    all.sort();
+    assert_eq!(all, ["bases/ab/abc.def", "blobs/ab/abc"]);
+    for bad in ["../outside", "blobs//x", "/etc/passwd", "blobs/.hidden", "a#b", ""] {
+        let err = backend
+            .put(bad, Bytes::from_static(b"x"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("invalid object key"), "{bad}: {err}");
+    }
+    assert!(!dir.path().parent().unwrap().join("outside").exists());
+}
