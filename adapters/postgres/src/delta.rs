@@ -22,9 +22,8 @@ use tokio_postgres::{Client, CopyInSink};
 use crate::catalog::TableInfo;
 use crate::chunk_stream::{copy_out_sql, decoded_chunks, Bound, ChunkStream};
 use crate::error::{pg, Error, Result};
-use crate::session::Session;
 use crate::sql::{ident, ident_list, qualified};
-use crate::tracking::{since_mark, LoggedRelation, Mark};
+use crate::tracking::{since_mark, Mark};
 
 /// What a delta restore changed (or, in a dry run, would change) in one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +33,10 @@ pub struct TableChange {
     pub inserted: u64,
     pub updated: u64,
 }
+
+mod from_log;
+
+pub(crate) use from_log::restore_from_log;
 
 const LIVE: &str = "pg_temp.phony_live";
 const SNAP: &str = "pg_temp.phony_snap";
@@ -653,112 +656,6 @@ async fn apply_multiset(client: &Client, entry: &TableEntry, t: &str) -> Result<
         inserted,
         updated: 0,
     })
-}
-
-/// Puts back, from the change log's row images, every row of `rel` that changed since the
-/// mark: no snapshot data is read. The caller has checked that `rel` has a primary key and
-/// that no other relation of its partition tree has entries.
-///
-/// With `log_images`, the rows about to change are logged with their current images (for
-/// other snapshots' marks), and rows equal to their image are left alone. Without it,
-/// nothing is logged and every logged key's row is rewritten (no row is converted to text
-/// to compare it): the report then counts a row changed and changed back as updated.
-///
-/// Two statements, prepared once per session: concurrent calls on one session pipeline.
-pub(crate) async fn restore_from_log(
-    session: &Session,
-    rel: &LoggedRelation,
-    mark: &Mark,
-    log_images: bool,
-) -> Result<TableChange> {
-    let context = format!("rewriting rows of {}", rel.name);
-    let t = qualified(&rel.table);
-    let t_key: Vec<String> = rel.key.iter().map(|k| format!("t.{}", ident(k))).collect();
-    let f_key: Vec<String> = rel
-        .key_types
-        .iter()
-        .enumerate()
-        .map(|(i, ty)| format!("f.key[{}]::{ty}", i + 1))
-        .collect();
-    let (t_key, f_key) = (t_key.join(", "), f_key.join(", "));
-    // The first entry of each key since the mark: its image is the row as the snapshot
-    // has it (none: the key did not exist then).
-    let first = format!(
-        "SELECT DISTINCT ON (key) key, img FROM phony.changes
-         WHERE relid = $1 AND key IS NOT NULL AND {}
-         ORDER BY key, seq",
-        since_mark("$2::text")
-    );
-    let remove = if log_images {
-        // One statement logs the rows about to change (with their current images, as the
-        // triggers would) and deletes those that differ; all of it reads one snapshot.
-        format!(
-            "WITH f AS ({first}),
-                  cur AS MATERIALIZED (
-                    SELECT f.key, f.img, (SELECT t::text FROM {t} AS t WHERE ({t_key}) = ({f_key})) AS live
-                    FROM f),
-                  logged AS (INSERT INTO phony.changes (relid, key, img)
-                             SELECT $1, key, live FROM cur WHERE live IS DISTINCT FROM img RETURNING 1),
-                  gone AS (DELETE FROM {t} AS t USING cur AS f
-                           WHERE f.live IS NOT NULL AND f.live IS DISTINCT FROM f.img
-                             AND ({t_key}) = ({f_key}) RETURNING 1)
-             SELECT count(*) FILTER (WHERE img IS NULL AND live IS NOT NULL),
-                    count(*) FILTER (WHERE img IS NOT NULL AND live IS NULL),
-                    count(*) FILTER (WHERE img IS NOT NULL AND live IS NOT NULL AND img <> live),
-                    (SELECT count(*) FROM logged) + (SELECT count(*) FROM gone)
-             FROM cur"
-        )
-    } else {
-        format!(
-            "WITH f AS ({first}),
-                  gone AS (DELETE FROM {t} AS t USING f WHERE ({t_key}) = ({f_key}) RETURNING f.key)
-             SELECT count(*) FILTER (WHERE f.img IS NULL AND g.key IS NOT NULL),
-                    count(*) FILTER (WHERE f.img IS NOT NULL AND g.key IS NULL),
-                    count(*) FILTER (WHERE f.img IS NOT NULL AND g.key IS NOT NULL),
-                    0::int8
-             FROM f LEFT JOIN gone AS g ON g.key = f.key"
-        )
-    };
-    // Rows left in place (equal to their image) are skipped; the others were deleted above.
-    let absent = if log_images {
-        format!("AND NOT EXISTS (SELECT 1 FROM {t} AS t WHERE ({t_key}) = ({f_key}))")
-    } else {
-        String::new()
-    };
-    let cols = ident_list(&rel.columns);
-    let r_cols: Vec<String> = rel
-        .columns
-        .iter()
-        .map(|c| format!("(x.r).{}", ident(c)))
-        .collect();
-    // OFFSET 0 keeps the subquery from being flattened, which would parse each image once
-    // per column instead of once.
-    let put = format!(
-        "WITH f AS ({first})
-         INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE
-         SELECT {} FROM (SELECT f.img::{t} AS r FROM f WHERE f.img IS NOT NULL {absent} OFFSET 0) x",
-        r_cols.join(", ")
-    );
-    let (remove, put) = tokio::try_join!(session.prepared(&remove), session.prepared(&put))
-        .map_err(pg(context.clone()))?;
-    let client = session.client();
-    let counts = client
-        .query_one(&remove, &[&rel.relid, &mark.snap])
-        .await
-        .map_err(pg(context.clone()))?;
-    let change = TableChange {
-        table: rel.table.clone(),
-        deleted: counts.get::<_, i64>(0) as u64,
-        inserted: counts.get::<_, i64>(1) as u64,
-        updated: counts.get::<_, i64>(2) as u64,
-    };
-    if change.inserted + change.updated > 0 {
-        client
-            .execute(&put, &[&rel.relid, &mark.snap])
-            .await
-            .map_err(pg(context))?;
-    }
-    Ok(change)
 }
 
 /// A live chunk seen by the first pass: its id and the keys of its first and last rows.

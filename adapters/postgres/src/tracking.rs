@@ -749,6 +749,11 @@ pub(crate) struct LoggedRelation {
     pub whole: bool,
     /// Partition ancestors (excluding itself) and descendants that have entries too.
     pub tree: Vec<u32>,
+    /// Rows may be put back by updating them in place: no unique or exclusion constraint
+    /// but the primary key (which an update in place could trip over midway, where a row
+    /// takes a value another row gives up), and no column outside it that is generated
+    /// always as identity (which an update may not set).
+    pub in_place: bool,
 }
 
 /// Every relation with log entries since `mark`, with what rewriting its rows needs.
@@ -777,7 +782,14 @@ pub(crate) async fn logged_relations(
                     ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
                           WHERE a.attrelid = c.relid AND a.attnum > 0 AND NOT a.attisdropped
                             AND a.attgenerated = ''
-                          ORDER BY a.attnum)
+                          ORDER BY a.attnum),
+                    NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                                WHERE i.indrelid = c.relid AND NOT i.indisprimary
+                                  AND (i.indisunique OR i.indisexclusion))
+                    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                                    WHERE a.attrelid = c.relid AND a.attidentity = 'a'
+                                      AND NOT EXISTS (SELECT 1 FROM k WHERE k.indrelid = c.relid
+                                                        AND k.name = a.attname::text))
              FROM c JOIN pg_catalog.pg_class r ON r.oid = c.relid
              JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace",
             since_mark("$1::text")
@@ -800,6 +812,7 @@ pub(crate) async fn logged_relations(
             key: r.get(6),
             key_types: r.get(7),
             columns: r.get(8),
+            in_place: r.get(9),
         })
         .collect())
 }
