@@ -193,15 +193,13 @@ pub async fn restore_in<B: Backend + 'static>(
             Err(e) => Some(format!("could not compare schemas: {e}")),
         }
     };
-    client
-        .batch_execute(&format!(
-            "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL maintenance_work_mem = '256MB'; \
-             SET LOCAL phony.quiet = 'on'",
-            literal(&format!("{}ms", opts.lock_timeout.as_millis().max(1)))
-        ))
-        .await
-        .map_err(pg("starting the restore transaction"))?;
+    let begin = format!(
+        "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL maintenance_work_mem = '256MB'; \
+         SET LOCAL phony.quiet = 'on';",
+        literal(&format!("{}ms", opts.lock_timeout.as_millis().max(1)))
+    );
     let mut full_reason = full_reason;
+    let mut begun = false;
     if full_reason.is_none() {
         let tracking = Tracking {
             tracked,
@@ -211,7 +209,19 @@ pub async fn restore_in<B: Backend + 'static>(
             log_images: probe.other_marks || opts.dry_run,
             root: root_id,
         };
-        match restore_delta(&target, session, store, root, opts, &tracking, &mut report).await {
+        // The delta path opens the transaction in its first batch.
+        begun = true;
+        let delta = restore_delta(
+            &target,
+            session,
+            store,
+            root,
+            opts,
+            &begin,
+            &tracking,
+            &mut report,
+        );
+        match delta.await {
             Ok(()) => report.path = RestorePath::Delta,
             Err(DeltaError::Locked) => {
                 let _ = client.batch_execute("ROLLBACK").await;
@@ -230,6 +240,12 @@ pub async fn restore_in<B: Backend + 'static>(
     if let Some(reason) = full_reason {
         report.full_reason = Some(reason);
         report.changes.clear();
+        if !begun {
+            client
+                .batch_execute(&begin)
+                .await
+                .map_err(pg("starting the restore transaction"))?;
+        }
         if opts.dry_run {
             let _ = client.batch_execute("ROLLBACK").await;
             report.tables = root.tables.len() as u64;
@@ -328,14 +344,17 @@ enum DeltaError {
     Fallback(String),
 }
 
-/// The delta path, inside the open transaction. On `Fallback` the transaction is back at
-/// its state before the call.
+/// The delta path, in the transaction `begin` opens (sent with its first statements). On
+/// `Fallback` the transaction is back at its state after `begin`; on the other errors the
+/// caller rolls it back.
+#[allow(clippy::too_many_arguments)]
 async fn restore_delta<B: Backend + 'static>(
     target: &ConnectionTarget,
     session: &Session,
     store: &Arc<Store<B>>,
     root: &RootManifest,
     opts: &RestoreOptions,
+    begin: &str,
     tracking: &Tracking<'_>,
     report: &mut RestoreReport,
 ) -> Result<(), DeltaError> {
@@ -354,7 +373,7 @@ async fn restore_delta<B: Backend + 'static>(
     };
     if let Err(e) = client
         .batch_execute(&format!(
-            "SAVEPOINT phony_delta; {lock} SET LOCAL session_replication_role = replica; {}",
+            "{begin} SAVEPOINT phony_delta; {lock} SET LOCAL session_replication_role = replica; {}",
             tracking::IMAGE_SETTINGS
         ))
         .await
@@ -376,6 +395,7 @@ async fn restore_delta<B: Backend + 'static>(
         let mut from_log = std::collections::HashSet::new();
         let mut logged_rels = std::collections::HashSet::new();
         let mut unlogged = false;
+        let mut sequences_set = false;
         if let Some(mark) = tracking.mark {
             let rels = tracking::logged_relations(session, mark)
                 .await
@@ -387,14 +407,21 @@ async fn restore_delta<B: Backend + 'static>(
                 .filter(|r| !r.whole && r.tree.is_empty() && !r.key.is_empty())
                 .collect();
             logged_rels.extend(rels.iter().map(|r| r.relid));
-            // One call per relation, all on this session: their statements pipeline.
-            let changes = futures::future::join_all(
-                simple
-                    .iter()
-                    .map(|rel| delta::restore_from_log(session, rel, mark, tracking.log_images)),
-            )
-            .await;
-            for (rel, change) in simple.iter().zip(pipelined(changes).map_err(fallback)?) {
+            // One call per relation, all on this session: their statements pipeline, and
+            // the sequences' with them.
+            let (changes, sequences) = tokio::join!(
+                futures::future::join_all(simple.iter().map(|rel| delta::restore_from_log(
+                    session,
+                    rel,
+                    mark,
+                    tracking.log_images
+                )),),
+                set_sequences_in(session, root)
+            );
+            let changes = pipelined(changes).map_err(fallback)?;
+            report.sequences = sequences.map_err(fallback)?;
+            sequences_set = true;
+            for (rel, change) in simple.iter().zip(changes) {
                 from_log.insert(rel.relid);
                 if change.deleted + change.inserted + change.updated > 0 {
                     unlogged |= !tracking.log_images;
@@ -465,23 +492,26 @@ async fn restore_delta<B: Backend + 'static>(
                 report.changes.push(c);
             }
         }
-        set_sequences_in(session, root, report)
-            .await
-            .map_err(fallback)?;
+        if !sequences_set {
+            report.sequences = set_sequences_in(session, root).await.map_err(fallback)?;
+        }
         if !report.changes.is_empty() {
             refresh_materialized_views(client, root)
                 .await
                 .map_err(fallback)?;
         }
-        client
-            .batch_execute("SET LOCAL session_replication_role = origin")
-            .await
-            .map_err(|e| fallback(pg("re-enabling triggers")(e)))?;
-        if tracking.tracked {
-            tracking::mark_after_commit(session, &tracking.root, unlogged)
-                .await
-                .map_err(fallback)?;
-        }
+        // Pipelined: one round trip.
+        let (origin, marked) = tokio::join!(
+            client.batch_execute("SET LOCAL session_replication_role = origin"),
+            async {
+                match tracking.tracked {
+                    true => tracking::mark_after_commit(session, &tracking.root, unlogged).await,
+                    false => Ok(()),
+                }
+            }
+        );
+        origin.map_err(|e| fallback(pg("re-enabling triggers")(e)))?;
+        marked.map_err(fallback)?;
         Ok(())
     }
     .await;
@@ -635,19 +665,18 @@ pub(crate) async fn set_sequences(
 }
 
 /// [`set_sequences`] with the reading statement prepared once per session.
-async fn set_sequences_in(
-    session: &Session,
-    root: &RootManifest,
-    report: &mut RestoreReport,
-) -> Result<()> {
+/// Returns the number of sequences.
+async fn set_sequences_in(session: &Session, root: &RootManifest) -> Result<u64> {
     let Some(sql) = current_sequences_sql(root) else {
-        return Ok(());
+        return Ok(0);
     };
     let statement = session
         .prepared(&sql)
         .await
         .map_err(pg("reading sequences"))?;
-    apply_sequences(session.client(), &statement, root, report).await
+    let mut report = RestoreReport::default();
+    apply_sequences(session.client(), &statement, root, &mut report).await?;
+    Ok(report.sequences)
 }
 
 /// One query for the state of every sequence of the snapshot: (index, last_value, is_called).
@@ -718,6 +747,9 @@ async fn apply_sequences<T: tokio_postgres::ToStatement + ?Sized + Sync>(
 }
 
 pub(crate) async fn refresh_materialized_views(client: &Client, root: &RootManifest) -> Result<()> {
+    if root.materialized_views.is_empty() {
+        return Ok(());
+    }
     for mv in catalog::materialized_views_in_creation_order(client)
         .await?
         .iter()

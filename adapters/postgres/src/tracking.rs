@@ -474,13 +474,6 @@ pub(crate) async fn mark_after_commit(
 ) -> Result<()> {
     let context = "recording the snapshot's mark";
     let client = session.client();
-    if unlogged {
-        let s = session
-            .prepared("INSERT INTO phony.changes (relid, key) VALUES (0, NULL)")
-            .await
-            .map_err(pg(context))?;
-        client.execute(&s, &[]).await.map_err(pg(context))?;
-    }
     let mark = session
         .prepared(&format!(
             "INSERT INTO phony.marks (root, snap)
@@ -491,9 +484,13 @@ pub(crate) async fn mark_after_commit(
         .map_err(pg(context))?;
     let root = root.to_hex();
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&root];
+    let prune = match unlogged {
+        true => format!("INSERT INTO phony.changes (relid, key) VALUES (0, NULL); {PRUNE}"),
+        false => PRUNE.to_owned(),
+    };
     // Pipelined: the mark is written before the pruning reads the marks.
     let (marked, pruned) =
-        tokio::join!(client.execute(&mark, &params), client.batch_execute(PRUNE));
+        tokio::join!(client.execute(&mark, &params), client.batch_execute(&prune));
     marked.map_err(pg(context))?;
     pruned.map_err(pg("pruning the change log"))?;
     Ok(())
