@@ -233,12 +233,22 @@ async fn a_local_store_lists_only_whole_objects() {
         .collect();
     all.sort();
     assert_eq!(all, ["bases/ab/abc.def", "blobs/ab/abc"]);
-    for bad in ["../outside", "blobs//x", "/etc/passwd", "blobs/.hidden", "a#b", ""] {
+    for bad in [
+        "../outside",
+        "blobs//x",
+        "/etc/passwd",
+        "blobs/.hidden",
+        "a#b",
+        "",
+    ] {
         let err = backend
             .put(bad, Bytes::from_static(b"x"))
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("invalid object key"), "{bad}: {err}");
+        assert!(
+            err.to_string().contains("invalid object key"),
+            "{bad}: {err}"
+        );
     }
     assert!(!dir.path().parent().unwrap().join("outside").exists());
 }

@@ -44,6 +44,14 @@ pub struct RestoreOptions {
     pub full: bool,
     /// Connections loading a new database in parallel.
     pub parallel: usize,
+    /// Sequences are set back with `ALTER SEQUENCE … RESTART`, which the restore's rollback
+    /// undoes, but which gives the sequence a new file: its commit then waits for the WAL
+    /// flush whatever `synchronous_commit` says (2–5 ms on an ordinary disk). Without,
+    /// `setval` sets them near the end of the restore's transaction: a restore that fails
+    /// after that leaves its sequences set to the snapshot's values (the rows untouched),
+    /// until the next restore. The testkit, which resets again before the next test
+    /// anyway, takes that trade; the default keeps restores atomic.
+    pub transactional_sequences: bool,
 }
 
 impl std::fmt::Debug for RestoreOptions {
@@ -65,6 +73,7 @@ impl Default for RestoreOptions {
             dry_run: false,
             full: false,
             parallel: 2,
+            transactional_sequences: true,
         }
     }
 }
@@ -416,7 +425,7 @@ async fn restore_delta<B: Backend + 'static>(
                     mark,
                     tracking.log_images
                 )),),
-                set_sequences_in(session, root)
+                set_sequences_in(session, root, opts.transactional_sequences)
             );
             let changes = pipelined(changes).map_err(fallback)?;
             report.sequences = sequences.map_err(fallback)?;
@@ -493,7 +502,9 @@ async fn restore_delta<B: Backend + 'static>(
             }
         }
         if !sequences_set {
-            report.sequences = set_sequences_in(session, root).await.map_err(fallback)?;
+            report.sequences = set_sequences_in(session, root, opts.transactional_sequences)
+                .await
+                .map_err(fallback)?;
         }
         if !report.changes.is_empty() {
             refresh_materialized_views(client, root)
@@ -661,12 +672,16 @@ pub(crate) async fn set_sequences(
     let Some(sql) = current_sequences_sql(root) else {
         return Ok(());
     };
-    apply_sequences(client, sql.as_str(), root, report).await
+    apply_sequences(client, sql.as_str(), root, true, report).await
 }
 
 /// [`set_sequences`] with the reading statement prepared once per session.
-/// Returns the number of sequences.
-async fn set_sequences_in(session: &Session, root: &RootManifest) -> Result<u64> {
+/// Returns the number of sequences. `transactional`: see [`RestoreOptions`].
+async fn set_sequences_in(
+    session: &Session,
+    root: &RootManifest,
+    transactional: bool,
+) -> Result<u64> {
     let Some(sql) = current_sequences_sql(root) else {
         return Ok(0);
     };
@@ -675,7 +690,7 @@ async fn set_sequences_in(session: &Session, root: &RootManifest) -> Result<u64>
         .await
         .map_err(pg("reading sequences"))?;
     let mut report = RestoreReport::default();
-    apply_sequences(session.client(), &statement, root, &mut report).await?;
+    apply_sequences(session.client(), &statement, root, transactional, &mut report).await?;
     Ok(report.sequences)
 }
 
@@ -699,11 +714,12 @@ fn current_sequences_sql(root: &RootManifest) -> Option<String> {
 }
 
 /// Reads the sequences with `current` (see [`current_sequences_sql`]) and sets those that
-/// differ from the snapshot's state.
+/// differ from the snapshot's state (`transactional`: see [`RestoreOptions`]).
 async fn apply_sequences<T: tokio_postgres::ToStatement + ?Sized + Sync>(
     client: &Client,
     current: &T,
     root: &RootManifest,
+    transactional: bool,
     report: &mut RestoreReport,
 ) -> Result<()> {
     let rows = client
@@ -724,6 +740,16 @@ async fn apply_sequences<T: tokio_postgres::ToStatement + ?Sized + Sync>(
             continue;
         }
         let q = qualified(&seq.sequence);
+        if !transactional {
+            called.push(format!(
+                "pg_catalog.setval({}::regclass, {}, {})",
+                literal(&q),
+                seq.last_value,
+                seq.is_called
+            ));
+            continue;
+        }
+        // A new file for the sequence, which a rollback drops: setval on it is undone too.
         sql += &format!("ALTER SEQUENCE {q} RESTART WITH {};\n", seq.last_value);
         if seq.is_called {
             called.push(format!(

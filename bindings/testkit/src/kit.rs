@@ -352,6 +352,8 @@ impl Inner {
             lock_timeout,
             // Done above, sparing the kit's own session.
             force: false,
+            // The next checkout resets again if this one fails.
+            transactional_sequences: false,
             ..RestoreOptions::default()
         };
         let target = slot.target.clone();
