@@ -44,6 +44,6 @@ pub use config::StoreConfig;
 pub use error::{Error, Result};
 pub use id::{BlobId, SnapshotId};
 pub use manifest::{BlobRef, QualifiedName, RootManifest, SequenceState, TableEntry};
-pub use record::{Origin, SnapshotName, SnapshotRecord, SnapshotStats, SourceInfo};
+pub use record::{CapturePoint, Origin, SnapshotName, SnapshotRecord, SnapshotStats, SourceInfo};
 pub use retention::{PrunePlan, RetentionPolicy};
 pub use store::{Backend, BlobKind, ListEntry, Store, Stored};

@@ -84,6 +84,30 @@ pub struct SourceInfo {
     pub database: String,
     /// The server's version string.
     pub server_version: String,
+    /// The point in time the capture read, as the server names it; absent when the server
+    /// would not say (or the record predates it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point: Option<CapturePoint>,
+}
+
+/// The point in time a capture read, in the server's own terms, so that a later restore
+/// into the same database can tell which rows were written after it (see the restore's
+/// row ages in docs/design.md). Kept in the record, not in the root manifest: a root
+/// depends on contents only, and equal contents captured at different times share it.
+/// Core does not interpret it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturePoint {
+    /// The cluster's system identifier (a 64-bit unsigned number, in decimal).
+    pub system_id: String,
+    /// The timeline the server was writing on.
+    pub timeline: u32,
+    /// The database's object id.
+    pub database_oid: u32,
+    /// The capture transaction's snapshot, as the server prints it (`xmin:xmax:xip,…`).
+    pub snapshot: String,
+    /// A digest of the captured tables' names and object ids: a table renamed in place of
+    /// another keeps its rows' ages, so the restore trusts the point only if this matches.
+    pub relations: String,
 }
 
 /// Sizes of a snapshot.
@@ -190,6 +214,13 @@ mod tests {
             source: SourceInfo {
                 database: "app".into(),
                 server_version: "15.4".into(),
+                point: Some(CapturePoint {
+                    system_id: "7712631706761902213".into(),
+                    timeline: 1,
+                    database_oid: 16384,
+                    snapshot: "870:873:871".into(),
+                    relations: "ab12".into(),
+                }),
             },
             stats: SnapshotStats::default(),
         };
@@ -206,6 +237,30 @@ mod tests {
             SnapshotRecord::decode("r", b"{"),
             Err(Error::CorruptRecord { .. })
         ));
+    }
+
+    #[test]
+    fn records_without_a_capture_point_still_read_and_write_none() {
+        let rec = SnapshotRecord {
+            format: MANIFEST_FORMAT,
+            id: SnapshotId::from_random([9; 6]),
+            name: None,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            root: BlobId::of(b"root"),
+            pinned: false,
+            origin: Origin::Manual,
+            labels: BTreeMap::new(),
+            source: SourceInfo {
+                database: "app".into(),
+                server_version: "15.4".into(),
+                point: None,
+            },
+            stats: SnapshotStats::default(),
+        };
+        let text = String::from_utf8(rec.encode()).unwrap();
+        assert!(!text.contains("point"), "{text}");
+        // What builds before the point existed wrote.
+        assert_eq!(SnapshotRecord::decode("r", text.as_bytes()).unwrap(), rec);
     }
 
     proptest::proptest! {

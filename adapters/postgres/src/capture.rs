@@ -26,6 +26,7 @@ use crate::incremental::{self, PatchJob, TableLog};
 use crate::schema_dump::{PgDump, Section};
 use crate::sql::{literal, qualified};
 use crate::tracking;
+use crate::xmin;
 
 /// Reports progress: plain bytes read so far are added in steps.
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
@@ -141,11 +142,9 @@ async fn capture_holding<B: Backend + 'static>(
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
         .map_err(pg("starting the capture transaction"))?;
+    // The point in time, with the server's identity when it says (see `xmin`).
     let row = coordinator
-        .query_one(
-            "SELECT pg_catalog.pg_export_snapshot(), pg_catalog.pg_current_snapshot()::text",
-            &[],
-        )
+        .query_one(&xmin::capture_point_sql(), &[])
         .await
         .map_err(pg("exporting the capture snapshot"))?;
     let (snapshot, point_in_time): (String, String) = (row.get(0), row.get(1));
@@ -176,6 +175,8 @@ async fn capture_holding<B: Backend + 'static>(
     };
 
     let tables = catalog::tables(&coordinator).await?;
+    let names: Vec<&QualifiedName> = tables.iter().map(|t| &t.name).collect();
+    let point = xmin::point_from_row(&row, xmin::relations_digest(&coordinator, &names).await);
     let sequences = read_sequences(&coordinator).await?;
     let materialized_views = catalog::populated_materialized_views(&coordinator).await?;
 
@@ -254,6 +255,7 @@ async fn capture_holding<B: Backend + 'static>(
         source: SourceInfo {
             database: target.dbname().to_owned(),
             server_version,
+            point,
         },
         modes,
     })

@@ -775,10 +775,26 @@ async fn restore_keyed_by_segments<B: Backend + 'static>(
             push_line(&mut staged_snap, &line);
         }
     }
-    if staged_live.is_empty() && staged_snap.is_empty() {
-        return Ok(Some(None));
+    apply_staged(client, entry, staged_live, staged_snap, log)
+        .await
+        .map(Some)
+}
+
+/// Makes a keyed table hold the snapshot's rows given the rows that differ: `live`, the live
+/// rows that differ from (or are missing in) the snapshot, and `snap`, the snapshot's rows
+/// that differ from (or are missing among) the live ones, both COPY text. `None` when both
+/// are empty.
+pub(crate) async fn apply_staged(
+    client: &Client,
+    entry: &TableEntry,
+    live: Vec<u8>,
+    snap: Vec<u8>,
+    log: Option<u32>,
+) -> Result<Option<TableChange>> {
+    if live.is_empty() && snap.is_empty() {
+        return Ok(None);
     }
-    for (name, rows) in [(LIVE, staged_live), (SNAP, staged_snap)] {
+    for (name, rows) in [(LIVE, live), (SNAP, snap)] {
         create_temp(client, entry, name).await?;
         if rows.is_empty() {
             continue;
@@ -801,10 +817,10 @@ async fn restore_keyed_by_segments<B: Backend + 'static>(
         .await
         .map_err(pg("analyzing staged rows"))?;
     let t = qualified(&entry.table);
-    finish(client, entry, &t, log).await.map(|c| Some(Some(c)))
+    finish(client, entry, &t, log).await.map(Some)
 }
 
-fn push_line(out: &mut Vec<u8>, line: &[u8]) {
+pub(crate) fn push_line(out: &mut Vec<u8>, line: &[u8]) {
     out.extend_from_slice(line);
     out.push(b'\n');
 }

@@ -29,6 +29,7 @@ pub mod schema_dump;
 pub mod session;
 mod sql;
 pub mod tracking;
+mod xmin;
 
 pub use capture::{capture, CaptureOptions, Captured, Progress, TableMode};
 pub use connect::ConnectionTarget;
@@ -37,6 +38,6 @@ pub use error::{BlockingSession, Error, Result};
 pub use fingerprint::Fingerprint;
 pub use fresh::{database_exists, restore_into_new};
 pub use restore::{
-    ensure_database, restore, restore_in, RestoreOptions, RestorePath, RestoreReport,
+    ensure_database, restore, restore_in, RestoreOptions, RestorePath, RestoreReport, RowAges,
 };
 pub use session::Session;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{SinkExt, TryStreamExt};
-use phony_core::{Backend, RootManifest, Store, TableEntry};
+use phony_core::{Backend, CapturePoint, RootManifest, Store, TableEntry};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
@@ -26,6 +26,7 @@ use crate::schema_dump::{normalize, PgDump, Section};
 use crate::session::Session;
 use crate::sql::{ident, ident_list, literal, qualified};
 use crate::tracking;
+use crate::xmin;
 
 /// How to restore.
 #[derive(Clone)]
@@ -52,6 +53,9 @@ pub struct RestoreOptions {
     /// until the next restore. The testkit, which resets again before the next test
     /// anyway, takes that trade; the default keeps restores atomic.
     pub transactional_sequences: bool,
+    /// The snapshot's capture point, from its record: without change tracking, rows written
+    /// before it need not be compared (see [`RowAges`]).
+    pub point: Option<CapturePoint>,
 }
 
 impl std::fmt::Debug for RestoreOptions {
@@ -74,6 +78,7 @@ impl Default for RestoreOptions {
             full: false,
             parallel: 2,
             transactional_sequences: true,
+            point: None,
         }
     }
 }
@@ -99,11 +104,32 @@ pub struct RestoreReport {
     /// The change log said what changed since the database held the snapshot (so the
     /// schema did not change): no schema comparison was needed.
     pub tracked: bool,
+    /// Delta path: what rows' ages spared the content comparison; `None` when the snapshot
+    /// has no capture point, it could not be trusted here, or no table needed comparing.
+    pub row_ages: Option<RowAges>,
     /// Sessions terminated because of `force`.
     pub terminated: u64,
     /// Nothing was changed: the work was rolled back.
     pub dry_run: bool,
     pub duration: Duration,
+}
+
+/// How the capture's point in time narrowed a content comparison: rows written before it
+/// are the snapshot's, so only tables and chunks holding newer rows (or missing some) are
+/// compared.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowAges {
+    /// Tables whose rows' ages were read.
+    pub tables: u64,
+    /// Of those, tables found equal to the snapshot without comparing any row.
+    pub unchanged_tables: u64,
+    /// Tables whose whole content was compared instead (no usable key, or ages that could
+    /// not be read).
+    pub content_tables: u64,
+    /// Snapshot chunks of the tables decided by ages.
+    pub chunks: u64,
+    /// Of those, chunks whose rows were compared.
+    pub compared_chunks: u64,
 }
 
 /// How a restore reached the snapshot's state.
@@ -194,7 +220,10 @@ pub async fn restore_in<B: Backend + 'static>(
         report.tracked = true;
         None
     } else {
-        match schema_difference(&target, client, &pre_data, &post_data).await {
+        let compared = Instant::now();
+        let difference = schema_difference(&target, client, &pre_data, &post_data).await;
+        tracing::debug!("schemas compared in {:?}", compared.elapsed());
+        match difference {
             Ok(reason) => {
                 report.schema_changed = Some(reason.is_some());
                 reason
@@ -255,6 +284,7 @@ pub async fn restore_in<B: Backend + 'static>(
                 .await
                 .map_err(pg("starting the restore transaction"))?;
         }
+        report.row_ages = None;
         if opts.dry_run {
             let _ = client.batch_execute("ROLLBACK").await;
             report.tables = root.tables.len() as u64;
@@ -398,8 +428,6 @@ async fn restore_delta<B: Backend + 'static>(
         });
     }
     let result = async {
-        let mut reader = None;
-        let params = store.config().chunking.params;
         // With a usable mark: relations whose changed rows the log's images put back.
         let mut from_log = std::collections::HashSet::new();
         let mut logged_rels = std::collections::HashSet::new();
@@ -451,6 +479,8 @@ async fn restore_delta<B: Backend + 'static>(
                 .await
                 .map_err(fallback)?
         };
+        // Tables whose live content is compared with the snapshot's (no usable log).
+        let mut content: Vec<(&TableEntry, Option<u32>)> = Vec::new();
         for (entry, relids) in root.tables.iter().zip(all_relids) {
             let log = relids.first().copied();
             if tracking.mark.is_some()
@@ -468,10 +498,10 @@ async fn restore_delta<B: Backend + 'static>(
                     .map_err(fallback)?,
                 None => tracking::Logged::Whole,
             };
-            let change = match (logged, tracking.mark) {
-                (tracking::Logged::Unchanged, _) => None,
+            match (logged, tracking.mark) {
+                (tracking::Logged::Unchanged, _) => {}
                 (tracking::Logged::Keys, Some(mark)) if !entry.key.is_empty() => {
-                    delta::restore_table_keys(
+                    let change = delta::restore_table_keys(
                         client,
                         store,
                         entry,
@@ -481,25 +511,16 @@ async fn restore_delta<B: Backend + 'static>(
                         log,
                     )
                     .await
-                    .map_err(fallback)?
+                    .map_err(fallback)?;
+                    count_change(report, change);
                 }
-                _ => {
-                    if reader.is_none() {
-                        reader = Some(target.connect().await.map_err(fallback)?);
-                    }
-                    let Some(reader) = reader.as_ref() else {
-                        continue;
-                    };
-                    delta::restore_table(client, reader, store, entry, params, opts.prefetch, log)
-                        .await
-                        .map_err(fallback)?
-                }
-            };
-            if let Some(c) = change.filter(|c| c.deleted + c.inserted + c.updated > 0) {
-                report.tables += 1;
-                report.rows += c.deleted + c.inserted + c.updated;
-                report.changes.push(c);
+                _ => content.push((entry, log)),
             }
+        }
+        if !content.is_empty() {
+            compare_content(target, client, store, &content, opts, report)
+                .await
+                .map_err(fallback)?;
         }
         if !sequences_set {
             report.sequences = set_sequences_in(session, root, opts.transactional_sequences)
@@ -538,6 +559,168 @@ async fn restore_delta<B: Backend + 'static>(
         }
     }
     result
+}
+
+fn count_change(report: &mut RestoreReport, change: Option<TableChange>) {
+    if let Some(c) = change.filter(|c| c.deleted + c.inserted + c.updated > 0) {
+        report.tables += 1;
+        report.rows += c.deleted + c.inserted + c.updated;
+        report.changes.push(c);
+    }
+}
+
+/// Makes the `tables` (each with the relation id to log its rewrites under, when tracking)
+/// hold the snapshot's rows by comparing content, inside the restore transaction. With a
+/// trusted capture point, rows' ages say which tables and chunks to compare (`xmin`),
+/// read on two connections at once; the others are re-read whole.
+async fn compare_content<B: Backend + 'static>(
+    target: &ConnectionTarget,
+    client: &Client,
+    store: &Arc<Store<B>>,
+    tables: &[(&TableEntry, Option<u32>)],
+    opts: &RestoreOptions,
+    report: &mut RestoreReport,
+) -> Result<()> {
+    let params = store.config().chunking.params;
+    let reader = connect_reader(target).await?;
+    let trusted = match &opts.point {
+        Some(point) => {
+            let names: Vec<&phony_core::QualifiedName> =
+                tables.iter().map(|(e, _)| &e.table).collect();
+            match xmin::trust(&reader, point, &names).await {
+                xmin::Trust::Trusted(h) => Some(h),
+                xmin::Trust::Untrusted(why) => {
+                    tracing::info!("comparing every table's content: {why}");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let Some(horizon) = trusted else {
+        for (entry, log) in tables {
+            let change =
+                delta::restore_table(client, &reader, store, entry, params, opts.prefetch, *log)
+                    .await?;
+            count_change(report, change);
+        }
+        return Ok(());
+    };
+    let second = if tables.len() > 1 {
+        Some(connect_reader(target).await?)
+    } else {
+        None
+    };
+    let readers: Vec<&Client> = std::iter::once(&reader).chain(second.as_ref()).collect();
+    let entries: Vec<&TableEntry> = tables.iter().map(|(e, _)| *e).collect();
+    let started = Instant::now();
+    let classified = xmin::classify(&readers, store, &entries, horizon).await?;
+    tracing::debug!(
+        "row ages of {} tables read in {:?}",
+        entries.len(),
+        started.elapsed()
+    );
+    let mut ages = RowAges::default();
+    for ((entry, log), class) in tables.iter().zip(classified) {
+        ages.tables += 1;
+        let change = match class {
+            Some(xmin::Classified {
+                ages: xmin::Ages::Unchanged,
+                chunks,
+                ..
+            }) => {
+                ages.unchanged_tables += 1;
+                ages.chunks += chunks.len() as u64;
+                None
+            }
+            Some(xmin::Classified {
+                ages:
+                    xmin::Ages::Chunks {
+                        flagged,
+                        below,
+                        old,
+                    },
+                chunks,
+                types,
+            }) => {
+                let staged = xmin::compare_flagged(
+                    &reader,
+                    store,
+                    entry,
+                    &chunks,
+                    &flagged,
+                    below,
+                    &old,
+                    &types,
+                    horizon,
+                    opts.prefetch,
+                )
+                .await;
+                tracing::debug!(
+                    "{}: {} of {} chunks compared in {:?}",
+                    entry.table,
+                    flagged.len(),
+                    chunks.len(),
+                    started.elapsed()
+                );
+                match staged {
+                    Ok(Some(staged)) => {
+                        ages.chunks += chunks.len() as u64;
+                        ages.compared_chunks += flagged.len() as u64;
+                        let change =
+                            delta::apply_staged(client, entry, staged.live, staged.snap, *log)
+                                .await?;
+                        tracing::debug!("{}: applied at {:?}", entry.table, started.elapsed());
+                        change
+                    }
+                    Err(e @ Error::Store(_)) => return Err(e),
+                    other => {
+                        if let Err(e) = other {
+                            tracing::info!("comparing the content of {}: {e}", entry.table);
+                        }
+                        ages.content_tables += 1;
+                        delta::restore_table(
+                            client,
+                            &reader,
+                            store,
+                            entry,
+                            params,
+                            opts.prefetch,
+                            *log,
+                        )
+                        .await?
+                    }
+                }
+            }
+            Some(xmin::Classified {
+                ages: xmin::Ages::Content,
+                ..
+            })
+            | None => {
+                ages.content_tables += 1;
+                delta::restore_table(client, &reader, store, entry, params, opts.prefetch, *log)
+                    .await?
+            }
+        };
+        count_change(report, change);
+    }
+    tracing::debug!(
+        "tables compared by row ages in {:?}: {ages:?}",
+        started.elapsed()
+    );
+    report.row_ages = Some(ages);
+    Ok(())
+}
+
+/// A connection that reads live rows beside the restore transaction. Its queries scan whole
+/// tables once; compiling them (JIT) costs more than it saves.
+async fn connect_reader(target: &ConnectionTarget) -> Result<Client> {
+    let reader = target.connect().await?;
+    reader
+        .batch_execute("SET jit = off")
+        .await
+        .map_err(pg("setting up a reader"))?;
+    Ok(reader)
 }
 
 /// The results of statements pipelined in one transaction, or the error that failed it: once
@@ -690,7 +873,14 @@ async fn set_sequences_in(
         .await
         .map_err(pg("reading sequences"))?;
     let mut report = RestoreReport::default();
-    apply_sequences(session.client(), &statement, root, transactional, &mut report).await?;
+    apply_sequences(
+        session.client(),
+        &statement,
+        root,
+        transactional,
+        &mut report,
+    )
+    .await?;
     Ok(report.sequences)
 }
 

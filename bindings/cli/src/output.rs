@@ -200,9 +200,23 @@ pub struct RestoreView<'a> {
     pub sequences: u64,
     pub changes: Vec<ChangeView<'a>>,
     pub terminated_sessions: u64,
+    /// Without tracking: the tables and chunks the capture's point in time spared from
+    /// comparison (absent when it was not used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row_ages: Option<RowAgesView>,
     pub duration_ms: u64,
     /// The automatic snapshot of the state before the restore, if one was taken.
     pub safety_snapshot: Option<String>,
+}
+
+/// What rows' ages spared a delta restore without tracking.
+#[derive(Debug, Serialize)]
+pub struct RowAgesView {
+    pub tables: u64,
+    pub unchanged_tables: u64,
+    pub content_tables: u64,
+    pub chunks: u64,
+    pub compared_chunks: u64,
 }
 
 /// One table a delta restore rewrote.
@@ -246,6 +260,13 @@ impl<'a> RestoreView<'a> {
                 })
                 .collect(),
             terminated_sessions: report.terminated,
+            row_ages: report.row_ages.map(|a| RowAgesView {
+                tables: a.tables,
+                unchanged_tables: a.unchanged_tables,
+                content_tables: a.content_tables,
+                chunks: a.chunks,
+                compared_chunks: a.compared_chunks,
+            }),
             duration_ms: report.duration.as_millis() as u64,
             safety_snapshot: None,
         }

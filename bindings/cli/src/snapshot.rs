@@ -222,6 +222,8 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
         progress: bar.callback(),
         dry_run: args.dry_run,
         full: args.full,
+        // Without tracking, rows written before the capture need no comparison.
+        point: record.source.point.clone(),
         ..RestoreOptions::default()
     };
     let result = match (created, args.dry_run) {

@@ -7,6 +7,7 @@ mod diff;
 mod incremental;
 mod roundtrip;
 mod tracking;
+mod xmin;
 
 use std::future::Future;
 

@@ -260,3 +260,84 @@ async fn track_on_status_off() {
     db.exec(&format!("DROP ROLE \"{role}\"")).await;
     crate::fails(&out, 1, &["needs a superuser"]);
 }
+
+/// Waits until no transaction older than `xmax` runs (other tests share the server).
+async fn wait_for_xmin(db: &TestDb, xmax: i64) {
+    let client = db.client().await;
+    for _ in 0..600 {
+        let now: i64 = client
+            .query_one(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if now >= xmax {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("transactions older than the capture kept running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untracked_restore_compares_only_rows_written_since_the_capture() {
+    let db = TestDb::rich("cli_ages").await;
+    let store = TestStore::new().await;
+    let quiet: String = db
+        .client()
+        .await
+        .query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    wait_for_xmin(&db, quiet.parse().unwrap()).await;
+    let before = db.fingerprint().await;
+    let id = ok(&phony(&db.url(), store.path(), &["snapshot", "create"]));
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(store.path().join(format!("snapshots/{}.json", id.trim()))).unwrap(),
+    )
+    .unwrap();
+    let point = &record["source"]["point"];
+    assert!(point["system_id"].is_string(), "{record}");
+    assert!(point["database_oid"].as_u64().unwrap() > 0, "{record}");
+    let xmax: i64 = point["snapshot"]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    db.exec(
+        "UPDATE public.orders SET note = 'dirty' WHERE id = (SELECT min(id) FROM public.orders)",
+    )
+    .await;
+    wait_for_xmin(&db, xmax).await;
+    let restore = |dry: bool| {
+        let mut args = vec![
+            "--json",
+            "snapshot",
+            "restore",
+            id.trim(),
+            "--no-safety-snapshot",
+        ];
+        if dry {
+            args.push("--dry-run");
+        }
+        let out: Value = serde_json::from_str(&ok(&phony(&db.url(), store.path(), &args))).unwrap();
+        out
+    };
+    let dry = restore(true);
+    assert_eq!(dry["changes"][0]["updated"], 1, "{dry}");
+    let out = restore(false);
+    assert_eq!(out["path"], "delta");
+    assert_eq!(out["changes"], dry["changes"]);
+    let ages = &out["row_ages"];
+    assert_eq!(ages["compared_chunks"], 1, "{out}");
+    assert_eq!(ages["content_tables"], 0, "{out}");
+    assert!(ages["unchanged_tables"].as_u64().unwrap() >= 10, "{out}");
+    assert_same(&db.fingerprint().await, &before, "after the restore");
+}

@@ -1,0 +1,405 @@
+//! Restores without tracking that compare only what rows' ages say may differ: rows written
+//! before the capture are the snapshot's. Exact in every case, and actually narrower.
+
+use phony_core::CapturePoint;
+use phony_postgres::{capture, restore, CaptureOptions, Captured, RestoreOptions, RestoreReport};
+use phony_tests::{assert_same, TestDb, TestStore};
+
+use crate::roundtrip::CHANGES;
+use crate::{change_sets, run_cases};
+
+/// Several chunks of integer-keyed rows, a text-keyed table, a two-column key, and a table
+/// without a key holding duplicate rows.
+const SETUP: &str = "
+    CREATE TABLE items (id bigint PRIMARY KEY, v text NOT NULL, n int);
+    INSERT INTO items SELECT g, 'item number ' || g || repeat('x', g % 40), g % 7
+      FROM generate_series(1, 30000) g;
+    CREATE TABLE words (w text COLLATE \"C\" PRIMARY KEY, meaning text);
+    INSERT INTO words SELECT 'word ' || g, 'meaning ' || g || repeat('y', g % 30)
+      FROM generate_series(1, 5000) g;
+    CREATE TABLE pairs (a int, b text, v text, PRIMARY KEY (a, b));
+    INSERT INTO pairs SELECT g % 100, 'b' || g, 'v' || g FROM generate_series(1, 3000) g;
+    CREATE TABLE log (who text, what text);
+    INSERT INTO log SELECT 'user ' || (g % 10), 'did ' || (g % 3) FROM generate_series(1, 2000) g;
+    CREATE TABLE empty (id int PRIMARY KEY, v text);
+";
+
+async fn setup(label: &str) -> (TestDb, TestStore, Captured) {
+    let db = TestDb::new(label).await;
+    db.exec(SETUP).await;
+    quiesce(&db).await;
+    let store = TestStore::new().await;
+    let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        captured.source.point.is_some(),
+        "the capture records its point"
+    );
+    (db, store, captured)
+}
+
+/// Waits until the transactions running now have ended. Other tests share the server: a
+/// capture taken while one of theirs runs counts every row written since it began as new.
+async fn quiesce(db: &TestDb) {
+    let xmax: String = db
+        .client()
+        .await
+        .query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    wait_for_xmin(db, xmax.parse().unwrap()).await;
+}
+
+/// Waits until every transaction that was running when `point` was taken has ended: until
+/// then the point is, rightly, not trusted.
+async fn settle(db: &TestDb, point: &CapturePoint) {
+    wait_for_xmin(
+        db,
+        point.snapshot.split(':').nth(1).unwrap().parse().unwrap(),
+    )
+    .await;
+}
+
+async fn wait_for_xmin(db: &TestDb, xmax: i64) {
+    let client = db.client().await;
+    for _ in 0..600 {
+        let now: i64 = client
+            .query_one(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if now >= xmax {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("transactions older than the capture kept running");
+}
+
+async fn restore_with(
+    db: &TestDb,
+    store: &TestStore,
+    captured: &Captured,
+    point: Option<CapturePoint>,
+) -> RestoreReport {
+    if let Some(p) = &captured.source.point {
+        settle(db, p).await;
+    }
+    let opts = RestoreOptions {
+        point,
+        ..RestoreOptions::default()
+    };
+    let report = restore(&db.target(), &store.store, &captured.manifest, &opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.path,
+        phony_postgres::RestorePath::Delta,
+        "{:?}",
+        report.full_reason
+    );
+    report
+}
+
+async fn restore_by_age(db: &TestDb, store: &TestStore, captured: &Captured) -> RestoreReport {
+    let report = restore_with(db, store, captured, captured.source.point.clone()).await;
+    assert!(report.row_ages.is_some(), "the capture point is trusted");
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_anywhere_are_undone_by_row_ages() {
+    let (db, store, captured) = setup("xmin_any").await;
+    let before = db.fingerprint().await;
+    db.exec(
+        "
+        UPDATE items SET v = 'changed' WHERE id IN (15000, 15001, 2);
+        DELETE FROM items WHERE id IN (14000, 29999, 1);
+        INSERT INTO items VALUES (-5, 'before the first', 1), (0, 'zero', 0), (1000000, 'after the last', 2);
+        DELETE FROM items WHERE id = 20000;
+        INSERT INTO items VALUES (20000, 'item number 20000', 20000 % 7);
+        DELETE FROM items WHERE id = 30000;
+        INSERT INTO items SELECT 30000, 'item number 30000' || repeat('x', 30000 % 40), 30000 % 7;
+        UPDATE items SET id = 40000 WHERE id = 10000;
+        UPDATE items SET id = 10000, v = 'moved in' WHERE id = 10001;
+        UPDATE words SET meaning = 'new meaning' WHERE w = 'word 2500';
+        DELETE FROM words WHERE w = 'word 1';
+        INSERT INTO words VALUES ('a word before all', 'x'), ('zzz after all', NULL);
+        UPDATE pairs SET v = 'changed' WHERE a = 5 AND b = 'b105';
+        DELETE FROM log WHERE ctid = (SELECT min(ctid) FROM log WHERE who = 'user 3');
+        INSERT INTO log VALUES ('user 1', 'did 1');
+        INSERT INTO empty VALUES (1, 'not empty any more');
+    ",
+    )
+    .await;
+    let report = restore_by_age(&db, &store, &captured).await;
+    assert_same(&db.fingerprint().await, &before, "after the restore");
+    let ages = report.row_ages.unwrap();
+    assert!(ages.compared_chunks < ages.chunks, "{ages:?}");
+    let changed = |name: &str| {
+        report
+            .changes
+            .iter()
+            .find(|c| c.table.name == name)
+            .unwrap_or_else(|| panic!("{name} not reported: {:?}", report.changes))
+            .clone()
+    };
+    let items = changed("items");
+    // Deleted: the three inserts, 40000 and (as a key) nothing else; inserted back: the
+    // three deleted and 10001; updated: 2, 15000, 15001 and 10000.
+    assert_eq!(
+        (items.deleted, items.inserted, items.updated),
+        (4, 4, 4),
+        "{items:?}"
+    );
+    assert_eq!(changed("log").deleted + changed("log").inserted, 2);
+    assert_eq!(changed("empty").deleted, 1);
+
+    // Again: the rows the first restore rewrote are new now, compared, and equal.
+    let again = restore_by_age(&db, &store, &captured).await;
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+    assert_same(&db.fingerprint().await, &before, "after restoring twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_changed_row_costs_one_chunk() {
+    let (db, store, captured) = setup("xmin_one").await;
+    let before = db.fingerprint().await;
+    let items = captured
+        .manifest
+        .tables
+        .iter()
+        .find(|t| t.table.name == "items")
+        .unwrap();
+    let chunks = store.store.table_chunks(items).await.unwrap();
+    assert!(chunks.len() > 3, "the fixture spans several chunks");
+    db.exec("UPDATE items SET n = -1 WHERE id = 17000").await;
+    let report = restore_by_age(&db, &store, &captured).await;
+    assert_same(&db.fingerprint().await, &before, "after the restore");
+    let ages = report.row_ages.unwrap();
+    assert_eq!(ages.compared_chunks, 1, "{ages:?}");
+    assert_eq!(ages.tables, 5, "{ages:?}");
+    assert_eq!(ages.unchanged_tables, 4, "{ages:?}");
+    assert_eq!(ages.content_tables, 0, "{ages:?}");
+    assert_eq!(report.rows, 1);
+
+    // Nothing changed: no row is compared at all.
+    let report = restore_with(&db, &store, &captured, captured.source.point.clone()).await;
+    let ages = report.row_ages.unwrap();
+    // The row the first restore rewrote is new: its chunk is compared, and found equal.
+    assert_eq!(
+        (ages.unchanged_tables, ages.compared_chunks),
+        (4, 1),
+        "{ages:?}"
+    );
+    assert!(report.changes.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vacuum_full_and_freeze_keep_the_ages_of_rows() {
+    let (db, store, captured) = setup("xmin_vacuum").await;
+    let before = db.fingerprint().await;
+    let client = db.client().await;
+    let xmin_of = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(sql, &[])
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    let raw = xmin_of("SELECT xmin::text FROM items WHERE id = 123").await;
+    db.exec("VACUUM FREEZE items").await;
+    db.exec("VACUUM FULL words").await;
+    db.exec("VACUUM FULL pairs").await;
+    // Freezing keeps the raw xmin (since PostgreSQL 9.4), as does a rewrite.
+    assert_eq!(
+        xmin_of("SELECT xmin::text FROM items WHERE id = 123").await,
+        raw
+    );
+    let report = restore_by_age(&db, &store, &captured).await;
+    let ages = report.row_ages.unwrap();
+    assert_eq!(
+        (ages.unchanged_tables, ages.compared_chunks),
+        (5, 0),
+        "{ages:?}"
+    );
+    assert_same(&db.fingerprint().await, &before, "after vacuums");
+
+    db.exec("DELETE FROM items WHERE id = 500").await;
+    db.exec("VACUUM FULL items").await;
+    db.exec("UPDATE words SET meaning = 'x' WHERE w = 'word 7'")
+        .await;
+    db.exec("VACUUM FREEZE words").await;
+    restore_by_age(&db, &store, &captured).await;
+    assert_same(
+        &db.fingerprint().await,
+        &before,
+        "after changes and vacuums",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_tables_are_refilled() {
+    let (db, store, captured) = setup("xmin_truncate").await;
+    let before = db.fingerprint().await;
+    db.exec("TRUNCATE items, log; TRUNCATE words; INSERT INTO words VALUES ('word 1', 'back')")
+        .await;
+    let report = restore_by_age(&db, &store, &captured).await;
+    assert_same(&db.fingerprint().await, &before, "after truncates");
+    let items = report
+        .changes
+        .iter()
+        .find(|c| c.table.name == "items")
+        .unwrap();
+    assert_eq!(items.inserted, 30000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_reports_what_a_restore_does() {
+    let (db, store, captured) = setup("xmin_dry").await;
+    let before = db.fingerprint().await;
+    db.exec("DELETE FROM items WHERE id % 1000 = 0; UPDATE words SET meaning = NULL WHERE w = 'word 9'; INSERT INTO log VALUES ('x', 'y')")
+        .await;
+    let changed = db.fingerprint().await;
+    if let Some(p) = &captured.source.point {
+        settle(&db, p).await;
+    }
+    let dry = RestoreOptions {
+        point: captured.source.point.clone(),
+        dry_run: true,
+        ..RestoreOptions::default()
+    };
+    let report = restore(&db.target(), &store.store, &captured.manifest, &dry)
+        .await
+        .unwrap();
+    assert!(report.row_ages.is_some());
+    assert_same(
+        &db.fingerprint().await,
+        &changed,
+        "a dry run changes nothing",
+    );
+    let real = restore_by_age(&db, &store, &captured).await;
+    assert_same(&db.fingerprint().await, &before, "after the real run");
+    let counts = |r: &RestoreReport| {
+        let mut c: Vec<_> = r
+            .changes
+            .iter()
+            .map(|c| (c.table.name.clone(), c.deleted, c.inserted, c.updated))
+            .collect();
+        c.sort();
+        c
+    };
+    assert_eq!(counts(&report), counts(&real));
+    assert_eq!(report.rows, 32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_point_from_elsewhere_or_none_compares_content() {
+    let (db, store, captured) = setup("xmin_elsewhere").await;
+    let before = db.fingerprint().await;
+    let point = captured.source.point.clone().unwrap();
+    let other = TestDb::new("xmin_other").await;
+    let other_oid: i64 = other
+        .client()
+        .await
+        .query_one(
+            "SELECT oid::int8 FROM pg_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let forged = [
+        CapturePoint {
+            system_id: "1".into(),
+            ..point.clone()
+        },
+        CapturePoint {
+            database_oid: other_oid as u32,
+            ..point.clone()
+        },
+        CapturePoint {
+            timeline: point.timeline + 1,
+            ..point.clone()
+        },
+        CapturePoint {
+            relations: "not these tables".into(),
+            ..point.clone()
+        },
+        // A snapshot from the future: transactions it saw running may still run.
+        CapturePoint {
+            snapshot: "1:4000000000:".into(),
+            ..point.clone()
+        },
+    ];
+    for (i, p) in forged.into_iter().enumerate() {
+        db.exec("UPDATE items SET n = n + 1 WHERE id = 777; DELETE FROM log WHERE who = 'user 4'; INSERT INTO pairs VALUES (1000, 'x', 'y')")
+            .await;
+        let report = restore_with(&db, &store, &captured, Some(p)).await;
+        assert!(report.row_ages.is_none(), "forged point {i} is not trusted");
+        assert_same(
+            &db.fingerprint().await,
+            &before,
+            &format!("forged point {i}"),
+        );
+    }
+    // An old record: no point at all.
+    db.exec("UPDATE words SET w = 'renamed' WHERE w = 'word 3'")
+        .await;
+    let report = restore_with(&db, &store, &captured, None).await;
+    assert!(report.row_ages.is_none());
+    assert_same(&db.fingerprint().await, &before, "without a point");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_swapped_by_renaming_are_not_trusted() {
+    let db = TestDb::new("xmin_swap").await;
+    db.exec(
+        "CREATE TABLE a (v text); CREATE TABLE b (v text);
+         INSERT INTO a VALUES ('from a'); INSERT INTO b VALUES ('from b');",
+    )
+    .await;
+    quiesce(&db).await;
+    let store = TestStore::new().await;
+    let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    let before = db.fingerprint().await;
+    // Same schema text, same rows' ages, other contents under each name.
+    db.exec("ALTER TABLE a RENAME TO c; ALTER TABLE b RENAME TO a; ALTER TABLE c RENAME TO b")
+        .await;
+    let report = restore_with(&db, &store, &captured, captured.source.point.clone()).await;
+    assert!(report.row_ages.is_none());
+    assert_same(&db.fingerprint().await, &before, "after the swap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restores_by_age_are_exact_for_random_changes() {
+    let db = TestDb::rich("xmin_random").await;
+    quiesce(&db).await;
+    let store = TestStore::new().await;
+    let before = db.fingerprint().await;
+    let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    let (db, store, captured, before) = (&db, &store, &captured, &before);
+    run_cases(8, change_sets(CHANGES.len()), |picked| async move {
+        for i in &picked {
+            db.exec(CHANGES[*i]).await;
+        }
+        restore_by_age(db, store, captured).await;
+        assert_same(
+            &db.fingerprint().await,
+            before,
+            &format!("after restoring changes {picked:?} by age"),
+        );
+    });
+}
