@@ -361,6 +361,9 @@ impl Inner {
         let mut restore = restore_in(session, &target, &self.store, &self.root, &opts).await?;
         restore.terminated += terminated;
         slot.tracked = restore.tracked;
+        if restore.tracked {
+            slot.maintain().await;
+        }
         let schema_changed = match policy {
             SchemaChanges::Ignore => None,
             _ => digest.map(|d| d != self.digest).or(restore.schema_changed),

@@ -12,6 +12,9 @@ use crate::error::{pg, Error, Result};
 /// test runs (phony never captures or restores that schema, so the row survives resets).
 pub(crate) const LEASE_TABLE: &str = "phony.testkit_lease";
 
+/// Resets between two vacuums of the change log (see [`Slot::maintain`]).
+const VACUUM_EVERY: u32 = 64;
+
 /// Other sessions on the slot's database: the leftovers of the test that just ended.
 const TERMINATE: &str = "SELECT count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid))
      FROM pg_catalog.pg_stat_activity
@@ -27,6 +30,8 @@ pub(crate) struct Slot {
     pub(crate) dirty: Option<String>,
     /// The last reset was driven by the change log (which also watches the schema).
     pub(crate) tracked: bool,
+    /// Resets since the kit last vacuumed the change log (see [`Slot::maintain`]).
+    since_vacuum: u32,
     control: Option<Session>,
     /// The termination and schema-digest queries, prepared on `control` (planned once,
     /// not per test).
@@ -41,9 +46,30 @@ impl Slot {
             target,
             dirty: None,
             tracked: false,
+            since_vacuum: 0,
             control: None,
             statements: None,
             locker: None,
+        }
+    }
+
+    /// After a reset: every [`VACUUM_EVERY`] resets, vacuums the change log and the tables
+    /// each reset rewrites. Each reset deletes the log entries of the test before it; left
+    /// to autovacuum (which runs a minute apart at best, and not at all where it is off),
+    /// the dead entries pile up and every later reset's pruning walks them (6 ms more per
+    /// reset after 1,200 resets without it). One vacuum in 64 resets costs that reset a
+    /// few tens of milliseconds, under a millisecond per reset on average.
+    pub(crate) async fn maintain(&mut self) {
+        self.since_vacuum += 1;
+        if self.since_vacuum < VACUUM_EVERY {
+            return;
+        }
+        self.since_vacuum = 0;
+        if let Some(session) = self.control.as_ref() {
+            let vacuum = format!("VACUUM phony.changes, phony.marks, {LEASE_TABLE}");
+            if let Err(e) = session.client().batch_execute(&vacuum).await {
+                tracing::debug!("vacuuming the change log of {}: {e}", self.target.dbname());
+            }
         }
     }
 
