@@ -477,6 +477,12 @@ fn parse_changed(
 /// Patches one chunk (`None`: the table had no rows) with the changes received, stores the
 /// result and returns what replaces the chunk: itself if nothing changed, else zero or
 /// more new chunks.
+///
+/// The CPU work (decoding the base, merging, hashing, compressing the delta) runs on this
+/// task, a fraction of a millisecond at a time: handing each piece to the blocking pool
+/// cost more in thread wake-ups than the work itself (after the benchmark's mix, the
+/// incremental snapshot took 0.50 s with the hand-offs, 0.33 s without). Chunks are
+/// patched by several tasks at once, so both cores work.
 async fn patch_chunk<B: Backend + 'static>(
     ctx: Arc<ChunkContext<B>>,
     base: Option<BlobRef>,
@@ -501,25 +507,20 @@ async fn patch_chunk<B: Backend + 'static>(
                 "patching a chunk: its changes ended early".into(),
             ));
         };
-        // Merge, cut and hash in one go on the blocking pool (one hand-off per batch).
-        let positions = ctx.positions.clone();
-        let (next, pieces, changed) = blocking(move || {
-            merge.feed(&batch.changes)?;
-            let mut pieces = merge.take_done();
-            let (next, changed) = if batch.last {
-                let (rest, changed) = merge.finish()?;
-                pieces.extend(rest);
-                (None, changed)
-            } else {
-                (Some(merge), true)
-            };
-            let pieces: Vec<(BlobRef, RowChunk)> = pieces
-                .into_iter()
-                .map(|c| (chunk_ref(&c, Some(&positions)), c))
-                .collect();
-            Ok((next, pieces, changed))
-        })
-        .await?;
+        // Merge, cut and hash on this task (see `patch_chunk`).
+        merge.feed(&batch.changes)?;
+        let mut pieces = merge.take_done();
+        let (next, changed) = if batch.last {
+            let (rest, changed) = merge.finish()?;
+            pieces.extend(rest);
+            (None, changed)
+        } else {
+            (Some(merge), true)
+        };
+        let pieces: Vec<(BlobRef, RowChunk)> = pieces
+            .into_iter()
+            .map(|c| (chunk_ref(&c, Some(&ctx.positions)), c))
+            .collect();
         if !changed {
             return Ok(base.into_iter().collect());
         }
@@ -535,12 +536,6 @@ async fn patch_chunk<B: Backend + 'static>(
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(format!("patching a chunk failed: {e}")))?
-}
-
 /// A stored blob that new blobs are stored against: its plain bytes, and its depth in a
 /// chain of deltas.
 #[derive(Debug)]
@@ -550,8 +545,8 @@ struct Base {
     plain: Bytes,
 }
 
-/// Reads the blob `id` and its delta chain, and decodes it on the blocking pool with
-/// `decode` (given `len`: the exact size, or a bound).
+/// Reads the blob `id` and its delta chain, and decodes it with `decode` (given `len`: the
+/// exact size, or a bound).
 async fn read_base<B: Backend>(
     store: &Store<B>,
     id: BlobId,
@@ -560,7 +555,7 @@ async fn read_base<B: Backend>(
 ) -> Result<Base> {
     let chain = store.get_chain(&id).await?;
     let depth = chain.header().map_or(0, |h| h.depth);
-    let plain = blocking(move || Ok(decode(&chain, len)?)).await?;
+    let plain = decode(&chain, len)?;
     Ok(Base {
         id,
         depth,
@@ -571,7 +566,7 @@ async fn read_base<B: Backend>(
 /// Stores `plain` (whose id is `id`) unless the store has it: as a delta against `base`,
 /// the blob it replaces, where the store allows deltas and one pays (see
 /// [`codec::encode_delta`]), else on its own. This is [`Store::put_delta`] with the base's
-/// depth known from reading it (no second read) and the compression on the blocking pool.
+/// depth known from reading it (no second read).
 async fn put_successor<B: Backend>(
     store: &Store<B>,
     id: &BlobId,
@@ -585,18 +580,10 @@ async fn put_successor<B: Backend>(
         });
     }
     let level = store.config().compression.level;
-    let base = base
-        .filter(|_| store.deltas_allowed())
-        .map(|b| (b.id, b.depth, b.plain.clone()));
-    let encoded = blocking(move || {
-        Ok(match base {
-            Some((base_id, depth, base_plain)) => {
-                codec::encode_delta(&plain, level, &base_id, depth, &base_plain)
-            }
-            None => codec::encode(&plain, level),
-        })
-    })
-    .await?;
+    let encoded = match base.filter(|_| store.deltas_allowed()) {
+        Some(b) => codec::encode_delta(&plain, level, &b.id, b.depth, &b.plain),
+        None => codec::encode(&plain, level),
+    };
     Ok(store.put_encoded(id, encoded).await?)
 }
 
