@@ -169,7 +169,14 @@ async fn deltas_and_their_markers_on_a_local_disk() {
         .put_delta(&id, plain.as_bytes(), &base_id, base.as_bytes())
         .await
         .unwrap();
-    assert!(stored.new && stored.stored_bytes < 200, "{stored:?}");
+    // A delta: its codec tag, and far smaller than the chunk compressed on its own.
+    let standalone = phony_core::codec::encode(plain.as_bytes(), 3).len() as u64;
+    assert!(
+        stored.new && stored.stored_bytes * 4 < standalone,
+        "{stored:?} against {standalone}"
+    );
+    let blob = std::fs::read(dir.path().join(phony_core::store::blob_key(&id))).unwrap();
+    assert_eq!(blob[0], 2, "codec tag of a delta");
     let marker = dir
         .path()
         .join(phony_core::store::marker_key(&id, &base_id));
