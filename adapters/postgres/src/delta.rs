@@ -22,7 +22,7 @@ use tokio_postgres::{Client, CopyInSink};
 use crate::catalog::TableInfo;
 use crate::chunk_stream::{copy_out_sql, decoded_chunks, Bound, ChunkStream};
 use crate::error::{pg, Error, Result};
-use crate::sql::{ident, ident_list, qualified};
+use crate::sql::{ident, ident_list, literal, qualified};
 use crate::tracking::{since_mark, Mark};
 
 /// What a delta restore changed (or, in a dry run, would change) in one table.
@@ -36,7 +36,7 @@ pub struct TableChange {
 
 mod from_log;
 
-pub(crate) use from_log::restore_from_log;
+pub(crate) use from_log::{restore_from_log, Logging, UNKNOWN_IMAGE};
 
 const LIVE: &str = "pg_temp.phony_live";
 const SNAP: &str = "pg_temp.phony_snap";
@@ -172,7 +172,18 @@ async fn finish(
     let change = if entry.key.is_empty() {
         apply_multiset(client, entry, t).await?
     } else {
-        apply_keyed(client, entry, t).await?
+        let in_place = client
+            .query_one(
+                &format!(
+                    "SELECT {}",
+                    crate::tracking::in_place_sql(&format!("{}::regclass", literal(t)))
+                ),
+                &[],
+            )
+            .await
+            .map_err(pg(format!("reading the constraints of {}", entry.table)))?
+            .get(0);
+        apply_keyed(client, entry, t, in_place).await?
     };
     client
         .batch_execute(&format!("DROP TABLE {LIVE}; DROP TABLE {SNAP};"))
@@ -533,7 +544,15 @@ fn key_eq(a: &str, b: &str, key: &[String]) -> String {
         .join(" AND ")
 }
 
-async fn apply_keyed(client: &Client, entry: &TableEntry, t: &str) -> Result<TableChange> {
+/// Rewrites the rows that differ between the staged live and snapshot rows: updated in
+/// place where `in_place` (see [`crate::tracking::in_place_sql`]), else deleted and
+/// inserted again.
+async fn apply_keyed(
+    client: &Client,
+    entry: &TableEntry,
+    t: &str,
+    in_place: bool,
+) -> Result<TableChange> {
     let key = &entry.key;
     let cols = ident_list(&entry.columns);
     let s_cols: Vec<String> = entry
@@ -542,6 +561,48 @@ async fn apply_keyed(client: &Client, entry: &TableEntry, t: &str) -> Result<Tab
         .map(|c| format!("s.{}", ident(c)))
         .collect();
     let context = format!("rewriting rows of {}", entry.table);
+    if !in_place {
+        // Every live row that is not the snapshot's goes, then every snapshot row that is
+        // not live comes: no unique constraint sees a value held by two rows midway.
+        let same = format!(
+            "{} AND {} IS NOT DISTINCT FROM {}",
+            key_eq("s", "l", key),
+            row_of("s", &entry.columns),
+            row_of("l", &entry.columns)
+        );
+        let gone = client
+            .query_one(
+                &format!(
+                    "WITH d AS (DELETE FROM ONLY {t} AS t USING {LIVE} l WHERE {} \
+                                AND NOT EXISTS (SELECT 1 FROM {SNAP} s WHERE {same}) \
+                                RETURNING EXISTS (SELECT 1 FROM {SNAP} s WHERE {}) AS kept) \
+                     SELECT count(*) FILTER (WHERE NOT kept), count(*) FILTER (WHERE kept) FROM d",
+                    key_eq("t", "l", key),
+                    key_eq("s", "t", key)
+                ),
+                &[],
+            )
+            .await
+            .map_err(pg(context.clone()))?;
+        let (deleted, updated) = (gone.get::<_, i64>(0) as u64, gone.get::<_, i64>(1) as u64);
+        let put = client
+            .execute(
+                &format!(
+                    "INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE SELECT {} FROM {SNAP} s \
+                     WHERE NOT EXISTS (SELECT 1 FROM {LIVE} l WHERE {same})",
+                    s_cols.join(", ")
+                ),
+                &[],
+            )
+            .await
+            .map_err(pg(context))?;
+        return Ok(TableChange {
+            table: entry.table.clone(),
+            deleted,
+            inserted: put.saturating_sub(updated),
+            updated,
+        });
+    }
     let deleted = client
         .execute(
             &format!(

@@ -244,7 +244,13 @@ pub async fn restore_in<B: Backend + 'static>(
             mark: mark.as_ref(),
             // Without other marks, nobody needs this restore's rows in the log, except a
             // snapshot being taken meanwhile, whose mark the unlogged entry invalidates.
-            log_images: probe.other_marks || opts.dry_run,
+            // With them, keys suffice: a restore to one reads those rows from its snapshot.
+            // A dry run compares every row with its image, to count exactly.
+            logging: match (opts.dry_run, probe.other_marks) {
+                (true, _) => delta::Logging::Images,
+                (false, true) => delta::Logging::Keys,
+                (false, false) => delta::Logging::Nothing,
+            },
             root: root_id,
         };
         // The delta path opens the transaction in its first batch.
@@ -369,8 +375,8 @@ struct Tracking<'a> {
     tracked: bool,
     /// The database held the snapshot at this mark; the log says what changed since.
     mark: Option<&'a tracking::Mark>,
-    /// Log the images of rows put back from the log, for other snapshots' marks.
-    log_images: bool,
+    /// What rows put back from the log leave in the log, for other snapshots' marks.
+    logging: delta::Logging,
     root: phony_core::BlobId,
 }
 
@@ -437,11 +443,12 @@ async fn restore_delta<B: Backend + 'static>(
             let rels = tracking::logged_relations(session, mark)
                 .await
                 .map_err(fallback)?;
-            // Tables without a primary key, truncated ones and partition trees with entries
-            // at several levels are compared below.
+            // Tables without a primary key, truncated ones, partition trees with entries at
+            // several levels, and tables whose log has rows without images (see
+            // `delta::Logging::Keys`) are compared below, against the snapshot.
             let simple: Vec<_> = rels
                 .iter()
-                .filter(|r| !r.whole && r.tree.is_empty() && !r.key.is_empty())
+                .filter(|r| !r.whole && r.tree.is_empty() && !r.key.is_empty() && !r.unknown)
                 .collect();
             logged_rels.extend(rels.iter().map(|r| r.relid));
             // One call per relation, all on this session: their statements pipeline, and
@@ -451,7 +458,7 @@ async fn restore_delta<B: Backend + 'static>(
                     session,
                     rel,
                     mark,
-                    tracking.log_images
+                    tracking.logging
                 )),),
                 set_sequences_in(session, root, opts.transactional_sequences)
             );
@@ -461,7 +468,7 @@ async fn restore_delta<B: Backend + 'static>(
             for (rel, change) in simple.iter().zip(changes) {
                 from_log.insert(rel.relid);
                 if change.deleted + change.inserted + change.updated > 0 {
-                    unlogged |= !tracking.log_images;
+                    unlogged |= tracking.logging == delta::Logging::Nothing;
                     report.tables += 1;
                     report.rows += change.deleted + change.inserted + change.updated;
                     report.changes.push(change);

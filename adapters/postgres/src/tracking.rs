@@ -8,7 +8,9 @@
 //!   image (`row::text`); `key` NULL for "the whole table" (TRUNCATE, or a table without a
 //!   primary key), `relid` 0 for a schema change (an event trigger). The first entry of a
 //!   key after a mark holds the row as the mark saw it (or none: the key did not exist), so
-//!   a tracked restore needs no snapshot data at all for keyed tables;
+//!   a tracked restore needs no snapshot data at all for keyed tables. The one exception
+//!   is a restore's own rewrites, logged by key only (`img` empty where a row existed):
+//!   a restore to a mark before them reads those tables' changed rows from its snapshot;
 //! - `phony.marks (root, snap)`: for each snapshot captured from (or restored into) this
 //!   database, the `pg_snapshot` at which the database held exactly that snapshot's state.
 //!   Changes since a mark are the entries whose transaction that snapshot does not see;
@@ -25,7 +27,7 @@ use tokio_postgres::{Client, GenericClient};
 use crate::catalog::PHONY_SCHEMA;
 use crate::error::{pg, Error, Result};
 use crate::session::Session;
-use crate::sql::{ident, qualified};
+use crate::sql::{ident, literal, qualified};
 
 /// Prefix of the triggers phony installs on user tables and of its event triggers.
 pub const TRIGGER_PREFIX: &str = "phony_track_";
@@ -744,13 +746,31 @@ pub(crate) struct LoggedRelation {
     pub columns: Vec<String>,
     /// Whole-table entries (TRUNCATE, no key): compare content.
     pub whole: bool,
+    /// Entries for rows whose image was not logged (a restore's rewrites, see
+    /// `delta::Logging::Keys`): the snapshot, not the log, has those rows.
+    pub unknown: bool,
     /// Partition ancestors (excluding itself) and descendants that have entries too.
     pub tree: Vec<u32>,
-    /// Rows may be put back by updating them in place: no unique or exclusion constraint
-    /// but the primary key (which an update in place could trip over midway, where a row
-    /// takes a value another row gives up), and no column outside it that is generated
-    /// always as identity (which an update may not set).
+    /// Rows may be put back by updating them in place (see [`in_place_sql`]).
     pub in_place: bool,
+}
+
+/// Whether the rows of the relation whose oid is `relid` (an SQL expression) may be put
+/// back by updating them in place: no unique or exclusion constraint but the primary key
+/// (an update in place could trip over it midway, where a row takes a value another row
+/// has not yet given up), and no column outside the primary key generated always as
+/// identity (which an update may not set). Otherwise rows are deleted, then inserted.
+pub(crate) fn in_place_sql(relid: &str) -> String {
+    format!(
+        "(NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                      WHERE i.indrelid = {relid} AND NOT i.indisprimary
+                        AND (i.indisunique OR i.indisexclusion))
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                          WHERE a.attrelid = {relid} AND a.attidentity = 'a'
+                            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index p
+                                            WHERE p.indrelid = {relid} AND p.indisprimary
+                                              AND a.attnum = ANY (p.indkey))))"
+    )
 }
 
 /// Every relation with log entries since `mark`, with what rewriting its rows needs.
@@ -761,7 +781,8 @@ pub(crate) async fn logged_relations(
     let context = "reading the change log";
     let statement = session
         .prepared(&format!(
-            "WITH c AS (SELECT relid, bool_or(key IS NULL) AS whole FROM phony.changes
+            "WITH c AS (SELECT relid, bool_or(key IS NULL) AS whole,
+                               coalesce(bool_or(img = {unknown}), false) AS unknown FROM phony.changes
                         WHERE relid <> 0 AND {}
                         GROUP BY relid),
                   k AS (SELECT i.indrelid, a.attname::text AS name,
@@ -780,16 +801,13 @@ pub(crate) async fn logged_relations(
                           WHERE a.attrelid = c.relid AND a.attnum > 0 AND NOT a.attisdropped
                             AND a.attgenerated = ''
                           ORDER BY a.attnum),
-                    NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
-                                WHERE i.indrelid = c.relid AND NOT i.indisprimary
-                                  AND (i.indisunique OR i.indisexclusion))
-                    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
-                                    WHERE a.attrelid = c.relid AND a.attidentity = 'a'
-                                      AND NOT EXISTS (SELECT 1 FROM k WHERE k.indrelid = c.relid
-                                                        AND k.name = a.attname::text))
+                    {in_place},
+                    c.unknown
              FROM c JOIN pg_catalog.pg_class r ON r.oid = c.relid
              JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace",
-            since_mark("$1::text")
+            since_mark("$1::text"),
+            unknown = literal(crate::delta::UNKNOWN_IMAGE),
+            in_place = in_place_sql("c.relid"),
         ))
         .await
         .map_err(pg(context))?;
@@ -810,6 +828,7 @@ pub(crate) async fn logged_relations(
             key_types: r.get(7),
             columns: r.get(8),
             in_place: r.get(9),
+            unknown: r.get(10),
         })
         .collect())
 }

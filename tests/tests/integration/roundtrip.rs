@@ -154,7 +154,7 @@ async fn a_second_snapshot_of_unchanged_data_stores_almost_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delta_the_constraints_refuse_falls_back_to_the_full_path() {
+async fn unique_values_swapped_between_rows_are_put_back_by_the_delta() {
     let db = TestDb::rich("rt_swap").await;
     let store = TestStore::new().await;
     let before = db.fingerprint().await;
@@ -162,7 +162,8 @@ async fn a_delta_the_constraints_refuse_falls_back_to_the_full_path() {
         .await
         .unwrap();
     // Swap two unique emails (through a third value, as a migration would): undoing it in
-    // one UPDATE collides with the unique index whatever the row order.
+    // one UPDATE collides with the unique index whatever the row order, so the rows are
+    // deleted, then inserted.
     db.exec(
         "CREATE TEMP TABLE two AS SELECT id, email FROM public.customers ORDER BY id LIMIT 2;
          UPDATE public.customers SET email = 'swap@x.test' WHERE id = (SELECT min(id) FROM two);
@@ -180,9 +181,57 @@ async fn a_delta_the_constraints_refuse_falls_back_to_the_full_path() {
     )
     .await
     .unwrap();
+    assert_eq!(report.path, RestorePath::Delta, "{:?}", report.full_reason);
+    let customers = report
+        .changes
+        .iter()
+        .find(|c| c.table.name == "customers")
+        .unwrap();
+    assert_eq!(
+        (customers.deleted, customers.inserted, customers.updated),
+        (0, 0, 2),
+        "{report:?}"
+    );
+    assert_same(&db.fingerprint().await, &before, "after restore");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_the_database_refuses_falls_back_to_the_full_path() {
+    let db = TestDb::rich("rt_refuse").await;
+    // A trigger that fires even for replication-role writes and refuses those: the delta
+    // path's rewrite fails inside its savepoint; the full path (which creates triggers
+    // after loading the rows) succeeds in the same transaction.
+    db.exec(
+        "CREATE FUNCTION public.refuse_replica() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF current_setting('session_replication_role') = 'replica' THEN
+             RAISE EXCEPTION 'refused by a trigger';
+           END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON public.customers
+           FOR EACH ROW EXECUTE FUNCTION public.refuse_replica();
+         ALTER TABLE public.customers ENABLE ALWAYS TRIGGER refuse;",
+    )
+    .await;
+    let store = TestStore::new().await;
+    let before = db.fingerprint().await;
+    let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    db.exec("UPDATE public.customers SET name = 'changed' WHERE id IN (SELECT id FROM public.customers ORDER BY id LIMIT 3);")
+        .await;
+    let report = restore(
+        &db.target(),
+        &store.store,
+        &captured.manifest,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.path, RestorePath::Full);
     let reason = report.full_reason.unwrap_or_default();
-    assert!(reason.contains("duplicate key"), "{reason}");
+    assert!(reason.contains("refused by a trigger"), "{reason}");
     assert_same(&db.fingerprint().await, &before, "after restore");
 }
 

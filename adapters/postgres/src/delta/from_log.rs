@@ -3,7 +3,7 @@
 use super::TableChange;
 use crate::error::{pg, Result};
 use crate::session::Session;
-use crate::sql::{ident, ident_list, qualified};
+use crate::sql::{ident, ident_list, literal, qualified};
 use crate::tracking::{since_mark, LoggedRelation, Mark};
 
 /// Puts back, from the change log's row images, every row of `rel` that changed since the
@@ -15,10 +15,7 @@ use crate::tracking::{since_mark, LoggedRelation, Mark};
 /// it has are updated in place where they exist (see [`LoggedRelation::in_place`]; else
 /// deleted and inserted again), and inserted where they do not.
 ///
-/// With `log_images`, the rows about to change are logged with their current images (for
-/// other snapshots' marks), and rows equal to their image are left alone. Without it,
-/// nothing is logged and every logged key's row is rewritten (no row is converted to text
-/// to compare it): the report then counts a row changed and changed back as updated.
+/// `logging` says what the log learns of the rewrite (see [`Logging`]).
 ///
 /// One statement (two where rows cannot be updated in place), prepared once per session:
 /// concurrent calls on one session pipeline.
@@ -26,10 +23,10 @@ pub(crate) async fn restore_from_log(
     session: &Session,
     rel: &LoggedRelation,
     mark: &Mark,
-    log_images: bool,
+    logging: Logging,
 ) -> Result<TableChange> {
     let context = format!("rewriting rows of {}", rel.name);
-    let sql = Statements::new(rel, log_images);
+    let sql = Statements::new(rel, logging);
     let client = session.client();
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&rel.relid, &mark.snap];
     let (rewrite, put) = match &sql.put {
@@ -57,6 +54,26 @@ pub(crate) async fn restore_from_log(
     Ok(change)
 }
 
+/// What a rewrite from the log tells the log, for the marks of other snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Logging {
+    /// Each row is compared with its image as text; those that differ are rewritten and
+    /// logged with their current image. Exact counts (a row changed and changed back is
+    /// left alone): for dry runs.
+    Images,
+    /// Every logged key's row is rewritten without comparing (no row is converted to
+    /// text), and logged by key: with [`UNKNOWN_IMAGE`] where a row existed, no image where
+    /// none did. A restore to another mark reads those rows from its snapshot.
+    Keys,
+    /// Nothing is logged (no other mark needs it); rows are rewritten without comparing.
+    Nothing,
+}
+
+/// The `img` of a log entry for a row that existed but whose image was not logged: a
+/// restore to a mark before it reads the row from the snapshot in the store. Never a row's
+/// text, which always starts with `(`.
+pub(crate) const UNKNOWN_IMAGE: &str = "";
+
 /// The SQL of one relation's rewrite. Parameters: `$1` the relation id, `$2` the mark's
 /// snapshot. `rewrite` returns the rows the restore deletes, inserts and updates, and a
 /// fourth count that only forces every part of the statement to run; `put`, when rows are
@@ -67,7 +84,7 @@ struct Statements {
 }
 
 impl Statements {
-    fn new(rel: &LoggedRelation, log_images: bool) -> Self {
+    fn new(rel: &LoggedRelation, logging: Logging) -> Self {
         let t = qualified(&rel.table);
         let key_of = |alias: &str| {
             rel.key
@@ -109,25 +126,32 @@ impl Statements {
         );
         // `live`: the row now, as text when its image is compared and logged, else whether
         // it exists. `differs`: the row must be rewritten.
-        let (live, present, differs) = if log_images {
-            (
+        let (live, present, differs) = match logging {
+            Logging::Images => (
                 format!("(SELECT t::text FROM {t} AS t WHERE {})", matches("f")),
                 "c.live IS NOT NULL",
                 "c.live IS DISTINCT FROM c.img",
-            )
-        } else {
-            (
+            ),
+            Logging::Keys | Logging::Nothing => (
                 format!("EXISTS (SELECT 1 FROM {t} AS t WHERE {})", matches("f")),
                 "c.live",
                 "true",
-            )
+            ),
         };
-        let logged = if log_images {
-            "logged AS (INSERT INTO phony.changes (relid, key, img)
+        let logged = match logging {
+            Logging::Images => "logged AS (INSERT INTO phony.changes (relid, key, img)
                         SELECT $1, c.key, c.live FROM cur AS c WHERE c.live IS DISTINCT FROM c.img
                         RETURNING 1),"
-        } else {
-            "logged AS (SELECT 1 WHERE false),"
+                .to_owned(),
+            // Every key whose row changes: it exists now, or will.
+            Logging::Keys => format!(
+                "logged AS (INSERT INTO phony.changes (relid, key, img)
+                            SELECT $1, c.key, CASE WHEN c.live THEN {} END FROM cur AS c
+                            WHERE c.live OR c.img IS NOT NULL
+                            RETURNING 1),",
+                literal(UNKNOWN_IMAGE)
+            ),
+            Logging::Nothing => "logged AS (SELECT 1 WHERE false),".to_owned(),
         };
         // OFFSET 0 keeps the subqueries from being flattened, which would parse each image
         // once per column instead of once.
