@@ -791,8 +791,7 @@ async fn restore_keyed_by_segments<B: Backend + 'static>(
     let types = key_types(client, entry).await?;
 
     // Pass 2: per segment, compare rows in memory; stage only those that differ.
-    let mut staged_live = Vec::new();
-    let mut staged_snap = Vec::new();
+    let mut staged = Staged::default();
     for seg in &segments {
         let mut snap_rows: HashMap<String, Vec<u8>> = HashMap::new();
         for c in &snap[seg.snap.clone()] {
@@ -821,24 +820,49 @@ async fn restore_keyed_by_segments<B: Backend + 'static>(
             while let Some(chunk) = stream.next().await? {
                 pending.extend_from_slice(&chunk.data);
             }
-            for line in row::lines(&pending) {
-                match snap_rows.remove(&row::key_text(line, &positions)) {
-                    Some(same) if same == line => {}
-                    Some(other) => {
-                        push_line(&mut staged_live, line);
-                        push_line(&mut staged_snap, &other);
-                    }
-                    None => push_line(&mut staged_live, line),
+            staged.compare(&mut snap_rows, row::lines(&pending), &positions);
+        }
+        staged.rest(snap_rows);
+    }
+    apply_staged(client, entry, staged, log).await.map(Some)
+}
+
+/// Rows to stage, COPY text: the live rows that differ from (or are missing in) the
+/// snapshot, and the snapshot's rows that differ from (or are missing among) the live ones.
+#[derive(Debug, Default)]
+pub(crate) struct Staged {
+    pub live: Vec<u8>,
+    pub snap: Vec<u8>,
+}
+
+impl Staged {
+    /// Compares `live` rows with the snapshot's rows of the same key range (`snap_rows`, by
+    /// key text at `positions`), taking out each one a live row has: equal rows are left
+    /// alone, the others staged.
+    pub(crate) fn compare<'a, R: AsRef<[u8]>>(
+        &mut self,
+        snap_rows: &mut HashMap<String, R>,
+        live: impl IntoIterator<Item = &'a [u8]>,
+        positions: &[usize],
+    ) {
+        for line in live {
+            match snap_rows.remove(&row::key_text(line, positions)) {
+                Some(same) if same.as_ref() == line => {}
+                Some(other) => {
+                    push_line(&mut self.live, line);
+                    push_line(&mut self.snap, other.as_ref());
                 }
+                None => push_line(&mut self.live, line),
             }
         }
+    }
+
+    /// Stages the snapshot's rows that no live row had.
+    pub(crate) fn rest<R: AsRef<[u8]>>(&mut self, snap_rows: HashMap<String, R>) {
         for line in snap_rows.into_values() {
-            push_line(&mut staged_snap, &line);
+            push_line(&mut self.snap, line.as_ref());
         }
     }
-    apply_staged(client, entry, staged_live, staged_snap, log)
-        .await
-        .map(Some)
 }
 
 /// Makes a keyed table hold the snapshot's rows given the rows that differ: `live`, the live
@@ -848,14 +872,13 @@ async fn restore_keyed_by_segments<B: Backend + 'static>(
 pub(crate) async fn apply_staged(
     client: &Client,
     entry: &TableEntry,
-    live: Vec<u8>,
-    snap: Vec<u8>,
+    staged: Staged,
     log: Option<u32>,
 ) -> Result<Option<TableChange>> {
-    if live.is_empty() && snap.is_empty() {
+    if staged.live.is_empty() && staged.snap.is_empty() {
         return Ok(None);
     }
-    for (name, rows) in [(LIVE, live), (SNAP, snap)] {
+    for (name, rows) in [(LIVE, staged.live), (SNAP, staged.snap)] {
         create_temp(client, entry, name).await?;
         if rows.is_empty() {
             continue;
@@ -881,7 +904,7 @@ pub(crate) async fn apply_staged(
     finish(client, entry, &t, log).await.map(Some)
 }
 
-pub(crate) fn push_line(out: &mut Vec<u8>, line: &[u8]) {
+fn push_line(out: &mut Vec<u8>, line: &[u8]) {
     out.extend_from_slice(line);
     out.push(b'\n');
 }

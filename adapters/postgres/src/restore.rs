@@ -237,8 +237,9 @@ pub async fn restore_in<B: Backend + 'static>(
         literal(&format!("{}ms", opts.lock_timeout.as_millis().max(1)))
     );
     let mut full_reason = full_reason;
-    let mut begun = false;
-    if full_reason.is_none() {
+    // The delta path opens the transaction in its first batch.
+    let begun = full_reason.is_none();
+    if begun {
         let tracking = Tracking {
             tracked,
             mark: mark.as_ref(),
@@ -253,8 +254,6 @@ pub async fn restore_in<B: Backend + 'static>(
             },
             root: root_id,
         };
-        // The delta path opens the transaction in its first batch.
-        begun = true;
         let delta = restore_delta(
             &target,
             session,
@@ -674,9 +673,7 @@ async fn compare_content<B: Backend + 'static>(
                     Ok(Some(staged)) => {
                         ages.chunks += chunks.len() as u64;
                         ages.compared_chunks += flagged.len() as u64;
-                        let change =
-                            delta::apply_staged(client, entry, staged.live, staged.snap, *log)
-                                .await?;
+                        let change = delta::apply_staged(client, entry, staged, *log).await?;
                         tracing::debug!("{}: applied at {:?}", entry.table, started.elapsed());
                         change
                     }
@@ -862,7 +859,8 @@ pub(crate) async fn set_sequences(
     let Some(sql) = current_sequences_sql(root) else {
         return Ok(());
     };
-    apply_sequences(client, sql.as_str(), root, true, report).await
+    report.sequences += apply_sequences(client, sql.as_str(), root, true).await?;
+    Ok(())
 }
 
 /// [`set_sequences`] with the reading statement prepared once per session.
@@ -879,16 +877,7 @@ async fn set_sequences_in(
         .prepared(&sql)
         .await
         .map_err(pg("reading sequences"))?;
-    let mut report = RestoreReport::default();
-    apply_sequences(
-        session.client(),
-        &statement,
-        root,
-        transactional,
-        &mut report,
-    )
-    .await?;
-    Ok(report.sequences)
+    apply_sequences(session.client(), &statement, root, transactional).await
 }
 
 /// One query for the state of every sequence of the snapshot: (index, last_value, is_called).
@@ -911,14 +900,14 @@ fn current_sequences_sql(root: &RootManifest) -> Option<String> {
 }
 
 /// Reads the sequences with `current` (see [`current_sequences_sql`]) and sets those that
-/// differ from the snapshot's state (`transactional`: see [`RestoreOptions`]).
+/// differ from the snapshot's state (`transactional`: see [`RestoreOptions`]). Returns the
+/// number of the snapshot's sequences.
 async fn apply_sequences<T: tokio_postgres::ToStatement + ?Sized + Sync>(
     client: &Client,
     current: &T,
     root: &RootManifest,
     transactional: bool,
-    report: &mut RestoreReport,
-) -> Result<()> {
+) -> Result<u64> {
     let rows = client
         .query(current, &[])
         .await
@@ -965,8 +954,7 @@ async fn apply_sequences<T: tokio_postgres::ToStatement + ?Sized + Sync>(
             .await
             .map_err(pg("setting sequences"))?;
     }
-    report.sequences += root.sequences.len() as u64;
-    Ok(())
+    Ok(root.sequences.len() as u64)
 }
 
 pub(crate) async fn refresh_materialized_views(client: &Client, root: &RootManifest) -> Result<()> {

@@ -30,7 +30,7 @@ use phony_core::{row, Backend, BlobId, BlobRef, CapturePoint, QualifiedName, Sto
 use tokio_postgres::Client;
 
 use crate::chunk_stream::decoded_chunks;
-use crate::delta::push_line;
+use crate::delta::Staged;
 use crate::error::{pg, Result};
 use crate::sql::{ident, literal, qualified};
 
@@ -405,14 +405,6 @@ fn thresholds(table: &QualifiedName, chunks: &[BlobRef]) -> Result<Option<Vec<St
 /// hold in memory; beyond it the table's content is compared by the streaming path.
 const MAX_FLAGGED_BYTES: u64 = 64 << 20;
 
-/// Rows to stage: the live rows that differ from the snapshot's, and the snapshot's rows
-/// that differ from (or are missing among) the live ones, COPY text.
-#[derive(Debug, Default)]
-pub(crate) struct Staged {
-    pub live: Vec<u8>,
-    pub snap: Vec<u8>,
-}
-
 /// Compares the `flagged` chunks with the live rows of their key ranges, in one query: new
 /// rows are read whole, old rows by key only (they are the snapshot's). `None` when the
 /// live rows contradict their ages (an old row the chunk lacks, or counts that differ
@@ -500,19 +492,12 @@ pub(crate) async fn compare_flagged<B: Backend + 'static>(
                 return Ok(None);
             }
         }
-        for line in news.remove(&i).unwrap_or_default() {
-            match snap_rows.remove(&row::key_text(line, &positions)) {
-                Some(same) if same == line => {}
-                Some(other) => {
-                    push_line(&mut staged.live, line);
-                    push_line(&mut staged.snap, other);
-                }
-                None => push_line(&mut staged.live, line),
-            }
-        }
-        for line in snap_rows.into_values() {
-            push_line(&mut staged.snap, line);
-        }
+        staged.compare(
+            &mut snap_rows,
+            news.remove(&i).unwrap_or_default(),
+            &positions,
+        );
+        staged.rest(snap_rows);
     }
     if at.next().is_some() || !olds.is_empty() || !news.is_empty() {
         return Ok(None);
