@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use phony_core::{Store, StoreConfig};
+use phony_core::{RootManifest, Store, StoreConfig};
 use phony_object_store::ObjectStoreBackend;
-use phony_postgres::{ConnectionTarget, Fingerprint};
+use phony_postgres::{ConnectionTarget, Fingerprint, RestoreOptions, RestoreReport};
 use tokio_postgres::Client;
 
 /// The server tests run against, as a URL to its maintenance database:
@@ -107,6 +107,39 @@ impl TestDb {
 
     pub async fn fingerprint_of(&self, db: &str) -> Fingerprint {
         Fingerprint::of(&self.server.with_dbname(db)).await.unwrap()
+    }
+
+    /// Restores `manifest` from `store` into this database with the default options.
+    pub async fn restore(&self, store: &TestStore, manifest: &RootManifest) -> RestoreReport {
+        phony_postgres::restore(
+            &self.target(),
+            &store.store,
+            manifest,
+            &RestoreOptions::default(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Waits until no transaction older than `xmax` runs (other tests share the server, and
+    /// a capture's point is trusted only once the transactions it saw running have ended).
+    pub async fn wait_for_xmin(&self, xmax: i64) {
+        let client = self.client().await;
+        for _ in 0..600 {
+            let now: i64 = client
+                .query_one(
+                    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if now >= xmax {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("transactions older than the capture kept running");
     }
 }
 

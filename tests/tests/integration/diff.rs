@@ -77,14 +77,7 @@ async fn the_patch_of_random_changes_to_the_fixture_gives_b() {
 
     let (db, store, a, copy) = (&db, &store, &a, &copy);
     run_cases(5, change_sets(CHANGES.len()), |picked| async move {
-        restore(
-            &db.target(),
-            &store.store,
-            &a.manifest,
-            &RestoreOptions::default(),
-        )
-        .await
-        .unwrap();
+        db.restore(store, &a.manifest).await;
         for i in &picked {
             db.exec(CHANGES[*i]).await;
         }

@@ -98,14 +98,7 @@ async fn restore_undoes_schema_changes() {
     }
     db.exec(CHANGES[0]).await;
     assert_ne!(db.fingerprint().await.schema, before.schema);
-    let report = restore(
-        &db.target(),
-        &store.store,
-        &captured.manifest,
-        &RestoreOptions::default(),
-    )
-    .await
-    .unwrap();
+    let report = db.restore(&store, &captured.manifest).await;
     assert_eq!(report.path, RestorePath::Full);
     assert_same(&db.fingerprint().await, &before, "after the migrations");
 }
@@ -173,14 +166,7 @@ async fn unique_values_swapped_between_rows_are_put_back_by_the_delta() {
            WHERE id = (SELECT min(id) FROM two);",
     )
     .await;
-    let report = restore(
-        &db.target(),
-        &store.store,
-        &captured.manifest,
-        &RestoreOptions::default(),
-    )
-    .await
-    .unwrap();
+    let report = db.restore(&store, &captured.manifest).await;
     assert_eq!(report.path, RestorePath::Delta, "{:?}", report.full_reason);
     let customers = report
         .changes
@@ -221,14 +207,7 @@ async fn a_delta_the_database_refuses_falls_back_to_the_full_path() {
         .unwrap();
     db.exec("UPDATE public.customers SET name = 'changed' WHERE id IN (SELECT id FROM public.customers ORDER BY id LIMIT 3);")
         .await;
-    let report = restore(
-        &db.target(),
-        &store.store,
-        &captured.manifest,
-        &RestoreOptions::default(),
-    )
-    .await
-    .unwrap();
+    let report = db.restore(&store, &captured.manifest).await;
     assert_eq!(report.path, RestorePath::Full);
     let reason = report.full_reason.unwrap_or_default();
     assert!(reason.contains("refused by a trigger"), "{reason}");

@@ -34,14 +34,7 @@ async fn tracked_restores_are_exact_for_random_changes() {
         for i in &picked {
             db.exec(CHANGES[*i]).await;
         }
-        let report = restore(
-            &db.target(),
-            &store.store,
-            &captured.manifest,
-            &RestoreOptions::default(),
-        )
-        .await
-        .unwrap();
+        let report = db.restore(store, &captured.manifest).await;
         assert_eq!(report.path, RestorePath::Delta, "{:?}", report.full_reason);
         assert_same(
             &db.fingerprint().await,
@@ -100,14 +93,7 @@ async fn schema_changes_take_the_full_path_and_tracking_follows() {
     db.exec("ALTER TABLE public.orders ADD COLUMN coupon text")
         .await;
     db.exec(CHANGES[2]).await;
-    let r = restore(
-        &db.target(),
-        &store.store,
-        &snap.manifest,
-        &RestoreOptions::default(),
-    )
-    .await
-    .unwrap();
+    let r = db.restore(&store, &snap.manifest).await;
     assert_eq!(r.path, RestorePath::Full);
     assert_same(&db.fingerprint().await, &before, "after the full path");
 
@@ -119,14 +105,7 @@ async fn schema_changes_take_the_full_path_and_tracking_follows() {
         .unwrap()
         .is_some());
     db.exec(CHANGES[2]).await;
-    let r = restore(
-        &db.target(),
-        &store.store,
-        &snap.manifest,
-        &RestoreOptions::default(),
-    )
-    .await
-    .unwrap();
+    let r = db.restore(&store, &snap.manifest).await;
     assert_eq!(r.path, RestorePath::Delta);
     assert_same(&db.fingerprint().await, &before, "after the tracked delta");
 }
@@ -153,14 +132,7 @@ async fn tracking_off_and_on_again_or_copied_elsewhere_falls_back_to_content() {
         .await
         .unwrap()
         .is_none());
-    restore(
-        &db.target(),
-        &store.store,
-        &snap.manifest,
-        &RestoreOptions::default(),
-    )
-    .await
-    .unwrap();
+    db.restore(&store, &snap.manifest).await;
     assert_same(&db.fingerprint().await, &before, "after off and on");
 
     // A copy made by another tool carries the tracking schema, but not its identity.
@@ -365,14 +337,7 @@ async fn a_snapshot_being_taken_keeps_the_log_entries_it_needs() {
     // Written after the snapshot's point in time, then pruned by a restore to A if the
     // held place were not a mark.
     db.exec(CHANGES[2]).await;
-    restore(
-        &db.target(),
-        &store.store,
-        &a.manifest,
-        &RestoreOptions::default(),
-    )
-    .await
-    .unwrap();
+    db.restore(&store, &a.manifest).await;
     let client = db.client().await;
     let kept: i64 = client
         .query_one(
@@ -492,14 +457,7 @@ async fn every_rewrite_strategy_puts_back_the_exact_rows() {
         }
         for round in 0..2 {
             db.exec(mess).await;
-            let report = restore(
-                &db.target(),
-                &store.store,
-                &base.manifest,
-                &RestoreOptions::default(),
-            )
-            .await
-            .unwrap();
+            let report = db.restore(&store, &base.manifest).await;
             assert_eq!(report.path, RestorePath::Delta, "{:?}", report.full_reason);
             assert!(report.tracked, "{report:?}");
             assert_same(
@@ -510,28 +468,14 @@ async fn every_rewrite_strategy_puts_back_the_exact_rows() {
             // Forward to the later snapshot, whose rows the rewrite above logged by key
             // only: they come from its snapshot, and the log drives the way back again.
             if let Some((captured, fingerprint)) = &later {
-                let report = restore(
-                    &db.target(),
-                    &store.store,
-                    &captured.manifest,
-                    &RestoreOptions::default(),
-                )
-                .await
-                .unwrap();
+                let report = db.restore(&store, &captured.manifest).await;
                 assert_eq!(report.path, RestorePath::Delta, "{:?}", report.full_reason);
                 assert_same(
                     &db.fingerprint().await,
                     fingerprint,
                     "forward to the later one",
                 );
-                restore(
-                    &db.target(),
-                    &store.store,
-                    &base.manifest,
-                    &RestoreOptions::default(),
-                )
-                .await
-                .unwrap();
+                db.restore(&store, &base.manifest).await;
                 assert_same(&db.fingerprint().await, &expected, "back again");
             }
         }

@@ -49,36 +49,14 @@ async fn quiesce(db: &TestDb) {
         .await
         .unwrap()
         .get(0);
-    wait_for_xmin(db, xmax.parse().unwrap()).await;
+    db.wait_for_xmin(xmax.parse().unwrap()).await;
 }
 
 /// Waits until every transaction that was running when `point` was taken has ended: until
 /// then the point is, rightly, not trusted.
 async fn settle(db: &TestDb, point: &CapturePoint) {
-    wait_for_xmin(
-        db,
-        point.snapshot.split(':').nth(1).unwrap().parse().unwrap(),
-    )
-    .await;
-}
-
-async fn wait_for_xmin(db: &TestDb, xmax: i64) {
-    let client = db.client().await;
-    for _ in 0..600 {
-        let now: i64 = client
-            .query_one(
-                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if now >= xmax {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("transactions older than the capture kept running");
+    db.wait_for_xmin(point.snapshot.split(':').nth(1).unwrap().parse().unwrap())
+        .await;
 }
 
 async fn restore_with(

@@ -261,26 +261,6 @@ async fn track_on_status_off() {
     crate::fails(&out, 1, &["needs a superuser"]);
 }
 
-/// Waits until no transaction older than `xmax` runs (other tests share the server).
-async fn wait_for_xmin(db: &TestDb, xmax: i64) {
-    let client = db.client().await;
-    for _ in 0..600 {
-        let now: i64 = client
-            .query_one(
-                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if now >= xmax {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("transactions older than the capture kept running");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untracked_restore_compares_only_rows_written_since_the_capture() {
     let db = TestDb::rich("cli_ages").await;
@@ -292,7 +272,7 @@ async fn an_untracked_restore_compares_only_rows_written_since_the_capture() {
         .await
         .unwrap()
         .get(0);
-    wait_for_xmin(&db, quiet.parse().unwrap()).await;
+    db.wait_for_xmin(quiet.parse().unwrap()).await;
     let before = db.fingerprint().await;
     let id = ok(&phony(&db.url(), store.path(), &["snapshot", "create"]));
     let record: Value = serde_json::from_slice(
@@ -315,7 +295,7 @@ async fn an_untracked_restore_compares_only_rows_written_since_the_capture() {
         "UPDATE public.orders SET note = 'dirty' WHERE id = (SELECT min(id) FROM public.orders)",
     )
     .await;
-    wait_for_xmin(&db, xmax).await;
+    db.wait_for_xmin(xmax).await;
     let restore = |dry: bool| {
         let mut args = vec![
             "--json",
