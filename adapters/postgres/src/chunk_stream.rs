@@ -84,9 +84,9 @@ impl std::fmt::Debug for ChunkStream {
     }
 }
 
-/// The plain bytes of `chunks` from the store, in order, each checked against its hash;
-/// up to `prefetch` are fetched (with the delta bases they need) and decoded (on the
-/// blocking pool) ahead.
+/// The plain bytes of `chunks` from the store, in order, each checked against its hash and
+/// its recorded size; up to `prefetch` are fetched (with the delta bases they need) and
+/// decoded (on the blocking pool) ahead.
 pub(crate) fn decoded_chunks<B: Backend + 'static>(
     store: &Arc<Store<B>>,
     chunks: Vec<BlobRef>,
@@ -97,7 +97,7 @@ pub(crate) fn decoded_chunks<B: Backend + 'static>(
             let store = store.clone();
             async move {
                 let chain = store.get_chain(&c.id).await?;
-                tokio::task::spawn_blocking(move || chain.decode(c.bytes))
+                tokio::task::spawn_blocking(move || chain.decode_exact(c.bytes))
                     .await
                     .map_err(|e| Error::Internal(format!("decoding a chunk failed: {e}")))?
                     .map_err(Error::from)

@@ -130,6 +130,9 @@ pub struct RowAges {
     pub chunks: u64,
     /// Of those, chunks whose rows were compared.
     pub compared_chunks: u64,
+    /// Of those, chunks compared without reading their unchanged rows back: a table with
+    /// an integer key is told which rows it lacks by the counts and XORs of its keys.
+    pub summed_chunks: u64,
 }
 
 /// How a restore reached the snapshot's state.
@@ -620,92 +623,53 @@ async fn compare_content<B: Backend + 'static>(
     let readers: Vec<&Client> = std::iter::once(&reader).chain(second.as_ref()).collect();
     let entries: Vec<&TableEntry> = tables.iter().map(|(e, _)| *e).collect();
     let started = Instant::now();
-    let classified = xmin::classify(&readers, store, &entries, horizon).await?;
-    tracing::debug!(
-        "row ages of {} tables read in {:?}",
-        entries.len(),
-        started.elapsed()
-    );
-    let mut ages = RowAges::default();
-    for ((entry, log), class) in tables.iter().zip(classified) {
-        ages.tables += 1;
-        let change = match class {
-            Some(xmin::Classified {
-                ages: xmin::Ages::Unchanged,
-                chunks,
-                ..
-            }) => {
-                ages.unchanged_tables += 1;
-                ages.chunks += chunks.len() as u64;
-                None
-            }
-            Some(xmin::Classified {
-                ages:
-                    xmin::Ages::Chunks {
-                        flagged,
-                        below,
-                        old,
-                    },
-                chunks,
-                types,
-            }) => {
-                let staged = xmin::compare_flagged(
-                    &reader,
-                    store,
-                    entry,
-                    &chunks,
-                    &flagged,
-                    below,
-                    &old,
-                    &types,
-                    horizon,
-                    opts.prefetch,
-                )
-                .await;
-                tracing::debug!(
-                    "{}: {} of {} chunks compared in {:?}",
-                    entry.table,
-                    flagged.len(),
-                    chunks.len(),
-                    started.elapsed()
-                );
-                match staged {
-                    Ok(Some(staged)) => {
-                        ages.chunks += chunks.len() as u64;
-                        ages.compared_chunks += flagged.len() as u64;
-                        let change = delta::apply_staged(client, entry, staged, *log).await?;
-                        tracing::debug!("{}: applied at {:?}", entry.table, started.elapsed());
-                        change
-                    }
-                    Err(e @ Error::Store(_)) => return Err(e),
-                    other => {
-                        if let Err(e) = other {
-                            tracing::info!("comparing the content of {}: {e}", entry.table);
-                        }
-                        ages.content_tables += 1;
-                        delta::restore_table(
-                            client,
-                            &reader,
-                            store,
-                            entry,
-                            params,
-                            opts.prefetch,
-                            *log,
-                        )
-                        .await?
-                    }
+    // The readers examine the tables while this session applies what they found.
+    let (done, mut found) = tokio::sync::mpsc::channel(1);
+    let examine = xmin::examine(&readers, store, &entries, horizon, opts.prefetch, done);
+    let apply = async {
+        let mut ages = RowAges::default();
+        let mut changes = Vec::new();
+        let mut content = Vec::new();
+        while let Some((i, outcome)) = found.recv().await {
+            let (entry, log) = tables[i];
+            ages.tables += 1;
+            match outcome {
+                xmin::Outcome::Unchanged { chunks } => {
+                    ages.unchanged_tables += 1;
+                    ages.chunks += chunks;
                 }
+                xmin::Outcome::Staged {
+                    staged,
+                    chunks,
+                    compared,
+                    summed,
+                } => {
+                    ages.chunks += chunks;
+                    ages.compared_chunks += compared;
+                    if summed {
+                        ages.summed_chunks += compared;
+                    }
+                    let change = delta::apply_staged(client, entry, staged, log).await?;
+                    tracing::debug!("{}: applied at {:?}", entry.table, started.elapsed());
+                    changes.push((i, change));
+                }
+                xmin::Outcome::Content => content.push(i),
             }
-            Some(xmin::Classified {
-                ages: xmin::Ages::Content,
-                ..
-            })
-            | None => {
-                ages.content_tables += 1;
-                delta::restore_table(client, &reader, store, entry, params, opts.prefetch, *log)
-                    .await?
-            }
-        };
+        }
+        Ok::<_, Error>((ages, changes, content))
+    };
+    let ((), (mut ages, mut changes, content)) = futures::try_join!(examine, apply)?;
+    drop(second);
+    // The content comparisons read on `reader`, free now.
+    for i in content {
+        let (entry, log) = tables[i];
+        ages.content_tables += 1;
+        let change =
+            delta::restore_table(client, &reader, store, entry, params, opts.prefetch, log).await?;
+        changes.push((i, change));
+    }
+    changes.sort_by_key(|(i, _)| *i);
+    for (_, change) in changes {
         count_change(report, change);
     }
     tracing::debug!(
@@ -717,11 +681,12 @@ async fn compare_content<B: Backend + 'static>(
 }
 
 /// A connection that reads live rows beside the restore transaction. Its queries scan whole
-/// tables once; compiling them (JIT) costs more than it saves.
+/// tables once; compiling them (JIT) costs more than it saves, and two readers already
+/// keep two cores busy (no parallel workers).
 async fn connect_reader(target: &ConnectionTarget) -> Result<Client> {
     let reader = target.connect().await?;
     reader
-        .batch_execute("SET jit = off")
+        .batch_execute("SET jit = off; SET max_parallel_workers_per_gather = 0")
         .await
         .map_err(pg("setting up a reader"))?;
     Ok(reader)

@@ -34,6 +34,8 @@ use crate::delta::Staged;
 use crate::error::{pg, Result};
 use crate::sql::{ident, literal, qualified};
 
+pub(crate) mod integer;
+
 /// The server's identity: system identifier (text), timeline and database oid (int8), each
 /// NULL when the role may not read it (or, for the timeline, during recovery). Guarded, so
 /// that it never fails a transaction it runs in.
@@ -120,18 +122,25 @@ pub(crate) struct Horizon(u32);
 
 impl Horizon {
     /// SQL true when the row version whose `xid`-typed `xmin` is `xmin` was written before
-    /// the horizon: `(xmin - horizon) mod 2^32 >= 2^31`, PostgreSQL's own modular order.
+    /// the horizon: it is older by `age()`, which counts back from the current transaction
+    /// id modulo 2^32, as PostgreSQL orders ids, and gives the special ids (frozen,
+    /// bootstrap) the greatest age. A row more than 2^31 ids older than now reads as new:
+    /// compared, never wrongly trusted. (Cheaper than printing `xmin` and parsing it.)
     pub(crate) fn old_sql(self, xmin: &str) -> String {
-        format!(
-            "((({xmin})::text::int8 - {}) & 4294967295) >= 2147483648",
-            self.0
-        )
+        format!("pg_catalog.age({xmin}) > pg_catalog.age('{}'::xid)", self.0)
     }
 
-    /// The same test in Rust (for tests of the SQL).
+    /// The same test in Rust, `now` being the current transaction id (for tests of the SQL).
     #[cfg(test)]
-    fn precedes(self, xmin: u32) -> bool {
-        xmin.wrapping_sub(self.0) >= 1 << 31
+    fn precedes(self, xmin: u32, now: u32) -> bool {
+        let age = |x: u32| {
+            if x < 3 {
+                i32::MAX
+            } else {
+                now.wrapping_sub(x) as i32
+            }
+        };
+        age(xmin) > age(self.0)
     }
 }
 
@@ -210,25 +219,29 @@ pub(crate) enum Ages {
     /// Every row is one the capture read, and none is missing: the table is the snapshot's.
     Unchanged,
     /// These chunks (0-based, ascending) may differ; the others hold the live rows. With
-    /// `below`, rows sort before the first chunk's first key (they go with chunk 0).
+    /// `below`, rows sort before the first chunk's first key (they go with chunk 0). `old`:
+    /// each chunk's old rows; `integer`: what the scan found for an integer key.
     Chunks {
         flagged: Vec<usize>,
         below: bool,
         old: Vec<u64>,
+        integer: Option<integer::Integer>,
     },
     /// Compare the whole table's content.
     Content,
 }
 
 /// Reads the ages of `entry`'s live rows, against the snapshot's `chunks`. `types`: the
-/// SQL types of the key columns. Runs outside the restore transaction (on a reader), so
-/// that a failure only costs this table the content path.
+/// SQL types of the key columns; `bit_xor`: whether the server has that aggregate (then an
+/// integer key's scan also reads what [`integer`] needs). Runs outside the restore
+/// transaction (on a reader), so that a failure only costs this table the content path.
 pub(crate) async fn ages(
     reader: &Client,
     entry: &TableEntry,
     chunks: &[BlobRef],
     types: &[String],
     horizon: Horizon,
+    bit_xor: bool,
 ) -> Result<Ages> {
     let t = qualified(&entry.table);
     let old = horizon.old_sql("t.xmin");
@@ -274,6 +287,9 @@ pub(crate) async fn ages(
         return Ok(Ages::Content);
     }
     let k = format!("t.{}", ident(&entry.key[0]));
+    if bit_xor && integer::is_integer(ty) {
+        return integer::ages(reader, entry, chunks, &thresholds, ty, horizon).await;
+    }
     let rows = reader
         .query(
             &format!(
@@ -303,9 +319,7 @@ pub(crate) async fn ages(
             }
         }
     }
-    let flagged: Vec<usize> = (0..chunks.len())
-        .filter(|&i| (i == 0 && below) || new[i] > 0 || old[i] != chunks[i].rows)
-        .collect();
+    let flagged = flagged(chunks, &old, &new, below);
     Ok(if flagged.is_empty() {
         Ages::Unchanged
     } else {
@@ -313,84 +327,149 @@ pub(crate) async fn ages(
             flagged,
             below,
             old,
+            integer: None,
         }
     })
 }
 
-/// A table's snapshot chunks, key types and rows' ages.
-#[derive(Debug)]
-pub(crate) struct Classified {
-    pub chunks: Vec<BlobRef>,
-    pub types: Vec<String>,
-    pub ages: Ages,
+/// The chunks that may differ: those whose range holds a new row, or not as many old rows
+/// as the chunk has (and chunk 0 when rows sort before it, `below`).
+pub(crate) fn flagged(chunks: &[BlobRef], old: &[u64], new: &[u64], below: bool) -> Vec<usize> {
+    (0..chunks.len())
+        .filter(|&i| (i == 0 && below) || new[i] > 0 || old[i] != chunks[i].rows)
+        .collect()
 }
 
-/// Reads the ages of every table's rows, the tables shared among `readers` (each reads its
-/// share, biggest tables first, one query at a time). `None` for a table whose ages could
-/// not be read (its content is then compared); a store failure is an error.
-pub(crate) async fn classify<B: Backend + 'static>(
+/// What reading a table's rows' ages found.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// The table holds the snapshot's rows; it has this many chunks.
+    Unchanged { chunks: u64 },
+    /// These rows differ, found by comparing `compared` of the table's `chunks`; with
+    /// `summed`, from the sums of their keys (see [`integer`]).
+    Staged {
+        staged: Staged,
+        chunks: u64,
+        compared: u64,
+        summed: bool,
+    },
+    /// The ages could not tell: compare the table's content.
+    Content,
+}
+
+/// Reads the ages of every table's rows and compares the chunks they flag, the tables
+/// shared among `readers` (each takes its share, most rows first, one table at a time) and
+/// each table's outcome sent to `done` (by index) as soon as it is known, so that applying
+/// it overlaps the reading of the others. A store failure is an error; any other failure
+/// makes a table's outcome [`Outcome::Content`].
+pub(crate) async fn examine<B: Backend + 'static>(
     readers: &[&Client],
     store: &Arc<Store<B>>,
     tables: &[&TableEntry],
     horizon: Horizon,
-) -> Result<Vec<Option<Classified>>> {
-    // Longest first onto the least loaded reader.
+    prefetch: usize,
+    done: tokio::sync::mpsc::Sender<(usize, Outcome)>,
+) -> Result<()> {
+    let bit_xor = match readers.first() {
+        Some(reader) => crate::catalog::server_version(*reader).await?.0 >= 140_000,
+        None => false,
+    };
+    // A scan costs about what its rows do: most rows first onto the least loaded reader.
     let mut order: Vec<usize> = (0..tables.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(tables[i].content.bytes));
+    order.sort_by_key(|&i| std::cmp::Reverse(tables[i].content.rows));
     let mut shares: Vec<(u64, Vec<usize>)> = vec![(0, Vec::new()); readers.len().max(1)];
     for i in order {
         if let Some(share) = shares.iter_mut().min_by_key(|s| s.0) {
-            share.0 += tables[i].content.bytes;
+            share.0 += tables[i].content.rows;
             share.1.push(i);
         }
     }
-    let work = readers
-        .iter()
-        .zip(&shares)
-        .map(|(reader, (_, share))| async move {
-            let mut out = Vec::new();
+    let work = readers.iter().zip(&shares).map(|(reader, (_, share))| {
+        let done = done.clone();
+        async move {
             for &i in share {
-                out.push((i, classify_one(reader, store, tables[i], horizon).await?));
+                let started = std::time::Instant::now();
+                let outcome =
+                    examine_one(reader, store, tables[i], horizon, bit_xor, prefetch).await?;
+                tracing::debug!("{}: examined in {:?}", tables[i].table, started.elapsed());
+                // The receiver is gone only when the restore failed; it reports why.
+                let _ = done.send((i, outcome)).await;
             }
-            Ok::<_, crate::error::Error>(out)
-        });
-    let mut result: Vec<Option<Classified>> = (0..tables.len()).map(|_| None).collect();
-    for share in futures::future::try_join_all(work).await? {
-        for (i, c) in share {
-            result[i] = c;
+            Ok::<_, crate::error::Error>(())
         }
-    }
-    Ok(result)
+    });
+    futures::future::try_join_all(work).await?;
+    Ok(())
 }
 
-async fn classify_one<B: Backend + 'static>(
+async fn examine_one<B: Backend + 'static>(
     reader: &Client,
     store: &Arc<Store<B>>,
     entry: &TableEntry,
     horizon: Horizon,
-) -> Result<Option<Classified>> {
+    bit_xor: bool,
+    prefetch: usize,
+) -> Result<Outcome> {
     let chunks = store.table_chunks(entry).await?;
     let read = async {
         let types = crate::delta::key_types(reader, entry).await?;
-        let ages = ages(reader, entry, &chunks, &types, horizon).await?;
-        Ok::<_, crate::error::Error>((types, ages))
+        let ages = ages(reader, entry, &chunks, &types, horizon, bit_xor).await?;
+        let (flagged, below, old, integer) = match ages {
+            Ages::Unchanged => {
+                return Ok(Outcome::Unchanged {
+                    chunks: chunks.len() as u64,
+                })
+            }
+            Ages::Content => return Ok(Outcome::Content),
+            Ages::Chunks {
+                flagged,
+                below,
+                old,
+                integer,
+            } => (flagged, below, old, integer),
+        };
+        let mut staged = None;
+        if let Some(integer) = &integer {
+            staged = integer::compare(
+                reader, store, entry, &chunks, &flagged, &old, integer, horizon, prefetch,
+            )
+            .await?;
+            if staged.is_none() {
+                tracing::info!(
+                    "{}: the sums of its keys disagree with its rows; comparing them",
+                    entry.table
+                );
+            }
+        }
+        let summed = staged.is_some();
+        if staged.is_none() {
+            staged = compare_flagged(
+                reader, store, entry, &chunks, &flagged, below, &old, &types, horizon, prefetch,
+            )
+            .await?;
+        }
+        Ok::<_, crate::error::Error>(match staged {
+            Some(staged) => Outcome::Staged {
+                staged,
+                chunks: chunks.len() as u64,
+                compared: flagged.len() as u64,
+                summed,
+            },
+            None => Outcome::Content,
+        })
     };
     match read.await {
-        Ok((types, ages)) => Ok(Some(Classified {
-            chunks,
-            types,
-            ages,
-        })),
         Err(e @ crate::error::Error::Store(_)) => Err(e),
         Err(e) => {
             tracing::info!("comparing the content of {}: {e}", entry.table);
-            Ok(None)
+            Ok(Outcome::Content)
         }
+        ok => ok,
     }
 }
 
 /// The chunks' first keys, unescaped (`None` when one is NULL or missing).
-fn thresholds(table: &QualifiedName, chunks: &[BlobRef]) -> Result<Option<Vec<String>>> {
+pub(crate) fn thresholds(table: &QualifiedName, chunks: &[BlobRef]) -> Result<Option<Vec<String>>> {
     let mut out = Vec::with_capacity(chunks.len());
     for c in chunks {
         match crate::delta::chunk_key(table, 1, c)?.pop().flatten() {
@@ -403,7 +482,7 @@ fn thresholds(table: &QualifiedName, chunks: &[BlobRef]) -> Result<Option<Vec<St
 
 /// The most a table's changed chunks (snapshot bytes) and the live rows read for them may
 /// hold in memory; beyond it the table's content is compared by the streaming path.
-const MAX_FLAGGED_BYTES: u64 = 64 << 20;
+pub(crate) const MAX_FLAGGED_BYTES: u64 = 64 << 20;
 
 /// Compares the `flagged` chunks with the live rows of their key ranges, in one query: new
 /// rows are read whole, old rows by key only (they are the snapshot's). `None` when the
@@ -687,22 +766,24 @@ mod tests {
     #[test]
     fn old_rows_precede_the_horizon_modulo_2_to_the_32() {
         let h = Horizon(1000);
-        assert!(h.precedes(999));
-        assert!(h.precedes(3));
-        assert!(h.precedes(2)); // frozen (pre-9.4), long before any capture
-        assert!(!h.precedes(1000)); // the capture's own xmin: it may have been running
-        assert!(!h.precedes(1001));
-        assert!(!h.precedes(1000 + (1 << 31) - 1));
-        // More than 2^31 behind reads as ahead: new, compared, never wrongly trusted.
-        assert!(h.precedes(1000u32.wrapping_sub(1 << 31)));
-        assert!(!h.precedes(1000u32.wrapping_sub((1 << 31) + 1)));
+        let now = 1500;
+        assert!(h.precedes(999, now));
+        assert!(h.precedes(3, now));
+        assert!(h.precedes(2, now)); // frozen (pre-9.4), long before any capture
+        assert!(!h.precedes(1000, now)); // the capture's own xmin: it may have been running
+        assert!(!h.precedes(1001, now));
+        assert!(!h.precedes(1499, now));
+        // More than 2^31 older than now reads as new: compared, never wrongly trusted.
+        assert!(h.precedes(now.wrapping_sub((1 << 31) - 1), now));
+        assert!(!h.precedes(now.wrapping_sub(1 << 31), now));
         let near_wrap = Horizon(u32::MAX - 5);
-        assert!(near_wrap.precedes(u32::MAX - 6));
-        assert!(!near_wrap.precedes(u32::MAX));
-        assert!(!near_wrap.precedes(3)); // after the wraparound: new
+        assert!(near_wrap.precedes(u32::MAX - 6, 10));
+        assert!(!near_wrap.precedes(u32::MAX, 10));
+        assert!(!near_wrap.precedes(3, 10)); // after the wraparound: new
+        assert!(!near_wrap.precedes(9, 10));
         assert_eq!(
             h.old_sql("t.xmin"),
-            "(((t.xmin)::text::int8 - 1000) & 4294967295) >= 2147483648"
+            "pg_catalog.age(t.xmin) > pg_catalog.age('1000'::xid)"
         );
     }
 }

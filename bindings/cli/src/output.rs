@@ -217,6 +217,7 @@ pub struct RowAgesView {
     pub content_tables: u64,
     pub chunks: u64,
     pub compared_chunks: u64,
+    pub summed_chunks: u64,
 }
 
 /// One table a delta restore rewrote.
@@ -266,6 +267,7 @@ impl<'a> RestoreView<'a> {
                 content_tables: a.content_tables,
                 chunks: a.chunks,
                 compared_chunks: a.compared_chunks,
+                summed_chunks: a.summed_chunks,
             }),
             duration_ms: report.duration.as_millis() as u64,
             safety_snapshot: None,
