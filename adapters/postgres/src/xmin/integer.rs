@@ -56,15 +56,17 @@ pub(crate) struct Sums {
 /// What the scan of a table with an integer key found beyond the counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Integer {
-    /// Per chunk, per class, its old rows' sums.
-    pub sums: Vec<[Sums; CLASSES]>,
+    /// Per chunk that may differ, per class, its old rows' sums (the other chunks' are
+    /// not kept: a table's chunks can be many).
+    pub sums: HashMap<usize, [Sums; CLASSES]>,
     /// The new rows: their chunk and tuple id (`ctid` as text).
     pub new: Vec<(usize, String)>,
 }
 
 /// The scan of [`super::ages`] for an integer key: per chunk of the snapshot (bucket of
 /// `thresholds`) and class, its old rows' count and XOR, one group; and each new row on
-/// its own, by tuple id.
+/// its own, by tuple id. In the order of the chunks, so that the sums of a chunk found
+/// whole are dropped as soon as its groups have all been seen.
 pub(crate) async fn ages(
     reader: &Client,
     entry: &TableEntry,
@@ -80,7 +82,7 @@ pub(crate) async fn ages(
         "SELECT pg_catalog.width_bucket({k}, (SELECT $1::text[]::{ty}[])), {k}::int8 & {}, \
          CASE WHEN {old_row} THEN NULL ELSE t.ctid::text END, \
          count(*), pg_catalog.bit_xor({k}::int8) \
-         FROM ONLY {t} AS t GROUP BY 1, 2, 3",
+         FROM ONLY {t} AS t GROUP BY 1, 2, 3 ORDER BY 1",
         CLASSES - 1
     );
     let context = || format!("reading the row ages of {}", entry.table);
@@ -91,7 +93,14 @@ pub(crate) async fn ages(
     futures::pin_mut!(stream);
     let n = chunks.len();
     let (mut old, mut new_count) = (vec![0u64; n], vec![0u64; n]);
-    let mut sums = vec![[Sums::default(); CLASSES]; n];
+    let mut sums = HashMap::new();
+    // The chunk whose groups are being read, with its sums.
+    let mut current: Option<(usize, [Sums; CLASSES])> = None;
+    let mut keep = |(i, s): (usize, [Sums; CLASSES]), old: &[u64], new: &[u64]| {
+        if old[i] != chunks[i].rows || new[i] > 0 {
+            sums.insert(i, s);
+        }
+    };
     let mut new = Vec::new();
     let mut below = false;
     while let Some(r) = stream.try_next().await.map_err(pg(context()))? {
@@ -104,8 +113,16 @@ pub(crate) async fn ages(
             return Ok(Ages::Content);
         };
         let i = (bucket.max(1) - 1) as usize;
-        if i >= n {
-            return Ok(Ages::Content);
+        match current {
+            Some((at, _)) if at == i => {}
+            Some((at, _)) if at > i || i >= n => return Ok(Ages::Content),
+            _ if i >= n => return Ok(Ages::Content),
+            _ => {
+                if let Some(done) = current.take() {
+                    keep(done, &old, &new_count);
+                }
+                current = Some((i, [Sums::default(); CLASSES]));
+            }
         }
         match tid {
             Some(tid) => {
@@ -120,12 +137,17 @@ pub(crate) async fn ages(
             None if bucket == 0 => return Ok(Ages::Content),
             None => {
                 old[i] += count as u64;
-                sums[i][class as usize % CLASSES] = Sums {
-                    count: count as u64,
-                    xor: xor.unwrap_or(0),
-                };
+                if let Some((_, s)) = current.as_mut() {
+                    s[class as usize % CLASSES] = Sums {
+                        count: count as u64,
+                        xor: xor.unwrap_or(0),
+                    };
+                }
             }
         }
+    }
+    if let Some(done) = current.take() {
+        keep(done, &old, &new_count);
     }
     let flagged = flagged(chunks, &old, &new_count, below);
     Ok(if flagged.is_empty() {
@@ -181,8 +203,8 @@ pub(crate) async fn compare<B: Backend + 'static>(
     // Chunks with every old row in place need no reading: their new rows are extra.
     let mut lacking = Vec::new();
     for &i in flagged {
-        match (chunks.get(i), old.get(i), integer.sums.get(i)) {
-            (Some(c), Some(&o), Some(_)) if o == c.rows => {
+        match (chunks.get(i), old.get(i)) {
+            (Some(c), Some(&o)) if o == c.rows => {
                 let live = news.remove(&i).unwrap_or_default();
                 stage(
                     &mut staged,
@@ -193,7 +215,7 @@ pub(crate) async fn compare<B: Backend + 'static>(
                     &positions,
                 );
             }
-            (Some(c), Some(&o), Some(_)) if o < c.rows => lacking.push(i),
+            (Some(c), Some(&o)) if o < c.rows => lacking.push(i),
             _ => return Ok(None),
         }
     }
@@ -235,7 +257,7 @@ pub(crate) async fn compare<B: Backend + 'static>(
         }
         let (mut found, mut classes) = (Vec::new(), Vec::new());
         for c in 0..CLASSES {
-            let sums = integer.sums[i][c];
+            let sums = class_sums(&integer.sums, i, c);
             let unknown = unknown[c] - sums.count as i64;
             let candidate =
                 |k: i64| class(k) == c && rows.keys.binary_search(&k).is_ok() && !gone.contains(&k);
@@ -305,6 +327,11 @@ pub(crate) async fn compare<B: Backend + 'static>(
     Ok(Some(staged))
 }
 
+/// The sums of class `c` of chunk `i` (zero when it has no old row).
+fn class_sums(sums: &HashMap<usize, [Sums; CLASSES]>, i: usize, c: usize) -> Sums {
+    sums.get(&i).map(|s| s[c]).unwrap_or_default()
+}
+
 /// What the sums of a class say of the keys missing from the table beyond those known.
 #[derive(Debug, PartialEq, Eq)]
 enum Resolved {
@@ -334,7 +361,7 @@ async fn read_open(
     entry: &TableEntry,
     horizon: Horizon,
     open: &[Open],
-    sums: &[[Sums; CLASSES]],
+    sums: &HashMap<usize, [Sums; CLASSES]>,
     kept: &[Read],
 ) -> Result<Option<Vec<HashSet<i64>>>> {
     let mut lo = Vec::with_capacity(open.len());
@@ -366,7 +393,7 @@ async fn read_open(
     }
     let mut out = Vec::with_capacity(open.len());
     for (o, present) in open.iter().zip(present) {
-        let expected = sums[kept[o.read].chunk][o.class].count;
+        let expected = class_sums(sums, kept[o.read].chunk, o.class).count;
         if present.len() as u64 != expected || present.iter().any(|k| o.replaced.contains(k)) {
             return Ok(None);
         }
