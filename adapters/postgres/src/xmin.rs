@@ -14,7 +14,11 @@
 //! range (`width_bucket` over the chunks' first keys). A chunk is unchanged exactly when
 //! its range holds as many old rows as the chunk has rows and no new row: old rows have
 //! distinct keys, each is one of the chunk's rows, so they are all of them. Only the other
-//! chunks are compared: their new rows are read whole, their old rows by key alone.
+//! chunks are compared. With a one-column integer key, the same scan also sums the old
+//! rows' keys and names the new rows, which tells which rows a chunk lacks without reading
+//! its old rows back (see [`integer`]); otherwise the new rows of the other chunks' ranges
+//! are read whole and their old rows by key alone. Two readers share the tables, and each
+//! table's differences are applied while the next tables are read.
 //!
 //! The point is trusted only in the database that was captured (same system identifier,
 //! timeline and database oid), with the same tables under the same names (a digest of the
