@@ -836,6 +836,11 @@ pub(crate) struct Staged {
 }
 
 impl Staged {
+    /// The bytes staged so far.
+    pub(crate) fn bytes(&self) -> u64 {
+        (self.live.len() + self.snap.len()) as u64
+    }
+
     /// Compares `live` rows with the snapshot's rows of the same key range (`snap_rows`, by
     /// key text at `positions`), taking out each one a live row has: equal rows are left
     /// alone, the others staged.

@@ -323,25 +323,34 @@ pub(crate) async fn ages(
             }
         }
     }
-    let flagged = flagged(chunks, &old, &new, below);
-    Ok(if flagged.is_empty() {
-        Ages::Unchanged
-    } else {
-        Ages::Chunks {
-            flagged,
-            below,
-            old,
-            integer: None,
-        }
-    })
+    Ok(Ages::of(chunks, old, &new, below, None))
 }
 
-/// The chunks that may differ: those whose range holds a new row, or not as many old rows
-/// as the chunk has (and chunk 0 when rows sort before it, `below`).
-pub(crate) fn flagged(chunks: &[BlobRef], old: &[u64], new: &[u64], below: bool) -> Vec<usize> {
-    (0..chunks.len())
-        .filter(|&i| (i == 0 && below) || new[i] > 0 || old[i] != chunks[i].rows)
-        .collect()
+impl Ages {
+    /// The verdict on a table from its chunks' `old` and `new` rows: the chunks that may
+    /// differ are those whose range holds a new row, or not as many old rows as the chunk
+    /// has (and chunk 0 when rows sort before it, `below`).
+    pub(crate) fn of(
+        chunks: &[BlobRef],
+        old: Vec<u64>,
+        new: &[u64],
+        below: bool,
+        integer: Option<integer::Integer>,
+    ) -> Ages {
+        let flagged: Vec<usize> = (0..chunks.len())
+            .filter(|&i| (i == 0 && below) || new[i] > 0 || old[i] != chunks[i].rows)
+            .collect();
+        if flagged.is_empty() {
+            Ages::Unchanged
+        } else {
+            Ages::Chunks {
+                flagged,
+                below,
+                old,
+                integer,
+            }
+        }
+    }
 }
 
 /// What reading a table's rows' ages found.

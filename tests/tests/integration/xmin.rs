@@ -25,8 +25,13 @@ const SETUP: &str = "
 ";
 
 async fn setup(label: &str) -> (TestDb, TestStore, Captured) {
+    setup_with(label, SETUP).await
+}
+
+/// A database made by `sql`, captured once older transactions have ended.
+async fn setup_with(label: &str, sql: &str) -> (TestDb, TestStore, Captured) {
     let db = TestDb::new(label).await;
-    db.exec(SETUP).await;
+    db.exec(sql).await;
     quiesce(&db).await;
     let store = TestStore::new().await;
     let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
@@ -146,8 +151,8 @@ async fn changes_anywhere_are_undone_by_row_ages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn integer_keys_tell_the_missing_rows_by_their_sums() {
-    let db = TestDb::new("xmin_sums").await;
-    db.exec(
+    let (db, store, captured) = setup_with(
+        "xmin_sums",
         "
         CREATE TABLE big (id bigint PRIMARY KEY, v text NOT NULL);
         INSERT INTO big SELECT g, 'row ' || g || repeat('z', g % 50) FROM generate_series(1, 20000) g;
@@ -158,11 +163,6 @@ async fn integer_keys_tell_the_missing_rows_by_their_sums() {
     ",
     )
     .await;
-    quiesce(&db).await;
-    let store = TestStore::new().await;
-    let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
-        .await
-        .unwrap();
     let before = db.fingerprint().await;
     db.exec(
         "
@@ -407,17 +407,12 @@ async fn a_point_from_elsewhere_or_none_compares_content() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_swapped_by_renaming_are_not_trusted() {
-    let db = TestDb::new("xmin_swap").await;
-    db.exec(
+    let (db, store, captured) = setup_with(
+        "xmin_swap",
         "CREATE TABLE a (v text); CREATE TABLE b (v text);
          INSERT INTO a VALUES ('from a'); INSERT INTO b VALUES ('from b');",
     )
     .await;
-    quiesce(&db).await;
-    let store = TestStore::new().await;
-    let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
-        .await
-        .unwrap();
     let before = db.fingerprint().await;
     // Same schema text, same rows' ages, other contents under each name.
     db.exec("ALTER TABLE a RENAME TO c; ALTER TABLE b RENAME TO a; ALTER TABLE c RENAME TO b")

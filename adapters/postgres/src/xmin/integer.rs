@@ -23,7 +23,7 @@ use futures::TryStreamExt;
 use phony_core::{row, Backend, BlobRef, Store, TableEntry};
 use tokio_postgres::Client;
 
-use super::{flagged, Ages, Horizon, MAX_FLAGGED_BYTES};
+use super::{Ages, Horizon, MAX_FLAGGED_BYTES};
 use crate::chunk_stream::decoded_chunks;
 use crate::delta::Staged;
 use crate::error::{pg, Result};
@@ -34,7 +34,7 @@ const CLASSES: usize = 16;
 
 /// The most new rows (inserted or updated since the capture) a table may hold for this
 /// path; beyond it their tuple ids alone would be a burden, and the content is compared.
-const MAX_NEW_ROWS: usize = 1 << 20;
+const MAX_NEW_ROWS: usize = 1 << 18;
 
 /// The key types whose values XOR as `int8`.
 pub(crate) fn is_integer(ty: &str) -> bool {
@@ -149,17 +149,13 @@ pub(crate) async fn ages(
     if let Some(done) = current.take() {
         keep(done, &old, &new_count);
     }
-    let flagged = flagged(chunks, &old, &new_count, below);
-    Ok(if flagged.is_empty() {
-        Ages::Unchanged
-    } else {
-        Ages::Chunks {
-            flagged,
-            below,
-            old,
-            integer: Some(Integer { sums, new }),
-        }
-    })
+    Ok(Ages::of(
+        chunks,
+        old,
+        &new_count,
+        below,
+        Some(Integer { sums, new }),
+    ))
 }
 
 /// A class of a chunk whose missing keys its sums did not tell: the chunk (an index into
@@ -180,7 +176,9 @@ struct Read {
 }
 
 /// Stages the differences of the `flagged` chunks (see the module's text). `None` when the
-/// live rows contradict what the scan said.
+/// live rows contradict what the scan said, or when what is held in memory (chunks kept
+/// for a second look, rows staged) outgrows [`MAX_FLAGGED_BYTES`]: the streaming
+/// comparison then takes the table.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn compare<B: Backend + 'static>(
     reader: &Client,
@@ -271,6 +269,9 @@ pub(crate) async fn compare<B: Backend + 'static>(
         if classes.is_empty() {
             let live = news.remove(&i).unwrap_or_default();
             stage(&mut staged, &plain, &rows, &gone, &live, &positions);
+            if staged.bytes() > MAX_FLAGGED_BYTES {
+                return Ok(None);
+            }
             continue;
         }
         kept_bytes += plain.len() as u64;
@@ -320,6 +321,9 @@ pub(crate) async fn compare<B: Backend + 'static>(
     for r in kept {
         let live = news.remove(&r.chunk).unwrap_or_default();
         stage(&mut staged, &r.plain, &r.rows, &r.gone, &live, &positions);
+    }
+    if staged.bytes() > MAX_FLAGGED_BYTES {
+        return Ok(None);
     }
     if !news.is_empty() {
         return Ok(None);
