@@ -426,7 +426,9 @@ async fn examine_one<B: Backend + 'static>(
     let chunks = store.table_chunks(entry).await?;
     let read = async {
         let types = crate::delta::key_types(reader, entry).await?;
+        let started = std::time::Instant::now();
         let ages = ages(reader, entry, &chunks, &types, horizon, bit_xor).await?;
+        tracing::debug!("{}: ages read in {:?}", entry.table, started.elapsed());
         let (flagged, below, old, integer) = match ages {
             Ages::Unchanged => {
                 return Ok(Outcome::Unchanged {
