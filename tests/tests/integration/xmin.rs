@@ -213,6 +213,39 @@ async fn integer_keys_tell_the_missing_rows_by_their_sums() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sums_that_cannot_be_send_the_table_to_the_full_comparison() {
+    let (db, store, captured) = setup("xmin_forged").await;
+    let before = db.fingerprint().await;
+    db.exec(
+        "INSERT INTO items VALUES (100000000, 'not in the snapshot', 1);
+         DELETE FROM items WHERE id = 5;",
+    )
+    .await;
+    // A point claiming a later capture: the inserted row reads as one the capture saw,
+    // which no chunk of the snapshot holds. The sums must notice, not trust it. (Taken
+    // once the transactions of other tests that began before the insert have ended.)
+    quiesce(&db).await;
+    let now: String = db
+        .client()
+        .await
+        .query_one("SELECT pg_current_snapshot()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut forged = captured.source.point.clone().unwrap();
+    forged.snapshot = now;
+    settle(&db, &forged).await;
+    let report = restore_with(&db, &store, &captured, Some(forged)).await;
+    assert_same(&db.fingerprint().await, &before, "after the restore");
+    let ages = report.row_ages.expect("the forged point is trusted");
+    assert_eq!(
+        (ages.summed_chunks, ages.content_tables),
+        (0, 1),
+        "{ages:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_changed_row_costs_one_chunk() {
     let (db, store, captured) = setup("xmin_one").await;
     let before = db.fingerprint().await;
