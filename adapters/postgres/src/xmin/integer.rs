@@ -536,14 +536,18 @@ impl Rows {
     fn of(plain: &[u8], position: usize) -> Option<Rows> {
         let mut rows = Rows::default();
         let mut start = 0;
-        for line in row::lines(plain) {
-            let key = parse_key(field(line, position)?)?;
+        // Every row ends with a newline (the last one too).
+        for end in memchr::memchr_iter(b'\n', plain) {
+            let key = parse_key(field(&plain[start..end], position)?)?;
             if rows.keys.last().is_some_and(|&last| last >= key) {
                 return None;
             }
             rows.keys.push(key);
             rows.starts.push(start);
-            start += line.len() + 1;
+            start = end + 1;
+        }
+        if start != plain.len() {
+            return None;
         }
         rows.starts.push(start);
         Some(rows)
