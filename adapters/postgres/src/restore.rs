@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{SinkExt, TryStreamExt};
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, SinkExt, TryStreamExt};
 use phony_core::{Backend, CapturePoint, RootManifest, Store, TableEntry};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
@@ -215,6 +216,7 @@ pub async fn restore_in<B: Backend + 'static>(
     )?;
     let tracked = probe.tracked;
     let mark = if opts.full { None } else { probe.mark.clone() };
+    let mut schema = None;
     let full_reason = if opts.full {
         Some("asked for the full path".to_owned())
     } else if mark.is_some() {
@@ -223,16 +225,23 @@ pub async fn restore_in<B: Backend + 'static>(
         report.tracked = true;
         None
     } else {
-        let compared = Instant::now();
-        let difference = schema_difference(&target, client, &pre_data, &post_data).await;
-        tracing::debug!("schemas compared in {:?}", compared.elapsed());
-        match difference {
-            Ok(reason) => {
-                report.schema_changed = Some(reason.is_some());
-                reason
+        // Compared while the delta path reads; it writes nothing before the verdict.
+        let version = catalog::server_version(client).await.map(|v| v.0);
+        let (target, pre_data, post_data) = (&target, &pre_data, &post_data);
+        schema = Some(
+            async move {
+                let compared = Instant::now();
+                let difference = match version {
+                    Ok(version) => schema_difference(target, version, pre_data, post_data).await,
+                    Err(e) => Err(e),
+                };
+                tracing::debug!("schemas compared in {:?}", compared.elapsed());
+                difference.map_err(|e| format!("could not compare schemas: {e}"))
             }
-            Err(e) => Some(format!("could not compare schemas: {e}")),
-        }
+            .boxed()
+            .shared(),
+        );
+        None
     };
     let begin = format!(
         "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL maintenance_work_mem = '256MB'; \
@@ -265,9 +274,23 @@ pub async fn restore_in<B: Backend + 'static>(
             opts,
             &begin,
             &tracking,
+            schema.as_ref(),
             &mut report,
         );
-        match delta.await {
+        let delta = delta.await;
+        // The schema's verdict, when it was compared meanwhile, names the path taken.
+        let mut verdict = None;
+        if let (Some(check), Ok(()) | Err(DeltaError::Fallback(_))) = (&schema, &delta) {
+            match check.clone().await {
+                Ok(None) => report.schema_changed = Some(false),
+                Ok(Some(why)) => {
+                    report.schema_changed = Some(true);
+                    verdict = Some(why);
+                }
+                Err(why) => verdict = Some(why),
+            }
+        }
+        match delta {
             Ok(()) => report.path = RestorePath::Delta,
             Err(DeltaError::Locked) => {
                 let _ = client.batch_execute("ROLLBACK").await;
@@ -278,6 +301,7 @@ pub async fn restore_in<B: Backend + 'static>(
                 return Err(e);
             }
             Err(DeltaError::Fallback(reason)) => {
+                let reason = verdict.unwrap_or(reason);
                 tracing::info!("delta restore not possible, taking the full path: {reason}");
                 full_reason = Some(reason);
             }
@@ -347,14 +371,30 @@ async fn locked_error(client: &Client, target: &ConnectionTarget, opts: &Restore
     }
 }
 
+/// The comparison of the live schema with the snapshot's, shared by the delta path (which
+/// waits for it before its first write) and the caller (which reports it): `Ok(None)`
+/// when they are the same, else why not.
+type SchemaCheck<'a> = Shared<BoxFuture<'a, std::result::Result<Option<String>, String>>>;
+
+/// Waits for the schema's verdict, when it is being compared: the delta path writes only
+/// once the live schema is known to be the snapshot's.
+async fn schema_agrees(schema: Option<&SchemaCheck<'_>>) -> Result<()> {
+    match schema {
+        None => Ok(()),
+        Some(check) => match check.clone().await {
+            Ok(None) => Ok(()),
+            Ok(Some(why)) | Err(why) => Err(Error::Internal(why)),
+        },
+    }
+}
+
 /// Why the live schema differs from the snapshot's, or `None` when it is the same.
 async fn schema_difference(
     target: &ConnectionTarget,
-    client: &Client,
+    version: u32,
     pre_data: &str,
     post_data: &str,
 ) -> Result<Option<String>> {
-    let (version, _) = catalog::server_version(client).await?;
     let pg_dump = PgDump::find(version / 10000).await?;
     let (live_pre, live_post) = tokio::try_join!(
         pg_dump.dump(target, Some(Section::PreData), None),
@@ -403,6 +443,7 @@ async fn restore_delta<B: Backend + 'static>(
     opts: &RestoreOptions,
     begin: &str,
     tracking: &Tracking<'_>,
+    schema: Option<&SchemaCheck<'_>>,
     report: &mut RestoreReport,
 ) -> Result<(), DeltaError> {
     let fallback = |e: Error| match e {
@@ -527,10 +568,11 @@ async fn restore_delta<B: Backend + 'static>(
             }
         }
         if !content.is_empty() {
-            compare_content(target, client, store, &content, opts, report)
+            compare_content(target, client, store, &content, opts, schema, report)
                 .await
                 .map_err(fallback)?;
         }
+        schema_agrees(schema).await.map_err(fallback)?;
         if !sequences_set {
             report.sequences = set_sequences_in(session, root, opts.transactional_sequences)
                 .await
@@ -588,6 +630,7 @@ async fn compare_content<B: Backend + 'static>(
     store: &Arc<Store<B>>,
     tables: &[(&TableEntry, Option<u32>)],
     opts: &RestoreOptions,
+    schema: Option<&SchemaCheck<'_>>,
     report: &mut RestoreReport,
 ) -> Result<()> {
     let params = store.config().chunking.params;
@@ -607,6 +650,7 @@ async fn compare_content<B: Backend + 'static>(
         None => None,
     };
     let Some(horizon) = trusted else {
+        schema_agrees(schema).await?;
         for (entry, log) in tables {
             let change =
                 delta::restore_table(client, &reader, store, entry, params, opts.prefetch, *log)
@@ -627,6 +671,7 @@ async fn compare_content<B: Backend + 'static>(
     let (done, mut found) = tokio::sync::mpsc::channel(1);
     let examine = xmin::examine(&readers, store, &entries, horizon, opts.prefetch, done);
     let apply = async {
+        schema_agrees(schema).await?;
         let mut ages = RowAges::default();
         let mut changes = Vec::new();
         let mut content = Vec::new();
