@@ -121,6 +121,19 @@ impl TestDb {
         .unwrap()
     }
 
+    /// Waits until the transactions running now have ended. Other tests share the server: a
+    /// capture taken while one of theirs runs counts every row written since it began as new.
+    pub async fn quiesce(&self) {
+        let xmax: String = self
+            .client()
+            .await
+            .query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        self.wait_for_xmin(xmax.parse().unwrap()).await;
+    }
+
     /// Waits until no transaction older than `xmax` runs (other tests share the server, and
     /// a capture's point is trusted only once the transactions it saw running have ended).
     pub async fn wait_for_xmin(&self, xmax: i64) {

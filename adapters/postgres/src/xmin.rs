@@ -535,18 +535,12 @@ pub(crate) async fn compare_flagged<B: Backend + 'static>(
         return Ok(None);
     }
     let sql = flagged_sql(entry, &types[0], &thresholds, flagged, below, horizon);
-    let context = format!("reading changed rows of {}", entry.table);
     tracing::trace!("{sql}");
-    let stream = reader.copy_out(&sql).await.map_err(pg(context.clone()))?;
-    futures::pin_mut!(stream);
-    let mut data = Vec::new();
-    while let Some(buf) = stream.try_next().await.map_err(pg(context.clone()))? {
-        data.extend_from_slice(&buf);
-        // New rows are read whole: many inserted in one range can outgrow the chunks.
-        if data.len() as u64 > MAX_FLAGGED_BYTES {
-            return Ok(None);
-        }
-    }
+    // New rows are read whole: many inserted in one range can outgrow the chunks.
+    let context = format!("reading changed rows of {}", entry.table);
+    let Some(data) = copy_out_bounded(reader, &sql, &context).await? else {
+        return Ok(None);
+    };
     // Per flagged chunk: the keys of its old rows and its new rows.
     let mut olds: HashMap<usize, HashSet<String>> = HashMap::new();
     let mut news: HashMap<usize, Vec<&[u8]>> = HashMap::new();
@@ -600,6 +594,24 @@ pub(crate) async fn compare_flagged<B: Backend + 'static>(
         return Ok(None);
     }
     Ok(Some(staged))
+}
+
+/// The output of a `COPY … TO STDOUT`, or `None` once it outgrows [`MAX_FLAGGED_BYTES`].
+pub(crate) async fn copy_out_bounded(
+    reader: &Client,
+    sql: &str,
+    context: &str,
+) -> Result<Option<Vec<u8>>> {
+    let stream = reader.copy_out(sql).await.map_err(pg(context))?;
+    futures::pin_mut!(stream);
+    let mut data = Vec::new();
+    while let Some(buf) = stream.try_next().await.map_err(pg(context))? {
+        data.extend_from_slice(&buf);
+        if data.len() as u64 > MAX_FLAGGED_BYTES {
+            return Ok(None);
+        }
+    }
+    Ok(Some(data))
 }
 
 /// `COPY` of the live rows in the key ranges of the `flagged` chunks: per row the chunk's

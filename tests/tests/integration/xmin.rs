@@ -32,7 +32,7 @@ async fn setup(label: &str) -> (TestDb, TestStore, Captured) {
 async fn setup_with(label: &str, sql: &str) -> (TestDb, TestStore, Captured) {
     let db = TestDb::new(label).await;
     db.exec(sql).await;
-    quiesce(&db).await;
+    db.quiesce().await;
     let store = TestStore::new().await;
     let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
         .await
@@ -42,19 +42,6 @@ async fn setup_with(label: &str, sql: &str) -> (TestDb, TestStore, Captured) {
         "the capture records its point"
     );
     (db, store, captured)
-}
-
-/// Waits until the transactions running now have ended. Other tests share the server: a
-/// capture taken while one of theirs runs counts every row written since it began as new.
-async fn quiesce(db: &TestDb) {
-    let xmax: String = db
-        .client()
-        .await
-        .query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    db.wait_for_xmin(xmax.parse().unwrap()).await;
 }
 
 /// Waits until every transaction that was running when `point` was taken has ended: until
@@ -224,7 +211,7 @@ async fn sums_that_cannot_be_send_the_table_to_the_full_comparison() {
     // A point claiming a later capture: the inserted row reads as one the capture saw,
     // which no chunk of the snapshot holds. The sums must notice, not trust it. (Taken
     // once the transactions of other tests that began before the insert have ended.)
-    quiesce(&db).await;
+    db.quiesce().await;
     let now: String = db
         .client()
         .await
@@ -458,7 +445,7 @@ async fn tables_swapped_by_renaming_are_not_trusted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restores_by_age_are_exact_for_random_changes() {
     let db = TestDb::rich("xmin_random").await;
-    quiesce(&db).await;
+    db.quiesce().await;
     let store = TestStore::new().await;
     let before = db.fingerprint().await;
     let captured = capture(&db.target(), &store.store, &CaptureOptions::default())

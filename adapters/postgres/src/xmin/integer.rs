@@ -23,7 +23,7 @@ use futures::TryStreamExt;
 use phony_core::{row, Backend, BlobRef, Store, TableEntry};
 use tokio_postgres::Client;
 
-use super::{Ages, Horizon, MAX_FLAGGED_BYTES};
+use super::{copy_out_bounded, Ages, Horizon, MAX_FLAGGED_BYTES};
 use crate::chunk_stream::decoded_chunks;
 use crate::delta::Staged;
 use crate::error::{pg, Result};
@@ -475,15 +475,9 @@ async fn read_new(
         literal(&format!("{{{tids}}}"))
     );
     let context = format!("reading the new rows of {}", entry.table);
-    let stream = reader.copy_out(&sql).await.map_err(pg(context.clone()))?;
-    futures::pin_mut!(stream);
-    let mut data = Vec::new();
-    while let Some(buf) = stream.try_next().await.map_err(pg(context.clone()))? {
-        data.extend_from_slice(&buf);
-        if data.len() as u64 > MAX_FLAGGED_BYTES {
-            return Ok(None);
-        }
-    }
+    let Some(data) = copy_out_bounded(reader, &sql, &context).await? else {
+        return Ok(None);
+    };
     let mut read = 0;
     for line in row::lines(&data) {
         let Some(tab) = memchr::memchr(row::FIELD_SEP, line) else {

@@ -265,14 +265,7 @@ async fn track_on_status_off() {
 async fn an_untracked_restore_compares_only_rows_written_since_the_capture() {
     let db = TestDb::rich("cli_ages").await;
     let store = TestStore::new().await;
-    let quiet: String = db
-        .client()
-        .await
-        .query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    db.wait_for_xmin(quiet.parse().unwrap()).await;
+    db.quiesce().await;
     let before = db.fingerprint().await;
     let id = ok(&phony(&db.url(), store.path(), &["snapshot", "create"]));
     let record: Value = serde_json::from_slice(
