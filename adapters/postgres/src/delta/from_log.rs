@@ -117,11 +117,14 @@ impl Statements {
             .filter(|c| !rel.key.contains(c))
             .collect();
         // The first entry of each key since the mark: its image is the row as the snapshot
-        // has it (none: the key did not exist then).
+        // has it (none: the key did not exist then). Keys are told apart, and sorted, as
+        // values of their columns' types, the way the table's key tells rows apart (and an
+        // `int8` sorts several times faster than a `text[]`).
+        let typed = logged_key("phony.changes");
         let first = format!(
-            "SELECT DISTINCT ON (key) key, img FROM phony.changes
+            "SELECT DISTINCT ON ({typed}) key, img FROM phony.changes
              WHERE relid = $1 AND key IS NOT NULL AND {}
-             ORDER BY key, seq",
+             ORDER BY {typed}, seq",
             since_mark("$2::text")
         );
         // `live`: the row now, as text when its image is compared and logged, else whether
