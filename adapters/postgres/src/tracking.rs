@@ -466,9 +466,9 @@ pub(crate) async fn probe(session: &Session, root: &BlobId) -> Result<Probe> {
 }
 
 /// Records, in the open restore transaction, that the database will hold `root`'s state once
-/// it commits, then prunes marks, and log entries when due (see [`prune_if_due`]). When the
-/// restore did not log the rows it rewrote (`unlogged`), an entry says so, which makes every
-/// mark that does not see this transaction unusable (as a schema change would).
+/// it commits, then prunes marks and log entries as [`record_mark`] does. When the restore
+/// did not log the rows it rewrote (`unlogged`), an entry says so, which makes every mark
+/// that does not see this transaction unusable (as a schema change would).
 pub(crate) async fn mark_after_commit(
     session: &Session,
     root: &BlobId,
@@ -486,10 +486,9 @@ pub(crate) async fn mark_after_commit(
         .map_err(pg(context))?;
     let root = root.to_hex();
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&root];
-    let prune = prune_if_due();
     let prune = match unlogged {
-        true => format!("INSERT INTO phony.changes (relid, key) VALUES (0, NULL); {prune}"),
-        false => prune,
+        true => format!("INSERT INTO phony.changes (relid, key) VALUES (0, NULL); {PRUNE}"),
+        false => PRUNE.to_owned(),
     };
     // Pipelined: the mark is written before the pruning reads the marks.
     let (marked, pruned) =
@@ -563,64 +562,19 @@ macro_rules! lock_marks_sql {
     };
 }
 
-/// Keeps the newest [`MAX_MARKS`] marks. Snapshots being taken hold their place meanwhile
-/// (see [`PendingMark`]); the lock waits for one that is fixing its point in time.
-macro_rules! prune_marks_sql {
-    () => {
-        concat!(
-            lock_marks_sql!(),
-            "DELETE FROM phony.marks WHERE root NOT IN \
-               (SELECT root FROM phony.marks ORDER BY marked_at DESC LIMIT 64)
-               OR (root LIKE 'pending:%' AND marked_at < pg_catalog.now() - interval '1 day');"
-        )
-    };
-}
-
-/// The oldest log entry some mark may still need: the oldest mark's `xmin` (no mark: this
-/// transaction's, so that its own entries stay). One `xid8`, as a scalar subquery.
-macro_rules! log_horizon_sql {
-    () => {
-        "(SELECT coalesce(min(pg_catalog.pg_snapshot_xmin(snap)), pg_catalog.pg_current_xact_id())
-          FROM phony.marks)"
-    };
-}
-
-/// Prunes marks (see `prune_marks_sql`) and deletes every log entry no mark needs: those
-/// before [`log_horizon_sql`] (an index range, not a scan of the log).
+/// Keeps the newest [`MAX_MARKS`] marks, and the log entries some mark may still need:
+/// every entry from the oldest mark's `xmin` on (an index range, not a scan of the log).
+/// Snapshots being taken hold their place meanwhile (see [`PendingMark`]); the lock waits
+/// for one that is fixing its point in time.
 const PRUNE: &str = concat!(
-    prune_marks_sql!(),
-    "DELETE FROM phony.changes WHERE xid < ",
-    log_horizon_sql!(),
-    ";"
+    lock_marks_sql!(),
+    "DELETE FROM phony.marks WHERE root NOT IN \
+       (SELECT root FROM phony.marks ORDER BY marked_at DESC LIMIT 64)
+       OR (root LIKE 'pending:%' AND marked_at < pg_catalog.now() - interval '1 day');
+     DELETE FROM phony.changes WHERE xid < coalesce(
+       (SELECT min(pg_catalog.pg_snapshot_xmin(snap)) FROM phony.marks),
+       pg_catalog.pg_current_xact_id());"
 );
-
-/// Log entries no mark needs that a restore leaves for later (see [`prune_if_due`]).
-pub const PRUNE_AFTER_ENTRIES: i64 = 16_384;
-/// The size of `phony.changes` from which a restore prunes whatever it can.
-pub const PRUNE_AFTER_BYTES: i64 = 256 << 20;
-
-/// [`PRUNE`], for a restore: the log entries are deleted only once there are
-/// [`PRUNE_AFTER_ENTRIES`] of them (or the log has grown past [`PRUNE_AFTER_BYTES`]).
-/// Deleting costs about as much per entry as the restore's own writes, and entries no mark
-/// needs are never read (every read starts at a mark's `xmin`), so a restore that is one
-/// of many (a test suite's resets) does not pay for the last one's garbage each time. A
-/// snapshot always prunes. The count is estimated from `seq` at the two ends of the
-/// garbage, two index probes, and only decides when to prune.
-fn prune_if_due() -> String {
-    format!(
-        "{} WITH h AS MATERIALIZED (SELECT {} AS x),
-              due AS MATERIALIZED (SELECT
-                pg_catalog.pg_relation_size('phony.changes') >= {PRUNE_AFTER_BYTES}
-                OR coalesce((SELECT c.seq FROM phony.changes c WHERE c.xid >= (SELECT x FROM h)
-                             ORDER BY c.xid LIMIT 1),
-                            (SELECT c.seq + 1 FROM phony.changes c ORDER BY c.xid DESC LIMIT 1))
-                   - (SELECT c.seq FROM phony.changes c ORDER BY c.xid LIMIT 1)
-                   >= {PRUNE_AFTER_ENTRIES} AS yes)
-         DELETE FROM phony.changes WHERE (SELECT yes FROM due) AND xid < (SELECT x FROM h);",
-        prune_marks_sql!(),
-        log_horizon_sql!()
-    )
-}
 
 const LOCK_MARKS: &str = lock_marks_sql!();
 
@@ -886,6 +840,5 @@ mod tests {
     #[test]
     fn pruning_keeps_max_marks() {
         assert!(PRUNE.contains(&format!("LIMIT {MAX_MARKS})")));
-        assert!(prune_if_due().contains(&format!("LIMIT {MAX_MARKS})")));
     }
 }
