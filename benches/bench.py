@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -178,10 +179,13 @@ class Row:
     ratio_text: str = ""
     check: str = ""  # fingerprint comparison with the base state, where one was made
     error: str | None = None
+    runs: list[float] = field(default_factory=list)  # each run's seconds, when repeated
 
     def value_text(self) -> str:
         if self.status != "ok":
             return f"{self.status} ({self.error})" if self.error else self.status
+        if self.kind == "time" and len(self.runs) > 1:
+            return f"{self.seconds:.2f} s ({min(self.runs):.2f}-{max(self.runs):.2f})"
         if self.kind == "time":
             return f"{self.seconds:.2f} s"
         if self.kind == "tps":
@@ -230,6 +234,37 @@ class Bench:
             if not phony and proc.stderr.strip():
                 self.log(proc.stderr.rstrip())
         return self.add(row), proc
+
+    def timed_repeated(self, key: str, step: str, cmd: list, *, again, check=None,
+                       phony: bool = False, baseline: str | None = None) -> Row:
+        """timed(), --repeat times: again() (not timed) sets the stage before each run after
+        the first. The row holds the median, every run's time and the highest peak RSS;
+        check() (a fingerprint comparison) runs after every run, and the row shows the first
+        that failed, if any."""
+        row, _ = self.timed(key, step, cmd, phony=phony, baseline=baseline)
+        if row.status != "ok":
+            return row
+        runs, checks = [row.seconds], [check()] if check else []
+        for i in range(1, self.args.repeat):
+            again()
+            self.log(f"- {step}, run {i + 1} of {self.args.repeat}")
+            self.checkpoint()
+            proc = run(cmd, self.args.timeout)
+            if not proc.ok:
+                row.status = "n/a" if phony else "failed"
+                row.error = f"run {i + 1}: {proc.why()}"
+                return row
+            runs.append(proc.seconds)
+            peaks = [r for r in (row.rss_mb, proc.rss_mb) if r is not None]
+            row.rss_mb = max(peaks) if peaks else None
+            if check:
+                checks.append(check())
+        row.runs, row.seconds = runs, statistics.median(runs)
+        if len(runs) > 1:
+            self.log(f"  {step}: median {row.value_text()} over {len(runs)} runs")
+        failed = [c for c in checks if c and c != "same as base"]
+        row.check = failed[0] if failed else (checks[0] if checks else "")
+        return row
 
     def psql_query(self, db_url: str, sql: str) -> str:
         proc = run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db_url, "-c", sql],
@@ -406,12 +441,18 @@ class Bench:
         self.done_with(target)
 
         copy = f"{src}_template_copy"
-        self.wait_idle(src)
-        row, _ = self.timed("template_copy", "createdb -T (template copy)",
-                            ["createdb", "--maintenance-db", self.maint_url, "-T", src, copy])
-        if row.status == "ok":
+        self.created_dbs.append(copy)  # dropped at the end if a run leaves it behind
+
+        def copy_again() -> None:
+            self.drop_db(copy)
             self.created_dbs.append(copy)
-            self.done_with(copy)
+            self.wait_idle(src)
+
+        self.wait_idle(src)
+        self.timed_repeated("template_copy", "createdb -T (template copy)",
+                            ["createdb", "--maintenance-db", self.maint_url, "-T", src, copy],
+                            again=copy_again)
+        self.done_with(copy)
 
         # 3. phony: full snapshot, restore into a new database
         row, _ = self.timed("phony_snapshot_full", "phony snapshot create base (full)",
@@ -433,9 +474,15 @@ class Bench:
         self.done_with(target)
 
         # 4. a test run's changes: incremental snapshot, rollback in place
-        self.timed("mix_apply", "apply mix.sql (psql; not a phony figure)",
-                   ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", src_url,
-                    "-f", BENCH_DIR / "mix.sql"])
+        mix = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", src_url, "-f", BENCH_DIR / "mix.sql"]
+
+        def mix_again() -> None:
+            """The mix once more (it does the same on the same state), for another rollback."""
+            proc = run(mix, self.args.timeout)
+            if not proc.ok:
+                raise RuntimeError(f"applying mix.sql again failed: {proc.why()}")
+
+        self.timed("mix_apply", "apply mix.sql (psql; not a phony figure)", mix)
         before = dir_bytes(store)
         row, _ = self.timed("phony_snapshot_incremental", "phony snapshot create after-mix (incremental)",
                             self.phony(src, "snapshot", "create", "--name", "after-mix"),
@@ -445,11 +492,10 @@ class Bench:
         self.timed("phony_diff_mix", "phony snapshot diff base after-mix",
                    self.phony(src, "snapshot", "diff", "base", "after-mix"),
                    phony=True, baseline="phony_snapshot_full")
-        row, _ = self.timed("phony_rollback_mix", "phony restore base (rollback after mix)",
+        self.timed_repeated("phony_rollback_mix", "phony restore base (rollback after mix)",
                             self.phony(src, "snapshot", "restore", "base", "--no-safety-snapshot"),
+                            again=mix_again, check=lambda: self.check_against_base(src),
                             phony=True, baseline="template_copy")
-        if row.status == "ok":
-            row.check = self.check_against_base(src)
 
         # 5. the same with change tracking on: only the logged rows are read
         self.timed("phony_track_on", "phony track on", self.phony(src, "track", "on"), phony=True)
@@ -459,9 +505,7 @@ class Bench:
                             self.phony_store(src, store2, "snapshot", "create", "--name", "base-tracked"),
                             phony=True, baseline="pg_dump")
         tracked_full = dir_bytes(store2)
-        self.timed("mix_apply_tracked", "apply mix.sql again (psql; not a phony figure)",
-                   ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", src_url,
-                    "-f", BENCH_DIR / "mix.sql"])
+        self.timed("mix_apply_tracked", "apply mix.sql again (psql; not a phony figure)", mix)
         self.add(Row("phony_store_tracked", "phony store after base-tracked", "size",
                      bytes=tracked_full, baseline="dump_size", **na_unless(row)))
         before = dir_bytes(store2)
@@ -471,17 +515,14 @@ class Bench:
                             phony=True, baseline="phony_snapshot_tracked")
         self.add(Row("phony_store_growth_tracked", "phony store growth after-mix-tracked", "size",
                      bytes=dir_bytes(store2) - before, baseline="phony_store_tracked", **na_unless(row)))
-        row, _ = self.timed("phony_rollback_mix_tracked",
+        self.timed_repeated("phony_rollback_mix_tracked",
                             "phony restore base-tracked (rollback after mix, tracking on)",
                             self.phony_store(src, store2, "snapshot", "restore", "base-tracked",
                                              "--no-safety-snapshot"),
+                            again=mix_again, check=lambda: self.check_against_base(src),
                             phony=True, baseline="template_copy")
-        if row.status == "ok":
-            row.check = self.check_against_base(src)
         # The default restore first keeps the current state as a safety snapshot.
-        self.timed("mix_apply_tracked_2", "apply mix.sql again (psql; not a phony figure)",
-                   ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", src_url,
-                    "-f", BENCH_DIR / "mix.sql"])
+        self.timed("mix_apply_tracked_2", "apply mix.sql again (psql; not a phony figure)", mix)
         row, _ = self.timed("phony_rollback_mix_tracked_safety",
                             "phony restore base-tracked (tracking on, with its safety snapshot)",
                             self.phony_store(src, store2, "snapshot", "restore", "base-tracked"),
@@ -638,6 +679,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true",
                     help="keep the databases and the work directory (dump, store)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per subprocess")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs of the template copy and of the rollbacks after the mix (median shown)")
     ap.add_argument("--workdir", default=None, help="parent of the temporary work directory")
     ap.add_argument("--no-pgbench", action="store_true",
                     help="skip the pgbench measurement of change tracking's write overhead")
@@ -658,6 +701,9 @@ def main() -> int:
     if not phony.exists():
         print(f"warning: {args.phony} not found: the phony rows will read n/a "
               f"(build it with: cargo build --release -p phony)", file=sys.stderr)
+    if args.repeat < 1:
+        print("error: --repeat must be 1 or more", file=sys.stderr)
+        return 2
     for tool in ("psql", "pg_dump", "pg_restore", "createdb", "dropdb"):
         if shutil.which(tool) is None:
             print(f"error: {tool} not found on PATH", file=sys.stderr)
@@ -673,6 +719,7 @@ def main() -> int:
         bench.meta.update({
             "started_at": started.isoformat(timespec="seconds"),
             "scale": args.scale,
+            "repeat": args.repeat,
             "url": redact(base_url),
             "phony": args.phony,
             "phony_version": tool_version([args.phony, "--version"]),
