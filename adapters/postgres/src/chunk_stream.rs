@@ -12,7 +12,7 @@ use tokio_postgres::{Client, CopyOutStream};
 use crate::capture::Progress;
 use crate::catalog::TableInfo;
 use crate::error::{pg, Error, Result};
-use crate::sql::{ident, literal, qualified};
+use crate::sql::{column_list, literal, qualified};
 
 /// The chunks of a `COPY … TO STDOUT`, as they are cut.
 pub(crate) struct ChunkStream {
@@ -121,21 +121,11 @@ pub(crate) fn copy_out_sql(
     lower: Option<Bound<'_>>,
     upper: Option<Bound<'_>>,
 ) -> String {
-    let cols = table
-        .columns
-        .iter()
-        .map(|c| format!("t.{}", ident(c)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let cols = column_list("t", &table.columns);
     let order = if table.key.is_empty() {
         "(t.*)::text COLLATE \"C\"".to_owned()
     } else {
-        table
-            .key
-            .iter()
-            .map(|c| format!("t.{}", ident(c)))
-            .collect::<Vec<_>>()
-            .join(", ")
+        column_list("t", &table.key)
     };
     let key_row = format!("ROW({order})");
     let value = |vals: &[Option<String>]| {

@@ -22,7 +22,7 @@ use tokio_postgres::{Client, CopyInSink};
 use crate::catalog::TableInfo;
 use crate::chunk_stream::{copy_out_sql, decoded_chunks, Bound, ChunkStream};
 use crate::error::{pg, Error, Result};
-use crate::sql::{ident, ident_list, literal, qualified};
+use crate::sql::{column_list, columns_of, ident, ident_list, literal, qualified};
 use crate::tracking::{since_mark, Mark};
 
 /// What a delta restore changed (or, in a dry run, would change) in one table.
@@ -328,21 +328,8 @@ pub(crate) async fn restore_table_keys<B: Backend + 'static>(
     stage_chunks(client, store, entry, selected, prefetch, filter.as_ref()).await?;
     // The live rows of every key the log names or the staged chunks hold.
     let keys = ident_list(&entry.key);
-    let t_keys: Vec<String> = entry
-        .key
-        .iter()
-        .map(|c| format!("t.{}", ident(c)))
-        .collect();
-    let cols = if entry.columns.is_empty() {
-        String::new()
-    } else {
-        entry
-            .columns
-            .iter()
-            .map(|c| format!("t.{}", ident(c)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let t_keys = columns_of("t", &entry.key);
+    let cols = column_list("t", &entry.columns);
     let changed = changed_keys_sql(entry, &types, 1, 2);
     let k: Vec<String> = (1..=entry.key.len()).map(|i| format!("k{i}")).collect();
     client
@@ -530,11 +517,7 @@ async fn create_temp(client: &Client, entry: &TableEntry, name: &str) -> Result<
 }
 
 fn row_of(alias: &str, columns: &[String]) -> String {
-    let cols: Vec<String> = columns
-        .iter()
-        .map(|c| format!("{alias}.{}", ident(c)))
-        .collect();
-    format!("ROW({})::text", cols.join(", "))
+    format!("ROW({})::text", column_list(alias, columns))
 }
 
 fn key_eq(a: &str, b: &str, key: &[String]) -> String {

@@ -35,7 +35,7 @@ use tokio_postgres::Client;
 use crate::capture::{chunk_ref, key_positions, lock, CaptureOptions, Tally};
 use crate::catalog::TableInfo;
 use crate::error::{pg, Error, Result};
-use crate::sql::{ident, literal, qualified};
+use crate::sql::{columns_of, ident, literal, qualified};
 use crate::tracking::{self, Logged, Mark};
 use merge::{chunk_of, parse_key, parse_key_text, Changed, Key, Merge};
 
@@ -174,11 +174,7 @@ fn patch_sql(job: &PatchJob) -> String {
         .enumerate()
         .map(|(i, col)| format!("t.{} = c.k{}", ident(col), i + 1))
         .collect();
-    let cols: Vec<String> = info
-        .columns
-        .iter()
-        .map(|c| format!("t.{}", ident(c)))
-        .collect();
+    let cols = columns_of("t", &info.columns);
     let relids: Vec<String> = job.log.relids.iter().map(u32::to_string).collect();
     // LATERAL keeps this a probe of the key's index per changed key, whatever the planner
     // thinks of the log's size.

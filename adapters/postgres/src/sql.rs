@@ -21,6 +21,19 @@ pub fn ident_list(names: &[String]) -> String {
         .join(", ")
 }
 
+/// `alias.column` for each of `names`, quoted.
+pub fn columns_of(alias: &str, names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .map(|n| format!("{alias}.{}", ident(n)))
+        .collect()
+}
+
+/// [`columns_of`], as one comma-separated list.
+pub fn column_list(alias: &str, names: &[String]) -> String {
+    columns_of(alias, names).join(", ")
+}
+
 /// `value` as a string literal.
 pub fn literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
@@ -38,5 +51,8 @@ mod tests {
             r#""Inventory"."Größe""#
         );
         assert_eq!(literal("it's"), "'it''s'");
+        let names = ["id".to_owned(), "Größe \"x\"".to_owned()];
+        assert_eq!(column_list("t", &names), r#"t."id", t."Größe ""x""""#);
+        assert_eq!(column_list("t", &[]), "");
     }
 }

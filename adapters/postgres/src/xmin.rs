@@ -36,7 +36,7 @@ use tokio_postgres::Client;
 use crate::chunk_stream::decoded_chunks;
 use crate::delta::Staged;
 use crate::error::{pg, Result};
-use crate::sql::{ident, literal, qualified};
+use crate::sql::{columns_of, ident, literal, qualified};
 
 pub(crate) mod integer;
 
@@ -629,11 +629,7 @@ fn flagged_sql(
     let t = qualified(&entry.table);
     let k = format!("t.{}", ident(&entry.key[0]));
     let old = horizon.old_sql("t.xmin");
-    let inner: Vec<String> = entry
-        .columns
-        .iter()
-        .map(|c| format!("t.{}", ident(c)))
-        .collect();
+    let inner = columns_of("t", &entry.columns);
     let outer: Vec<String> = entry
         .columns
         .iter()

@@ -3,7 +3,7 @@
 use super::TableChange;
 use crate::error::{pg, Result};
 use crate::session::Session;
-use crate::sql::{ident, ident_list, literal, qualified};
+use crate::sql::{column_list, ident, ident_list, literal, qualified};
 use crate::tracking::{since_mark, LoggedRelation, Mark};
 
 /// Puts back, from the change log's row images, every row of `rel` that changed since the
@@ -86,13 +86,7 @@ struct Statements {
 impl Statements {
     fn new(rel: &LoggedRelation, logging: Logging) -> Self {
         let t = qualified(&rel.table);
-        let key_of = |alias: &str| {
-            rel.key
-                .iter()
-                .map(|k| format!("{alias}.{}", ident(k)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let key_of = |alias: &str| column_list(alias, &rel.key);
         let logged_key = |alias: &str| {
             rel.key_types
                 .iter()

@@ -27,7 +27,7 @@ use super::{copy_out_bounded, Ages, Horizon, MAX_FLAGGED_BYTES};
 use crate::chunk_stream::decoded_chunks;
 use crate::delta::Staged;
 use crate::error::{pg, Result};
-use crate::sql::{ident, literal, qualified};
+use crate::sql::{column_list, ident, literal, qualified};
 
 /// Keys are counted and XORed per class of their low bits (`key & (CLASSES - 1)`).
 const CLASSES: usize = 16;
@@ -463,12 +463,7 @@ async fn read_new(
         .map(|(_, t)| format!("\"{t}\""))
         .collect::<Vec<_>>()
         .join(",");
-    let cols = entry
-        .columns
-        .iter()
-        .map(|c| format!("t.{}", ident(c)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let cols = column_list("t", &entry.columns);
     let sql = format!(
         "COPY (SELECT t.ctid, {cols} FROM ONLY {} AS t WHERE t.ctid = ANY({}::tid[])) TO STDOUT",
         qualified(&entry.table),
