@@ -758,8 +758,12 @@ pub(crate) struct LoggedRelation {
 /// Whether the rows of the relation whose oid is `relid` (an SQL expression) may be put
 /// back by updating them in place: no unique or exclusion constraint but the primary key
 /// (an update in place could trip over it midway, where a row takes a value another row
-/// has not yet given up), and no column outside the primary key generated always as
-/// identity (which an update may not set). Otherwise rows are deleted, then inserted.
+/// has not yet given up), no column outside the primary key generated always as identity
+/// (which an update may not set), and a primary key whose values are equal only when they
+/// are spelled the same (see [`EXACT_KEY_TYPES`]): an update in place keeps the key as the
+/// table spells it, where the snapshot may spell an equal key otherwise (`Bob@x` and
+/// `bob@x` under `citext`, `1.0` and `1.00`, `-0` and `0`). Otherwise rows are deleted,
+/// then inserted.
 pub(crate) fn in_place_sql(relid: &str) -> String {
     format!(
         "(NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
@@ -769,9 +773,21 @@ pub(crate) fn in_place_sql(relid: &str) -> String {
                           WHERE a.attrelid = {relid} AND a.attidentity = 'a'
                             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index p
                                             WHERE p.indrelid = {relid} AND p.indisprimary
-                                              AND a.attnum = ANY (p.indkey))))"
+                                              AND a.attnum = ANY (p.indkey)))
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index p
+                          JOIN pg_catalog.pg_attribute a
+                            ON a.attrelid = p.indrelid AND a.attnum = ANY (p.indkey)
+                          LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
+                          WHERE p.indrelid = {relid} AND p.indisprimary
+                            AND NOT (a.atttypid = ANY ({EXACT_KEY_TYPES}::pg_catalog.regtype[])
+                                     AND coalesce(co.collisdeterministic, true))))"
     )
 }
+
+/// Types whose equal values are spelled the same (under a deterministic collation, for
+/// `text` and `varchar`): a key of these alone may be updated in place.
+const EXACT_KEY_TYPES: &str = "'{bool,bytea,smallint,integer,bigint,oid,text,varchar,uuid,\
+                                date,time,timestamp,timestamptz}'";
 
 /// Every relation with log entries since `mark`, with what rewriting its rows needs.
 pub(crate) async fn logged_relations(
