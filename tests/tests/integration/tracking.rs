@@ -452,6 +452,36 @@ async fn keys_equal_but_spelled_otherwise_come_back_as_they_were() {
             &format!("tracked: {tracked}"),
         );
     }
+    // An incremental snapshot of the changed spellings holds the live rows, once each.
+    db.exec(mess).await;
+    let live = db.fingerprint().await;
+    let store = TestStore::new().await;
+    capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    db.exec("UPDATE ci SET n = n + 1; UPDATE num SET k = 1.000 WHERE k = 1")
+        .await;
+    let live_after = db.fingerprint().await;
+    let incremental = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    assert_ne!(live, live_after);
+    let copy = db.sibling_name("copy");
+    let target = db.target().with_dbname(&copy);
+    phony_postgres::ensure_database(&target).await.unwrap();
+    restore(
+        &target,
+        &store.store,
+        &incremental.manifest,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_same(
+        &db.fingerprint_of(&copy).await,
+        &live_after,
+        "incremental snapshot",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
