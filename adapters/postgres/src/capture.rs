@@ -43,6 +43,10 @@ pub struct CaptureOptions {
     /// With change tracking on, reuse the newest snapshot this database held and re-read only
     /// what the log says changed.
     pub incremental: bool,
+    /// Called once, when what the capture holds no longer depends on what other sessions
+    /// write (its point in time is fixed, its sequences read), with whether it is
+    /// incremental (re-reads only what the log names, so it ends soon).
+    pub on_point_fixed: Option<Arc<dyn Fn(bool) + Send + Sync>>,
 }
 
 impl std::fmt::Debug for CaptureOptions {
@@ -64,6 +68,7 @@ impl Default for CaptureOptions {
             in_flight: cores * 2,
             progress: None,
             incremental: true,
+            on_point_fixed: None,
         }
     }
 }
@@ -179,6 +184,9 @@ async fn capture_holding<B: Backend + 'static>(
     let point = xmin::point_from_row(&row, xmin::relations_digest(&coordinator, &names).await);
     let sequences = read_sequences(&coordinator).await?;
     let materialized_views = catalog::populated_materialized_views(&coordinator).await?;
+    if let Some(fixed) = &opts.on_point_fixed {
+        fixed(base.is_some());
+    }
 
     let tally = Arc::new(Mutex::new(Tally::default()));
     let mut reused = Vec::new();

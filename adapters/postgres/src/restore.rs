@@ -57,6 +57,22 @@ pub struct RestoreOptions {
     /// The snapshot's capture point, from its record: without change tracking, rows written
     /// before it need not be compared (see [`RowAges`]).
     pub point: Option<CapturePoint>,
+    /// Awaited before the restore drops anything, refreshes materialized views, records its
+    /// mark or commits: a snapshot of the state before, taken meanwhile, must be complete
+    /// by then (its readers' locks would otherwise wait on those steps, or they on it). An
+    /// error rolls the restore back.
+    pub gate: Option<Gate>,
+}
+
+/// See [`RestoreOptions::gate`]: `Err` says why the restore must not go on.
+pub type Gate = Shared<BoxFuture<'static, std::result::Result<(), String>>>;
+
+/// Waits for the gate, if any.
+async fn gate_open(opts: &RestoreOptions) -> Result<()> {
+    match &opts.gate {
+        None => Ok(()),
+        Some(gate) => gate.clone().await.map_err(Error::Internal),
+    }
 }
 
 impl std::fmt::Debug for RestoreOptions {
@@ -80,6 +96,7 @@ impl Default for RestoreOptions {
             parallel: 2,
             transactional_sequences: true,
             point: None,
+            gate: None,
         }
     }
 }
@@ -325,6 +342,10 @@ pub async fn restore_in<B: Backend + 'static>(
             report.sequences = root.sequences.len() as u64;
             report.duration = started.elapsed();
             return Ok(report);
+        }
+        if let Err(e) = gate_open(opts).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(e);
         }
         if let Err(e) = drop_user_schemas(client, root.server_version_num, &pre_data).await {
             let _ = client.batch_execute("ROLLBACK").await;
@@ -578,6 +599,7 @@ async fn restore_delta<B: Backend + 'static>(
                 .await
                 .map_err(fallback)?;
         }
+        gate_open(opts).await.map_err(DeltaError::Fatal)?;
         if !report.changes.is_empty() {
             refresh_materialized_views(client, root)
                 .await

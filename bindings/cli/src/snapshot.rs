@@ -36,16 +36,13 @@ async fn create(ctx: &Context, args: CreateArgs) -> Result<()> {
     if let Some(name) = &args.name {
         check_name_free(&store.records().await?, name.as_str())?;
     }
-    let record = take_snapshot(
-        ctx,
-        &store,
-        &target,
-        args.name,
-        args.pin,
-        Origin::Manual,
-        Default::default(),
-    )
-    .await?;
+    let kept = Kept {
+        name: args.name,
+        pin: args.pin,
+        origin: Origin::Manual,
+        labels: Default::default(),
+    };
+    let record = take_snapshot(ctx, &store, &target, kept, None).await?;
     let retention = crate::prune::after_create(&store, record.id)
         .await
         .with_context(|| {
@@ -72,22 +69,36 @@ async fn create(ctx: &Context, args: CreateArgs) -> Result<()> {
     }
 }
 
-/// Captures `target` and writes the snapshot's record, under the store's create lock (so no
-/// garbage collection deletes a blob the snapshot is about to reference).
-async fn take_snapshot(
-    ctx: &Context,
-    store: &Arc<AppStore>,
-    target: &ConnectionTarget,
+/// What a snapshot's record says of it besides its contents.
+struct Kept {
     name: Option<phony_core::SnapshotName>,
     pin: bool,
     origin: Origin,
     labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Captures `target` and writes the snapshot's record, under the store's create lock (so no
+/// garbage collection deletes a blob the snapshot is about to reference).
+/// `on_point_fixed`: see [`CaptureOptions::on_point_fixed`].
+async fn take_snapshot(
+    ctx: &Context,
+    store: &Arc<AppStore>,
+    target: &ConnectionTarget,
+    kept: Kept,
+    on_point_fixed: Option<Arc<dyn Fn(bool) + Send + Sync>>,
 ) -> Result<SnapshotRecord> {
+    let Kept {
+        name,
+        pin,
+        origin,
+        labels,
+    } = kept;
     let lock = crate::lease::LockHolder::acquire_create(store).await?;
     let started = Instant::now();
     let bar = Bar::new(!ctx.json, &format!("capturing {}", target.dbname()));
     let opts = CaptureOptions {
         progress: bar.callback(),
+        on_point_fixed,
         ..CaptureOptions::default()
     };
     let captured = phony_postgres::capture(target, store, &opts)
@@ -201,21 +212,13 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
         Some(_) => !phony_postgres::database_exists(&target).await?,
         None => false,
     };
-    // The database's current state, kept as an automatic snapshot so this restore can be
-    // undone too.
-    let safety = if created || args.dry_run || args.no_safety_snapshot {
-        None
-    } else {
-        let labels = [("before_restore_of".to_owned(), record.id.to_string())].into();
-        let safety = take_snapshot(ctx, &store, &target, None, false, Origin::Safety, labels)
-            .await
-            .context("taking the safety snapshot (skip it with --no-safety-snapshot)")?;
-        crate::prune::after_create(&store, safety.id).await.with_context(|| {
-            format!("safety snapshot {} was taken, but applying the store's retention policy failed", safety.id)
-        })?;
-        Some(safety)
-    };
-    let bar = Bar::new(!ctx.json, &format!("restoring {}", target.dbname()));
+    // The current state is kept first as an automatic snapshot, so this restore can be
+    // undone too; the restore then shows its progress from when it starts.
+    let safety_first = !(created || args.dry_run || args.no_safety_snapshot);
+    let bar = Bar::new(
+        !ctx.json && !safety_first,
+        &format!("restoring {}", target.dbname()),
+    );
     let opts = RestoreOptions {
         lock_timeout: args.lock_timeout,
         force: args.force,
@@ -226,6 +229,7 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
         point: record.source.point.clone(),
         ..RestoreOptions::default()
     };
+    let mut safety = None;
     let result = match (created, args.dry_run) {
         (true, false) => phony_postgres::restore_into_new(&target, &store, &root, &opts).await,
         (true, true) => Ok(phony_postgres::RestoreReport {
@@ -237,7 +241,22 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
             dry_run: true,
             ..Default::default()
         }),
-        (false, _) => phony_postgres::restore(&target, &store, &root, &opts).await,
+        (false, true) => phony_postgres::restore(&target, &store, &root, &opts).await,
+        (false, false) if !safety_first => {
+            phony_postgres::restore(&target, &store, &root, &opts).await
+        }
+        (false, false) => {
+            let labels = [("before_restore_of".to_owned(), record.id.to_string())].into();
+            let (taken, restored) =
+                restore_after_safety(ctx, &store, &target, &root, opts, labels).await;
+            let taken =
+                taken.context("taking the safety snapshot (skip it with --no-safety-snapshot)")?;
+            crate::prune::after_create(&store, taken.id).await.with_context(|| {
+                format!("safety snapshot {} was taken, but applying the store's retention policy failed", taken.id)
+            })?;
+            safety = Some(taken);
+            restored
+        }
     };
     bar.finish();
     let report =
@@ -259,6 +278,83 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
         }
         Ok(())
     }
+}
+
+/// Takes the safety snapshot of `target`, and restores `root` into it once that snapshot's
+/// point in time is fixed: while an incremental snapshot (a quick one) is being completed,
+/// the restore already runs, and it commits only after the snapshot is stored (see
+/// [`RestoreOptions::gate`]); a snapshot that reads every table is completed first, so that
+/// the restore's locks do not wait for it. Returns the snapshot, and the restore's result
+/// (an error, never run, when the snapshot failed).
+async fn restore_after_safety(
+    ctx: &Context,
+    store: &Arc<AppStore>,
+    target: &ConnectionTarget,
+    root: &phony_core::RootManifest,
+    opts: RestoreOptions,
+    labels: std::collections::BTreeMap<String, String>,
+) -> (
+    Result<SnapshotRecord>,
+    phony_postgres::Result<phony_postgres::RestoreReport>,
+) {
+    use futures::FutureExt as _;
+    let (fixed_tx, fixed_rx) = tokio::sync::oneshot::channel::<bool>();
+    let fixed_tx = std::sync::Mutex::new(Some(fixed_tx));
+    let on_point_fixed: Arc<dyn Fn(bool) + Send + Sync> = Arc::new(move |incremental| {
+        if let Some(tx) = fixed_tx.lock().ok().and_then(|mut tx| tx.take()) {
+            let _ = tx.send(incremental);
+        }
+    });
+    // The snapshot's outcome, once known.
+    let (done_tx, done_rx) = tokio::sync::watch::channel(None::<Result<(), String>>);
+    let capture = async {
+        let kept = Kept {
+            name: None,
+            pin: false,
+            origin: Origin::Safety,
+            labels,
+        };
+        let taken = take_snapshot(ctx, store, target, kept, Some(on_point_fixed)).await;
+        let _ = done_tx.send(Some(
+            taken
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| format!("the safety snapshot failed: {e:#}")),
+        ));
+        taken
+    };
+    let restore = async {
+        let mut done = done_rx;
+        let outcome = async move {
+            match done.wait_for(Option::is_some).await {
+                Ok(outcome) => outcome.clone().unwrap_or(Ok(())),
+                Err(_) => Err("the safety snapshot was abandoned".to_owned()),
+            }
+        }
+        .boxed()
+        .shared();
+        let not_run = |why: String| Err(phony_postgres::Error::Internal(why));
+        match fixed_rx.await {
+            // The snapshot failed before it fixed its point: no restore.
+            Err(_) => return not_run("the safety snapshot failed".to_owned()),
+            Ok(true) => {}
+            Ok(false) => {
+                if let Err(why) = outcome.clone().await {
+                    return not_run(why);
+                }
+            }
+        }
+        let bar = Bar::new(!ctx.json, &format!("restoring {}", target.dbname()));
+        let opts = RestoreOptions {
+            gate: Some(outcome),
+            progress: bar.callback(),
+            ..opts
+        };
+        let restored = phony_postgres::restore(target, store, root, &opts).await;
+        bar.finish();
+        restored
+    };
+    tokio::join!(capture, restore)
 }
 
 async fn delete(ctx: &Context, args: DeleteArgs) -> Result<()> {

@@ -411,6 +411,59 @@ async fn one_session_restores_again_and_again_across_schema_changes() {
 /// update in place would trip over the other row midway), and tables whose only non-key
 /// column is one, or is generated always as identity. With another snapshot's mark (the
 /// rewritten rows are logged with their images) and without.
+/// A restore waits at its gate before it commits or drops anything, and a gate that says
+/// no rolls it back: the state before stays, on the delta path and on the full path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_gate_rolls_the_restore_back() {
+    use futures::FutureExt;
+    let db = TestDb::rich("trk_gate").await;
+    track_on(&db).await;
+    let store = TestStore::new().await;
+    let a = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    let fa = db.fingerprint().await;
+    let gate = |outcome: Result<(), String>, after_ms: u64| {
+        Some(
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(after_ms)).await;
+                outcome
+            }
+            .boxed()
+            .shared(),
+        )
+    };
+    for change in [CHANGES[2], "ALTER TABLE public.customers ADD COLUMN x int"] {
+        db.exec(change).await;
+        let dirty = db.fingerprint().await;
+        let closed = RestoreOptions {
+            gate: gate(Err("the snapshot before failed".into()), 100),
+            ..RestoreOptions::default()
+        };
+        let e = restore(&db.target(), &store.store, &a.manifest, &closed)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("the snapshot before failed"), "{e}");
+        assert_same(
+            &db.fingerprint().await,
+            &dirty,
+            &format!("closed gate: {change}"),
+        );
+        let open = RestoreOptions {
+            gate: gate(Ok(()), 100),
+            ..RestoreOptions::default()
+        };
+        restore(&db.target(), &store.store, &a.manifest, &open)
+            .await
+            .unwrap();
+        assert_same(
+            &db.fingerprint().await,
+            &fa,
+            &format!("open gate: {change}"),
+        );
+    }
+}
+
 /// Keys the table holds equal to the snapshot's but spelled otherwise (another case under
 /// `citext`, another scale of a `numeric`, `-0` for `0`): the row must come back spelled as
 /// it was, which an update of the other columns alone would not do.

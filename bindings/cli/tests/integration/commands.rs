@@ -170,6 +170,82 @@ async fn restore_target_creates_a_database_beside_the_source() {
     assert_same(&db.fingerprint().await, &changed, "the source is untouched");
 }
 
+/// With tracking, the safety snapshot is completed while the restore runs (the restore
+/// commits after it): both must still be exact, and undoing the restore must work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracked_restore_keeps_the_state_before_it_exactly() {
+    let db = TestDb::rich("cli_safety").await;
+    let store = TestStore::new().await;
+    ok(&phony(&db.url(), store.path(), &["track", "on"]));
+    let clean = db.fingerprint().await;
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "create", "--name", "clean"],
+    ));
+    for round in 0..3 {
+        db.exec(
+            "DELETE FROM public.orders WHERE id = (SELECT max(id) FROM public.orders);
+             UPDATE public.customers SET name = name || '!' WHERE id % 2 = 0;
+             INSERT INTO public.customers (email, name) VALUES ('r' || nextval('public.ticket_seq') || '@x.test', 'R');
+             SELECT nextval('public.ticket_seq')",
+        )
+        .await;
+        let dirty = db.fingerprint().await;
+        let restored: Value = serde_json::from_str(&ok(&phony(
+            &db.url(),
+            store.path(),
+            &["--json", "snapshot", "restore", "clean"],
+        )))
+        .unwrap();
+        assert_eq!(restored["path"], "delta", "{restored}");
+        assert_same(
+            &db.fingerprint().await,
+            &clean,
+            &format!("round {round}: restored"),
+        );
+        let safety = restored["safety_snapshot"].as_str().unwrap().to_owned();
+        let copy = db.sibling_name(&format!("before{round}"));
+        ok(&phony(
+            &db.url(),
+            store.path(),
+            &[
+                "snapshot",
+                "restore",
+                &safety,
+                "--target",
+                &db.url_of(&copy),
+            ],
+        ));
+        assert_same(
+            &db.fingerprint_of(&copy).await,
+            &dirty,
+            &format!("round {round}: the safety snapshot"),
+        );
+        // Undone in place, and done again.
+        ok(&phony(
+            &db.url(),
+            store.path(),
+            &["snapshot", "restore", &safety],
+        ));
+        assert_same(
+            &db.fingerprint().await,
+            &dirty,
+            &format!("round {round}: undone"),
+        );
+        ok(&phony(
+            &db.url(),
+            store.path(),
+            &["snapshot", "restore", "clean", "--no-safety-snapshot"],
+        ));
+        assert_same(
+            &db.fingerprint().await,
+            &clean,
+            &format!("round {round}: again"),
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pinned_snapshots_need_force_to_delete() {
     let db = TestDb::new("cli_pin").await;

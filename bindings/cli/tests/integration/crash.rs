@@ -85,6 +85,17 @@ fn spawn(db: &TestDb, store: &Path, op: Op, target: &str) -> Child {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_moments_nothing_is_lost() {
+    killed_at_random_moments("crash", false).await;
+}
+
+/// The same with change tracking: a restore's safety snapshot is then completed while the
+/// restore runs, which commits only after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_random_moments_with_tracking_nothing_is_lost() {
+    killed_at_random_moments("crash_trk", true).await;
+}
+
+async fn killed_at_random_moments(label: &str, tracked: bool) {
     let iterations: usize = std::env::var("PHONY_CRASH_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -95,7 +106,7 @@ async fn killed_at_random_moments_nothing_is_lost() {
         .unwrap_or_else(rand::random);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
-    let db = TestDb::new("crash").await;
+    let db = TestDb::new(label).await;
     db.exec(
         "CREATE SEQUENCE s;
          CREATE TABLE t (id int PRIMARY KEY DEFAULT nextval('s'), v text NOT NULL);
@@ -104,6 +115,9 @@ async fn killed_at_random_moments_nothing_is_lost() {
     .await;
     let store = TestStore::new().await;
     let s = store.path();
+    if tracked {
+        ok(&phony(&db.url(), s, &["track", "on"]));
+    }
     // Locks of killed processes go stale in seconds, not minutes.
     ok(&phony(
         &db.url(),
@@ -210,11 +224,12 @@ async fn killed_at_random_moments_nothing_is_lost() {
         serde_json::from_str(&ok(&phony(&db.url(), s, &["--json", "store", "stats"]))).unwrap();
     assert_eq!(stats["unreferenced_blobs"], 0, "{stats}");
     println!(
-        "crash test: {iterations} iterations (seed {seed}): {killed} killed mid-operation, {finished} finished first \
+        "crash test{with}: {iterations} iterations (seed {seed}): {killed} killed mid-operation, {finished} finished first \
          (create {:?}, restore {:?}, prune {:?} as killed/finished); {snapshots} snapshots listed, all whole; \
          the database was always in its before- or after-state",
         per_op.get(&Op::Create).copied().unwrap_or_default(),
         per_op.get(&Op::Restore).copied().unwrap_or_default(),
         per_op.get(&Op::Prune).copied().unwrap_or_default(),
+        with = if tracked { " with tracking" } else { "" },
     );
 }
