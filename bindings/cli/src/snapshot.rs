@@ -302,6 +302,7 @@ async fn restore_after_safety(
     let fixed_tx = std::sync::Mutex::new(Some(fixed_tx));
     let on_point_fixed: Arc<dyn Fn(bool) + Send + Sync> = Arc::new(move |incremental| {
         if let Some(tx) = fixed_tx.lock().ok().and_then(|mut tx| tx.take()) {
+            tracing::debug!("the safety snapshot fixed its point (incremental: {incremental})");
             let _ = tx.send(incremental);
         }
     });
@@ -323,38 +324,50 @@ async fn restore_after_safety(
         ));
         taken
     };
-    let restore = async {
-        let mut done = done_rx;
-        let outcome = async move {
-            match done.wait_for(Option::is_some).await {
-                Ok(outcome) => outcome.clone().unwrap_or(Ok(())),
-                Err(_) => Err("the safety snapshot was abandoned".to_owned()),
-            }
-        }
-        .boxed()
-        .shared();
-        let not_run = |why: String| Err(phony_postgres::Error::Internal(why));
-        match fixed_rx.await {
-            // The snapshot failed before it fixed its point: no restore.
-            Err(_) => return not_run("the safety snapshot failed".to_owned()),
-            Ok(true) => {}
-            Ok(false) => {
-                if let Err(why) = outcome.clone().await {
-                    return not_run(why);
+    // A task of its own: the capture's work in this task does not hold it up.
+    let restore = {
+        let (target, store, root, json) =
+            (target.clone(), Arc::clone(store), root.clone(), ctx.json);
+        tokio::spawn(async move {
+            let mut done = done_rx;
+            let outcome = async move {
+                match done.wait_for(Option::is_some).await {
+                    Ok(outcome) => outcome.clone().unwrap_or(Ok(())),
+                    Err(_) => Err("the safety snapshot was abandoned".to_owned()),
                 }
             }
-        }
-        let bar = Bar::new(!ctx.json, &format!("restoring {}", target.dbname()));
-        let opts = RestoreOptions {
-            gate: Some(outcome),
-            progress: bar.callback(),
-            ..opts
-        };
-        let restored = phony_postgres::restore(target, store, root, &opts).await;
-        bar.finish();
-        restored
+            .boxed()
+            .shared();
+            let not_run = |why: String| Err(phony_postgres::Error::Internal(why));
+            match fixed_rx.await {
+                // The snapshot failed before it fixed its point: no restore.
+                Err(_) => return not_run("the safety snapshot failed".to_owned()),
+                Ok(true) => {}
+                Ok(false) => {
+                    if let Err(why) = outcome.clone().await {
+                        return not_run(why);
+                    }
+                }
+            }
+            tracing::debug!("restoring beside the safety snapshot");
+            let bar = Bar::new(!json, &format!("restoring {}", target.dbname()));
+            let opts = RestoreOptions {
+                gate: Some(outcome),
+                progress: bar.callback(),
+                ..opts
+            };
+            let restored = phony_postgres::restore(&target, &store, &root, &opts).await;
+            bar.finish();
+            restored
+        })
     };
-    tokio::join!(capture, restore)
+    let (taken, restored) = tokio::join!(capture, restore);
+    let restored = restored.unwrap_or_else(|e| {
+        Err(phony_postgres::Error::Internal(format!(
+            "the restore task failed: {e}"
+        )))
+    });
+    (taken, restored)
 }
 
 async fn delete(ctx: &Context, args: DeleteArgs) -> Result<()> {
