@@ -109,6 +109,23 @@ impl TestDb {
         Fingerprint::of(&self.server.with_dbname(db)).await.unwrap()
     }
 
+    /// Restores `manifest` from `store` into a new database beside this one (dropped with
+    /// it) with the default options, and returns that database's name.
+    pub async fn restore_beside(
+        &self,
+        store: &TestStore,
+        manifest: &RootManifest,
+        suffix: &str,
+    ) -> String {
+        let name = self.sibling_name(suffix);
+        let target = self.server.with_dbname(&name);
+        assert!(phony_postgres::ensure_database(&target).await.unwrap());
+        phony_postgres::restore(&target, &store.store, manifest, &RestoreOptions::default())
+            .await
+            .unwrap();
+        name
+    }
+
     /// Restores `manifest` from `store` into this database with the default options.
     pub async fn restore(&self, store: &TestStore, manifest: &RootManifest) -> RestoreReport {
         phony_postgres::restore(

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use phony_postgres::{capture, restore, CaptureOptions, RestoreOptions};
+use phony_postgres::{capture, CaptureOptions};
 use phony_tests::{TestDb, TestStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,18 +60,8 @@ async fn capture_during_transfers_sees_balances_that_sum_to_zero() {
     }
     assert!(transfers > 10, "the writers ran ({transfers} transfers)");
 
-    let copy = db.sibling_name("copy");
-    let target = db.target().with_dbname(&copy);
-    phony_postgres::ensure_database(&target).await.unwrap();
-    restore(
-        &target,
-        &store.store,
-        &captured.manifest,
-        &RestoreOptions::default(),
-    )
-    .await
-    .unwrap();
-    let client = target.connect().await.unwrap();
+    let copy = db.restore_beside(&store, &captured.manifest, "copy").await;
+    let client = db.target().with_dbname(&copy).connect().await.unwrap();
     let row = client
         .query_one(
             "SELECT ((SELECT sum(balance) FROM accounts_a) + (SELECT sum(balance) FROM accounts_b))::int8,

@@ -115,17 +115,7 @@ async fn restore_into_a_new_database_leaves_the_source_untouched() {
     let changed = db.fingerprint().await;
     assert_ne!(changed, before, "the change shows in the fingerprint");
 
-    let copy = db.sibling_name("copy");
-    let target = db.target().with_dbname(&copy);
-    assert!(phony_postgres::ensure_database(&target).await.unwrap());
-    restore(
-        &target,
-        &store.store,
-        &captured.manifest,
-        &RestoreOptions::default(),
-    )
-    .await
-    .unwrap();
+    let copy = db.restore_beside(&store, &captured.manifest, "copy").await;
     assert_same(&db.fingerprint_of(&copy).await, &before, "the new database");
     assert_same(&db.fingerprint().await, &changed, "the source");
 }

@@ -235,17 +235,9 @@ async fn incremental_snapshots_hold_exactly_the_live_state() {
         );
         assert_eq!(incr.stats.rows, whole.stats.rows, "round {i}");
         for (label, snap) in [("incremental", &incr), ("full", &whole)] {
-            let copy = db.sibling_name(&format!("r{i}_{label}"));
-            let target = db.target().with_dbname(&copy);
-            phony_postgres::ensure_database(&target).await.unwrap();
-            restore(
-                &target,
-                &store.store,
-                &snap.manifest,
-                &RestoreOptions::default(),
-            )
-            .await
-            .unwrap();
+            let copy = db
+                .restore_beside(&store, &snap.manifest, &format!("r{i}_{label}"))
+                .await;
             let restored = db.fingerprint_of(&copy).await;
             assert_same(&restored, &live, &format!("round {i}, {label} snapshot"));
         }
@@ -519,17 +511,9 @@ async fn keys_equal_but_spelled_otherwise_come_back_as_they_were() {
         .await
         .unwrap();
     assert_ne!(live, live_after);
-    let copy = db.sibling_name("copy");
-    let target = db.target().with_dbname(&copy);
-    phony_postgres::ensure_database(&target).await.unwrap();
-    restore(
-        &target,
-        &store.store,
-        &incremental.manifest,
-        &RestoreOptions::default(),
-    )
-    .await
-    .unwrap();
+    let copy = db
+        .restore_beside(&store, &incremental.manifest, "copy")
+        .await;
     assert_same(
         &db.fingerprint_of(&copy).await,
         &live_after,
