@@ -398,11 +398,6 @@ async fn one_session_restores_again_and_again_across_schema_changes() {
     assert_eq!(search_path, "\"$user\", public");
 }
 
-/// Rows put back from the log by each strategy: in place (no other unique constraint),
-/// deleted and inserted again (a unique column whose values two rows swapped, so that an
-/// update in place would trip over the other row midway), and tables whose only non-key
-/// column is one, or is generated always as identity. With another snapshot's mark (the
-/// rewritten rows are logged with their images) and without.
 /// A restore waits at its gate before it commits or drops anything, and a gate that says
 /// no rolls it back: the state before stays, on the delta path and on the full path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -521,6 +516,11 @@ async fn keys_equal_but_spelled_otherwise_come_back_as_they_were() {
     );
 }
 
+/// Rows put back from the log by each strategy: in place (no other unique constraint),
+/// deleted and inserted again (a unique column whose values two rows swapped, so that an
+/// update in place would trip over the other row midway), and tables whose only non-key
+/// column is one, or is generated always as identity. With another snapshot's mark (the
+/// rewritten rows are logged with their images) and without.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rewrite_strategy_puts_back_the_exact_rows() {
     let db = TestDb::new("trk_strategies").await;
