@@ -142,13 +142,19 @@ impl TestDb {
     /// capture taken while one of theirs runs counts every row written since it began as new.
     pub async fn quiesce(&self) {
         let xmax: String = self
-            .client()
+            .value("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")
+            .await;
+        self.wait_for_xmin(xmax.parse().unwrap()).await;
+    }
+
+    /// The one value `sql` (without parameters) returns, read on a connection of its own.
+    pub async fn value<T: for<'a> tokio_postgres::types::FromSql<'a>>(&self, sql: &str) -> T {
+        self.client()
             .await
-            .query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", &[])
+            .query_one(sql, &[])
             .await
             .unwrap()
-            .get(0);
-        self.wait_for_xmin(xmax.parse().unwrap()).await;
+            .get(0)
     }
 
     /// Waits until no transaction older than `xmax` runs (other tests share the server, and

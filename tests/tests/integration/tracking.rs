@@ -250,12 +250,8 @@ async fn hold_place(db: &TestDb) -> (tokio_postgres::Client, tracking::PendingMa
     let side = db.client().await;
     let pending = tracking::lock_marks(&side).await.unwrap().unwrap();
     let snap: String = db
-        .client()
-        .await
-        .query_one("SELECT pg_catalog.pg_current_snapshot()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+        .value("SELECT pg_catalog.pg_current_snapshot()::text")
+        .await;
     tracking::hold_mark(&side, &pending, &snap).await.unwrap();
     (side, pending, snap)
 }

@@ -212,13 +212,7 @@ async fn sums_that_cannot_be_send_the_table_to_the_full_comparison() {
     // which no chunk of the snapshot holds. The sums must notice, not trust it. (Taken
     // once the transactions of other tests that began before the insert have ended.)
     db.quiesce().await;
-    let now: String = db
-        .client()
-        .await
-        .query_one("SELECT pg_current_snapshot()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let now: String = db.value("SELECT pg_current_snapshot()::text").await;
     let mut forged = captured.source.point.clone().unwrap();
     forged.snapshot = now;
     settle(&db, &forged).await;
@@ -374,15 +368,8 @@ async fn a_point_from_elsewhere_or_none_compares_content() {
     let point = captured.source.point.clone().unwrap();
     let other = TestDb::new("xmin_other").await;
     let other_oid: i64 = other
-        .client()
-        .await
-        .query_one(
-            "SELECT oid::int8 FROM pg_database WHERE datname = current_database()",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        .value("SELECT oid::int8 FROM pg_database WHERE datname = current_database()")
+        .await;
     let forged = [
         CapturePoint {
             system_id: "1".into(),

@@ -309,15 +309,8 @@ async fn track_on_status_off() {
     let off = ok(&phony(&db.url(), store.path(), &["track", "off"]));
     assert!(off.contains("tracking is off"), "{off}");
     let n: i64 = db
-        .client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM pg_namespace WHERE nspname = 'phony'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        .value("SELECT count(*) FROM pg_namespace WHERE nspname = 'phony'")
+        .await;
     assert_eq!(n, 0, "nothing left behind");
     assert_same(
         &db.fingerprint().await,

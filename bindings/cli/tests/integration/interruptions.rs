@@ -202,13 +202,7 @@ async fn a_lock_held_elsewhere_names_the_session_and_force_ends_it() {
         holder.query_one("SELECT 1", &[]).await.is_err(),
         "the holder was terminated"
     );
-    let n: i64 = db
-        .client()
-        .await
-        .query_one("SELECT count(*) FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = db.value("SELECT count(*) FROM t").await;
     assert_eq!(n, 1);
 
     // Without --force, idle sessions keep their connections.
