@@ -17,7 +17,7 @@
 //! Tables with other keys take the range path of [`crate::capture`]; tables the log
 //! marks as rewritten whole, or without a key, are read whole.
 
-mod merge;
+pub(crate) mod merge;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

@@ -44,8 +44,9 @@ pub(crate) fn parse_key_text(text: &str) -> Option<Key> {
     row::fields(text.as_bytes()).map(parse_int).collect()
 }
 
-/// PostgreSQL's text form of an integer: an optional `-`, then ASCII digits.
-fn parse_int(field: &[u8]) -> Option<i64> {
+/// PostgreSQL's text form of an integer: an optional `-`, then ASCII digits (`None` for
+/// anything else, `\N` included).
+pub(crate) fn parse_int(field: &[u8]) -> Option<i64> {
     let (negative, digits) = match field.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, field),

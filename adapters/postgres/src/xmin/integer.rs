@@ -27,6 +27,7 @@ use super::{copy_out_bounded, Ages, Horizon, MAX_FLAGGED_BYTES};
 use crate::chunk_stream::decoded_chunks;
 use crate::delta::Staged;
 use crate::error::{pg, Result};
+use crate::incremental::merge::parse_int;
 use crate::sql::{column_list, ident, literal, qualified};
 
 /// Keys are counted and XORed per class of their low bits (`key & (CLASSES - 1)`).
@@ -249,7 +250,7 @@ pub(crate) async fn compare<B: Backend + 'static>(
         let live = news.get(&i).map(Vec::as_slice).unwrap_or_default();
         let mut gone = HashSet::new();
         for line in live {
-            let key = field(line, positions[0]).and_then(parse_key);
+            let key = field(line, positions[0]).and_then(parse_int);
             let Some(key) = key else {
                 return Ok(None);
             };
@@ -527,7 +528,7 @@ impl Rows {
         let mut start = 0;
         // Every row ends with a newline (the last one too).
         for end in memchr::memchr_iter(b'\n', plain) {
-            let key = parse_key(field(&plain[start..end], position)?)?;
+            let key = parse_int(field(&plain[start..end], position)?)?;
             if rows.keys.last().is_some_and(|&last| last >= key) {
                 return None;
             }
@@ -558,28 +559,6 @@ fn field(line: &[u8], position: usize) -> Option<&[u8]> {
         Some(end) => &rest[..end],
         None => rest,
     })
-}
-
-/// An integer key's text (`None` for NULL, `\N`, or anything else).
-fn parse_key(text: &[u8]) -> Option<i64> {
-    let (negative, digits) = match text.split_first()? {
-        (b'-', digits) => (true, digits),
-        _ => (false, text),
-    };
-    if digits.is_empty() {
-        return None;
-    }
-    let mut value: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        let d = i64::from(d - b'0');
-        value = value
-            .checked_mul(10)?
-            .checked_add(if negative { -d } else { d })?;
-    }
-    Some(value)
 }
 
 #[cfg(test)]
@@ -630,14 +609,14 @@ mod tests {
 
     #[test]
     fn integer_keys_parse_exactly() {
-        assert_eq!(parse_key(b"0"), Some(0));
-        assert_eq!(parse_key(b"-42"), Some(-42));
-        assert_eq!(parse_key(b"9223372036854775807"), Some(i64::MAX));
-        assert_eq!(parse_key(b"-9223372036854775808"), Some(i64::MIN));
-        assert_eq!(parse_key(b"9223372036854775808"), None);
-        assert_eq!(parse_key(b""), None);
-        assert_eq!(parse_key(b"-"), None);
-        assert_eq!(parse_key(b"1.5"), None);
-        assert_eq!(parse_key(b"\\N"), None);
+        assert_eq!(parse_int(b"0"), Some(0));
+        assert_eq!(parse_int(b"-42"), Some(-42));
+        assert_eq!(parse_int(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_int(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_int(b"9223372036854775808"), None);
+        assert_eq!(parse_int(b""), None);
+        assert_eq!(parse_int(b"-"), None);
+        assert_eq!(parse_int(b"1.5"), None);
+        assert_eq!(parse_int(b"\\N"), None);
     }
 }
