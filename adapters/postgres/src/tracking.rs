@@ -660,18 +660,20 @@ pub(crate) async fn snapshot_after_commit(client: &Client) -> Result<String> {
 /// The text of [`snapshot_after_commit`], as one scalar subquery.
 // A snapshot's xmax is the latest completed xid + 1, which may not reach this transaction's
 // own xid: raise it past ours, and count the xids in between as in progress (unseen), as
-// they may be.
+// they may be. Its xmin is then the lowest xid still unseen (the xmax when there is none),
+// not our own: every log read since the mark starts at its xmin, and should not begin with
+// the entries this very transaction wrote.
 const SNAPSHOT_AFTER_COMMIT: &str = "(WITH s AS (SELECT pg_catalog.pg_current_snapshot() AS snap),
            v AS (SELECT snap,
-                        pg_catalog.pg_snapshot_xmin(snap)::text::numeric AS lo,
                         pg_catalog.pg_snapshot_xmax(snap)::text::numeric AS hi,
                         pg_catalog.pg_current_xact_id()::text::numeric AS me
-                 FROM s)
-      SELECT lo::text || ':' || greatest(hi, me + 1)::text || ':' ||
-             coalesce((SELECT string_agg(x::text, ',' ORDER BY x)
-                       FROM (SELECT x::text::numeric AS x FROM pg_catalog.pg_snapshot_xip(snap) AS x
-                             UNION SELECT pg_catalog.generate_series(hi, me - 1)) y
-                       WHERE x <> me), '')
+                 FROM s),
+           u AS (SELECT x FROM (SELECT x::text::numeric AS x FROM v, pg_catalog.pg_snapshot_xip(v.snap) AS x
+                                UNION SELECT pg_catalog.generate_series(v.hi, v.me - 1) FROM v) y
+                 WHERE x <> (SELECT me FROM v))
+      SELECT least((SELECT min(x) FROM u), greatest(hi, me + 1))::text || ':'
+             || greatest(hi, me + 1)::text || ':'
+             || coalesce((SELECT string_agg(x::text, ',' ORDER BY x) FROM u), '')
       FROM v)";
 
 /// The relation ids whose log entries concern each of `tables` (itself and its partition
