@@ -480,9 +480,16 @@ async fn restore_delta<B: Backend + 'static>(
         let tables: Vec<String> = root.tables.iter().map(|t| qualified(&t.table)).collect();
         format!("LOCK TABLE {} IN EXCLUSIVE MODE;", tables.join(", "))
     };
+    // The log's reads cover a few thousand entries: launching parallel workers for them
+    // (which stale statistics of a grown log invite) costs more than the whole read.
+    let serial = match tracking.mark {
+        Some(_) => "SET LOCAL max_parallel_workers_per_gather = 0;",
+        None => "",
+    };
     if let Err(e) = client
         .batch_execute(&format!(
-            "{begin} SAVEPOINT phony_delta; {lock} SET LOCAL session_replication_role = replica; {}",
+            "{begin} SAVEPOINT phony_delta; {lock} SET LOCAL session_replication_role = replica; \
+             {serial} {}",
             tracking::IMAGE_SETTINGS
         ))
         .await
