@@ -83,138 +83,254 @@ struct Statements {
     put: Option<String>,
 }
 
-impl Statements {
-    fn new(rel: &LoggedRelation, logging: Logging) -> Self {
-        let t = qualified(&rel.table);
-        let key_of = |alias: &str| column_list(alias, &rel.key);
-        let logged_key = |alias: &str| {
-            rel.key_types
-                .iter()
-                .enumerate()
-                .map(|(i, ty)| format!("{alias}.key[{}]::{ty}", i + 1))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let matches = |alias: &str| format!("({}) = ({})", key_of("t"), logged_key(alias));
-        let cols = ident_list(&rel.columns);
-        let fields = |columns: &[&String]| {
-            columns
-                .iter()
-                .map(|c| format!("(x.r).{}", ident(c)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let all: Vec<&String> = rel.columns.iter().collect();
-        let non_key: Vec<&String> = rel
-            .columns
-            .iter()
-            .filter(|c| !rel.key.contains(c))
-            .collect();
+/// The pieces of SQL both kinds of rewrite are made of.
+struct Parts<'a> {
+    rel: &'a LoggedRelation,
+    /// The table, qualified.
+    t: String,
+    /// The first entry of each key since the mark (`key`, `img`).
+    first: String,
+}
+
+impl<'a> Parts<'a> {
+    fn new(rel: &'a LoggedRelation) -> Self {
         // The first entry of each key since the mark: its image is the row as the snapshot
         // has it (none: the key did not exist then). Keys are told apart, and sorted, as
         // values of their columns' types, the way the table's key tells rows apart (and an
         // `int8` sorts several times faster than a `text[]`).
-        let typed = logged_key("phony.changes");
+        let typed = Self::logged_key(rel, "phony.changes");
         let first = format!(
             "SELECT DISTINCT ON ({typed}) key, img FROM phony.changes
              WHERE relid = $1 AND key IS NOT NULL AND {}
              ORDER BY {typed}, seq",
             since_mark("$2::text")
         );
-        // `live`: the row now, as text when its image is compared and logged, else whether
-        // it exists. `differs`: the row must be rewritten.
-        let (live, present, differs) = match logging {
-            Logging::Images => (
-                format!("(SELECT t::text FROM {t} AS t WHERE {})", matches("f")),
-                "c.live IS NOT NULL",
-                "c.live IS DISTINCT FROM c.img",
-            ),
-            Logging::Keys | Logging::Nothing => (
-                format!("EXISTS (SELECT 1 FROM {t} AS t WHERE {})", matches("f")),
-                "c.live",
-                "true",
-            ),
-        };
-        let logged = match logging {
-            Logging::Images => "logged AS (INSERT INTO phony.changes (relid, key, img)
-                        SELECT $1, c.key, c.live FROM cur AS c WHERE c.live IS DISTINCT FROM c.img
-                        RETURNING 1),"
-                .to_owned(),
-            // Every key whose row changes: it exists now, or will.
-            Logging::Keys => format!(
-                "logged AS (INSERT INTO phony.changes (relid, key, img)
-                            SELECT $1, c.key, CASE WHEN c.live THEN {} END FROM cur AS c
-                            WHERE c.live OR c.img IS NOT NULL
-                            RETURNING 1),",
+        Parts {
+            rel,
+            t: qualified(&rel.table),
+            first,
+        }
+    }
+
+    /// The logged key of the entry `alias`, as values of the key's types.
+    fn logged_key(rel: &LoggedRelation, alias: &str) -> String {
+        rel.key_types
+            .iter()
+            .enumerate()
+            .map(|(i, ty)| format!("{alias}.key[{}]::{ty}", i + 1))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The row `t` has the key of the entry `alias`.
+    fn matches(&self, alias: &str) -> String {
+        format!(
+            "({}) = ({})",
+            column_list("t", &self.rel.key),
+            Self::logged_key(self.rel, alias)
+        )
+    }
+
+    /// The fields `columns` of the parsed image `r` of `alias`.
+    fn fields(alias: &str, columns: &[&String]) -> String {
+        columns
+            .iter()
+            .map(|c| format!("({alias}.r).{}", ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn all(&self) -> Vec<&'a String> {
+        self.rel.columns.iter().collect()
+    }
+
+    fn non_key(&self) -> Vec<&'a String> {
+        self.rel
+            .columns
+            .iter()
+            .filter(|c| !self.rel.key.contains(c))
+            .collect()
+    }
+
+    /// Inserts the image of every entry of `cur` that has one and meets `extra`.
+    // OFFSET 0 keeps the subquery from being flattened, which would parse each image once
+    // per column instead of once.
+    fn insert_images(&self, extra: &str) -> String {
+        let t = &self.t;
+        format!(
+            "INSERT INTO {t} ({}) OVERRIDING SYSTEM VALUE
+             SELECT {} FROM (SELECT c.img::{t} AS r FROM cur AS c
+                             WHERE c.img IS NOT NULL {extra} OFFSET 0) AS x",
+            ident_list(&self.rel.columns),
+            Self::fields("x", &self.all())
+        )
+    }
+
+    /// The statement that inserts, after `rewrite` deleted every row to be replaced, the
+    /// images of the keys whose rows are missing.
+    fn put(&self) -> String {
+        format!(
+            "WITH f AS ({}),
+                  cur AS (SELECT f.key, f.img FROM f)
+             {}",
+            self.first,
+            self.insert_images(&format!(
+                "AND NOT EXISTS (SELECT 1 FROM {} AS t WHERE {})",
+                self.t,
+                self.matches("c")
+            ))
+        )
+    }
+}
+
+impl Statements {
+    fn new(rel: &LoggedRelation, logging: Logging) -> Self {
+        let parts = Parts::new(rel);
+        match logging {
+            Logging::Images => Self::compared(&parts),
+            Logging::Keys => Self::blind(&parts, true),
+            Logging::Nothing => Self::blind(&parts, false),
+        }
+    }
+
+    /// Every logged key's row rewritten from its image without comparing, and each key
+    /// looked up once: the rewrite itself tells which rows existed (its `RETURNING`), for
+    /// the counts and, with `log`, for the log (see [`Logging::Keys`]).
+    fn blind(parts: &Parts, log: bool) -> Self {
+        let (t, first) = (&parts.t, &parts.first);
+        let non_key = parts.non_key();
+        if parts.rel.in_place && !non_key.is_empty() {
+            // `p`: each image parsed once, for the update and the insert. A key the update
+            // did not find has no row: its image is inserted.
+            let logged = match log {
+                true => format!(
+                    "INSERT INTO phony.changes (relid, key, img)
+                     SELECT $1, g.key, {unknown} FROM gone AS g
+                     UNION ALL
+                     SELECT $1, u.key, {unknown} FROM updated AS u
+                     UNION ALL
+                     SELECT $1, p.key, NULL FROM p
+                     WHERE NOT EXISTS (SELECT 1 FROM updated AS u WHERE u.key = p.key)
+                     RETURNING 1",
+                    unknown = literal(UNKNOWN_IMAGE)
+                ),
+                false => "SELECT 1 WHERE false".to_owned(),
+            };
+            let rewrite = format!(
+                "WITH f AS ({first}),
+                      p AS MATERIALIZED (SELECT f.key, f.img::{t} AS r FROM f
+                                         WHERE f.img IS NOT NULL),
+                      gone AS (DELETE FROM {t} AS t USING f
+                               WHERE f.img IS NULL AND {} RETURNING f.key),
+                      updated AS (UPDATE {t} AS t SET ({}) = ROW({}) FROM p
+                                  WHERE {} RETURNING p.key),
+                      inserted AS (INSERT INTO {t} ({}) OVERRIDING SYSTEM VALUE
+                                   SELECT {} FROM p
+                                   WHERE NOT EXISTS (SELECT 1 FROM updated AS u WHERE u.key = p.key)
+                                   RETURNING 1),
+                      logged AS ({logged})
+                 SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM inserted),
+                        (SELECT count(*) FROM updated), (SELECT count(*) FROM logged)",
+                parts.matches("f"),
+                ident_list(&non_key.iter().map(|c| (*c).clone()).collect::<Vec<_>>()),
+                Parts::fields("p", &non_key),
+                parts.matches("p"),
+                ident_list(&parts.rel.columns),
+                Parts::fields("p", &parts.all()),
+            );
+            return Statements { rewrite, put: None };
+        }
+        // Delete every logged key's row first, then insert: no unique constraint sees a
+        // value held by two rows midway. A key whose row was deleted and that has an image
+        // is updated; one with an image and no row, inserted.
+        let logged = match log {
+            true => format!(
+                "INSERT INTO phony.changes (relid, key, img)
+                 SELECT $1, g.key, {} FROM gone AS g
+                 UNION ALL
+                 SELECT $1, f.key, NULL FROM f
+                 WHERE f.img IS NOT NULL AND NOT EXISTS (SELECT 1 FROM gone AS g WHERE g.key = f.key)
+                 RETURNING 1",
                 literal(UNKNOWN_IMAGE)
             ),
-            Logging::Nothing => "logged AS (SELECT 1 WHERE false),".to_owned(),
+            false => "SELECT 1 WHERE false".to_owned(),
         };
-        // OFFSET 0 keeps the subqueries from being flattened, which would parse each image
-        // once per column instead of once.
-        let insert_missing = |extra: &str| {
-            format!(
-                "INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE
-                 SELECT {} FROM (SELECT c.img::{t} AS r FROM cur AS c
-                                 WHERE c.img IS NOT NULL {extra} OFFSET 0) AS x",
-                fields(&all)
-            )
-        };
-        let counts = format!(
-            "SELECT count(*) FILTER (WHERE c.img IS NULL AND {present}),
-                    count(*) FILTER (WHERE c.img IS NOT NULL AND NOT ({present})),
-                    count(*) FILTER (WHERE c.img IS NOT NULL AND {present} AND {differs}),
-                    (SELECT count(*) FROM logged) + (SELECT count(*) FROM gone)
-                      + (SELECT count(*) FROM changed)
-             FROM cur AS c"
+        let rewrite = format!(
+            "WITH f AS ({first}),
+                  gone AS (DELETE FROM {t} AS t USING f WHERE {}
+                           RETURNING f.key, f.img IS NULL AS dropped),
+                  logged AS ({logged})
+             SELECT (SELECT count(*) FROM gone WHERE dropped),
+                    (SELECT count(*) FROM f WHERE f.img IS NOT NULL
+                       AND NOT EXISTS (SELECT 1 FROM gone AS g WHERE g.key = f.key)),
+                    (SELECT count(*) FROM gone WHERE NOT dropped),
+                    (SELECT count(*) FROM logged)",
+            parts.matches("f"),
         );
+        Statements {
+            rewrite,
+            put: Some(parts.put()),
+        }
+    }
+
+    /// Each row compared with its image as text; those that differ are rewritten and logged
+    /// with their current image (see [`Logging::Images`]).
+    fn compared(parts: &Parts) -> Self {
+        let (t, first) = (&parts.t, &parts.first);
+        let non_key = parts.non_key();
+        // `live`: the row now, as text.
         let cur = format!(
             "WITH f AS ({first}),
-                  cur AS MATERIALIZED (SELECT f.key, f.img, {live} AS live FROM f),
-                  {logged}"
+                  cur AS MATERIALIZED (SELECT f.key, f.img,
+                                              (SELECT t::text FROM {t} AS t WHERE {}) AS live
+                                       FROM f),
+                  logged AS (INSERT INTO phony.changes (relid, key, img)
+                             SELECT $1, c.key, c.live FROM cur AS c
+                             WHERE c.live IS DISTINCT FROM c.img
+                             RETURNING 1),",
+            parts.matches("f")
         );
-        if rel.in_place && !non_key.is_empty() {
+        let counts = "SELECT count(*) FILTER (WHERE c.img IS NULL AND c.live IS NOT NULL),
+                             count(*) FILTER (WHERE c.img IS NOT NULL AND c.live IS NULL),
+                             count(*) FILTER (WHERE c.img IS NOT NULL AND c.live IS NOT NULL
+                                                AND c.live IS DISTINCT FROM c.img),
+                             (SELECT count(*) FROM logged) + (SELECT count(*) FROM gone)
+                               + (SELECT count(*) FROM changed)
+                      FROM cur AS c";
+        if parts.rel.in_place && !non_key.is_empty() {
             let rewrite = format!(
                 "{cur}
                  gone AS (DELETE FROM {t} AS t USING cur AS c
-                          WHERE c.img IS NULL AND {present} AND {} RETURNING 1),
+                          WHERE c.img IS NULL AND c.live IS NOT NULL AND {} RETURNING 1),
                  updated AS (UPDATE {t} AS t SET ({}) = ROW({})
                              FROM (SELECT c.key, c.img::{t} AS r FROM cur AS c
-                                   WHERE c.img IS NOT NULL AND {present} AND {differs} OFFSET 0) AS x
+                                   WHERE c.img IS NOT NULL AND c.live IS NOT NULL
+                                     AND c.live IS DISTINCT FROM c.img OFFSET 0) AS x
                              WHERE {} RETURNING 1),
                  inserted AS ({} RETURNING 1),
                  changed AS (SELECT 1 FROM updated UNION ALL SELECT 1 FROM inserted)
                  {counts}",
-                matches("c"),
+                parts.matches("c"),
                 ident_list(&non_key.iter().map(|c| (*c).clone()).collect::<Vec<_>>()),
-                fields(&non_key),
-                matches("x"),
-                insert_missing(&format!("AND NOT ({present})")),
+                Parts::fields("x", &non_key),
+                parts.matches("x"),
+                parts.insert_images("AND c.live IS NULL"),
             );
             return Statements { rewrite, put: None };
         }
-        // Delete every row that differs first, then insert: no unique constraint sees a
-        // value held by two rows midway.
+        // Delete every row that differs first, then insert (see `blind`).
         let rewrite = format!(
             "{cur}
              gone AS (DELETE FROM {t} AS t USING cur AS c
-                      WHERE {present} AND {differs} AND {} RETURNING 1),
+                      WHERE c.live IS NOT NULL AND c.live IS DISTINCT FROM c.img AND {}
+                      RETURNING 1),
              changed AS (SELECT 1 WHERE false)
              {counts}",
-            matches("c"),
-        );
-        let put = format!(
-            "WITH f AS ({first}),
-                  cur AS (SELECT f.key, f.img FROM f)
-             {}",
-            insert_missing(&format!(
-                "AND NOT EXISTS (SELECT 1 FROM {t} AS t WHERE {})",
-                matches("c")
-            ))
+            parts.matches("c"),
         );
         Statements {
             rewrite,
-            put: Some(put),
+            put: Some(parts.put()),
         }
     }
 }
