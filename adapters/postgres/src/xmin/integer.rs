@@ -71,6 +71,10 @@ pub(crate) struct Integer {
 /// group by costs the server half as much per row as the same groups over several
 /// columns.) New rows come first, then the old rows' groups in the order of the chunks, so
 /// that the sums of a chunk found whole are dropped as soon as its groups have been seen.
+///
+/// The groups are made in a hash table and only they are sorted: the planner, which
+/// expects a group per row, would sort every row first (three fifths of the scan's time
+/// on a 2-million-row table, spilling to disk).
 pub(crate) async fn ages(
     reader: &Client,
     entry: &TableEntry,
@@ -90,12 +94,13 @@ pub(crate) async fn ages(
     let k = format!("t.{}", ident(&entry.key[0]));
     let old_row = horizon.old_sql("t.xmin");
     let sql = format!(
-        "SELECT CASE WHEN {old_row} \
+        "WITH g AS MATERIALIZED (SELECT CASE WHEN {old_row} \
            THEN pg_catalog.width_bucket({k}, (SELECT $1::text[]::{ty}[]))::int8 * {CLASSES} \
                 + ({k}::int8 & {}) \
            ELSE -1 - (((t.ctid::text::point)[0]::int8 << 16) | (t.ctid::text::point)[1]::int8) \
-         END, count(*), pg_catalog.bit_xor({k}::int8) \
-         FROM ONLY {t} AS t GROUP BY 1 ORDER BY 1",
+         END AS g, count(*) AS n, pg_catalog.bit_xor({k}::int8) AS x \
+         FROM ONLY {t} AS t GROUP BY 1) \
+         SELECT g, n, x FROM g ORDER BY g",
         CLASSES - 1
     );
     let context = || format!("reading the row ages of {}", entry.table);
