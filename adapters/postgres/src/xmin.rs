@@ -390,20 +390,17 @@ pub(crate) async fn examine<B: Backend + 'static>(
             .is_ok_and(|(version, _)| version >= 140_000),
         None => false,
     };
-    // A scan costs about what its rows do: most rows first onto the least loaded reader.
+    // Most rows first; each reader takes the next table when it is done with one, so that
+    // a table whose rows cost more than their count says (wide ones, say) does not leave
+    // the other reader idle.
     let mut order: Vec<usize> = (0..tables.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(tables[i].content.rows));
-    let mut shares: Vec<(u64, Vec<usize>)> = vec![(0, Vec::new()); readers.len().max(1)];
-    for i in order {
-        if let Some(share) = shares.iter_mut().min_by_key(|s| s.0) {
-            share.0 += tables[i].content.rows;
-            share.1.push(i);
-        }
-    }
-    let work = readers.iter().zip(&shares).map(|(reader, (_, share))| {
+    let next = std::sync::Mutex::new(order.into_iter());
+    let take = || next.lock().ok().and_then(|mut order| order.next());
+    let work = readers.iter().map(|reader| {
         let done = done.clone();
         async move {
-            for &i in share {
+            while let Some(i) = take() {
                 let started = std::time::Instant::now();
                 let outcome =
                     examine_one(reader, store, tables[i], horizon, bit_xor, prefetch).await?;
