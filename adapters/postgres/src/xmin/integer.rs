@@ -389,27 +389,39 @@ async fn read_open(
     sums: &HashMap<usize, [Sums; CLASSES]>,
     kept: &[Read],
 ) -> Result<Option<Vec<HashSet<i64>>>> {
-    let mut lo = Vec::with_capacity(open.len());
-    let mut hi = Vec::with_capacity(open.len());
-    let mut classes = Vec::with_capacity(open.len());
-    for o in open {
-        let keys = &kept[o.read].rows.keys;
-        let (Some(&first), Some(&last)) = (keys.first(), keys.last()) else {
-            return Ok(None);
-        };
-        // Old keys are among the chunk's: its first and last key bound them.
-        lo.push(first);
-        hi.push(last);
-        classes.push(o.class as i64);
+    // One scan per chunk, for all its open classes (a bit mask): its opens are adjacent.
+    let (mut lo, mut hi, mut masks) = (Vec::new(), Vec::new(), Vec::new());
+    let mut which: HashMap<(usize, usize), usize> = HashMap::with_capacity(open.len());
+    let mut reads: Vec<usize> = Vec::new();
+    for (j, o) in open.iter().enumerate() {
+        if reads.last() != Some(&o.read) {
+            let keys = &kept[o.read].rows.keys;
+            let (Some(&first), Some(&last)) = (keys.first(), keys.last()) else {
+                return Ok(None);
+            };
+            // Old keys are among the chunk's: its first and last key bound them.
+            lo.push(first);
+            hi.push(last);
+            masks.push(0i64);
+            reads.push(o.read);
+        }
+        if let Some(mask) = masks.last_mut() {
+            *mask |= 1 << o.class;
+        }
+        which.insert((reads.len() - 1, o.class), j);
     }
     let rows = reader
-        .query(&class_keys_sql(entry, horizon), &[&lo, &hi, &classes])
+        .query(&class_keys_sql(entry, horizon), &[&lo, &hi, &masks])
         .await
         .map_err(pg(format!("reading changed keys of {}", entry.table)))?;
     let mut present: Vec<HashSet<i64>> = vec![HashSet::new(); open.len()];
     for r in &rows {
         let (i, key): (i64, i64) = (r.get(0), r.get(1));
-        match present.get_mut((i - 1) as usize) {
+        let slot = usize::try_from(i - 1)
+            .ok()
+            .and_then(|g| which.get(&(g, class(key))))
+            .and_then(|&j| present.get_mut(j));
+        match slot {
             Some(p) => {
                 p.insert(key);
             }
@@ -436,17 +448,18 @@ async fn read_open(
     Ok(Some(out))
 }
 
-/// The keys of the old rows of each class of a key range (`$1` lowest, `$2` highest key,
-/// `$3` class, all `int8[]`): `(ordinal, key)`, one index range scan each (`OFFSET 0` keeps
-/// the planner from joining them to a scan of the whole table).
+/// The keys of the old rows of some classes of a key range (`$1` lowest, `$2` highest key,
+/// `$3` the classes as a bit mask, all `int8[]`): `(ordinal, key)`, one index range scan
+/// each (`OFFSET 0` keeps the planner from joining them to a scan of the whole table).
 fn class_keys_sql(entry: &TableEntry, horizon: Horizon) -> String {
     let t = qualified(&entry.table);
     let k = format!("t.{}", ident(&entry.key[0]));
     format!(
         "SELECT r.i, x.k FROM unnest($1::int8[], $2::int8[], $3::int8[]) \
-         WITH ORDINALITY AS r(lo, hi, c, i) \
+         WITH ORDINALITY AS r(lo, hi, m, i) \
          CROSS JOIN LATERAL (SELECT {k}::int8 AS k FROM ONLY {t} AS t \
-         WHERE {k} >= r.lo AND {k} <= r.hi AND ({k}::int8 & {}) = r.c AND {} OFFSET 0) AS x",
+         WHERE {k} >= r.lo AND {k} <= r.hi AND (r.m >> ({k}::int8 & {})::int4) & 1 = 1 \
+         AND {} OFFSET 0) AS x",
         CLASSES - 1,
         horizon.old_sql("t.xmin")
     )
