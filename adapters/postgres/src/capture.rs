@@ -241,6 +241,10 @@ async fn capture_holding<B: Backend + 'static>(
     if tracked {
         // The database held this snapshot's state at the capture's point in time.
         tracking::record_mark(&coordinator, &root, &point_in_time, pending).await?;
+        // Best effort: the snapshot is taken.
+        if let Err(e) = tracking::tidy(&coordinator).await {
+            tracing::debug!("tidying the change log: {e}");
+        }
     }
     let mut t = lock(&tally);
     t.add(stored);

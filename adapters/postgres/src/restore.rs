@@ -197,7 +197,14 @@ pub async fn restore<B: Backend + 'static>(
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
     let session = Session::connect(&target.with_application_name("phony restore")).await?;
-    restore_in(&session, target, store, root, opts).await
+    let report = restore_in(&session, target, store, root, opts).await?;
+    if report.tracked && !opts.dry_run {
+        // Best effort: the restore is done.
+        if let Err(e) = tracking::tidy(session.client()).await {
+            tracing::debug!("tidying the change log: {e}");
+        }
+    }
+    Ok(report)
 }
 
 /// [`restore`] through an open session on `target`'s database (not inside a transaction):

@@ -587,3 +587,49 @@ async fn every_rewrite_strategy_puts_back_the_exact_rows() {
         }
     }
 }
+
+/// With autovacuum off for the log, the entries every prune deletes stay behind as dead
+/// rows that reads of the log step over: a restore vacuums the log once they outnumber
+/// the live ones (and 10,000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_autovacuum_leaves_alone_is_vacuumed_after_a_restore() {
+    let db = TestDb::new("trk_vacuum").await;
+    db.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL);
+         INSERT INTO t SELECT g, g FROM generate_series(1, 12000) AS g;",
+    )
+    .await;
+    track_on(&db).await;
+    db.exec("ALTER TABLE phony.changes SET (autovacuum_enabled = false)")
+        .await;
+    let store = TestStore::new().await;
+    let before = db.fingerprint().await;
+    let snap = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    let dead = "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'phony.changes'::regclass";
+    let vacuums =
+        "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'phony.changes'::regclass";
+
+    // 12,000 entries, which the restore's pruning deletes; counted once its session ends.
+    db.exec("UPDATE t SET v = v + 1").await;
+    db.restore(&store, &snap.manifest).await;
+    assert_same(&db.fingerprint().await, &before, "after the first restore");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while db.value::<i64>(dead).await < 12000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pruned entries were never counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(db.value::<i64>(vacuums).await, 0);
+
+    // The next restore finds them and vacuums.
+    db.exec("UPDATE t SET v = 0 WHERE id = 1").await;
+    let report = db.restore(&store, &snap.manifest).await;
+    assert!(report.tracked, "{report:?}");
+    assert_same(&db.fingerprint().await, &before, "after the second restore");
+    assert_eq!(db.value::<i64>(vacuums).await, 1);
+    assert!(db.value::<i64>(dead).await < 12000);
+}
