@@ -35,14 +35,16 @@ where
     false
 }
 
-/// Waits (up to 20 s) until a session named `application_name` runs a COPY: the moment to
-/// kill the phony process behind it mid-work.
-async fn copying(watcher: &tokio_postgres::Client, application_name: &str) -> bool {
+/// Waits (up to 20 s) until a session named `application_name` runs a COPY in a database
+/// whose name starts with `database` (other tests run phony too): the moment to kill the
+/// phony process behind it mid-work.
+async fn copying(watcher: &tokio_postgres::Client, application_name: &str, database: &str) -> bool {
     wait_for(Duration::from_secs(20), || async {
         !watcher
             .query(
-                "SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'COPY%'",
-                &[&application_name],
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'COPY%'
+                 AND starts_with(datname, $2)",
+                &[&application_name, &database],
             )
             .await
             .unwrap()
@@ -71,7 +73,7 @@ async fn a_restore_killed_midway_leaves_the_before_state() {
         .spawn()
         .unwrap();
     // Kill it while it is loading rows: the schema is already dropped and recreated.
-    let loading = copying(&watcher, "phony restore").await;
+    let loading = copying(&watcher, "phony restore", &db.name).await;
     child.kill().unwrap();
     let status = child.wait().unwrap();
     assert!(loading, "the restore reached the load phase");
@@ -109,7 +111,7 @@ async fn a_killed_create_lists_nothing() {
     )
     .spawn()
     .unwrap();
-    let reading = copying(&watcher, "phony capture").await;
+    let reading = copying(&watcher, "phony capture", &db.name).await;
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(reading);
@@ -245,7 +247,7 @@ async fn a_killed_restore_into_a_new_database_never_shows_a_partial_one() {
     )
     .spawn()
     .unwrap();
-    let loading = copying(&watcher, "phony restore").await;
+    let loading = copying(&watcher, "phony restore", &format!("{copy}_phony_partial_")).await;
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(loading, "the restore reached the load phase");
