@@ -396,7 +396,8 @@ pub(crate) async fn examine<B: Backend + 'static>(
     let mut order: Vec<usize> = (0..tables.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(tables[i].content.rows));
     let next = std::sync::Mutex::new(order.into_iter());
-    let take = || next.lock().ok().and_then(|mut order| order.next());
+    // A poisoned lock still holds a valid iterator: no table may go unexamined.
+    let take = || next.lock().unwrap_or_else(|e| e.into_inner()).next();
     let work = readers.iter().map(|reader| {
         let done = done.clone();
         async move {
