@@ -152,6 +152,22 @@ impl<'a> Parts<'a> {
             .collect()
     }
 
+    /// Rows are updated in place: the table allows it and has columns besides its key.
+    fn in_place(&self) -> bool {
+        self.rel.in_place && !self.non_key().is_empty()
+    }
+
+    /// `(non-key columns) = ROW(their fields of the parsed image of alias)`, for an update.
+    fn set_non_key(&self, alias: &str) -> String {
+        let non_key = self.non_key();
+        let names: Vec<String> = non_key.iter().map(|c| (*c).clone()).collect();
+        format!(
+            "({}) = ROW({})",
+            ident_list(&names),
+            Self::fields(alias, &non_key)
+        )
+    }
+
     /// Inserts the image of every entry of `cur` that has one and meets `extra`.
     // OFFSET 0 keeps the subquery from being flattened, which would parse each image once
     // per column instead of once.
@@ -198,8 +214,7 @@ impl Statements {
     /// the counts and, with `log`, for the log (see [`Logging::Keys`]).
     fn blind(parts: &Parts, log: bool) -> Self {
         let (t, first) = (&parts.t, &parts.first);
-        let non_key = parts.non_key();
-        if parts.rel.in_place && !non_key.is_empty() {
+        if parts.in_place() {
             // `p`: each image parsed once, for the update and the insert. A key the update
             // did not find has no row: its image is inserted.
             let logged = match log {
@@ -222,7 +237,7 @@ impl Statements {
                                          WHERE f.img IS NOT NULL),
                       gone AS (DELETE FROM {t} AS t USING f
                                WHERE f.img IS NULL AND {} RETURNING f.key),
-                      updated AS (UPDATE {t} AS t SET ({}) = ROW({}) FROM p
+                      updated AS (UPDATE {t} AS t SET {} FROM p
                                   WHERE {} RETURNING p.key),
                       inserted AS (INSERT INTO {t} ({}) OVERRIDING SYSTEM VALUE
                                    SELECT {} FROM p
@@ -232,8 +247,7 @@ impl Statements {
                  SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM inserted),
                         (SELECT count(*) FROM updated), (SELECT count(*) FROM logged)",
                 parts.matches("f"),
-                ident_list(&non_key.iter().map(|c| (*c).clone()).collect::<Vec<_>>()),
-                Parts::fields("p", &non_key),
+                parts.set_non_key("p"),
                 parts.matches("p"),
                 ident_list(&parts.rel.columns),
                 Parts::fields("p", &parts.all()),
@@ -277,7 +291,6 @@ impl Statements {
     /// with their current image (see [`Logging::Images`]).
     fn compared(parts: &Parts) -> Self {
         let (t, first) = (&parts.t, &parts.first);
-        let non_key = parts.non_key();
         // `live`: the row now, as text.
         let cur = format!(
             "WITH f AS ({first}),
@@ -297,12 +310,12 @@ impl Statements {
                              (SELECT count(*) FROM logged) + (SELECT count(*) FROM gone)
                                + (SELECT count(*) FROM changed)
                       FROM cur AS c";
-        if parts.rel.in_place && !non_key.is_empty() {
+        if parts.in_place() {
             let rewrite = format!(
                 "{cur}
                  gone AS (DELETE FROM {t} AS t USING cur AS c
                           WHERE c.img IS NULL AND c.live IS NOT NULL AND {} RETURNING 1),
-                 updated AS (UPDATE {t} AS t SET ({}) = ROW({})
+                 updated AS (UPDATE {t} AS t SET {}
                              FROM (SELECT c.key, c.img::{t} AS r FROM cur AS c
                                    WHERE c.img IS NOT NULL AND c.live IS NOT NULL
                                      AND c.live IS DISTINCT FROM c.img OFFSET 0) AS x
@@ -311,8 +324,7 @@ impl Statements {
                  changed AS (SELECT 1 FROM updated UNION ALL SELECT 1 FROM inserted)
                  {counts}",
                 parts.matches("c"),
-                ident_list(&non_key.iter().map(|c| (*c).clone()).collect::<Vec<_>>()),
-                Parts::fields("x", &non_key),
+                parts.set_non_key("x"),
                 parts.matches("x"),
                 parts.insert_images("AND c.live IS NULL"),
             );
