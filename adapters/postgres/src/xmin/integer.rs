@@ -392,9 +392,9 @@ async fn read_open(
     // One scan per chunk, for all its open classes (a bit mask): its opens are adjacent.
     let (mut lo, mut hi, mut masks) = (Vec::new(), Vec::new(), Vec::new());
     let mut which: HashMap<(usize, usize), usize> = HashMap::with_capacity(open.len());
-    let mut reads: Vec<usize> = Vec::new();
+    let mut last_read = None;
     for (j, o) in open.iter().enumerate() {
-        if reads.last() != Some(&o.read) {
+        if last_read != Some(o.read) {
             let keys = &kept[o.read].rows.keys;
             let (Some(&first), Some(&last)) = (keys.first(), keys.last()) else {
                 return Ok(None);
@@ -403,12 +403,12 @@ async fn read_open(
             lo.push(first);
             hi.push(last);
             masks.push(0i64);
-            reads.push(o.read);
+            last_read = Some(o.read);
         }
         if let Some(mask) = masks.last_mut() {
             *mask |= 1 << o.class;
         }
-        which.insert((reads.len() - 1, o.class), j);
+        which.insert((masks.len() - 1, o.class), j);
     }
     let rows = reader
         .query(&class_keys_sql(entry, horizon), &[&lo, &hi, &masks])
