@@ -241,11 +241,9 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
             dry_run: true,
             ..Default::default()
         }),
-        (false, true) => phony_postgres::restore(&target, &store, &root, &opts).await,
-        (false, false) if !safety_first => {
-            phony_postgres::restore(&target, &store, &root, &opts).await
-        }
-        (false, false) => {
+        // A dry run never takes a safety snapshot.
+        (false, _) if !safety_first => phony_postgres::restore(&target, &store, &root, &opts).await,
+        (false, _) => {
             let labels = [("before_restore_of".to_owned(), record.id.to_string())].into();
             let (taken, restored) =
                 restore_after_safety(ctx, &store, &target, &root, opts, labels).await;
