@@ -50,7 +50,8 @@ pub struct ListEntry {
 /// - **linearizable listing**: an object whose write completed before a
 ///   [`list`](Backend::list) started is listed, one whose delete completed is not
 ///   (garbage collection's safety rests on this; S3 and local disks give it);
-/// - [`ListEntry::modified`] comes from one clock for all clients of the store.
+/// - [`ListEntry::modified`] comes from one clock for all clients of the store;
+/// - [`sync`](Backend::sync) makes every write completed before it durable.
 pub trait Backend: Send + Sync {
     /// Writes `bytes` at `key` unless it exists. `Ok(true)`: written; `Ok(false)`: it existed.
     fn put_if_absent(&self, key: &str, bytes: Bytes) -> impl Future<Output = Result<bool>> + Send;
@@ -66,6 +67,14 @@ pub trait Backend: Send + Sync {
     fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<ListEntry>>> + Send;
     /// Where this backend points, for messages (never a secret).
     fn describe(&self) -> String;
+    /// Makes every write completed so far survive a power loss or an operating-system
+    /// crash. The store calls it before a snapshot record is written (so a record never
+    /// names a blob that a crash could empty) and after (so a snapshot reported as taken
+    /// stays taken). Backends whose writes are durable once acknowledged (S3, memory) need
+    /// nothing: the default does nothing.
+    fn sync(&self) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// The key of a blob.
@@ -175,6 +184,7 @@ impl<B: Backend> Store<B> {
                 backend
                     .put_if_absent(CONFIG_KEY, Bytes::from(config.encode()))
                     .await?;
+                backend.sync().await?;
                 Self::open(backend).await
             }
         }
@@ -207,7 +217,8 @@ impl<B: Backend> Store<B> {
         }
         let bytes = config.encode();
         StoreConfig::decode(&bytes)?;
-        self.backend.put(CONFIG_KEY, Bytes::from(bytes)).await
+        self.backend.put(CONFIG_KEY, Bytes::from(bytes)).await?;
+        self.backend.sync().await
     }
 
     /// The backend underneath.
@@ -485,11 +496,14 @@ impl<B: Backend> Store<B> {
         Ok(keys)
     }
 
-    /// Writes a snapshot record. Call only after every blob it names is stored.
+    /// Writes a snapshot record. Call only after every blob it names is stored: the blobs
+    /// are made durable before the record is written, and the record before this returns.
     pub async fn put_record(&self, record: &SnapshotRecord) -> Result<()> {
+        self.backend.sync().await?;
         self.backend
             .put(&record_key(&record.id), Bytes::from(record.encode()))
-            .await
+            .await?;
+        self.backend.sync().await
     }
 
     /// Removes a snapshot record (its blobs stay until garbage collection).
@@ -536,6 +550,30 @@ mod tests {
     async fn depth(store: &Store<MemBackend>, id: &BlobId) -> u8 {
         let stored = store.get_encoded(id).await.unwrap();
         DeltaHeader::depth_of(id, &stored).unwrap()
+    }
+
+    #[test]
+    fn a_record_is_written_between_two_syncs_and_a_new_store_is_synced() {
+        block_on(async {
+            let store = store().await;
+            assert_eq!(
+                store.backend().journal(),
+                [format!("put {CONFIG_KEY}"), "sync".into()]
+            );
+            let record = crate::testing::put_snapshot(&store, &[b"1\ta\n"], 7).await;
+            let journal = store.backend().journal();
+            let tail = &journal[journal.len() - 3..];
+            assert_eq!(
+                tail,
+                [
+                    "sync".into(),
+                    format!("put {}", record_key(&record.id)),
+                    "sync".into()
+                ],
+                "the blobs are durable before the record is written, the record before it returns"
+            );
+            assert_eq!(journal.iter().filter(|e| *e == "sync").count(), 3);
+        });
     }
 
     #[test]

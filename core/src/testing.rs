@@ -18,13 +18,21 @@ use crate::store::{Backend, ListEntry, Store};
 pub struct MemBackend {
     objects: Mutex<BTreeMap<String, (Bytes, OffsetDateTime)>>,
     clock: Mutex<i64>,
+    /// Each write (`put <key>`) and each [`Backend::sync`] (`sync`), in order.
+    journal: Mutex<Vec<String>>,
 }
 
 impl MemBackend {
-    fn tick(&self) -> OffsetDateTime {
+    fn tick(&self, key: &str) -> OffsetDateTime {
+        self.journal.lock().unwrap().push(format!("put {key}"));
         let mut c = self.clock.lock().unwrap();
         *c += 1;
         OffsetDateTime::from_unix_timestamp(1_800_000_000 + *c).unwrap()
+    }
+
+    /// Every write and sync so far, in order (see [`MemBackend::journal`]'s field).
+    pub fn journal(&self) -> Vec<String> {
+        self.journal.lock().unwrap().clone()
     }
 
     pub fn keys(&self) -> Vec<String> {
@@ -32,7 +40,7 @@ impl MemBackend {
     }
 
     pub fn replace(&self, key: &str, bytes: &[u8]) {
-        let now = self.tick();
+        let now = self.tick(key);
         self.objects
             .lock()
             .unwrap()
@@ -42,7 +50,7 @@ impl MemBackend {
 
 impl Backend for MemBackend {
     async fn put_if_absent(&self, key: &str, bytes: Bytes) -> Result<bool> {
-        let now = self.tick();
+        let now = self.tick(key);
         let mut o = self.objects.lock().unwrap();
         if o.contains_key(key) {
             return Ok(false);
@@ -52,7 +60,7 @@ impl Backend for MemBackend {
     }
 
     async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
-        let now = self.tick();
+        let now = self.tick(key);
         self.objects
             .lock()
             .unwrap()
@@ -100,6 +108,11 @@ impl Backend for MemBackend {
 
     fn describe(&self) -> String {
         "test memory".into()
+    }
+
+    async fn sync(&self) -> Result<()> {
+        self.journal.lock().unwrap().push("sync".into());
+        Ok(())
     }
 }
 

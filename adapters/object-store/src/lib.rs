@@ -221,4 +221,12 @@ impl Backend for ObjectStoreBackend {
     fn describe(&self) -> String {
         self.description.clone()
     }
+
+    async fn sync(&self) -> Result<()> {
+        match &self.inner {
+            Inner::Dir(d) => d.sync(),
+            // An object store's write is durable once acknowledged.
+            Inner::Store(_) => Ok(()),
+        }
+    }
 }

@@ -13,6 +13,11 @@
 //! no temporary file: creating it exclusively is already atomic. A killed writer leaves at
 //! most a temporary file, never a partial object. Names with `#` are the temporary files
 //! of the object_store crate's backend, which earlier versions used: they are skipped too.
+//!
+//! Writes are not synced one by one: a snapshot writes thousands of objects, and a
+//! `fsync` each would cost a journal commit each. [`LocalDir::sync`] makes everything
+//! written so far durable in one call (`syncfs` of the store's file system on Linux, a
+//! global `sync` on other Unixes), which the store calls around each snapshot record.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -149,6 +154,12 @@ impl LocalDir {
         }
     }
 
+    /// Makes every completed write durable (see the module docs).
+    pub(crate) fn sync(&self) -> Result<()> {
+        sync_file_system(&self.root)
+            .map_err(|e| Error::backend(format!("syncing {} to disk", self.description), e))
+    }
+
     /// Every object below the directory `prefix` names (a trailing `/` is optional).
     pub(crate) fn list(&self, prefix: &str) -> Result<Vec<ListEntry>> {
         let prefix = prefix.trim_end_matches('/');
@@ -220,6 +231,24 @@ fn with_parent(path: &Path, mut op: impl FnMut() -> io::Result<()>) -> io::Resul
         other => other,
     }
 }
+
+/// Flushes the file system holding `dir`: its data and metadata, new names included.
+#[cfg(target_os = "linux")]
+fn sync_file_system(dir: &Path) -> io::Result<()> {
+    let root = fs::File::open(dir)?;
+    rustix::fs::syncfs(&root)?;
+    Ok(())
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn sync_file_system(dir: &Path) -> io::Result<()> {
+    fs::metadata(dir)?;
+    rustix::fs::sync();
+    Ok(())
+}
+
+#[cfg(not(unix))]
+compile_error!("the local store syncs through Unix system calls");
 
 /// Moves `from` to `to` unless `to` exists (then `AlreadyExists`), atomically.
 #[cfg(target_os = "linux")]

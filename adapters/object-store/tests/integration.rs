@@ -129,6 +129,28 @@ async fn a_missing_local_store_is_not_found_and_a_newer_one_is_refused() {
 }
 
 #[tokio::test]
+async fn a_local_store_syncs_its_file_system_and_says_when_it_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = Store::open_or_init(
+        ObjectStoreBackend::local(&root, true).unwrap(),
+        StoreConfig::default(),
+    )
+    .await
+    .unwrap();
+    store.put_plain(b"1\tkept\n").await.unwrap();
+    store.backend().sync().await.unwrap();
+
+    std::fs::remove_dir_all(&root).unwrap();
+    let err = store.backend().sync().await.unwrap_err().to_string();
+    assert!(
+        err.contains("syncing") && err.contains(&root.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[tokio::test]
 async fn a_corrupted_blob_is_named_by_its_hash() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_or_init(
