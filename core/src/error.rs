@@ -65,6 +65,24 @@ impl Error {
         }
     }
 
+    /// Whether this error is storage that has no room left (a full disk, a quota).
+    pub fn is_storage_full(&self) -> bool {
+        let Error::Backend { source, .. } = self else {
+            return false;
+        };
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                return matches!(
+                    io.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                );
+            }
+            cause = e.source();
+        }
+        false
+    }
+
     /// Whether this error means "the thing is not there".
     pub fn is_not_found(&self) -> bool {
         matches!(
@@ -76,3 +94,22 @@ impl Error {
 
 /// Result alias of phony-core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_or_quota_is_storage_full_and_nothing_else_is() {
+        let io = |kind| Error::backend("writing blobs/ab/abc", std::io::Error::from(kind));
+        assert!(io(std::io::ErrorKind::StorageFull).is_storage_full());
+        assert!(io(std::io::ErrorKind::QuotaExceeded).is_storage_full());
+        assert!(Error::backend(
+            "writing",
+            std::io::Error::from_raw_os_error(28) // ENOSPC
+        )
+        .is_storage_full());
+        assert!(!io(std::io::ErrorKind::PermissionDenied).is_storage_full());
+        assert!(!Error::Invalid("full".into()).is_storage_full());
+    }
+}

@@ -51,11 +51,16 @@ fn hostname() -> String {
         .unwrap_or_else(|| "unknown-host".into())
 }
 
+/// Writes (or refreshes) `lock`. The protocol reads only a lock's key and the time it was
+/// written; its body tells people who holds it. On a full disk the lock is written empty,
+/// which needs a name but no data: so a garbage collection can still run, and free space,
+/// when a snapshot has just failed for lack of it.
 async fn write(store: &AppStore, lock: &Lock) -> phony_core::Result<()> {
-    store
-        .backend()
-        .put(&lock.key(), Bytes::from(lock.encode()))
-        .await
+    let backend = store.backend();
+    match backend.put(&lock.key(), Bytes::from(lock.encode())).await {
+        Err(e) if e.is_storage_full() => backend.put(&lock.key(), Bytes::new()).await,
+        other => other,
+    }
 }
 
 /// Lists the locks and sorts them as the holder of `own_key` sees them; removes stale ones

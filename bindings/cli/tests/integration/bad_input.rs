@@ -416,3 +416,132 @@ async fn missing_or_older_pg_dump_is_named() {
     fails(&out, 1, &["version 12", "older than the server"]);
     assert_eq!(count_snapshots(&db.url(), store.path()), 0);
 }
+
+/// A tmpfs of `size` mounted on a new directory, unmounted when dropped. `None` where this
+/// process may not mount (not root, or a container without the right).
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<Self> {
+        if !is_root() {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(SmallDisk(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// Writes a file until the disk has no byte left.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// Files whose name starts with `.` (a writer's temporary files) anywhere below `dir`.
+fn hidden_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    walk(dir)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_snapshot_in_one_line_and_a_prune_still_frees_it() {
+    let Some(disk) = SmallDisk::mount("2m") else {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    };
+    let db = TestDb::new("full_disk").await;
+    db.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g",
+    )
+    .await;
+    let store = disk.path().join("store");
+    ok(&phony(
+        &db.url(),
+        &store,
+        &["snapshot", "create", "--name", "small"],
+    ));
+    let kept = db.fingerprint().await;
+    let blobs_kept = blobs(&store).len();
+
+    // ~6 MB of rows that do not compress below the disk's 2 MiB.
+    db.exec(
+        "INSERT INTO t SELECT g, (SELECT string_agg(md5(g || ':' || k), '')
+                                  FROM generate_series(1, 40) k)
+         FROM generate_series(1001, 6000) g",
+    )
+    .await;
+    let grown = db.fingerprint().await;
+    fails(
+        &phony(&db.url(), &store, &["snapshot", "create", "--name", "big"]),
+        1,
+        &["No space left on device"],
+    );
+    assert_eq!(
+        count_snapshots(&db.url(), &store),
+        1,
+        "no record of the failed snapshot"
+    );
+    assert_eq!(hidden_files(&store), Vec::<std::path::PathBuf>::new());
+
+    // Not a byte left: a restore that would keep the state before it (a safety snapshot)
+    // refuses and changes nothing.
+    let filler = disk.fill();
+    fails(
+        &phony(&db.url(), &store, &["snapshot", "restore", "small"]),
+        1,
+        &["No space left on device"],
+    );
+    assert_same(&db.fingerprint().await, &grown, "after a failed restore");
+
+    // The collection can still run (its lock fits in a name) and removes what the failed
+    // snapshot wrote.
+    ok(&phony(
+        &db.url(),
+        &store,
+        &["snapshot", "prune", "--keep-last", "10"],
+    ));
+    assert_eq!(blobs(&store).len(), blobs_kept);
+
+    // The state now does not fit either: restore without keeping it.
+    std::fs::remove_file(filler).unwrap();
+    ok(&phony(
+        &db.url(),
+        &store,
+        &["snapshot", "restore", "small", "--no-safety-snapshot"],
+    ));
+    assert_same(
+        &db.fingerprint().await,
+        &kept,
+        "restored from the store that filled up",
+    );
+    ok(&phony(
+        &db.url(),
+        &store,
+        &["store", "verify", "--read-data"],
+    ));
+}
