@@ -795,7 +795,8 @@ pub(crate) struct LoggedRelation {
 /// are spelled the same (see [`EXACT_KEY_TYPES`]): an update in place keeps the key as the
 /// table spells it, where the snapshot may spell an equal key otherwise (`Bob@x` and
 /// `bob@x` under `citext`, `1.0` and `1.00`, `-0` and `0`). Otherwise rows are deleted,
-/// then inserted.
+/// then inserted. (`OFFSET 0` keeps the planner from turning the last test into one hash
+/// over every key column of the database, ~1 ms, instead of index lookups per relation.)
 pub(crate) fn in_place_sql(relid: &str) -> String {
     format!(
         "(NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
@@ -812,7 +813,8 @@ pub(crate) fn in_place_sql(relid: &str) -> String {
                           LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
                           WHERE p.indrelid = {relid} AND p.indisprimary
                             AND NOT (a.atttypid = ANY ({EXACT_KEY_TYPES}::pg_catalog.regtype[])
-                                     AND coalesce(co.collisdeterministic, true))))"
+                                     AND coalesce(co.collisdeterministic, true))
+                          OFFSET 0))"
     )
 }
 
@@ -820,6 +822,14 @@ pub(crate) fn in_place_sql(relid: &str) -> String {
 /// `text` and `varchar`): a key of these alone may be updated in place.
 const EXACT_KEY_TYPES: &str = "'{bool,bytea,smallint,integer,bigint,oid,text,varchar,uuid,\
                                 date,time,timestamp,timestamptz}'";
+
+/// The primary key's columns `a` of the relation `c.relid`, in key order: index lookups per
+/// logged relation (a join over all key columns of the database scans every column of
+/// every table, system catalogs included, which cost a reset ~1 ms).
+const KEY_COLUMNS_OF_C: &str = "FROM pg_catalog.pg_index i
+     CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+     JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+     WHERE i.indrelid = c.relid AND i.indisprimary ORDER BY k.ord";
 
 /// Every relation with log entries since `mark`, with what rewriting its rows needs.
 pub(crate) async fn logged_relations(
@@ -832,19 +842,13 @@ pub(crate) async fn logged_relations(
             "WITH c AS (SELECT relid, bool_or(key IS NULL) AS whole,
                                coalesce(bool_or(img = {unknown}), false) AS unknown FROM phony.changes
                         WHERE relid <> 0 AND {}
-                        GROUP BY relid),
-                  k AS (SELECT i.indrelid, a.attname::text AS name,
-                               pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, k.ord
-                        FROM pg_catalog.pg_index i
-                        CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
-                        JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                        WHERE i.indisprimary AND i.indrelid IN (SELECT relid FROM c))
+                        GROUP BY relid)
              SELECT c.relid, c.relid::regclass::text, n.nspname::text, r.relname::text, c.whole,
                     ARRAY(SELECT o.relid FROM c o WHERE o.relid <> c.relid AND (
                         o.relid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(c.relid))
                         OR c.relid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(o.relid)))),
-                    ARRAY(SELECT k.name FROM k WHERE k.indrelid = c.relid ORDER BY k.ord),
-                    ARRAY(SELECT k.type FROM k WHERE k.indrelid = c.relid ORDER BY k.ord),
+                    ARRAY(SELECT a.attname::text {key_of_c}),
+                    ARRAY(SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) {key_of_c}),
                     ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
                           WHERE a.attrelid = c.relid AND a.attnum > 0 AND NOT a.attisdropped
                             AND a.attgenerated = ''
@@ -856,6 +860,7 @@ pub(crate) async fn logged_relations(
             since_mark("$1::text"),
             unknown = literal(crate::delta::UNKNOWN_IMAGE),
             in_place = in_place_sql("c.relid"),
+            key_of_c = KEY_COLUMNS_OF_C,
         ))
         .await
         .map_err(pg(context))?;
