@@ -493,10 +493,15 @@ async fn restore_delta<B: Backend + 'static>(
         Some(_) => "SET LOCAL max_parallel_workers_per_gather = 0;",
         None => "",
     };
+    // A session that holds triggers off already keeps them so: switching the role (here,
+    // and back below) would flush its cached plans.
+    let quiet = match session.triggers_held_off() {
+        true => "",
+        false => "SET LOCAL session_replication_role = replica;",
+    };
     if let Err(e) = client
         .batch_execute(&format!(
-            "{begin} SAVEPOINT phony_delta; {lock} SET LOCAL session_replication_role = replica; \
-             {serial} {}",
+            "{begin} SAVEPOINT phony_delta; {lock} {quiet} {serial} {}",
             tracking::IMAGE_SETTINGS
         ))
         .await
@@ -621,7 +626,16 @@ async fn restore_delta<B: Backend + 'static>(
         }
         // Pipelined: one round trip.
         let (origin, marked) = tokio::join!(
-            client.batch_execute("SET LOCAL session_replication_role = origin"),
+            async {
+                match session.triggers_held_off() {
+                    true => Ok(()),
+                    false => {
+                        client
+                            .batch_execute("SET LOCAL session_replication_role = origin")
+                            .await
+                    }
+                }
+            },
             async {
                 match tracking.tracked {
                     true => tracking::mark_after_commit(session, &tracking.root, unlogged).await,

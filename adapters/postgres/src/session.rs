@@ -6,12 +6,13 @@
 //! statement is then prepared once, and later restores only bind and execute.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use tokio_postgres::{Client, Statement};
 
 use crate::connect::ConnectionTarget;
-use crate::error::Result;
+use crate::error::{pg, Result};
 
 /// Statements kept per session; past this, the cache starts over (a long-lived session
 /// restoring ever-new tables must not grow without bound).
@@ -21,6 +22,9 @@ const MAX_STATEMENTS: usize = 512;
 pub struct Session {
     client: Client,
     statements: Mutex<HashMap<String, Statement>>,
+    /// `session_replication_role` is `replica` for the whole session (see
+    /// [`Session::hold_triggers_off`]).
+    triggers_off: AtomicBool,
 }
 
 impl std::fmt::Debug for Session {
@@ -42,7 +46,28 @@ impl Session {
         Session {
             client,
             statements: Mutex::new(HashMap::new()),
+            triggers_off: AtomicBool::new(false),
         }
+    }
+
+    /// Holds user triggers and foreign-key checks off for the rest of the session
+    /// (`session_replication_role = replica`), for a session that only restores and reads
+    /// (a test kit's). A restore holds them off anyway while it rewrites rows, but switching
+    /// the role flushes the server's plan cache: a session that switched it on and off for
+    /// every restore planned each statement it had prepared again on every restore (about
+    /// half of a small reset's server time).
+    pub async fn hold_triggers_off(&self) -> Result<()> {
+        self.client
+            .batch_execute("SET session_replication_role = replica")
+            .await
+            .map_err(pg("holding triggers off for the session"))?;
+        self.triggers_off.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether [`Session::hold_triggers_off`] was called.
+    pub(crate) fn triggers_held_off(&self) -> bool {
+        self.triggers_off.load(Ordering::Relaxed)
     }
 
     pub fn client(&self) -> &Client {

@@ -86,7 +86,11 @@ impl Slot {
                 ))
                 .await
                 .map_err(|e| pg("setting the lock timeout", e))?;
-            self.control = Some(Session::new(client));
+            let session = Session::new(client);
+            // The kit's session writes only phony's own tables, and restores: held off for
+            // good, triggers need not be switched per reset (see `hold_triggers_off`).
+            session.hold_triggers_off().await?;
+            self.control = Some(session);
             self.statements = None;
         }
         self.control

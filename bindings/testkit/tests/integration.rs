@@ -188,6 +188,51 @@ async fn a_reset_that_fails_is_retried_at_the_next_checkout() {
     assert_eq!(counts(&db).await, (200, 1000, 1001));
 }
 
+/// The kit's own session holds triggers off for good (so resets keep their cached plans);
+/// the tests' sessions are untouched: their writes fire the user's triggers, and the
+/// resets fire none.
+#[tokio::test]
+async fn user_triggers_fire_in_tests_and_never_in_resets() {
+    let kit = Testkit::from_setup(Setup::sql(format!(
+        "{SHOP}
+         CREATE TABLE audit (n bigserial PRIMARY KEY, what text NOT NULL);
+         CREATE FUNCTION audit_orders() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             INSERT INTO audit (what) VALUES (TG_OP);
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER audit_orders AFTER INSERT OR UPDATE OR DELETE ON orders
+             FOR EACH ROW EXECUTE FUNCTION audit_orders();"
+    )));
+    let audited = |db: &phony_testkit::TestDatabase| {
+        let target = db.target().clone();
+        async move {
+            let c = target.connect().await.unwrap();
+            let row = c
+                .query_one("SELECT count(*) FROM audit", &[])
+                .await
+                .unwrap();
+            row.get::<_, i64>(0)
+        }
+    };
+    let mut baseline = None;
+    for _ in 0..8 {
+        let db = kit.checkout().await.unwrap();
+        let fp = Fingerprint::of(db.target()).await.unwrap();
+        match &baseline {
+            None => baseline = Some(fp),
+            Some(b) => assert_eq!(&fp, b, "a reset fired a trigger or missed a row"),
+        }
+        assert_eq!(audited(&db).await, 0);
+        dirty(&db).await;
+        assert!(
+            audited(&db).await > 300,
+            "the test's writes fire its triggers"
+        );
+        db.finish().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn schema_changes_are_detected_and_reset_by_the_full_path() {
     let kit = shop(Strategy::Serial);
