@@ -63,16 +63,25 @@ async fn every_checkout_sees_the_baseline_pool() {
     sees_the_baseline(Strategy::Pool { size: 2 }).await;
 }
 
+/// Asserts that `db` has the fingerprint `first` holds, or keeps its own there if none yet.
+async fn same_as_first(
+    first: &mut Option<Fingerprint>,
+    db: &phony_testkit::TestDatabase,
+    what: &str,
+) {
+    let fp = Fingerprint::of(db.target()).await.unwrap();
+    match first {
+        None => *first = Some(fp),
+        Some(b) => assert_eq!(&fp, b, "{what}"),
+    }
+}
+
 async fn sees_the_baseline(strategy: Strategy) {
     let kit = shop(strategy);
     let mut baseline = None;
     for _ in 0..4 {
         let db = kit.checkout().await.unwrap();
-        let fp = Fingerprint::of(db.target()).await.unwrap();
-        match &baseline {
-            None => baseline = Some(fp),
-            Some(b) => assert_eq!(&fp, b, "a checkout differs from the baseline"),
-        }
+        same_as_first(&mut baseline, &db, "a checkout differs from the baseline").await;
         dirty(&db).await;
         let report = db.finish().await.unwrap();
         assert_eq!(report.schema_changed, Some(false));
@@ -218,11 +227,12 @@ async fn user_triggers_fire_in_tests_and_never_in_resets() {
     let mut baseline = None;
     for _ in 0..8 {
         let db = kit.checkout().await.unwrap();
-        let fp = Fingerprint::of(db.target()).await.unwrap();
-        match &baseline {
-            None => baseline = Some(fp),
-            Some(b) => assert_eq!(&fp, b, "a reset fired a trigger or missed a row"),
-        }
+        same_as_first(
+            &mut baseline,
+            &db,
+            "a reset fired a trigger or missed a row",
+        )
+        .await;
         assert_eq!(audited(&db).await, 0);
         dirty(&db).await;
         assert!(
