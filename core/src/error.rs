@@ -65,7 +65,7 @@ impl Error {
         }
     }
 
-    /// Whether this error is storage that has no room left (a full disk, a quota).
+    /// Whether this error says the storage has no room left (a full disk, a quota).
     pub fn is_storage_full(&self) -> bool {
         let Error::Backend { source, .. } = self else {
             return false;
