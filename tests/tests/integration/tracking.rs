@@ -4,7 +4,7 @@ use crate::{change_sets, run_cases};
 use phony_postgres::{capture, restore, tracking, CaptureOptions, RestoreOptions, RestorePath};
 use phony_tests::{assert_same, TestDb, TestStore};
 
-use crate::roundtrip::CHANGES;
+use crate::roundtrip::{uniques_change, CHANGES, UNIQUES, UNIQUES_CHANGES};
 
 async fn track_on(db: &TestDb) {
     let client = db.client().await;
@@ -584,6 +584,68 @@ async fn every_rewrite_strategy_puts_back_the_exact_rows() {
                 db.restore(&store, &base.manifest).await;
                 assert_same(&db.fingerprint().await, &expected, "back again");
             }
+        }
+    }
+}
+
+/// Rows under unique constraints besides the key (on an expression, with a predicate, on a
+/// generated column) whose values moved between rows are put back from the log. With
+/// another snapshot's mark and without, and in a dry run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracked_rows_under_expression_partial_and_generated_unique_indexes_are_put_back() {
+    let db = TestDb::new("trk_uniques").await;
+    db.exec(UNIQUES).await;
+    track_on(&db).await;
+    let store = TestStore::new().await;
+    let base = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    let expected = db.fingerprint().await;
+    for other_mark in [false, true] {
+        let mut later = None;
+        if other_mark {
+            db.exec("UPDATE public.uniques SET note = 'later' WHERE id IN (1, 21, 30);")
+                .await;
+            let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
+                .await
+                .unwrap();
+            later = Some((captured, db.fingerprint().await));
+        }
+        db.exec(UNIQUES_CHANGES).await;
+        let dry = RestoreOptions {
+            dry_run: true,
+            ..RestoreOptions::default()
+        };
+        let report = restore(&db.target(), &store.store, &base.manifest, &dry)
+            .await
+            .unwrap();
+        assert!(report.tracked, "{report:?}");
+        let changed = match other_mark {
+            // The later snapshot's three rows are changed back too.
+            true => (1, 1, 19),
+            false => (1, 1, 18),
+        };
+        assert_eq!(uniques_change(&report), changed, "dry run");
+        let report = db.restore(&store, &base.manifest).await;
+        assert_eq!(report.path, RestorePath::Delta, "{:?}", report.full_reason);
+        assert!(report.tracked, "{report:?}");
+        assert_eq!(uniques_change(&report), changed, "other mark: {other_mark}");
+        assert_same(
+            &db.fingerprint().await,
+            &expected,
+            &format!("other mark: {other_mark}"),
+        );
+        if let Some((captured, fingerprint)) = &later {
+            // Forward to the later snapshot, whose rows the rewrite logged by key only.
+            let report = db.restore(&store, &captured.manifest).await;
+            assert_eq!(report.path, RestorePath::Delta, "{:?}", report.full_reason);
+            assert_same(
+                &db.fingerprint().await,
+                fingerprint,
+                "forward to the later one",
+            );
+            db.restore(&store, &base.manifest).await;
+            assert_same(&db.fingerprint().await, &expected, "back again");
         }
     }
 }
