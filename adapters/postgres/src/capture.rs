@@ -4,9 +4,10 @@
 //! pg_dump (schema) and the row readers (one connection each) all read at that snapshot, so
 //! the result is one point in time while other sessions keep writing. Each table's rows are
 //! read in primary-key order as text COPY, cut into row-aligned chunks, hashed, and
-//! compressed and written only when the store does not have them yet.
+//! compressed and written only when the store does not have them yet: as a delta against
+//! the chunk it replaces in an earlier snapshot where one is known (see [`Successors`]).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use phony_core::manifest::{build_tree, MANIFEST_FORMAT};
@@ -22,7 +23,7 @@ use crate::chunk_stream::{copy_out_sql, Bound, ChunkStream};
 use crate::connect::ConnectionTarget;
 use crate::delta;
 use crate::error::{pg, Error, Result};
-use crate::incremental::{self, PatchJob, TableLog};
+use crate::incremental::{self, read_base, PatchJob, TableLog};
 use crate::schema_dump::{PgDump, Section};
 use crate::sql::{literal, qualified};
 use crate::tracking;
@@ -201,7 +202,21 @@ async fn capture_holding<B: Backend + 'static>(
                 }
             }
         }
-        None => jobs.extend(tables.into_iter().map(Job::Full)),
+        None => {
+            // Every row is read; new chunks are stored against the chunks they most
+            // likely replace, those of the newest snapshot of this database.
+            let predecessor = match opts.incremental && store.deltas_allowed() {
+                true => predecessor(store, target.dbname()).await?,
+                false => None,
+            };
+            for info in tables {
+                let predecessor = match predecessor.as_ref().and_then(|m| same_table(m, &info)) {
+                    Some(entry) => Some(store.table_chunks(entry).await?),
+                    None => None,
+                };
+                jobs.push(Job::Full { info, predecessor });
+            }
+        }
     }
     let read = read_tables(&target, &snapshot, store, jobs, opts, &tally).await?;
     let modes: BTreeMap<QualifiedName, TableMode> = read
@@ -436,17 +451,22 @@ async fn plan_table<B: Backend>(
     info: TableInfo,
     log: TableLog,
 ) -> Result<Plan> {
-    let Some(entry) = base
-        .tables
-        .iter()
-        .find(|e| e.table == info.name && e.columns == info.columns && e.key == info.key)
-    else {
-        return Ok(Plan::Read(Job::Full(info)));
+    let Some(entry) = same_table(base, &info) else {
+        return Ok(Plan::Read(Job::Full {
+            info,
+            predecessor: None,
+        }));
+    };
+    let whole = |info| async {
+        Ok(Plan::Read(Job::Full {
+            info,
+            predecessor: Some(store.table_chunks(entry).await?),
+        }))
     };
     match log.logged {
         tracking::Logged::Unchanged => Ok(Plan::Reuse(entry.clone())),
-        tracking::Logged::Whole => Ok(Plan::Read(Job::Full(info))),
-        tracking::Logged::Keys if info.key.is_empty() => Ok(Plan::Read(Job::Full(info))),
+        tracking::Logged::Whole => whole(info).await,
+        tracking::Logged::Keys if info.key.is_empty() => whole(info).await,
         tracking::Logged::Keys if log.integer_key => {
             Ok(Plan::Read(Job::Patch(Box::new(PatchJob {
                 info,
@@ -458,7 +478,10 @@ async fn plan_table<B: Backend>(
         tracking::Logged::Keys => {
             let chunks = store.table_chunks(entry).await?;
             if chunks.is_empty() || chunks.iter().any(|c| c.first.is_none()) {
-                return Ok(Plan::Read(Job::Full(info)));
+                return Ok(Plan::Read(Job::Full {
+                    info,
+                    predecessor: Some(chunks),
+                }));
             }
             let types = if log.key_types.len() == info.key.len() {
                 log.key_types
@@ -484,11 +507,38 @@ async fn plan_table<B: Backend>(
     }
 }
 
+/// The entry of `manifest` for the table `info` describes, if its columns and key are the
+/// same.
+fn same_table<'a>(manifest: &'a RootManifest, info: &TableInfo) -> Option<&'a TableEntry> {
+    manifest
+        .tables
+        .iter()
+        .find(|e| e.table == info.name && e.columns == info.columns && e.key == info.key)
+}
+
+/// The newest snapshot in the store taken of a database named `dbname`, whose chunks new
+/// ones are stored against (see [`Successors`]); `None` when there is none.
+async fn predecessor<B: Backend>(store: &Store<B>, dbname: &str) -> Result<Option<RootManifest>> {
+    let records = store.records().await?;
+    let newest = records
+        .iter()
+        .filter(|r| r.source.database == dbname)
+        .max_by_key(|r| r.created_at);
+    match newest {
+        Some(r) => Ok(Some(store.root(&r.root).await?)),
+        None => Ok(None),
+    }
+}
+
 /// What a reader does with one table.
 #[derive(Debug)]
 enum Job {
-    /// Read every row.
-    Full(TableInfo),
+    /// Read every row; new chunks are stored against those of `predecessor`, the table's
+    /// chunks in an earlier snapshot (see [`Successors`]).
+    Full {
+        info: TableInfo,
+        predecessor: Option<Vec<BlobRef>>,
+    },
     /// Keep the base snapshot's chunks but re-read the key ranges of `runs` (inclusive
     /// chunk index ranges), where the change log names changed rows.
     Ranges {
@@ -505,7 +555,7 @@ enum Job {
 impl Job {
     fn weight(&self) -> i64 {
         match self {
-            Job::Full(info) => info.bytes,
+            Job::Full { info, .. } => info.bytes,
             Job::Ranges { chunks, runs, .. } => runs
                 .iter()
                 .flat_map(|&(a, b)| chunks[a..=b].iter())
@@ -531,13 +581,14 @@ async fn read_job<B: Backend + 'static>(
             }
             let info = &patch.info;
             let sql = copy_out_sql(info, &[], None, None);
+            let successors = Successors::new(store.table_chunks(&patch.base).await?);
             (
                 info,
-                read_chunks(client, store, &sql, info, opts, tally).await?,
+                read_chunks(client, store, &sql, info, opts, tally, Some(successors)).await?,
                 TableMode::Full,
             )
         }
-        Job::Full(info) => (
+        Job::Full { info, predecessor } => (
             info,
             read_chunks(
                 client,
@@ -546,6 +597,7 @@ async fn read_job<B: Backend + 'static>(
                 info,
                 opts,
                 tally,
+                predecessor.clone().map(Successors::new),
             )
             .await?,
             TableMode::Full,
@@ -581,7 +633,10 @@ async fn read_job<B: Backend + 'static>(
                         inclusive: false,
                     }),
                 );
-                refs.extend(read_chunks(client, store, &sql, info, opts, tally).await?);
+                let successors = Successors::new(chunks[a..=b].to_vec());
+                refs.extend(
+                    read_chunks(client, store, &sql, info, opts, tally, Some(successors)).await?,
+                );
                 next = b + 1;
             }
             refs.extend_from_slice(&chunks[next..]);
@@ -602,7 +657,60 @@ async fn read_job<B: Backend + 'static>(
     Ok((entry, mode))
 }
 
-/// Streams the rows `sql` returns into stored chunks.
+/// The chunks an earlier snapshot held of the rows a read covers, in order: each new chunk
+/// is stored as a delta against the one it most likely replaces (where the store allows
+/// deltas and one pays, see [`codec::encode_delta`]), so that what a snapshot of a table
+/// with scattered small changes adds grows with the changes, not with the chunks they
+/// touch.
+///
+/// Chunk boundaries are cut by content, so most fall where they fell before: a new chunk
+/// that begins with the key an old one began with replaces that one; one that does not
+/// (its first row changed) most likely replaces the old chunk after the last one so
+/// matched. Without a key, the chunk at the same position.
+#[derive(Debug)]
+struct Successors {
+    chunks: Vec<BlobRef>,
+    by_first: HashMap<String, usize>,
+    /// The old chunk after the last one matched by its first key.
+    next: usize,
+    /// New chunks seen so far.
+    seen: usize,
+}
+
+impl Successors {
+    fn new(chunks: Vec<BlobRef>) -> Self {
+        let by_first = chunks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.first.clone().map(|k| (k, i)))
+            .collect();
+        Successors {
+            chunks,
+            by_first,
+            next: 0,
+            seen: 0,
+        }
+    }
+
+    /// The old chunk the next new chunk most likely replaces, given the key of its first
+    /// row (`None` without a key).
+    fn base_of(&mut self, first: Option<String>) -> Option<BlobRef> {
+        let at = self.seen;
+        self.seen += 1;
+        let i = match first {
+            None => at,
+            Some(first) => match self.by_first.get(&first) {
+                Some(&i) => i,
+                None => self.next,
+            },
+        };
+        self.next = i + 1;
+        self.chunks.get(i).cloned()
+    }
+}
+
+/// Streams the rows `sql` returns into stored chunks, each new one stored against the old
+/// chunk it replaces when `successors` knows it.
 async fn read_chunks<B: Backend + 'static>(
     client: &Client,
     store: &Arc<Store<B>>,
@@ -610,6 +718,7 @@ async fn read_chunks<B: Backend + 'static>(
     table: &TableInfo,
     opts: &CaptureOptions,
     tally: &Arc<Mutex<Tally>>,
+    mut successors: Option<Successors>,
 ) -> Result<Vec<BlobRef>> {
     let params = store.config().chunking.params;
     let mut chunks =
@@ -619,10 +728,18 @@ async fn read_chunks<B: Backend + 'static>(
     let mut refs = Vec::new();
     let in_flight = opts.in_flight.max(1);
     while let Some(chunk) = chunks.next().await? {
+        // Hashing and compressing happen on the spawned task; only the first key here.
+        let base = successors.as_mut().and_then(|s| {
+            let first = key_positions.as_deref().and_then(|positions| {
+                row::first_and_last(&chunk.data).map(|(first, _)| row::key_text(first, positions))
+            });
+            s.base_of(first)
+        });
         pending.push_back(tokio::spawn(store_chunk(
             store.clone(),
             chunk,
             key_positions.clone(),
+            base,
         )));
         while pending.len() >= in_flight {
             collect(&mut pending, &mut refs, tally).await?;
@@ -678,10 +795,13 @@ pub(crate) fn chunk_ref(chunk: &RowChunk, key_positions: Option<&[usize]>) -> Bl
     }
 }
 
+/// Stores `chunk` unless the store has it: as a delta against `base` where that pays,
+/// else on its own. A base that cannot be read (damaged, say) only costs the delta.
 async fn store_chunk<B: Backend>(
     store: Arc<Store<B>>,
     chunk: RowChunk,
     key_positions: Option<Arc<[usize]>>,
+    base: Option<BlobRef>,
 ) -> Result<(BlobRef, Stored)> {
     let r = chunk_ref(&chunk, key_positions.as_deref());
     let id = r.id;
@@ -694,9 +814,63 @@ async fn store_chunk<B: Backend>(
             },
         ));
     }
+    let base = match base.filter(|b| b.bytes <= codec::MAX_DELTA_LEN) {
+        Some(b) => match read_base(&store, b.id, b.bytes, codec::Chain::decode_exact).await {
+            Ok(base) => Some(base),
+            Err(e) => {
+                tracing::debug!("chunk {} stored on its own: its base: {e}", id);
+                None
+            }
+        },
+        None => None,
+    };
     let level = store.config().compression.level;
-    let encoded = tokio::task::spawn_blocking(move || codec::encode(&chunk.data, level))
-        .await
-        .map_err(|e| Error::Internal(format!("compressing a chunk failed: {e}")))?;
+    let encoded = tokio::task::spawn_blocking(move || match base {
+        Some(b) => codec::encode_delta(&chunk.data, level, &b.id, b.depth, &b.plain),
+        None => codec::encode(&chunk.data, level),
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("compressing a chunk failed: {e}")))?;
     Ok((r, store.put_encoded(&id, encoded).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(n: u8, first: Option<&str>) -> BlobRef {
+        BlobRef {
+            id: BlobId::of(&[n]),
+            rows: 1,
+            bytes: 1,
+            first: first.map(str::to_owned),
+            last: first.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_new_chunk_replaces_the_old_one_it_begins_like_or_the_one_after_the_last_match() {
+        let old = vec![
+            chunk(0, Some("1")),
+            chunk(1, Some("100")),
+            chunk(2, Some("200")),
+            chunk(3, Some("300")),
+        ];
+        let mut s = Successors::new(old.clone());
+        let mut next = |first: &str| s.base_of(Some(first.to_owned())).map(|c| c.id);
+        assert_eq!(next("1"), Some(old[0].id));
+        // Its first row changed: the chunk after the last match.
+        assert_eq!(next("101"), Some(old[1].id));
+        // A chunk split in two: the second half has no old chunk of its own.
+        assert_eq!(next("150"), Some(old[2].id));
+        assert_eq!(next("200"), Some(old[2].id));
+        assert_eq!(next("300"), Some(old[3].id));
+        assert_eq!(next("400"), None, "nothing after the last");
+
+        // Without a key: by position.
+        let mut s = Successors::new(vec![chunk(0, None), chunk(1, None)]);
+        assert_eq!(s.base_of(None).map(|c| c.id), Some(BlobId::of(&[0])));
+        assert_eq!(s.base_of(None).map(|c| c.id), Some(BlobId::of(&[1])));
+        assert_eq!(s.base_of(None), None);
+    }
 }

@@ -535,15 +535,15 @@ async fn patch_chunk<B: Backend + 'static>(
 /// A stored blob that new blobs are stored against: its plain bytes, and its depth in a
 /// chain of deltas.
 #[derive(Debug)]
-struct Base {
-    id: BlobId,
-    depth: u8,
-    plain: Bytes,
+pub(crate) struct Base {
+    pub(crate) id: BlobId,
+    pub(crate) depth: u8,
+    pub(crate) plain: Bytes,
 }
 
 /// Reads the blob `id` and its delta chain, and decodes it with `decode` (given `len`: the
 /// exact size, or a bound).
-async fn read_base<B: Backend>(
+pub(crate) async fn read_base<B: Backend>(
     store: &Store<B>,
     id: BlobId,
     len: u64,
