@@ -23,7 +23,7 @@ use crate::chunk_stream::{copy_out_sql, Bound, ChunkStream};
 use crate::connect::ConnectionTarget;
 use crate::delta;
 use crate::error::{pg, Error, Result};
-use crate::incremental::{self, read_base, PatchJob, TableLog};
+use crate::incremental::{self, base_tree, read_base, store_tree, BaseTree, PatchJob, TableLog};
 use crate::schema_dump::{PgDump, Section};
 use crate::sql::{literal, qualified};
 use crate::tracking;
@@ -211,7 +211,7 @@ async fn capture_holding<B: Backend + 'static>(
             };
             for info in tables {
                 let predecessor = match predecessor.as_ref().and_then(|m| same_table(m, &info)) {
-                    Some(entry) => Some(store.table_chunks(entry).await?),
+                    Some(entry) => Some(base_tree(store, &entry.content).await?),
                     None => None,
                 };
                 jobs.push(Job::Full { info, predecessor });
@@ -460,7 +460,7 @@ async fn plan_table<B: Backend>(
     let whole = |info| async {
         Ok(Plan::Read(Job::Full {
             info,
-            predecessor: Some(store.table_chunks(entry).await?),
+            predecessor: Some(base_tree(store, &entry.content).await?),
         }))
     };
     match log.logged {
@@ -476,11 +476,11 @@ async fn plan_table<B: Backend>(
             }))))
         }
         tracking::Logged::Keys => {
-            let chunks = store.table_chunks(entry).await?;
-            if chunks.is_empty() || chunks.iter().any(|c| c.first.is_none()) {
+            let base = base_tree(store, &entry.content).await?;
+            if base.chunks.is_empty() || base.chunks.iter().any(|c| c.first.is_none()) {
                 return Ok(Plan::Read(Job::Full {
                     info,
-                    predecessor: Some(chunks),
+                    predecessor: Some(base),
                 }));
             }
             let types = if log.key_types.len() == info.key.len() {
@@ -489,7 +489,8 @@ async fn plan_table<B: Backend>(
                 delta::key_types(client, entry).await?
             };
             let wanted =
-                delta::affected_chunks(client, entry, &chunks, &types, &log.relids, mark).await?;
+                delta::affected_chunks(client, entry, &base.chunks, &types, &log.relids, mark)
+                    .await?;
             let mut runs: Vec<(usize, usize)> = Vec::new();
             for i in wanted {
                 match runs.last_mut() {
@@ -499,7 +500,7 @@ async fn plan_table<B: Backend>(
             }
             Ok(Plan::Read(Job::Ranges {
                 info,
-                chunks,
+                base,
                 runs,
                 types,
             }))
@@ -533,17 +534,17 @@ async fn predecessor<B: Backend>(store: &Store<B>, dbname: &str) -> Result<Optio
 /// What a reader does with one table.
 #[derive(Debug)]
 enum Job {
-    /// Read every row; new chunks are stored against those of `predecessor`, the table's
-    /// chunks in an earlier snapshot (see [`Successors`]).
+    /// Read every row; new chunks and manifest nodes are stored against those of
+    /// `predecessor`, the table's chunk tree in an earlier snapshot (see [`Successors`]).
     Full {
         info: TableInfo,
-        predecessor: Option<Vec<BlobRef>>,
+        predecessor: Option<BaseTree>,
     },
     /// Keep the base snapshot's chunks but re-read the key ranges of `runs` (inclusive
     /// chunk index ranges), where the change log names changed rows.
     Ranges {
         info: TableInfo,
-        chunks: Vec<BlobRef>,
+        base: BaseTree,
         runs: Vec<(usize, usize)>,
         types: Vec<String>,
     },
@@ -556,9 +557,9 @@ impl Job {
     fn weight(&self) -> i64 {
         match self {
             Job::Full { info, .. } => info.bytes,
-            Job::Ranges { chunks, runs, .. } => runs
+            Job::Ranges { base, runs, .. } => runs
                 .iter()
-                .flat_map(|&(a, b)| chunks[a..=b].iter())
+                .flat_map(|&(a, b)| base.chunks[a..=b].iter())
                 .map(|c| c.bytes as i64)
                 .sum(),
             Job::Patch(job) => job.weight(),
@@ -573,7 +574,8 @@ async fn read_job<B: Backend + 'static>(
     opts: &CaptureOptions,
     tally: &Arc<Mutex<Tally>>,
 ) -> Result<(TableEntry, TableMode)> {
-    let (info, refs, mode) = match job {
+    // `levels`: the nodes of the base chunk tree new nodes are stored against, if any.
+    let (info, refs, mode, levels) = match job {
         Job::Patch(patch) => {
             if let Some(entry) = incremental::patch_table(client, store, patch, opts, tally).await?
             {
@@ -581,11 +583,13 @@ async fn read_job<B: Backend + 'static>(
             }
             let info = &patch.info;
             let sql = copy_out_sql(info, &[], None, None);
-            let successors = Successors::new(store.table_chunks(&patch.base).await?);
+            let base = base_tree(store, &patch.base.content).await?;
+            let successors = Successors::new(base.chunks);
             (
                 info,
                 read_chunks(client, store, &sql, info, opts, tally, Some(successors)).await?,
                 TableMode::Full,
+                Some(base.levels),
             )
         }
         Job::Full { info, predecessor } => (
@@ -597,17 +601,21 @@ async fn read_job<B: Backend + 'static>(
                 info,
                 opts,
                 tally,
-                predecessor.clone().map(Successors::new),
+                predecessor
+                    .as_ref()
+                    .map(|p| Successors::new(p.chunks.clone())),
             )
             .await?,
             TableMode::Full,
+            predecessor.as_ref().map(|p| p.levels.clone()),
         ),
         Job::Ranges {
             info,
-            chunks,
+            base,
             runs,
             types,
         } => {
+            let chunks = &base.chunks;
             let mut refs = Vec::new();
             let mut next = 0;
             for &(a, b) in runs {
@@ -640,14 +648,20 @@ async fn read_job<B: Backend + 'static>(
                 next = b + 1;
             }
             refs.extend_from_slice(&chunks[next..]);
-            (info, refs, TableMode::Ranges)
+            (info, refs, TableMode::Ranges, Some(base.levels.clone()))
         }
     };
-    let (content, nodes) = build_tree(&refs);
-    for node in nodes {
-        let (_, stored) = store.put_plain(&node.plain).await?;
-        lock(tally).add(stored);
-    }
+    let content = match levels {
+        Some(levels) => store_tree(store, &refs, &levels, tally).await?,
+        None => {
+            let (content, nodes) = build_tree(&refs);
+            for node in nodes {
+                let (_, stored) = store.put_plain(&node.plain).await?;
+                lock(tally).add(stored);
+            }
+            content
+        }
+    };
     let entry = TableEntry {
         table: info.name.clone(),
         columns: info.columns.clone(),

@@ -201,13 +201,13 @@ const BATCH_BYTES: usize = 1 << 20;
 /// A table's base chunk tree: its chunks in order, and its nodes' ids level by level
 /// (leaves first), in the order [`build_tree`] makes them.
 #[derive(Debug)]
-struct BaseTree {
-    chunks: Vec<BlobRef>,
-    levels: Vec<Vec<BlobId>>,
+pub(crate) struct BaseTree {
+    pub(crate) chunks: Vec<BlobRef>,
+    pub(crate) levels: Vec<Vec<BlobId>>,
 }
 
 /// Reads a table's chunk tree, each level's nodes in parallel.
-async fn base_tree<B: Backend>(store: &Store<B>, root: &BlobRef) -> Result<BaseTree> {
+pub(crate) async fn base_tree<B: Backend>(store: &Store<B>, root: &BlobRef) -> Result<BaseTree> {
     let mut levels = Vec::new();
     let mut level = vec![root.id];
     loop {
@@ -620,7 +620,7 @@ pub(crate) fn paired_tree(
 
 /// Stores the chunk tree of `chunks`, each new node as the successor of the base node it
 /// replaces; returns its root.
-async fn store_tree<B: Backend + 'static>(
+pub(crate) async fn store_tree<B: Backend + 'static>(
     store: &Store<B>,
     chunks: &[BlobRef],
     base_levels: &[Vec<BlobId>],
