@@ -512,6 +512,28 @@ async fn keys_equal_but_spelled_otherwise_come_back_as_they_were() {
     );
 }
 
+/// Restores the later snapshot `later` (captured with its fingerprint), whose rows a
+/// rewrite back to `base` logged by key only: they come from its snapshot, and the log
+/// drives the way back to `base` (whose fingerprint is `expected`) again.
+async fn forward_and_back(
+    db: &TestDb,
+    store: &TestStore,
+    later: &(phony_postgres::Captured, phony_postgres::Fingerprint),
+    base: &phony_core::RootManifest,
+    expected: &phony_postgres::Fingerprint,
+) {
+    let (captured, fingerprint) = later;
+    let report = db.restore(store, &captured.manifest).await;
+    assert_eq!(report.path, RestorePath::Delta, "{:?}", report.full_reason);
+    assert_same(
+        &db.fingerprint().await,
+        fingerprint,
+        "forward to the later one",
+    );
+    db.restore(store, base).await;
+    assert_same(&db.fingerprint().await, expected, "back again");
+}
+
 /// Rows put back from the log by each strategy: in place (no other unique constraint),
 /// deleted and inserted again (a unique column whose values two rows swapped, so that an
 /// update in place would trip over the other row midway), and tables whose only non-key
@@ -571,18 +593,8 @@ async fn every_rewrite_strategy_puts_back_the_exact_rows() {
                 &expected,
                 &format!("other mark: {other_mark}, round {round}"),
             );
-            // Forward to the later snapshot, whose rows the rewrite above logged by key
-            // only: they come from its snapshot, and the log drives the way back again.
-            if let Some((captured, fingerprint)) = &later {
-                let report = db.restore(&store, &captured.manifest).await;
-                assert_eq!(report.path, RestorePath::Delta, "{:?}", report.full_reason);
-                assert_same(
-                    &db.fingerprint().await,
-                    fingerprint,
-                    "forward to the later one",
-                );
-                db.restore(&store, &base.manifest).await;
-                assert_same(&db.fingerprint().await, &expected, "back again");
+            if let Some(later) = &later {
+                forward_and_back(&db, &store, later, &base.manifest, &expected).await;
             }
         }
     }
@@ -635,17 +647,8 @@ async fn tracked_rows_under_expression_partial_and_generated_unique_indexes_are_
             &expected,
             &format!("other mark: {other_mark}"),
         );
-        if let Some((captured, fingerprint)) = &later {
-            // Forward to the later snapshot, whose rows the rewrite logged by key only.
-            let report = db.restore(&store, &captured.manifest).await;
-            assert_eq!(report.path, RestorePath::Delta, "{:?}", report.full_reason);
-            assert_same(
-                &db.fingerprint().await,
-                fingerprint,
-                "forward to the later one",
-            );
-            db.restore(&store, &base.manifest).await;
-            assert_same(&db.fingerprint().await, &expected, "back again");
+        if let Some(later) = &later {
+            forward_and_back(&db, &store, later, &base.manifest, &expected).await;
         }
     }
 }
