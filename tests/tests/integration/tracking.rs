@@ -512,6 +512,17 @@ async fn keys_equal_but_spelled_otherwise_come_back_as_they_were() {
     );
 }
 
+/// A snapshot of `db` into `store`, and the database's fingerprint at that moment.
+async fn captured_with_fingerprint(
+    db: &TestDb,
+    store: &TestStore,
+) -> (phony_postgres::Captured, phony_postgres::Fingerprint) {
+    let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    (captured, db.fingerprint().await)
+}
+
 /// Restores the later snapshot `later` (captured with its fingerprint), whose rows a
 /// rewrite back to `base` logged by key only: they come from its snapshot, and the log
 /// drives the way back to `base` (whose fingerprint is `expected`) again.
@@ -578,10 +589,7 @@ async fn every_rewrite_strategy_puts_back_the_exact_rows() {
         if other_mark {
             db.exec("UPDATE plain SET v = 'later' WHERE id < 30; DELETE FROM uniq WHERE id = 9;")
                 .await;
-            let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
-                .await
-                .unwrap();
-            later = Some((captured, db.fingerprint().await));
+            later = Some(captured_with_fingerprint(&db, &store).await);
         }
         for round in 0..2 {
             db.exec(mess).await;
@@ -618,10 +626,7 @@ async fn tracked_rows_under_expression_partial_and_generated_unique_indexes_are_
         if other_mark {
             db.exec("UPDATE public.uniques SET note = 'later' WHERE id IN (1, 21, 30);")
                 .await;
-            let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
-                .await
-                .unwrap();
-            later = Some((captured, db.fingerprint().await));
+            later = Some(captured_with_fingerprint(&db, &store).await);
         }
         db.exec(UNIQUES_CHANGES).await;
         let dry = RestoreOptions {
