@@ -210,10 +210,10 @@ async fn capture_holding<B: Backend + 'static>(
                 false => None,
             };
             for info in tables {
-                let predecessor = match predecessor.as_ref().and_then(|m| same_table(m, &info)) {
-                    Some(entry) => Some(base_tree(store, &entry.content).await?),
-                    None => None,
-                };
+                let predecessor = predecessor
+                    .as_ref()
+                    .and_then(|m| same_table(m, &info))
+                    .cloned();
                 jobs.push(Job::Full { info, predecessor });
             }
         }
@@ -457,16 +457,16 @@ async fn plan_table<B: Backend>(
             predecessor: None,
         }));
     };
-    let whole = |info| async {
+    let whole = |info| {
         Ok(Plan::Read(Job::Full {
             info,
-            predecessor: Some(base_tree(store, &entry.content).await?),
+            predecessor: Some(entry.clone()),
         }))
     };
     match log.logged {
         tracking::Logged::Unchanged => Ok(Plan::Reuse(entry.clone())),
-        tracking::Logged::Whole => whole(info).await,
-        tracking::Logged::Keys if info.key.is_empty() => whole(info).await,
+        tracking::Logged::Whole => whole(info),
+        tracking::Logged::Keys if info.key.is_empty() => whole(info),
         tracking::Logged::Keys if log.integer_key => {
             Ok(Plan::Read(Job::Patch(Box::new(PatchJob {
                 info,
@@ -478,10 +478,7 @@ async fn plan_table<B: Backend>(
         tracking::Logged::Keys => {
             let base = base_tree(store, &entry.content).await?;
             if base.chunks.is_empty() || base.chunks.iter().any(|c| c.first.is_none()) {
-                return Ok(Plan::Read(Job::Full {
-                    info,
-                    predecessor: Some(base),
-                }));
+                return whole(info);
             }
             let types = if log.key_types.len() == info.key.len() {
                 log.key_types
@@ -535,10 +532,10 @@ async fn predecessor<B: Backend>(store: &Store<B>, dbname: &str) -> Result<Optio
 #[derive(Debug)]
 enum Job {
     /// Read every row; new chunks and manifest nodes are stored against those of
-    /// `predecessor`, the table's chunk tree in an earlier snapshot (see [`Successors`]).
+    /// `predecessor`, the table in an earlier snapshot (see [`Successors`]).
     Full {
         info: TableInfo,
-        predecessor: Option<BaseTree>,
+        predecessor: Option<TableEntry>,
     },
     /// Keep the base snapshot's chunks but re-read the key ranges of `runs` (inclusive
     /// chunk index ranges), where the change log names changed rows.
@@ -583,32 +580,24 @@ async fn read_job<B: Backend + 'static>(
             }
             let info = &patch.info;
             let sql = copy_out_sql(info, &[], None, None);
-            let base = base_tree(store, &patch.base.content).await?;
-            let successors = Successors::new(base.chunks);
+            let (successors, levels) = pairing(store, Some(&patch.base)).await;
             (
                 info,
-                read_chunks(client, store, &sql, info, opts, tally, Some(successors)).await?,
+                read_chunks(client, store, &sql, info, opts, tally, successors).await?,
                 TableMode::Full,
-                Some(base.levels),
+                levels,
             )
         }
-        Job::Full { info, predecessor } => (
-            info,
-            read_chunks(
-                client,
-                store,
-                &copy_out_sql(info, &[], None, None),
+        Job::Full { info, predecessor } => {
+            let (successors, levels) = pairing(store, predecessor.as_ref()).await;
+            let sql = copy_out_sql(info, &[], None, None);
+            (
                 info,
-                opts,
-                tally,
-                predecessor
-                    .as_ref()
-                    .map(|p| Successors::new(p.chunks.clone())),
+                read_chunks(client, store, &sql, info, opts, tally, successors).await?,
+                TableMode::Full,
+                levels,
             )
-            .await?,
-            TableMode::Full,
-            predecessor.as_ref().map(|p| p.levels.clone()),
-        ),
+        }
         Job::Ranges {
             info,
             base,
@@ -669,6 +658,34 @@ async fn read_job<B: Backend + 'static>(
         content,
     };
     Ok((entry, mode))
+}
+
+/// Tables larger than this (plain bytes, ~65,000 chunks) are read without pairing their
+/// chunks with an earlier snapshot's: the pairing holds the old chunks' references (a few
+/// hundred bytes each) while the table is read, and each reader pairs one table.
+const PAIRED_BYTES_MAX: u64 = 4 << 30;
+
+/// What a full read of a table pairs its new chunks and nodes with: the chunk tree of
+/// `predecessor`, the table in an earlier snapshot. Nothing for a table over
+/// [`PAIRED_BYTES_MAX`], or when that tree cannot be read (a damaged earlier snapshot
+/// must not fail this one).
+async fn pairing<B: Backend>(
+    store: &Store<B>,
+    predecessor: Option<&TableEntry>,
+) -> (Option<Successors>, Option<Vec<Vec<BlobId>>>) {
+    let Some(entry) = predecessor.filter(|e| e.content.bytes <= PAIRED_BYTES_MAX) else {
+        return (None, None);
+    };
+    match base_tree(store, &entry.content).await {
+        Ok(base) => (Some(Successors::new(base.chunks)), Some(base.levels)),
+        Err(e) => {
+            tracing::debug!(
+                "{}: stored without an earlier snapshot's chunks: {e}",
+                entry.table
+            );
+            (None, None)
+        }
+    }
 }
 
 /// The chunks an earlier snapshot held of the rows a read covers, in order: each new chunk
