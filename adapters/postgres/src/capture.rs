@@ -23,7 +23,9 @@ use crate::chunk_stream::{copy_out_sql, Bound, ChunkStream};
 use crate::connect::ConnectionTarget;
 use crate::delta;
 use crate::error::{pg, Error, Result};
-use crate::incremental::{self, base_tree, read_base, store_tree, BaseTree, PatchJob, TableLog};
+use crate::incremental::{
+    self, base_tree, encode_successor, read_base, store_tree, BaseTree, PatchJob, TableLog,
+};
 use crate::schema_dump::{PgDump, Section};
 use crate::sql::{literal, qualified};
 use crate::tracking;
@@ -826,8 +828,9 @@ pub(crate) fn chunk_ref(chunk: &RowChunk, key_positions: Option<&[usize]>) -> Bl
     }
 }
 
-/// Stores `chunk` unless the store has it: as a delta against `base` where that pays,
-/// else on its own. A base that cannot be read (damaged, say) only costs the delta.
+/// Stores `chunk` unless the store has it: as a delta against `base` where the store
+/// allows deltas and one pays, else on its own. A base that cannot be read (damaged, say)
+/// only costs the delta.
 async fn store_chunk<B: Backend>(
     store: Arc<Store<B>>,
     chunk: RowChunk,
@@ -845,7 +848,7 @@ async fn store_chunk<B: Backend>(
             },
         ));
     }
-    let base = match base.filter(|b| b.bytes <= codec::MAX_DELTA_LEN) {
+    let base = match base.filter(|b| store.deltas_allowed() && b.bytes <= codec::MAX_DELTA_LEN) {
         Some(b) => match read_base(&store, b.id, b.bytes, codec::Chain::decode_exact).await {
             Ok(base) => Some(base),
             Err(e) => {
@@ -856,12 +859,10 @@ async fn store_chunk<B: Backend>(
         None => None,
     };
     let level = store.config().compression.level;
-    let encoded = tokio::task::spawn_blocking(move || match base {
-        Some(b) => codec::encode_delta(&chunk.data, level, &b.id, b.depth, &b.plain),
-        None => codec::encode(&chunk.data, level),
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("compressing a chunk failed: {e}")))?;
+    let encoded =
+        tokio::task::spawn_blocking(move || encode_successor(&chunk.data, level, base.as_ref()))
+            .await
+            .map_err(|e| Error::Internal(format!("compressing a chunk failed: {e}")))?;
     Ok((r, store.put_encoded(&id, encoded).await?))
 }
 

@@ -576,11 +576,18 @@ async fn put_successor<B: Backend>(
         });
     }
     let level = store.config().compression.level;
-    let encoded = match base.filter(|_| store.deltas_allowed()) {
-        Some(b) => codec::encode_delta(&plain, level, &b.id, b.depth, &b.plain),
-        None => codec::encode(&plain, level),
-    };
+    let encoded = encode_successor(&plain, level, base.filter(|_| store.deltas_allowed()));
     Ok(store.put_encoded(id, encoded).await?)
+}
+
+/// The stored form of `plain`: a delta against `base`, the blob it replaces, where one
+/// pays (see [`codec::encode_delta`]), else standalone at `level`. The caller passes a
+/// base only to a store that allows deltas.
+pub(crate) fn encode_successor(plain: &[u8], level: i32, base: Option<&Base>) -> Vec<u8> {
+    match base {
+        Some(b) => codec::encode_delta(plain, level, &b.id, b.depth, &b.plain),
+        None => codec::encode(plain, level),
+    }
 }
 
 /// Builds the chunk tree of `chunks` and pairs every node with the node at the same place
