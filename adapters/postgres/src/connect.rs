@@ -1,19 +1,38 @@
-//! Where to connect: a connection string plus libpq's environment defaults, shown without
-//! its password.
+//! Where to connect: a connection string plus, unless a caller asks otherwise, libpq's
+//! environment defaults; TLS with libpq's `sslmode` meanings ([`crate::tls`]); shown
+//! without its password.
 
 use std::fmt;
-use std::str::FromStr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio_postgres::config::Host;
+use tokio_postgres::config::{Host, SslMode as DriverSslMode};
 use tokio_postgres::{Client, Config, NoTls};
 
+use crate::conninfo::{self, SslMode, TlsParams};
 use crate::error::{describe, Error, Result};
+use crate::tls::TlsSettings;
+
+/// Whether a connection string is completed from the process's environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Environment {
+    /// As libpq: `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`, `PGSSLMODE`,
+    /// `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`, the local socket directory and the files
+    /// under `~/.postgresql/` fill what the string leaves out.
+    #[default]
+    Inherit,
+    /// Only the string counts: it must name a host; the user defaults to `postgres`, the
+    /// database to the user, `sslmode` to `prefer`; no file of the process's user is read.
+    /// For services that connect on behalf of others.
+    Ignore,
+}
 
 /// A database to connect to. Its `Display` never shows the password.
 #[derive(Clone)]
 pub struct ConnectionTarget {
     config: Config,
+    tls: TlsSettings,
+    environment: Environment,
 }
 
 impl fmt::Debug for ConnectionTarget {
@@ -23,16 +42,31 @@ impl fmt::Debug for ConnectionTarget {
 }
 
 impl ConnectionTarget {
-    /// Parses a URL (`postgres://user:pass@host:port/db`) or key/value string
+    /// Parses a URL (`postgres://user:pass@host:port/db?sslmode=…`) or key/value string
     /// (`host=… dbname=…`), then fills what it leaves out from libpq's environment
-    /// (`PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`) and libpq's defaults.
-    /// `None` means "environment and defaults only".
+    /// (`PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`, `PGSSLMODE`, …) and
+    /// libpq's defaults. `None` means "environment and defaults only".
     pub fn parse(conn: Option<&str>) -> Result<Self> {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let mut config = match conn.map(str::trim).filter(|s| !s.is_empty()) {
-            Some(s) => Config::from_str(s)
-                .map_err(|e| Error::InvalidTarget(redact_error(&e.to_string(), s)))?,
-            None => Config::new(),
+        Self::parse_with(conn, Environment::Inherit)
+    }
+
+    /// Parses `conn`, completing it from the environment or not, as `environment` says.
+    pub fn parse_with(conn: Option<&str>, environment: Environment) -> Result<Self> {
+        let inherit = environment == Environment::Inherit;
+        let env = |k: &str| {
+            if inherit {
+                std::env::var(k).ok().filter(|v| !v.is_empty())
+            } else {
+                None
+            }
+        };
+        let (mut config, params) = match conn.map(str::trim).filter(|s| !s.is_empty()) {
+            Some(s) => {
+                let parsed =
+                    conninfo::parse(s).map_err(|m| Error::InvalidTarget(redact_error(&m, s)))?;
+                (parsed.config, parsed.tls)
+            }
+            None => (Config::new(), TlsParams::default()),
         };
         if config.get_hosts().is_empty() {
             match env("PGHOST") {
@@ -41,13 +75,19 @@ impl ConnectionTarget {
                         config.host(host);
                     }
                 }
-                None => {
+                None if inherit => {
                     let socket_dir = "/var/run/postgresql";
                     if std::path::Path::new(socket_dir).is_dir() {
                         config.host(socket_dir);
                     } else {
                         config.host("localhost");
                     }
+                }
+                None => {
+                    return Err(Error::InvalidTarget(
+                        "the connection string names no host (the process environment is not consulted)"
+                            .to_owned(),
+                    ))
                 }
             }
         }
@@ -80,7 +120,49 @@ impl ConnectionTarget {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
-        Ok(ConnectionTarget { config })
+        let mode = match params.mode {
+            Some(m) => m,
+            None => match env("PGSSLMODE") {
+                Some(m) => m
+                    .parse()
+                    .map_err(|e: String| Error::InvalidTarget(format!("PGSSLMODE: {e}")))?,
+                None => SslMode::Prefer,
+            },
+        };
+        // libpq's default files, when the environment counts.
+        let default_file = |name: &str| -> Option<String> {
+            if !inherit {
+                return None;
+            }
+            let home = std::env::var_os("HOME")?;
+            let path = PathBuf::from(home).join(".postgresql").join(name);
+            path.is_file().then(|| path.display().to_string())
+        };
+        let tls = TlsSettings {
+            mode,
+            root_cert: params
+                .root_cert
+                .or_else(|| env("PGSSLROOTCERT"))
+                .or_else(|| default_file("root.crt")),
+            cert: params
+                .cert
+                .or_else(|| env("PGSSLCERT"))
+                .or_else(|| default_file("postgresql.crt")),
+            key: params
+                .key
+                .or_else(|| env("PGSSLKEY"))
+                .or_else(|| default_file("postgresql.key")),
+        };
+        Ok(ConnectionTarget {
+            config,
+            tls,
+            environment,
+        })
+    }
+
+    /// The TLS mode in force.
+    pub fn ssl_mode(&self) -> SslMode {
+        self.tls.mode
     }
 
     /// The database name.
@@ -95,34 +177,65 @@ impl ConnectionTarget {
 
     /// The same server and credentials, another database.
     pub fn with_dbname(&self, dbname: &str) -> Self {
-        let mut config = self.config.clone();
-        config.dbname(dbname);
-        ConnectionTarget { config }
+        let mut target = self.clone();
+        target.config.dbname(dbname);
+        target
     }
 
     /// The same target with an `application_name`.
     pub fn with_application_name(&self, name: &str) -> Self {
-        let mut config = self.config.clone();
-        config.application_name(name);
-        ConnectionTarget { config }
+        let mut target = self.clone();
+        target.config.application_name(name);
+        target
     }
 
-    /// Connects (without TLS), driving the connection on the current runtime.
+    /// Connects, with TLS as `sslmode` says, driving the connection on the current runtime.
     pub async fn connect(&self) -> Result<Client> {
-        let (client, connection) =
-            self.config
-                .connect(NoTls)
+        let over_socket = matches!(self.config.get_hosts().first(), Some(Host::Unix(_)));
+        let connect_error = |e: tokio_postgres::Error| Error::Connect {
+            target: self.to_string(),
+            message: describe(&e),
+        };
+        let client = if over_socket || self.tls.mode == SslMode::Disable {
+            let mut config = self.config.clone();
+            config.ssl_mode(DriverSslMode::Disable);
+            let (client, connection) = config.connect(NoTls).await.map_err(connect_error)?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!("connection closed: {e}");
+                }
+            });
+            client
+        } else {
+            let mut config = self.config.clone();
+            config.ssl_mode(match self.tls.mode {
+                SslMode::Allow | SslMode::Prefer => DriverSslMode::Prefer,
+                _ => DriverSslMode::Require,
+            });
+            let (client, connection) = config
+                .connect(self.tls.connector()?)
                 .await
-                .map_err(|e| Error::Connect {
-                    target: self.to_string(),
-                    message: describe(&e),
-                })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("connection closed: {e}");
-            }
-        });
+                .map_err(connect_error)?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!("connection closed: {e}");
+                }
+            });
+            client
+        };
         Ok(client)
+    }
+
+    /// Makes a libpq tool (pg_dump) started by `cmd` reach this target as [`Self::connect`]
+    /// does: the process's own `PG*` variables are removed and this target's set (the
+    /// password travels in the environment, never on a command line).
+    pub fn configure_libpq_command(&self, cmd: &mut tokio::process::Command) {
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("PG") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.envs(self.libpq_env());
     }
 
     /// Environment variables that make libpq tools (pg_dump) reach this target; the
@@ -145,6 +258,20 @@ impl ConnectionTarget {
             env.push(("PGPASSWORD", String::from_utf8_lossy(p).into_owned()));
         }
         env.push(("PGCONNECT_TIMEOUT", "10".to_owned()));
+        env.push(("PGSSLMODE", self.tls.mode.as_str().to_owned()));
+        // Files libpq would otherwise look for under ~/.postgresql/: a path that does not
+        // exist makes it look nowhere, as this target's own connections do.
+        let nowhere = "/nonexistent/phony-no-file";
+        for (var, value) in [
+            ("PGSSLROOTCERT", &self.tls.root_cert),
+            ("PGSSLCERT", &self.tls.cert),
+            ("PGSSLKEY", &self.tls.key),
+        ] {
+            env.push((var, value.clone().unwrap_or_else(|| nowhere.to_owned())));
+        }
+        if self.environment == Environment::Ignore {
+            env.push(("PGPASSFILE", nowhere.to_owned()));
+        }
         env
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! phony's PostgreSQL adapter, on tokio-postgres.
 //!
-//! - [`connect`]: connection strings, libpq's environment defaults, password-free display.
+//! - [`connect`]: connection strings, libpq's environment defaults (or none), password-free display.
+//! - [`tls`]: TLS with libpq's `sslmode` meanings.
 //! - [`capture`]: one consistent, online read of a database into a phony store.
 //! - [`restore`]: an atomic rewrite of a database into a snapshot's state.
 //! - [`fingerprint`]: a database's state, comparable regardless of physical row order.
@@ -18,6 +19,7 @@ pub mod capture;
 pub mod catalog;
 mod chunk_stream;
 pub mod connect;
+pub mod conninfo;
 pub mod delta;
 pub mod error;
 pub mod fingerprint;
@@ -28,11 +30,13 @@ pub mod restore;
 pub mod schema_dump;
 pub mod session;
 mod sql;
+pub mod tls;
 pub mod tracking;
 mod xmin;
 
 pub use capture::{capture, CaptureOptions, Captured, Progress, TableMode};
-pub use connect::ConnectionTarget;
+pub use connect::{ConnectionTarget, Environment};
+pub use conninfo::SslMode;
 pub use delta::TableChange;
 pub use error::{BlockingSession, Error, Result};
 pub use fingerprint::Fingerprint;

@@ -120,12 +120,11 @@ impl PgDump {
         cmd.arg("--schema-only")
             .arg("--no-password")
             .arg(format!("--exclude-schema={PHONY_SCHEMA}"))
-            .env_remove("PGSERVICE")
-            .envs(target.libpq_env())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        target.configure_libpq_command(&mut cmd);
         if let Some(s) = section {
             cmd.arg(s.arg());
         }

@@ -53,9 +53,23 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("phony: error: {}", one_line(&e));
-            ExitCode::FAILURE
+            if is_usage_error(&e) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// A malformed connection string is a usage error (exit 2), like a malformed flag.
+fn is_usage_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<phony_postgres::Error>(),
+            Some(phony_postgres::Error::InvalidTarget(_))
+        )
+    })
 }
 
 /// The error and its causes on one line, without repeating a cause its context already quotes.

@@ -27,6 +27,15 @@ pub struct ClusterOptions {
     /// Require this password over TCP (scram-sha-256) for the `postgres` user instead of
     /// trusting every connection.
     pub password: Option<String>,
+    /// Serve TLS (`ssl = on`) with this certificate and key (PEM).
+    pub tls: Option<ServerTls>,
+}
+
+/// A server certificate and its key, PEM-encoded.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 /// A running throwaway cluster. Dropping it stops the server and deletes its files.
@@ -37,6 +46,7 @@ pub struct TempCluster {
     port: u16,
     run_as: Option<(u32, u32)>,
     password: Option<String>,
+    tls: bool,
     watchdog: Option<Child>,
 }
 
@@ -107,6 +117,17 @@ impl TempCluster {
                 save_cache(&data, cache, run_as);
             }
         }
+        if let Some(tls) = &options.tls {
+            use std::os::unix::fs::PermissionsExt;
+            for (name, pem) in [("server.crt", &tls.cert_pem), ("server.key", &tls.key_pem)] {
+                let path = dir.path().join(name);
+                std::fs::write(&path, pem)?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+                if let Some((uid, gid)) = run_as {
+                    std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+                }
+            }
+        }
         let port = free_port()?;
         let mut cluster = TempCluster {
             dir,
@@ -114,6 +135,7 @@ impl TempCluster {
             port,
             run_as,
             password: options.password,
+            tls: options.tls.is_some(),
             watchdog: None,
         };
         cluster.watchdog = Some(cluster.spawn_watchdog(&data)?);
@@ -122,11 +144,17 @@ impl TempCluster {
     }
 
     fn start_server(&mut self, data: &Path) -> io::Result<()> {
-        let opts = format!(
+        let mut opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
             self.port,
             self.dir.path().display()
         );
+        if self.tls {
+            let dir = self.dir.path().display();
+            opts.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key"
+            ));
+        }
         let mut pg_ctl = Command::new(self.bindir.join("pg_ctl"));
         pg_ctl
             .arg("-D")

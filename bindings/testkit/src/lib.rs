@@ -19,7 +19,7 @@ pub mod server;
 mod setup;
 mod slot;
 
-pub use cluster::{ClusterOptions, TempCluster};
+pub use cluster::{ClusterOptions, ServerTls, TempCluster};
 pub use error::{Error, Result};
 pub use kit::{ResetReport, Testkit};
 pub use lease::TestDatabase;

@@ -6,6 +6,7 @@ mod consistency;
 mod diff;
 mod incremental;
 mod roundtrip;
+mod tls;
 mod tracking;
 mod xmin;
 

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod commands;
+mod connection_strings;
 mod crash;
 mod diff;
 mod interruptions;
