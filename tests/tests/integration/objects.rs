@@ -130,3 +130,69 @@ async fn foreign_keys_to_partitioned_tables_are_built_after_their_indexes_attach
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publications_are_put_back_by_a_full_restore_in_place() {
+    let db = TestDb::new("obj_pub").await;
+    db.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         CREATE TABLE u (id int PRIMARY KEY);
+         INSERT INTO t VALUES (1, 'a');
+         CREATE PUBLICATION \"pub; Type: PUBLICATION\" FOR TABLE t WITH (publish = 'insert');
+         CREATE PUBLICATION pub_all_u FOR TABLE u;",
+    )
+    .await;
+    round_trip(
+        &db,
+        "INSERT INTO t VALUES (2, 'b'); ALTER PUBLICATION pub_all_u ADD TABLE t;
+         CREATE PUBLICATION later FOR TABLE u",
+        "publications",
+    )
+    .await;
+}
+
+const DDL_LOG: &str = "
+CREATE TABLE ddl_log (id serial PRIMARY KEY, tag text, object text);
+CREATE FUNCTION log_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+    INSERT INTO ddl_log (tag, object) VALUES (r.command_tag, r.object_identity);
+  END LOOP;
+END $$;
+CREATE FUNCTION log_drop() RETURNS event_trigger LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT * FROM pg_event_trigger_dropped_objects() LOOP
+    INSERT INTO ddl_log (tag, object) VALUES ('DROP', r.object_identity);
+  END LOOP;
+END $$;
+CREATE EVENT TRIGGER log_ddl ON ddl_command_end EXECUTE FUNCTION log_ddl();
+CREATE EVENT TRIGGER log_drop ON sql_drop EXECUTE FUNCTION log_drop();
+CREATE TABLE t (id int PRIMARY KEY, v text);
+CREATE MATERIALIZED VIEW mv AS SELECT count(*) AS n FROM t;
+INSERT INTO t VALUES (1, 'a');
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_triggers_that_log_ddl_see_nothing_of_phony() {
+    let db = TestDb::new("obj_evt").await;
+    db.exec(DDL_LOG).await;
+    let logged: i64 = db.value("SELECT count(*) FROM ddl_log").await;
+    assert!(logged > 0);
+    round_trip(
+        &db,
+        "INSERT INTO t VALUES (2, 'b'); CREATE TABLE extra (a int); DROP TABLE extra",
+        "untracked",
+    )
+    .await;
+    track_on(&db).await;
+    let after: i64 = db.value("SELECT count(*) FROM ddl_log").await;
+    assert_eq!(after, logged, "turning tracking on logged phony's own DDL");
+    round_trip(
+        &db,
+        "INSERT INTO t VALUES (2, 'b'); CREATE TABLE extra (a int); DROP TABLE extra",
+        "tracked",
+    )
+    .await;
+}
