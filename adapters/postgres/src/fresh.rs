@@ -17,8 +17,8 @@ use phony_core::{Backend, RootManifest, Store, TableEntry};
 use crate::connect::ConnectionTarget;
 use crate::error::{pg, Error, Result};
 use crate::restore::{
-    load_table, refresh_materialized_views, set_sequences, text_blob, RestoreOptions, RestorePath,
-    RestoreReport,
+    hold_event_triggers_off, load_table, refresh_materialized_views, set_sequences, text_blob,
+    RestoreOptions, RestorePath, RestoreReport,
 };
 use crate::sql::{ident, qualified};
 
@@ -181,6 +181,9 @@ async fn load<B: Backend + 'static>(
 ) -> Result<RestoreReport> {
     let workers = opts.parallel.max(1);
     let main = target.connect().await?;
+    // The snapshot's event triggers are created with the rest of its post-data DDL: they
+    // must not log what the restore does after (sequences, materialized views).
+    hold_event_triggers_off(&main, false).await?;
     main.batch_execute(pre_data)
         .await
         .map_err(pg("creating the schema"))?;
@@ -213,25 +216,28 @@ async fn load<B: Backend + 'static>(
     }
     join_all(handles).await?;
 
-    // Indexes and keys in parallel; then foreign keys in parallel (one that deadlocks with
-    // another is retried afterwards, alone); then the rest in dump order.
+    // pg_dump's post-data order, which its dependencies need (a partition's index is
+    // attached before a foreign key references the parent's key): runs of indexes and keys,
+    // and runs of foreign keys, are built on several connections (a foreign key that
+    // deadlocks with another is retried alone after its run); the rest runs in order.
     let (preamble, blocks) = split_blocks(post_data);
-    let (keys, rest): (Vec<Block>, Vec<Block>) = blocks
-        .into_iter()
-        .partition(|b| matches!(b.kind.as_str(), "INDEX" | "CONSTRAINT"));
-    let (foreign, rest): (Vec<Block>, Vec<Block>) =
-        rest.into_iter().partition(|b| b.kind == "FK CONSTRAINT");
-    run_parallel(target, &preamble, keys, workers).await?;
-    let retry = run_parallel(target, &preamble, foreign, workers).await?;
-    let rest: String = retry
-        .iter()
-        .chain(rest.iter())
-        .map(|b| b.sql.as_str())
-        .collect::<Vec<_>>()
-        .join("\n");
-    main.batch_execute(&format!("{preamble}\n{rest}"))
-        .await
-        .map_err(pg("recreating foreign keys and triggers"))?;
+    for run in runs(blocks) {
+        let sequential = match run.kind {
+            RunKind::Parallel => run_parallel(target, &preamble, run.blocks, workers).await?,
+            RunKind::Sequential => run.blocks,
+        };
+        if sequential.is_empty() {
+            continue;
+        }
+        let sql: String = sequential
+            .iter()
+            .map(|b| b.sql.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        main.batch_execute(&format!("{preamble}\n{sql}"))
+            .await
+            .map_err(pg("recreating foreign keys and triggers"))?;
+    }
 
     let mut report = RestoreReport {
         path: RestorePath::Full,
@@ -314,6 +320,64 @@ struct Block {
     sql: String,
 }
 
+/// Whether a run of blocks may be built on several connections at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunKind {
+    Parallel,
+    Sequential,
+}
+
+/// Consecutive blocks of a script built the same way.
+#[derive(Debug)]
+struct Run {
+    kind: RunKind,
+    blocks: Vec<Block>,
+}
+
+/// The script's blocks, in their order, cut into runs: consecutive indexes and keys, or
+/// consecutive foreign keys, may be built at once; anything else runs alone, in order.
+fn runs(blocks: Vec<Block>) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    let mut last_group = "";
+    for block in blocks {
+        let group = match block.kind.as_str() {
+            "INDEX" | "CONSTRAINT" => "keys",
+            "FK CONSTRAINT" => "foreign keys",
+            _ => "",
+        };
+        let kind = if group.is_empty() {
+            RunKind::Sequential
+        } else {
+            RunKind::Parallel
+        };
+        match runs.last_mut() {
+            Some(run) if run.kind == kind && group == last_group => run.blocks.push(block),
+            _ => runs.push(Run {
+                kind,
+                blocks: vec![block],
+            }),
+        }
+        last_group = group;
+    }
+    runs
+}
+
+/// The name and type a block header (`<name>; Type: <type>; Schema: <s>; Owner: <o>`)
+/// gives, or an empty type when a name holds `; ` and the header cannot be read for sure:
+/// such a block is then built alone, in its place.
+fn header_kind(header: &str) -> (String, String) {
+    let parts: Vec<&str> = header.trim_end_matches('\n').split("; ").collect();
+    match parts.as_slice() {
+        [name, kind, schema, owner]
+            if schema.starts_with("Schema: ") && owner.starts_with("Owner: ") =>
+        {
+            let kind = kind.strip_prefix("Type: ").unwrap_or("");
+            ((*name).to_owned(), kind.to_owned())
+        }
+        _ => (header.trim_end().to_owned(), String::new()),
+    }
+}
+
 /// Splits a pg_dump script into its preamble (the `SET` lines before the first object) and
 /// its objects, by the `-- Name: …; Type: …;` comment headers pg_dump writes.
 fn split_blocks(script: &str) -> (String, Vec<Block>) {
@@ -321,13 +385,7 @@ fn split_blocks(script: &str) -> (String, Vec<Block>) {
     let mut blocks: Vec<Block> = Vec::new();
     for line in script.split_inclusive('\n') {
         if let Some(header) = line.strip_prefix("-- Name: ") {
-            let mut parts = header.split("; ");
-            let name = parts.next().unwrap_or("").to_owned();
-            let kind = parts
-                .next()
-                .and_then(|t| t.strip_prefix("Type: "))
-                .unwrap_or("")
-                .to_owned();
+            let (name, kind) = header_kind(header);
             blocks.push(Block {
                 name,
                 kind,
@@ -357,6 +415,43 @@ mod tests {
         assert!(blocks[0].sql.contains("PRIMARY KEY"));
         assert_eq!(blocks[1].kind, "INDEX");
         assert_eq!(blocks[1].name, "t_idx");
+    }
+
+    #[test]
+    fn runs_keep_the_scripts_order() {
+        let script = "SET a = 1;\n\
+            -- Name: p p_pkey; Type: CONSTRAINT; Schema: public; Owner: x\nALTER TABLE p;\n\
+            -- Name: Escap3e; Escap3e;_pkey; Type: CONSTRAINT; Schema: public; Owner: x\nALTER TABLE e;\n\
+            -- Name: c c_pkey; Type: CONSTRAINT; Schema: public; Owner: x\nALTER TABLE c;\n\
+            -- Name: c_idx; Type: INDEX; Schema: public; Owner: x\nCREATE INDEX c_idx;\n\
+            -- Name: c_pkey; Type: INDEX ATTACH; Schema: public; Owner: x\nALTER INDEX p_pkey ATTACH;\n\
+            -- Name: r r_fk; Type: FK CONSTRAINT; Schema: public; Owner: x\nALTER TABLE r ADD FOREIGN KEY;\n\
+            -- Name: s s_fk; Type: FK CONSTRAINT; Schema: public; Owner: x\nALTER TABLE s ADD FOREIGN KEY;\n";
+        let (_, blocks) = split_blocks(script);
+        let runs = runs(blocks);
+        let shape: Vec<(RunKind, Vec<&str>)> = runs
+            .iter()
+            .map(|r| (r.kind, r.blocks.iter().map(|b| b.sql.trim()).collect()))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (RunKind::Parallel, vec!["ALTER TABLE p;"]),
+                (RunKind::Sequential, vec!["ALTER TABLE e;"]),
+                (
+                    RunKind::Parallel,
+                    vec!["ALTER TABLE c;", "CREATE INDEX c_idx;"]
+                ),
+                (RunKind::Sequential, vec!["ALTER INDEX p_pkey ATTACH;"]),
+                (
+                    RunKind::Parallel,
+                    vec![
+                        "ALTER TABLE r ADD FOREIGN KEY;",
+                        "ALTER TABLE s ADD FOREIGN KEY;"
+                    ]
+                ),
+            ]
+        );
     }
 
     #[test]

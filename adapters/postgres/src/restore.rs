@@ -354,6 +354,10 @@ pub async fn restore_in<B: Backend + 'static>(
             let _ = client.batch_execute("ROLLBACK").await;
             return Err(e);
         }
+        if let Err(e) = hold_event_triggers_off(client, true).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
         if let Err(e) = drop_user_schemas(client, root.server_version_num, &pre_data).await {
             let _ = client.batch_execute("ROLLBACK").await;
             return Err(match e {
@@ -1087,6 +1091,22 @@ pub(crate) async fn load_table<B: Backend + 'static>(
     Ok(())
 }
 
+/// For the rest of the transaction (`local`) or session, a superuser's DDL fires no event trigger but those
+/// enabled `ALWAYS` (`session_replication_role = replica`): the user's event triggers must
+/// not see the restore drop and recreate their objects, nor log it in tables it restores.
+/// Only a superuser may create event triggers, and only one may hold them off.
+pub(crate) async fn hold_event_triggers_off(client: &Client, local: bool) -> Result<()> {
+    client
+        .execute(
+            "SELECT pg_catalog.set_config('session_replication_role', 'replica', $1)
+             FROM pg_catalog.pg_roles WHERE rolname = current_user AND rolsuper",
+            &[&local],
+        )
+        .await
+        .map(drop)
+        .map_err(pg("holding event triggers off"))
+}
+
 enum DropError {
     Locked,
     Other(Error),
@@ -1099,6 +1119,22 @@ async fn drop_user_schemas(
     server_version_num: u32,
     pre_data: &str,
 ) -> Result<(), DropError> {
+    // Publications belong to the database, not to a schema; the snapshot's DDL recreates
+    // those it holds.
+    let publications = client
+        .query(
+            "SELECT pubname::text FROM pg_catalog.pg_publication ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(|e| DropError::Other(pg("reading publications")(e)))?;
+    for row in publications {
+        let name: String = row.get(0);
+        client
+            .batch_execute(&format!("DROP PUBLICATION {}", ident(&name)))
+            .await
+            .map_err(|e| DropError::Other(pg(format!("dropping publication {name}"))(e)))?;
+    }
     let schemas = catalog::user_schemas(client)
         .await
         .map_err(DropError::Other)?;

@@ -9,8 +9,8 @@ use tokio::process::Command;
 
 use crate::catalog::PHONY_SCHEMA;
 use crate::connect::ConnectionTarget;
-use crate::error::{Error, Result};
-use crate::tracking::TRIGGER_PREFIX;
+use crate::error::{pg, Error, Result};
+use crate::sql::literal;
 
 /// The environment variable that names a pg_dump binary explicitly.
 pub const PG_DUMP_ENV: &str = "PHONY_PG_DUMP";
@@ -109,7 +109,13 @@ impl PgDump {
     }
 
     /// Dumps one section of the schema of `target`, at `snapshot` (an exported snapshot id)
-    /// when given, with psql meta-commands (`\restrict` …) removed.
+    /// when given, with psql meta-commands (`\restrict` …) removed and without the objects
+    /// change tracking puts outside its schema.
+    ///
+    /// pg_dump writes an archive whose table of contents lists every object by catalog and
+    /// OID; phony's triggers are found by OID in the catalog (at the same snapshot) and left
+    /// out of the list pg_restore then turns into SQL. Object names, which may hold any text
+    /// (`; Type: TRIGGER`, newlines), are never parsed.
     pub async fn dump(
         &self,
         target: &ConnectionTarget,
@@ -119,34 +125,188 @@ impl PgDump {
         let mut cmd = Command::new(&self.path);
         cmd.arg("--schema-only")
             .arg("--no-password")
-            .arg(format!("--exclude-schema={PHONY_SCHEMA}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        target.configure_libpq_command(&mut cmd);
+            .arg("--format=custom")
+            .arg("--compress=0")
+            .arg(format!("--exclude-schema={PHONY_SCHEMA}"));
         if let Some(s) = section {
             cmd.arg(s.arg());
         }
         if let Some(snap) = snapshot {
             cmd.arg(format!("--snapshot={snap}"));
         }
-        let out = cmd
-            .output()
-            .await
-            .map_err(|e| Error::PgDump(format!("running {}: {e}", self.path.display())))?;
+        let archive = self.run(cmd, target, None, "pg_dump").await?;
+        let mut list = self.pg_restore();
+        list.arg("--list");
+        let list = self.run(list, target, Some(&archive), "pg_restore").await?;
+        let list = String::from_utf8(list)
+            .map_err(|_| Error::PgDump("pg_restore listed text that is not UTF-8".into()))?;
+        let tracking = if list_has_triggers(&list) {
+            tracking_objects(target, snapshot).await?
+        } else {
+            Vec::new()
+        };
+        let list_file = ListFile::write(&without_objects(&list, &tracking))?;
+        let mut restore = self.pg_restore();
+        restore.arg("--use-list").arg(&list_file.0).arg("--file=-");
+        let text = self
+            .run(restore, target, Some(&archive), "pg_restore")
+            .await?;
+        drop(list_file);
+        let text = String::from_utf8(text)
+            .map_err(|_| Error::PgDump("pg_dump printed text that is not UTF-8".into()))?;
+        Ok(strip_meta_commands(&text))
+    }
+
+    /// pg_restore beside this pg_dump.
+    fn pg_restore(&self) -> Command {
+        let path = match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join("pg_restore"),
+            _ => PathBuf::from("pg_restore"),
+        };
+        Command::new(path)
+    }
+
+    /// Runs `cmd` (pg_dump or pg_restore) with `input` on its standard input; its output.
+    async fn run(
+        &self,
+        mut cmd: Command,
+        target: &ConnectionTarget,
+        input: Option<&[u8]>,
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        use tokio::io::AsyncWriteExt;
+        target.configure_libpq_command(&mut cmd);
+        cmd.stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| {
+            Error::PgDump(format!(
+                "running {what} (beside {}): {e}",
+                self.path.display()
+            ))
+        })?;
+        let stdin = child.stdin.take();
+        let feed = async move {
+            if let (Some(bytes), Some(mut stdin)) = (input, stdin) {
+                // A child that stops reading early says why on its standard error.
+                let _ = stdin.write_all(bytes).await;
+            }
+        };
+        let (out, ()) = tokio::join!(child.wait_with_output(), feed);
+        let out = out.map_err(|e| Error::PgDump(format!("running {what}: {e}")))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let first = stderr
                 .lines()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("no message");
-            return Err(Error::PgDump(format!("pg_dump failed: {}", first.trim())));
+            return Err(Error::PgDump(format!("{what} failed: {}", first.trim())));
         }
-        let text = String::from_utf8(out.stdout)
-            .map_err(|_| Error::PgDump("pg_dump printed text that is not UTF-8".into()))?;
-        Ok(strip_tracking(&strip_meta_commands(&text)))
+        Ok(out.stdout)
     }
+}
+
+/// A pg_restore list in a file of its own, removed when dropped.
+struct ListFile(PathBuf);
+
+impl ListFile {
+    fn write(list: &str) -> Result<ListFile> {
+        use std::io::Write;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!(
+            "phony-dump-{}-{}-{nanos}.list",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::PgDump(format!("writing {}: {e}", path.display())))?;
+        let written = ListFile(path);
+        file.write_all(list.as_bytes())
+            .map_err(|e| Error::PgDump(format!("writing {}: {e}", written.0.display())))?;
+        Ok(written)
+    }
+}
+
+impl Drop for ListFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The object an archive's table-of-contents entry creates: `(catalog, oid)`.
+type CatalogId = (u32, u32);
+
+/// The object of a pg_restore list line (`id; catalog oid TYPE …`) and the text after its
+/// OID; `None` for comment lines.
+fn list_entry(line: &str) -> Option<(CatalogId, &str)> {
+    if line.starts_with(';') {
+        return None;
+    }
+    let (_, rest) = line.split_once("; ")?;
+    let mut fields = rest.splitn(3, ' ');
+    let catalog = fields.next()?.parse().ok()?;
+    let oid = fields.next()?.parse().ok()?;
+    Some(((catalog, oid), fields.next().unwrap_or("")))
+}
+
+/// Whether a pg_restore list holds any trigger or event trigger.
+fn list_has_triggers(list: &str) -> bool {
+    list.lines()
+        .filter_map(list_entry)
+        .any(|(_, rest)| rest.starts_with("TRIGGER ") || rest.starts_with("EVENT TRIGGER "))
+}
+
+/// The list without the entries of `objects`.
+fn without_objects(list: &str, objects: &[CatalogId]) -> String {
+    list.split_inclusive('\n')
+        .filter(|line| !list_entry(line).is_some_and(|(id, _)| objects.contains(&id)))
+        .collect()
+}
+
+/// The triggers and event triggers change tracking installs (those that run functions of
+/// its schema), read at `snapshot` when given.
+async fn tracking_objects(
+    target: &ConnectionTarget,
+    snapshot: Option<&str>,
+) -> Result<Vec<CatalogId>> {
+    let client = target.connect().await?;
+    let mut begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;".to_owned();
+    if let Some(snap) = snapshot {
+        begin += &format!(" SET TRANSACTION SNAPSHOT {};", literal(snap));
+    }
+    let context = "reading change tracking's triggers";
+    client.batch_execute(&begin).await.map_err(pg(context))?;
+    let rows = client
+        .query(
+            "SELECT 'pg_catalog.pg_trigger'::regclass::oid, t.oid
+               FROM pg_catalog.pg_trigger t
+               JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+               JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+              WHERE n.nspname = $1
+             UNION ALL
+             SELECT 'pg_catalog.pg_event_trigger'::regclass::oid, e.oid
+               FROM pg_catalog.pg_event_trigger e
+               JOIN pg_catalog.pg_proc p ON p.oid = e.evtfoid
+               JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+              WHERE n.nspname = $1",
+            &[&PHONY_SCHEMA],
+        )
+        .await
+        .map_err(pg(context))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// Removes psql meta-command lines (`\restrict KEY` and the like): they are not SQL, and
@@ -159,39 +319,6 @@ pub fn strip_meta_commands(script: &str) -> String {
         }
     }
     out
-}
-
-/// Removes the objects change tracking puts outside its schema (the triggers on user
-/// tables and its event triggers), so that a tracked database dumps like an untracked one.
-pub fn strip_tracking(script: &str) -> String {
-    let mut out = String::with_capacity(script.len());
-    let mut skipping = false;
-    for line in script.split_inclusive('\n') {
-        if let Some(header) = line.strip_prefix("-- Name: ") {
-            skipping = is_tracking_object(header);
-        } else if line.starts_with("-- PostgreSQL database dump complete") {
-            skipping = false;
-        }
-        if !skipping {
-            out.push_str(line);
-        }
-    }
-    out
-}
-
-/// Whether a dump block header (`<name>; Type: <type>; …`) names a tracking object.
-fn is_tracking_object(header: &str) -> bool {
-    let mut parts = header.split("; ");
-    let name = parts.next().unwrap_or("");
-    let kind = parts.next().unwrap_or("");
-    match kind {
-        "Type: TRIGGER" => name
-            .rsplit(' ')
-            .next()
-            .is_some_and(|trigger| trigger.starts_with(TRIGGER_PREFIX)),
-        "Type: EVENT TRIGGER" => name.starts_with(TRIGGER_PREFIX),
-        _ => false,
-    }
 }
 
 /// The dump without comments and blank lines: what two equal schemas share exactly.
@@ -208,11 +335,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tracking_objects_are_removed_exactly() {
-        let untracked = "--\n-- Name: t t_audit; Type: TRIGGER; Schema: public; Owner: postgres\n--\n\nCREATE TRIGGER t_audit AFTER INSERT ON public.t FOR EACH ROW EXECUTE FUNCTION public.f();\n\n\n--\n-- PostgreSQL database dump complete\n--\n\n";
-        let tracked = "--\n-- Name: t phony_track_i; Type: TRIGGER; Schema: public; Owner: postgres\n--\n\nCREATE TRIGGER phony_track_i AFTER INSERT ON public.t REFERENCING NEW TABLE AS phony_new FOR EACH STATEMENT EXECUTE FUNCTION phony.track_rows('ARRAY[r.id::text]');\n\n\n--\n-- Name: t t_audit; Type: TRIGGER; Schema: public; Owner: postgres\n--\n\nCREATE TRIGGER t_audit AFTER INSERT ON public.t FOR EACH ROW EXECUTE FUNCTION public.f();\n\n\n--\n-- Name: phony_track_ddl; Type: EVENT TRIGGER; Schema: -; Owner: postgres\n--\n\nCREATE EVENT TRIGGER phony_track_ddl ON ddl_command_end\n         EXECUTE FUNCTION phony.track_ddl();\n\n\nALTER EVENT TRIGGER phony_track_ddl OWNER TO postgres;\n\n--\n-- PostgreSQL database dump complete\n--\n\n";
-        assert_eq!(strip_tracking(tracked), untracked);
-        assert_eq!(strip_tracking(untracked), untracked);
+    fn list_entries_are_read_by_catalog_and_oid_whatever_the_names() {
+        let list = ";\n; Archive created at 2026-01-01\n;\n\
+            3361; 2620 16420 TRIGGER public t phony_track_i postgres\n\
+            3362; 2620 16421 TRIGGER public x phony_track_y; Type: TRIGGER t_audit postgres\n\
+            3363; 3466 16430 EVENT TRIGGER - phony_track_ddl postgres\n\
+            3364; 2606 16440 CONSTRAINT public a; b a; b_pkey postgres\n";
+        assert!(list_has_triggers(list));
+        assert_eq!(
+            without_objects(list, &[(2620, 16420), (3466, 16430)]),
+            ";\n; Archive created at 2026-01-01\n;\n\
+            3362; 2620 16421 TRIGGER public x phony_track_y; Type: TRIGGER t_audit postgres\n\
+            3364; 2606 16440 CONSTRAINT public a; b a; b_pkey postgres\n"
+        );
+        assert!(!list_has_triggers(
+            "3364; 2606 16440 CONSTRAINT public a b postgres\n"
+        ));
     }
 
     #[test]

@@ -148,13 +148,6 @@ pub async fn valid(client: &impl GenericClient) -> Result<bool> {
 
 /// Installs tracking (in the caller's transaction). Needs a superuser (event triggers).
 pub async fn install(client: &Client) -> Result<()> {
-    if installed(client).await? {
-        if valid(client).await? {
-            return install_table_triggers(client).await;
-        }
-        // A copy from elsewhere: start afresh.
-        uninstall(client).await?;
-    }
     let superuser: bool = client
         .query_one(
             "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user",
@@ -163,6 +156,20 @@ pub async fn install(client: &Client) -> Result<()> {
         .await
         .map_err(pg("checking privileges"))?
         .get(0);
+    if superuser {
+        // phony's own DDL is not the user's: their event triggers must not log it.
+        client
+            .batch_execute("SET LOCAL session_replication_role = replica")
+            .await
+            .map_err(pg("holding event triggers off"))?;
+    }
+    if installed(client).await? {
+        if valid(client).await? {
+            return install_table_triggers(client).await;
+        }
+        // A copy from elsewhere: start afresh.
+        uninstall(client).await?;
+    }
     if !superuser {
         return Err(Error::Internal(
             "change tracking needs a superuser (it installs event triggers to notice schema changes)".into(),

@@ -5,6 +5,7 @@
 mod consistency;
 mod diff;
 mod incremental;
+mod objects;
 mod roundtrip;
 mod tls;
 mod tracking;
