@@ -145,6 +145,9 @@ impl ConnectionTarget {
             env.push(("PGPASSWORD", String::from_utf8_lossy(p).into_owned()));
         }
         env.push(("PGCONNECT_TIMEOUT", "10".to_owned()));
+        if let Some(name) = self.config.get_application_name() {
+            env.push(("PGAPPNAME", name.to_owned()));
+        }
         env
     }
 }

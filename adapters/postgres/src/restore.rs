@@ -36,6 +36,9 @@ pub struct RestoreOptions {
     pub lock_timeout: Duration,
     /// Terminate other sessions connected to the database first.
     pub force: bool,
+    /// Sessions with this `application_name` are this caller's own (a safety snapshot
+    /// being taken beside the restore): `force` leaves them alone.
+    pub spare: Option<String>,
     /// Chunks fetched and decoded ahead of the load.
     pub prefetch: usize,
     /// Called as rows are loaded.
@@ -89,6 +92,7 @@ impl Default for RestoreOptions {
         RestoreOptions {
             lock_timeout: Duration::from_secs(5),
             force: false,
+            spare: None,
             prefetch: 8,
             progress: None,
             dry_run: false,
@@ -229,7 +233,7 @@ pub async fn restore_in<B: Backend + 'static>(
         ..RestoreReport::default()
     };
     if opts.force && !opts.dry_run {
-        report.terminated = terminate_others(client).await?;
+        report.terminated = terminate_others(client, opts.spare.as_deref()).await?;
     }
     let root_id = root.encode().id;
     // pg_dump's scripts (the full path) set session settings: kept to be set back after.
@@ -386,7 +390,7 @@ pub async fn restore_in<B: Backend + 'static>(
     client
         .batch_execute(end)
         .await
-        .map_err(pg("committing the restore"))?;
+        .map_err(pg(crate::error::COMMITTING))?;
     report.duration = started.elapsed();
     Ok(report)
 }
@@ -1171,14 +1175,16 @@ async fn lock_holders(client: &Client) -> Result<Vec<BlockingSession>> {
         .collect())
 }
 
-async fn terminate_others(client: &Client) -> Result<u64> {
+/// Terminates the other client sessions on this database, except those named `spare`.
+async fn terminate_others(client: &Client, spare: Option<&str>) -> Result<u64> {
     let rows = client
         .query(
             "SELECT pg_catalog.pg_terminate_backend(pid)
              FROM pg_catalog.pg_stat_activity
              WHERE datname = current_database() AND pid <> pg_backend_pid()
-               AND backend_type = 'client backend'",
-            &[],
+               AND backend_type = 'client backend'
+               AND application_name IS DISTINCT FROM $1",
+            &[&spare],
         )
         .await
         .map_err(pg("terminating other sessions"))?;
