@@ -226,6 +226,17 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
         Some(_) => !phony_postgres::database_exists(&target).await?,
         None => false,
     };
+    // In place, the database must be the snapshot's own (--target names its database).
+    if args.target.is_none() && !args.allow_other_database {
+        if let Some(why) = phony_postgres::other_database(&target, &record.source).await? {
+            bail!(
+                "not restoring {} into {}: {why}; pass --allow-other-database to replace {} anyway",
+                record.label(),
+                target.dbname(),
+                target.dbname()
+            );
+        }
+    }
     // The current state is kept first as an automatic snapshot, so this restore can be
     // undone too; the restore then shows its progress from when it starts.
     let safety_first = !(created || args.dry_run || args.no_safety_snapshot);

@@ -150,3 +150,93 @@ async fn a_failed_restore_leaves_no_safety_snapshot() {
     assert_eq!(ids, ["s"], "{}", stdout(&out));
     drop(holder);
 }
+
+/// A store holds snapshots of several databases: restoring one over another database is
+/// refused with one line naming both, unless asked for; `list` shows each one's database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_another_database_is_not_restored_over_this_one() {
+    let db = TestDb::new("src_db").await;
+    db.exec("CREATE TABLE clean (id int PRIMARY KEY); INSERT INTO clean VALUES (1)")
+        .await;
+    let other = TestDb::new("other_db").await;
+    other
+        .exec("CREATE TABLE precious (id int PRIMARY KEY); INSERT INTO precious VALUES (7)")
+        .await;
+    let before = other.fingerprint().await;
+    let store = TestStore::new().await;
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "create", "--name", "clean-state"],
+    ));
+
+    for extra in [&[][..], &["--dry-run"], &["--force"]] {
+        let mut args = vec!["snapshot", "restore", "clean-state"];
+        args.extend_from_slice(extra);
+        let out = phony(&other.url(), store.path(), &args);
+        fails(&out, 1, &[&db.name, &other.name, "--allow-other-database"]);
+    }
+    assert_same(&other.fingerprint().await, &before, "after the refusals");
+    let list = ok(&phony(&other.url(), store.path(), &["snapshot", "list"]));
+    assert!(
+        list.contains("DATABASE") && list.contains(&db.name),
+        "{list}"
+    );
+    let show = ok(&phony(
+        &other.url(),
+        store.path(),
+        &["snapshot", "show", "clean-state"],
+    ));
+    assert!(show.contains(&db.name), "{show}");
+
+    ok(&phony(
+        &other.url(),
+        store.path(),
+        &[
+            "snapshot",
+            "restore",
+            "clean-state",
+            "--allow-other-database",
+        ],
+    ));
+    assert_same(
+        &other.fingerprint().await,
+        &db.fingerprint().await,
+        "asked for, the restore happens",
+    );
+}
+
+/// A database of the same name on another server is another database too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_from_another_server_is_not_restored_over_a_namesake() {
+    let db = TestDb::new("namesake").await;
+    db.exec("CREATE TABLE mine (id int PRIMARY KEY); INSERT INTO mine VALUES (1)")
+        .await;
+    let before = db.fingerprint().await;
+    let cluster = phony_testkit::TempCluster::start().unwrap();
+    let admin = phony_postgres::ConnectionTarget::parse(Some(&cluster.url("postgres")))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{}\"", db.name))
+        .await
+        .unwrap();
+    let elsewhere = cluster.url(&db.name);
+    let store = TestStore::new().await;
+    ok(&phony(
+        &elsewhere,
+        store.path(),
+        &["snapshot", "create", "--name", "theirs"],
+    ));
+    let out = phony(&db.url(), store.path(), &["snapshot", "restore", "theirs"]);
+    fails(&out, 1, &["another server", "--allow-other-database"]);
+    assert_same(&db.fingerprint().await, &before, "after the refusal");
+    // The server it came from takes it back.
+    ok(&phony(
+        &elsewhere,
+        store.path(),
+        &["snapshot", "restore", "theirs"],
+    ));
+}
