@@ -285,12 +285,11 @@ pub async fn restore_in<B: Backend + 'static>(
             mark: mark.as_ref(),
             // Without other marks, nobody needs this restore's rows in the log, except a
             // snapshot being taken meanwhile, whose mark the unlogged entry invalidates.
-            // With them, keys suffice: a restore to one reads those rows from its snapshot.
-            // A dry run compares every row with its image, to count exactly.
-            logging: match (opts.dry_run, probe.other_marks) {
-                (true, _) => delta::Logging::Images,
-                (false, true) => delta::Logging::Keys,
-                (false, false) => delta::Logging::Nothing,
+            // With them, the rewritten rows' images (read anyway, to rewrite only rows
+            // that differ) are logged for them.
+            logging: match opts.dry_run || probe.other_marks {
+                true => delta::Logging::Images,
+                false => delta::Logging::Nothing,
             },
             root: root_id,
         };
@@ -532,7 +531,7 @@ async fn restore_delta<B: Backend + 'static>(
                 .map_err(fallback)?;
             // Tables without a primary key, truncated ones, partition trees with entries at
             // several levels, and tables whose log has rows without images (see
-            // `delta::Logging::Keys`) are compared below, against the snapshot.
+            // `delta::UNKNOWN_IMAGE`) are compared below, against the snapshot.
             let simple: Vec<_> = rels
                 .iter()
                 .filter(|r| !r.whole && r.tree.is_empty() && !r.key.is_empty() && !r.unknown)

@@ -240,3 +240,68 @@ async fn a_snapshot_from_another_server_is_not_restored_over_a_namesake() {
         &["snapshot", "restore", "theirs"],
     ));
 }
+
+/// A tracked restore counts rows whose content differs, as its dry run and `diff` do: rows
+/// changed and changed back, updated twice, or deleted and inserted again as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracked_restore_counts_agree_with_the_dry_run_and_diff() {
+    let db = TestDb::new("counts").await;
+    db.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 20) g;",
+    )
+    .await;
+    let store = TestStore::new().await;
+    ok(&phony(&db.url(), store.path(), &["track", "on"]));
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "create", "--name", "s"],
+    ));
+    let counts = |v: &Value| -> (u64, u64, u64) {
+        let c = &v["changes"][0];
+        (
+            c["deleted"].as_u64().unwrap_or(0),
+            c["inserted"].as_u64().unwrap_or(0),
+            c["updated"].as_u64().unwrap_or(0),
+        )
+    };
+    let json = |args: &[&str]| -> Value {
+        let mut all = vec!["--json", "snapshot"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&ok(&phony(&db.url(), store.path(), &all))).unwrap()
+    };
+    for extra in [&[][..], &["--no-safety-snapshot"]] {
+        db.exec(
+            "UPDATE t SET v = 'x' WHERE id = 1; UPDATE t SET v = 'v1' WHERE id = 1;
+             UPDATE t SET v = 'a' WHERE id = 2; UPDATE t SET v = 'b' WHERE id = 2;
+             UPDATE t SET v = 'c' WHERE id = 2;
+             DELETE FROM t WHERE id = 3; INSERT INTO t VALUES (3, 'v3');
+             UPDATE t SET v = 'z' WHERE id = 4;
+             INSERT INTO t VALUES (21, 'new'); DELETE FROM t WHERE id = 5;
+             INSERT INTO t VALUES (22, 'gone again'); DELETE FROM t WHERE id = 22;",
+        )
+        .await;
+        let diff = json(&["diff", "s"]);
+        let table = &diff["tables"][0];
+        // From the snapshot to now: the restore undoes it.
+        let diffed = (
+            table["rows_added"].as_u64().unwrap(),
+            table["rows_removed"].as_u64().unwrap(),
+            table["rows_changed"].as_u64().unwrap(),
+        );
+        assert_eq!(diffed, (1, 1, 2), "{diff}");
+        let mut dry = vec!["restore", "s", "--dry-run"];
+        dry.extend_from_slice(extra);
+        assert_eq!(counts(&json(&dry)), (1, 1, 2), "dry run {extra:?}");
+        let mut args = vec!["restore", "s"];
+        args.extend_from_slice(extra);
+        let restored = json(&args);
+        assert_eq!(
+            counts(&restored),
+            (1, 1, 2),
+            "restore {extra:?}: {restored}"
+        );
+        assert_eq!(restored["rows"], 4, "{restored}");
+    }
+}
