@@ -50,6 +50,12 @@ pub struct CaptureOptions {
     /// write (its point in time is fixed, its sequences read), with whether it is
     /// incremental (re-reads only what the log names, so it ends soon).
     pub on_point_fixed: Option<Arc<dyn Fn(bool) + Send + Sync>>,
+    /// The `application_name` of every connection the capture opens (pg_dump's too);
+    /// default `phony capture`. A restore that runs beside this capture and terminates
+    /// other sessions spares the ones with this name (see [`RestoreOptions::spare`]).
+    ///
+    /// [`RestoreOptions::spare`]: crate::RestoreOptions::spare
+    pub application_name: Option<String>,
 }
 
 impl std::fmt::Debug for CaptureOptions {
@@ -72,6 +78,7 @@ impl Default for CaptureOptions {
             progress: None,
             incremental: true,
             on_point_fixed: None,
+            application_name: None,
         }
     }
 }
@@ -125,7 +132,8 @@ pub async fn capture<B: Backend + 'static>(
     store: &Arc<Store<B>>,
     opts: &CaptureOptions,
 ) -> Result<Captured> {
-    let target = target.with_application_name("phony capture");
+    let target =
+        target.with_application_name(opts.application_name.as_deref().unwrap_or("phony capture"));
     // With tracking, the snapshot holds its place among the marks from the moment its point
     // in time is fixed, so that no log entry its mark will need is pruned meanwhile.
     let side = target.connect().await?;

@@ -272,6 +272,9 @@ impl ConnectionTarget {
         if self.environment == Environment::Ignore {
             env.push(("PGPASSFILE", nowhere.to_owned()));
         }
+        if let Some(name) = self.config.get_application_name() {
+            env.push(("PGAPPNAME", name.to_owned()));
+        }
         env
     }
 }

@@ -64,6 +64,26 @@ pub enum Error {
     Internal(String),
 }
 
+impl Error {
+    /// Whether a restore that failed with this error may nevertheless have committed: the
+    /// commit itself failed (the connection may have dropped after the server committed)
+    /// or the restore's task died. Every other error of a restore leaves the database as
+    /// it was.
+    pub fn may_have_committed(&self) -> bool {
+        match self {
+            Error::Postgres { context, .. } => context == COMMITTING,
+            Error::Internal(message) => message.starts_with(TASK_FAILED),
+            _ => false,
+        }
+    }
+}
+
+/// The context of a failed commit (see [`Error::may_have_committed`]).
+pub(crate) const COMMITTING: &str = "committing the restore";
+
+/// How a failed task's error starts (see [`Error::may_have_committed`]).
+pub const TASK_FAILED: &str = "the restore task failed";
+
 /// Result alias of phony-postgres.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -8,6 +8,7 @@
 //! - [`restore`]: an atomic rewrite of a database into a snapshot's state.
 //! - [`fingerprint`]: a database's state, comparable regardless of physical row order.
 //! - [`schema_dump`]: schema DDL through a matching pg_dump.
+//! - [`identity`]: whether a database is the one a snapshot was taken of.
 //! - [`session`]: a connection that keeps its prepared statements, for repeated restores.
 //! - [`tracking`]: triggers that log changed rows, so restores and snapshots read only those.
 //! - [`patch`]: a diff between two snapshots as a SQL patch.
@@ -24,6 +25,7 @@ pub mod delta;
 pub mod error;
 pub mod fingerprint;
 pub mod fresh;
+pub mod identity;
 mod incremental;
 pub mod patch;
 pub mod restore;
@@ -41,6 +43,7 @@ pub use delta::TableChange;
 pub use error::{BlockingSession, Error, Result};
 pub use fingerprint::Fingerprint;
 pub use fresh::{database_exists, restore_into_new};
+pub use identity::other_database;
 pub use restore::{
     ensure_database, restore, restore_in, RestoreOptions, RestorePath, RestoreReport, RowAges,
 };

@@ -36,6 +36,9 @@ pub struct RestoreOptions {
     pub lock_timeout: Duration,
     /// Terminate other sessions connected to the database first.
     pub force: bool,
+    /// Sessions with this `application_name` are this caller's own (a safety snapshot
+    /// being taken beside the restore): `force` leaves them alone.
+    pub spare: Option<String>,
     /// Chunks fetched and decoded ahead of the load.
     pub prefetch: usize,
     /// Called as rows are loaded.
@@ -89,6 +92,7 @@ impl Default for RestoreOptions {
         RestoreOptions {
             lock_timeout: Duration::from_secs(5),
             force: false,
+            spare: None,
             prefetch: 8,
             progress: None,
             dry_run: false,
@@ -229,7 +233,7 @@ pub async fn restore_in<B: Backend + 'static>(
         ..RestoreReport::default()
     };
     if opts.force && !opts.dry_run {
-        report.terminated = terminate_others(client).await?;
+        report.terminated = terminate_others(client, opts.spare.as_deref()).await?;
     }
     let root_id = root.encode().id;
     // pg_dump's scripts (the full path) set session settings: kept to be set back after.
@@ -281,12 +285,11 @@ pub async fn restore_in<B: Backend + 'static>(
             mark: mark.as_ref(),
             // Without other marks, nobody needs this restore's rows in the log, except a
             // snapshot being taken meanwhile, whose mark the unlogged entry invalidates.
-            // With them, keys suffice: a restore to one reads those rows from its snapshot.
-            // A dry run compares every row with its image, to count exactly.
-            logging: match (opts.dry_run, probe.other_marks) {
-                (true, _) => delta::Logging::Images,
-                (false, true) => delta::Logging::Keys,
-                (false, false) => delta::Logging::Nothing,
+            // With them, the rewritten rows' images (read anyway, to rewrite only rows
+            // that differ) are logged for them.
+            logging: match opts.dry_run || probe.other_marks {
+                true => delta::Logging::Images,
+                false => delta::Logging::Nothing,
             },
             root: root_id,
         };
@@ -390,7 +393,7 @@ pub async fn restore_in<B: Backend + 'static>(
     client
         .batch_execute(end)
         .await
-        .map_err(pg("committing the restore"))?;
+        .map_err(pg(crate::error::COMMITTING))?;
     report.duration = started.elapsed();
     Ok(report)
 }
@@ -532,7 +535,7 @@ async fn restore_delta<B: Backend + 'static>(
                 .map_err(fallback)?;
             // Tables without a primary key, truncated ones, partition trees with entries at
             // several levels, and tables whose log has rows without images (see
-            // `delta::Logging::Keys`) are compared below, against the snapshot.
+            // `delta::UNKNOWN_IMAGE`) are compared below, against the snapshot.
             let simple: Vec<_> = rels
                 .iter()
                 .filter(|r| !r.whole && r.tree.is_empty() && !r.key.is_empty() && !r.unknown)
@@ -1207,14 +1210,16 @@ async fn lock_holders(client: &Client) -> Result<Vec<BlockingSession>> {
         .collect())
 }
 
-async fn terminate_others(client: &Client) -> Result<u64> {
+/// Terminates the other client sessions on this database, except those named `spare`.
+async fn terminate_others(client: &Client, spare: Option<&str>) -> Result<u64> {
     let rows = client
         .query(
             "SELECT pg_catalog.pg_terminate_backend(pid)
              FROM pg_catalog.pg_stat_activity
              WHERE datname = current_database() AND pid <> pg_backend_pid()
-               AND backend_type = 'client backend'",
-            &[],
+               AND backend_type = 'client backend'
+               AND application_name IS DISTINCT FROM $1",
+            &[&spare],
         )
         .await
         .map_err(pg("terminating other sessions"))?;

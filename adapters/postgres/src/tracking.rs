@@ -785,8 +785,9 @@ pub(crate) struct LoggedRelation {
     pub columns: Vec<String>,
     /// Whole-table entries (TRUNCATE, no key): compare content.
     pub whole: bool,
-    /// Entries for rows whose image was not logged (a restore's rewrites, see
-    /// `delta::Logging::Keys`): the snapshot, not the log, has those rows.
+    /// Entries for rows whose image was not logged (written by restores of earlier
+    /// versions, which logged their rewrites by key): the snapshot, not the log, has those
+    /// rows.
     pub unknown: bool,
     /// Partition ancestors (excluding itself) and descendants that have entries too.
     pub tree: Vec<u32>,

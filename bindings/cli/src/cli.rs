@@ -122,6 +122,9 @@ pub struct RestoreArgs {
     /// Do not first keep the database's current state as an automatic snapshot
     #[arg(long)]
     pub no_safety_snapshot: bool,
+    /// Restore even when the database is not the one the snapshot was taken of
+    #[arg(long)]
+    pub allow_other_database: bool,
 }
 
 #[derive(Debug, Args)]

@@ -89,6 +89,7 @@ pub fn snapshot_list(records: &[SnapshotRecord]) -> String {
     let mut t = new_table(&[
         "ID",
         "NAME",
+        "DATABASE",
         "CREATED (UTC)",
         "TABLES",
         "ROWS",
@@ -100,6 +101,7 @@ pub fn snapshot_list(records: &[SnapshotRecord]) -> String {
         t.add_row(vec![
             Cell::new(r.id),
             Cell::new(r.name.as_ref().map(|n| n.as_str()).unwrap_or("-")),
+            Cell::new(&r.source.database),
             Cell::new(when(r)),
             Cell::new(r.stats.tables).set_alignment(CellAlignment::Right),
             Cell::new(r.stats.rows).set_alignment(CellAlignment::Right),

@@ -77,15 +77,24 @@ struct Kept {
     labels: std::collections::BTreeMap<String, String>,
 }
 
+/// A snapshot taken beside a restore of the same database.
+struct Beside {
+    /// See [`CaptureOptions::on_point_fixed`].
+    on_point_fixed: Arc<dyn Fn(bool) + Send + Sync>,
+    /// This run's own name for the capture's connections, which the restore's `--force`
+    /// spares (see [`RestoreOptions::spare`]).
+    application_name: String,
+}
+
 /// Captures `target` and writes the snapshot's record, under the store's create lock (so no
 /// garbage collection deletes a blob the snapshot is about to reference).
-/// `on_point_fixed`: see [`CaptureOptions::on_point_fixed`].
+/// `beside`: see [`Beside`].
 async fn take_snapshot(
     ctx: &Context,
     store: &Arc<AppStore>,
     target: &ConnectionTarget,
     kept: Kept,
-    on_point_fixed: Option<Arc<dyn Fn(bool) + Send + Sync>>,
+    beside: Option<Beside>,
 ) -> Result<SnapshotRecord> {
     let Kept {
         name,
@@ -96,9 +105,14 @@ async fn take_snapshot(
     let lock = crate::lease::LockHolder::acquire_create(store).await?;
     let started = Instant::now();
     let bar = Bar::new(!ctx.json, &format!("capturing {}", target.dbname()));
+    let (on_point_fixed, application_name) = match beside {
+        Some(b) => (Some(b.on_point_fixed), Some(b.application_name)),
+        None => (None, None),
+    };
     let opts = CaptureOptions {
         progress: bar.callback(),
         on_point_fixed,
+        application_name,
         ..CaptureOptions::default()
     };
     let captured = phony_postgres::capture(target, store, &opts)
@@ -212,6 +226,17 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
         Some(_) => !phony_postgres::database_exists(&target).await?,
         None => false,
     };
+    // In place, the database must be the snapshot's own (--target names its database).
+    if args.target.is_none() && !args.allow_other_database {
+        if let Some(why) = phony_postgres::other_database(&target, &record.source).await? {
+            bail!(
+                "not restoring {} into {}: {why}; pass --allow-other-database to replace {} anyway",
+                record.label(),
+                target.dbname(),
+                target.dbname()
+            );
+        }
+    }
     // The current state is kept first as an automatic snapshot, so this restore can be
     // undone too; the restore then shows its progress from when it starts.
     let safety_first = !(created || args.dry_run || args.no_safety_snapshot);
@@ -249,6 +274,25 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
                 restore_after_safety(ctx, &store, &target, &root, opts, labels).await;
             let taken =
                 taken.context("taking the safety snapshot (skip it with --no-safety-snapshot)")?;
+            if let Err(e) = restored {
+                if !e.may_have_committed() {
+                    // Nothing changed: the state before is still the database's own.
+                    if let Err(d) = store.delete_record(&taken.id).await {
+                        tracing::warn!("removing safety snapshot {}: {d}", taken.id);
+                    }
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "restoring {} into {}",
+                        record.id,
+                        target.dbname()
+                    )));
+                }
+                return Err(anyhow::Error::new(e).context(format!(
+                    "restoring {} into {} (it may have been committed: the state before is kept as {})",
+                    record.id,
+                    target.dbname(),
+                    taken.id
+                )));
+            }
             crate::prune::after_create(&store, taken.id).await.with_context(|| {
                 format!("safety snapshot {} was taken, but applying the store's retention policy failed", taken.id)
             })?;
@@ -268,13 +312,53 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
             "{}",
             output::restore_summary(&record, target.dbname(), created, &report)
         );
-        if let Some(s) = &safety {
-            println!(
-                "the state before is kept as {} (undo with `phony snapshot restore {}`)",
-                s.id, s.id
-            );
+        if let Some(hint) = undo_hint(&args, &target, created, safety.as_ref()) {
+            println!("{hint}");
         }
         Ok(())
+    }
+}
+
+/// The line that tells how to undo a restore into `target`: restore its safety snapshot
+/// into that same database, or drop the database the restore created.
+fn undo_hint(
+    args: &RestoreArgs,
+    target: &ConnectionTarget,
+    created: bool,
+    safety: Option<&SnapshotRecord>,
+) -> Option<String> {
+    if args.dry_run {
+        return None;
+    }
+    if created {
+        return Some(format!(
+            "{} was created (undo with `dropdb --maintenance-db {} {}`)",
+            target.dbname(),
+            shell_word(&target.with_dbname("postgres").to_string()),
+            shell_word(target.dbname())
+        ));
+    }
+    let s = safety?;
+    // The password-free URL: the undo must name the database restored, not the source.
+    let database = match &args.target {
+        Some(_) => format!("--database {} ", shell_word(&target.to_string())),
+        None => String::new(),
+    };
+    Some(format!(
+        "the state before is kept as {} (undo with `phony {database}snapshot restore {}`)",
+        s.id, s.id
+    ))
+}
+
+/// `word`, quoted for a POSIX shell when it needs to be.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./_-".contains(c));
+    match plain {
+        true => word.to_owned(),
+        false => format!("'{}'", word.replace('\'', "'\\''")),
     }
 }
 
@@ -296,6 +380,12 @@ async fn restore_after_safety(
     phony_postgres::Result<phony_postgres::RestoreReport>,
 ) {
     use futures::FutureExt as _;
+    // Unique to this run: `--force` ends every other session, this snapshot's excepted.
+    let application_name = format!("phony safety snapshot {:08x}", rand::random::<u32>());
+    let opts = RestoreOptions {
+        spare: Some(application_name.clone()),
+        ..opts
+    };
     let (fixed_tx, fixed_rx) = tokio::sync::oneshot::channel::<bool>();
     let fixed_tx = std::sync::Mutex::new(Some(fixed_tx));
     let on_point_fixed: Arc<dyn Fn(bool) + Send + Sync> = Arc::new(move |incremental| {
@@ -313,7 +403,11 @@ async fn restore_after_safety(
             origin: Origin::Safety,
             labels,
         };
-        let taken = take_snapshot(ctx, store, target, kept, Some(on_point_fixed)).await;
+        let beside = Beside {
+            on_point_fixed,
+            application_name,
+        };
+        let taken = take_snapshot(ctx, store, target, kept, Some(beside)).await;
         let _ = done_tx.send(Some(
             taken
                 .as_ref()
@@ -362,7 +456,8 @@ async fn restore_after_safety(
     let (taken, restored) = tokio::join!(capture, restore);
     let restored = restored.unwrap_or_else(|e| {
         Err(phony_postgres::Error::Internal(format!(
-            "the restore task failed: {e}"
+            "{}: {e}",
+            phony_postgres::error::TASK_FAILED
         )))
     });
     (taken, restored)

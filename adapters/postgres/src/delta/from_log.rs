@@ -3,7 +3,7 @@
 use super::TableChange;
 use crate::error::{pg, Result};
 use crate::session::Session;
-use crate::sql::{column_list, ident, ident_list, literal, qualified};
+use crate::sql::{column_list, ident, ident_list, qualified};
 use crate::tracking::{since_mark, LoggedRelation, Mark};
 
 /// Puts back, from the change log's row images, every row of `rel` that changed since the
@@ -54,24 +54,21 @@ pub(crate) async fn restore_from_log(
     Ok(change)
 }
 
-/// What a rewrite from the log tells the log, for the marks of other snapshots.
+/// What a rewrite from the log tells the log, for the marks of other snapshots. Either
+/// way each logged key's row is compared with its image as text and rewritten only where
+/// they differ: a row changed and changed back, or deleted and inserted again as it was,
+/// is left alone and not counted, so a restore counts what its dry run and `diff` count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Logging {
-    /// Each row is compared with its image as text; those that differ are rewritten and
-    /// logged with their current image. Exact counts (a row changed and changed back is
-    /// left alone): for dry runs.
+    /// The rewritten rows are logged with their current image (other marks, or a dry run).
     Images,
-    /// Every logged key's row is rewritten without comparing (no row is converted to
-    /// text), and logged by key: with [`UNKNOWN_IMAGE`] where a row existed, no image where
-    /// none did. A restore to another mark reads those rows from its snapshot.
-    Keys,
-    /// Nothing is logged (no other mark needs it); rows are rewritten without comparing.
+    /// Nothing is logged (no other mark needs it).
     Nothing,
 }
 
-/// The `img` of a log entry for a row that existed but whose image was not logged: a
-/// restore to a mark before it reads the row from the snapshot in the store. Never a row's
-/// text, which always starts with `(`.
+/// The `img` of a log entry for a row that existed but whose image was not logged (restores
+/// of earlier versions logged their rewrites so): a restore to a mark before it reads the
+/// row from the snapshot in the store. Never a row's text, which always starts with `(`.
 pub(crate) const UNKNOWN_IMAGE: &str = "";
 
 /// The SQL of one relation's rewrite. Parameters: `$1` the relation id, `$2` the mark's
@@ -202,105 +199,29 @@ impl<'a> Parts<'a> {
 impl Statements {
     fn new(rel: &LoggedRelation, logging: Logging) -> Self {
         let parts = Parts::new(rel);
-        match logging {
-            Logging::Images => Self::compared(&parts),
-            Logging::Keys => Self::blind(&parts, true),
-            Logging::Nothing => Self::blind(&parts, false),
-        }
-    }
-
-    /// Every logged key's row rewritten from its image without comparing, and each key
-    /// looked up once: the rewrite itself tells which rows existed (its `RETURNING`), for
-    /// the counts and, with `log`, for the log (see [`Logging::Keys`]).
-    fn blind(parts: &Parts, log: bool) -> Self {
-        let (t, first) = (&parts.t, &parts.first);
-        if parts.in_place() {
-            // `p`: each image parsed once, for the update and the insert. A key the update
-            // did not find has no row: its image is inserted.
-            let logged = match log {
-                true => format!(
-                    "INSERT INTO phony.changes (relid, key, img)
-                     SELECT $1, g.key, {unknown} FROM gone AS g
-                     UNION ALL
-                     SELECT $1, u.key, {unknown} FROM updated AS u
-                     UNION ALL
-                     SELECT $1, p.key, NULL FROM p
-                     WHERE NOT EXISTS (SELECT 1 FROM updated AS u WHERE u.key = p.key)
-                     RETURNING 1",
-                    unknown = literal(UNKNOWN_IMAGE)
-                ),
-                false => "SELECT 1 WHERE false".to_owned(),
-            };
-            let rewrite = format!(
-                "WITH f AS ({first}),
-                      p AS MATERIALIZED (SELECT f.key, f.img::{t} AS r FROM f
-                                         WHERE f.img IS NOT NULL),
-                      gone AS (DELETE FROM {t} AS t USING f
-                               WHERE f.img IS NULL AND {} RETURNING f.key),
-                      updated AS (UPDATE {t} AS t SET {} FROM p
-                                  WHERE {} RETURNING p.key),
-                      inserted AS (INSERT INTO {t} ({}) OVERRIDING SYSTEM VALUE
-                                   SELECT {} FROM p
-                                   WHERE NOT EXISTS (SELECT 1 FROM updated AS u WHERE u.key = p.key)
-                                   RETURNING 1),
-                      logged AS ({logged})
-                 SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM inserted),
-                        (SELECT count(*) FROM updated), (SELECT count(*) FROM logged)",
-                parts.matches("f"),
-                parts.set_non_key("p"),
-                parts.matches("p"),
-                ident_list(&parts.rel.columns),
-                Parts::fields("p", &parts.all()),
-            );
-            return Statements { rewrite, put: None };
-        }
-        // Delete every logged key's row first, then insert: no unique constraint sees a
-        // value held by two rows midway. A key whose row was deleted and that has an image
-        // is updated; one with an image and no row, inserted.
-        let logged = match log {
-            true => format!(
-                "INSERT INTO phony.changes (relid, key, img)
-                 SELECT $1, g.key, {} FROM gone AS g
-                 UNION ALL
-                 SELECT $1, f.key, NULL FROM f
-                 WHERE f.img IS NOT NULL AND NOT EXISTS (SELECT 1 FROM gone AS g WHERE g.key = f.key)
-                 RETURNING 1",
-                literal(UNKNOWN_IMAGE)
-            ),
-            false => "SELECT 1 WHERE false".to_owned(),
-        };
-        let rewrite = format!(
-            "WITH f AS ({first}),
-                  gone AS (DELETE FROM {t} AS t USING f WHERE {}
-                           RETURNING f.key, f.img IS NULL AS dropped),
-                  logged AS ({logged})
-             SELECT (SELECT count(*) FROM gone WHERE dropped),
-                    (SELECT count(*) FROM f WHERE f.img IS NOT NULL
-                       AND NOT EXISTS (SELECT 1 FROM gone AS g WHERE g.key = f.key)),
-                    (SELECT count(*) FROM gone WHERE NOT dropped),
-                    (SELECT count(*) FROM logged)",
-            parts.matches("f"),
-        );
-        Statements {
-            rewrite,
-            put: Some(parts.put()),
-        }
+        Self::compared(&parts, logging == Logging::Images)
     }
 
     /// Each row compared with its image as text; those that differ are rewritten and logged
     /// with their current image (see [`Logging::Images`]).
-    fn compared(parts: &Parts) -> Self {
+    fn compared(parts: &Parts, log: bool) -> Self {
         let (t, first) = (&parts.t, &parts.first);
+        let logged = match log {
+            true => {
+                "INSERT INTO phony.changes (relid, key, img)
+                     SELECT $1, c.key, c.live FROM cur AS c
+                     WHERE c.live IS DISTINCT FROM c.img
+                     RETURNING 1"
+            }
+            false => "SELECT 1 WHERE false",
+        };
         // `live`: the row now, as text.
         let cur = format!(
             "WITH f AS ({first}),
                   cur AS MATERIALIZED (SELECT f.key, f.img,
                                               (SELECT t::text FROM {t} AS t WHERE {}) AS live
                                        FROM f),
-                  logged AS (INSERT INTO phony.changes (relid, key, img)
-                             SELECT $1, c.key, c.live FROM cur AS c
-                             WHERE c.live IS DISTINCT FROM c.img
-                             RETURNING 1),",
+                  logged AS ({logged}),",
             parts.matches("f")
         );
         let counts = "SELECT count(*) FILTER (WHERE c.img IS NULL AND c.live IS NOT NULL),
@@ -330,7 +251,8 @@ impl Statements {
             );
             return Statements { rewrite, put: None };
         }
-        // Delete every row that differs first, then insert (see `blind`).
+        // Delete every row that differs first, then insert: no unique constraint sees a
+        // value held by two rows midway.
         let rewrite = format!(
             "{cur}
              gone AS (DELETE FROM {t} AS t USING cur AS c

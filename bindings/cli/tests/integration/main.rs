@@ -7,6 +7,7 @@ mod connection_strings;
 mod crash;
 mod diff;
 mod interruptions;
+mod restore_safety;
 mod retention;
 
 use std::path::Path;
