@@ -29,6 +29,16 @@ const TAG_DELTA: u8 = 2;
 /// a damaged object could ask for.
 pub const MAX_PLAIN_LEN: u64 = 2 << 30;
 
+/// The largest stored object that can decode to at most `plain_limit` plain bytes, with any
+/// codec: a raw object is one byte more than its plain bytes, a zstd frame at most zstd's
+/// compression bound, and a delta is kept only when smaller than the standalone encoding.
+/// Readers refuse larger objects as corrupt before reading them.
+pub fn max_stored_len(plain_limit: u64) -> u64 {
+    let n = plain_limit.min(MAX_PLAIN_LEN);
+    // zstd's ZSTD_COMPRESSBOUND is n + n/256 + at most 64 bytes more; a header is 34 bytes.
+    n + n / 128 + 1024
+}
+
 /// Encodes `plain` for storage with zstd at `level`, or raw when compression does not help.
 pub fn encode(plain: &[u8], level: i32) -> Vec<u8> {
     // One-shot compression knows the input size, so zstd sizes its tables to the chunk:

@@ -141,6 +141,15 @@ impl StoreConfig {
             reason: e.to_string(),
         };
         let probe: Probe = serde_json::from_slice(bytes).map_err(corrupt)?;
+        if probe.format < 1 {
+            return Err(Error::CorruptRecord {
+                what: CONFIG_KEY.to_owned(),
+                reason: format!(
+                    "it says format {}, which no phony writes (this phony reads formats 1 to {STORE_FORMAT})",
+                    probe.format
+                ),
+            });
+        }
         if probe.format > STORE_FORMAT {
             return Err(Error::UnsupportedFormat {
                 found: probe.format,
@@ -281,6 +290,16 @@ mod tests {
             })
         ));
         assert!(StoreConfig::decode(b"not json").is_err());
+        let zero = String::from_utf8(StoreConfig::default().encode())
+            .unwrap()
+            .replacen(&format!("\"format\": {STORE_FORMAT}"), "\"format\": 0", 1);
+        let err = StoreConfig::decode(zero.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("format 0") && err.contains(&format!("formats 1 to {STORE_FORMAT}")),
+            "{err}"
+        );
         let odd = String::from_utf8(StoreConfig::default().encode())
             .unwrap()
             .replace("16384", "16385");

@@ -369,7 +369,7 @@ mod tests {
             self.objects.lock().unwrap().insert(key.to_owned(), bytes);
             Ok(())
         }
-        async fn get(&self, key: &str) -> Result<Bytes> {
+        async fn get(&self, key: &str, max_len: u64) -> Result<Bytes> {
             self.gets.fetch_add(1, Ordering::SeqCst);
             self.objects
                 .lock()
@@ -377,6 +377,10 @@ mod tests {
                 .get(key)
                 .cloned()
                 .ok_or_else(|| Error::NotFound { what: key.into() })
+                .and_then(|b| match b.len() as u64 {
+                    n if n > max_len => Err(Error::too_large(key, n, max_len)),
+                    _ => Ok(b),
+                })
         }
         async fn head(&self, key: &str) -> Result<Option<u64>> {
             Ok(self

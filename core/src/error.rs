@@ -40,6 +40,20 @@ pub enum Error {
     #[error("{what} is corrupt: {reason}")]
     CorruptRecord { what: String, reason: String },
 
+    /// A key of the store holds something phony never writes there: an object larger than
+    /// the limit for its kind, a symbolic link, a directory or a device. Nothing larger than
+    /// the limit was read.
+    #[error("{what} is damaged: {reason}")]
+    BadObject { what: String, reason: String },
+
+    /// A snapshot record was written by a newer format than this build reads.
+    #[error("{what} uses format {found}, but this phony reads records of formats up to {supported}; upgrade phony to read it")]
+    RecordFormat {
+        what: String,
+        found: u32,
+        supported: u32,
+    },
+
     /// The store was written by a newer format than this build reads.
     #[error("the store uses format {found}, but this phony reads formats up to {supported}; upgrade phony to use it")]
     UnsupportedFormat { found: u32, supported: u32 },
@@ -62,6 +76,17 @@ impl Error {
         Error::Backend {
             context: context.into(),
             source: source.into(),
+        }
+    }
+
+    /// The error for an object of `size` bytes read with a limit of `max_len` (see
+    /// [`Backend::get`](crate::Backend::get)).
+    pub fn too_large(what: impl Into<String>, size: u64, max_len: u64) -> Self {
+        Error::BadObject {
+            what: what.into(),
+            reason: format!(
+                "it holds {size} bytes, more than the {max_len} an object of its kind can hold"
+            ),
         }
     }
 

@@ -169,7 +169,8 @@ impl SnapshotRecord {
         };
         let probe: Probe = serde_json::from_slice(bytes).map_err(corrupt)?;
         if probe.format > MANIFEST_FORMAT {
-            return Err(Error::UnsupportedFormat {
+            return Err(Error::RecordFormat {
+                what: what.to_owned(),
                 found: probe.format,
                 supported: MANIFEST_FORMAT,
             });
@@ -229,10 +230,17 @@ mod tests {
         let newer = String::from_utf8(bytes)
             .unwrap()
             .replace("\"format\": 1", "\"format\": 7");
-        assert!(matches!(
-            SnapshotRecord::decode("r", newer.as_bytes()),
-            Err(Error::UnsupportedFormat { found: 7, .. })
-        ));
+        let err = SnapshotRecord::decode("snapshots/snap_abababababab.json", newer.as_bytes())
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::RecordFormat { found: 7, .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("snapshots/snap_abababababab.json uses format 7"),
+            "the message names the record, not the store: {err}"
+        );
         assert!(matches!(
             SnapshotRecord::decode("r", b"{"),
             Err(Error::CorruptRecord { .. })

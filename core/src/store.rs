@@ -21,7 +21,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::codec::{self, Chain, DeltaHeader};
+use crate::codec::{self, Chain, DeltaHeader, MAX_DELTA_LEN};
 use crate::config::{StoreConfig, CONFIG_KEY, DELTA_FORMAT};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
@@ -46,7 +46,12 @@ pub struct ListEntry {
 /// - **atomic writes**: no reader ever sees a partial object;
 /// - **create-if-absent**: of concurrent [`put_if_absent`](Backend::put_if_absent) calls on
 ///   one key exactly one writes, the others report that the key exists;
-/// - [`get`](Backend::get) of a missing key fails with [`Error::NotFound`];
+/// - [`get`](Backend::get) of a missing key fails with [`Error::NotFound`]; of an object
+///   larger than the caller's limit, with [`Error::BadObject`] before reading more than the
+///   limit (a damaged or hostile store must not make a reader allocate what it says);
+/// - a key never resolves outside the store: a backend on a file system refuses symbolic
+///   links, directories and devices where an object should be ([`Error::BadObject`]), and
+///   never reads, writes or deletes through a symbolic link;
 /// - **linearizable listing**: an object whose write completed before a
 ///   [`list`](Backend::list) started is listed, one whose delete completed is not
 ///   (garbage collection's safety rests on this; S3 and local disks give it);
@@ -57,8 +62,9 @@ pub trait Backend: Send + Sync {
     fn put_if_absent(&self, key: &str, bytes: Bytes) -> impl Future<Output = Result<bool>> + Send;
     /// Writes `bytes` at `key`, replacing any previous object atomically.
     fn put(&self, key: &str, bytes: Bytes) -> impl Future<Output = Result<()>> + Send;
-    /// Reads a whole object.
-    fn get(&self, key: &str) -> impl Future<Output = Result<Bytes>> + Send;
+    /// Reads a whole object of at most `max_len` bytes: a larger one is
+    /// [`Error::BadObject`], found before more than `max_len` bytes are read.
+    fn get(&self, key: &str, max_len: u64) -> impl Future<Output = Result<Bytes>> + Send;
     /// The size of an object, or `None` if it does not exist.
     fn head(&self, key: &str) -> impl Future<Output = Result<Option<u64>>> + Send;
     /// Removes an object; removing a missing object succeeds.
@@ -162,7 +168,7 @@ pub struct Store<B> {
 impl<B: Backend> Store<B> {
     /// Opens an existing store; [`Error::NotFound`] if the backend holds none.
     pub async fn open(backend: B) -> Result<Self> {
-        let bytes = match backend.get(CONFIG_KEY).await {
+        let bytes = match backend.get(CONFIG_KEY, MAX_CONFIG_LEN).await {
             Ok(b) => b,
             Err(e) if e.is_not_found() => {
                 return Err(Error::NotFound {
@@ -191,7 +197,7 @@ impl<B: Backend> Store<B> {
     }
 
     async fn open_inner(backend: &B) -> Result<Option<StoreConfig>> {
-        match backend.get(CONFIG_KEY).await {
+        match backend.get(CONFIG_KEY, MAX_CONFIG_LEN).await {
             Ok(bytes) => Ok(Some(StoreConfig::decode(&bytes)?)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -321,19 +327,38 @@ impl<B: Backend> Store<B> {
         if !self.deltas_allowed() {
             return Ok(None);
         }
-        match self.backend.get(&blob_key(base)).await {
+        match self
+            .backend
+            .get(&blob_key(base), codec::max_stored_len(MAX_DELTA_LEN))
+            .await
+        {
             Ok(stored) => Ok(DeltaHeader::depth_of(base, &stored).ok()),
-            Err(e) if e.is_not_found() => Ok(None),
+            // Missing, or too large (or not a file) to serve as a base.
+            Err(Error::NotFound { .. } | Error::BadObject { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// Reads a blob's stored bytes, without decoding them.
-    pub async fn get_encoded(&self, id: &BlobId) -> Result<Bytes> {
-        match self.backend.get(&blob_key(id)).await {
-            Err(e) if e.is_not_found() => Err(Error::NotFound {
-                what: format!("blob {id} (the store is missing data this snapshot needs)"),
-            }),
+    /// Reads a blob's stored bytes, without decoding them. `plain_limit` bounds its plain
+    /// size (the size its manifest entry recorded, or [`MAX_MANIFEST_LEN`] for a manifest):
+    /// a stored object larger than any encoding of that many bytes is [`Error::Corrupt`],
+    /// found without reading it.
+    pub async fn get_encoded(&self, id: &BlobId, plain_limit: u64) -> Result<Bytes> {
+        self.get_blob(id, codec::max_stored_len(plain_limit))
+            .await
+            .map_err(|e| match e {
+                Error::NotFound { .. } => Error::NotFound {
+                    what: format!("blob {id} (the store is missing data this snapshot needs)"),
+                },
+                other => other,
+            })
+    }
+
+    /// Reads a stored blob of at most `max_len` bytes; a larger one (or a key that is not an
+    /// object) is [`Error::Corrupt`].
+    async fn get_blob(&self, id: &BlobId, max_len: u64) -> Result<Bytes> {
+        match self.backend.get(&blob_key(id), max_len).await {
+            Err(Error::BadObject { reason, .. }) => Err(Error::Corrupt { id: *id, reason }),
             other => other,
         }
     }
@@ -342,15 +367,20 @@ impl<B: Backend> Store<B> {
     /// [`Error::BaseMissing`] if one is missing. Reads at most
     /// [`codec::MAX_DELTA_DEPTH`] bases, whatever the headers say. Decode the result with
     /// [`Chain::decode`] (CPU-bound: on a blocking pool, for async callers that care).
-    pub async fn get_chain(&self, id: &BlobId) -> Result<Chain> {
-        let stored = self.get_encoded(id).await?;
+    /// `plain_limit` bounds the blob's plain size, as for [`Store::get_encoded`]; every
+    /// base's is bounded by [`codec::MAX_DELTA_LEN`].
+    pub async fn get_chain(&self, id: &BlobId, plain_limit: u64) -> Result<Chain> {
+        let stored = self.get_encoded(id, plain_limit).await?;
         self.complete_chain(Chain::new(*id, stored)?).await
     }
 
     /// Reads the bases a chain still needs (see [`Store::get_chain`]).
     pub async fn complete_chain(&self, mut chain: Chain) -> Result<Chain> {
         while let Some(base) = chain.next_base() {
-            let stored = match self.backend.get(&blob_key(&base)).await {
+            let stored = match self
+                .get_blob(&base, codec::max_stored_len(MAX_DELTA_LEN))
+                .await
+            {
                 Ok(s) => s,
                 Err(e) if e.is_not_found() => {
                     return Err(Error::BaseMissing {
@@ -368,7 +398,7 @@ impl<B: Backend> Store<B> {
     /// Reads and decodes a blob (through its delta chain), checking its hash; `limit`
     /// bounds its plain size.
     pub async fn get_plain(&self, id: &BlobId, limit: u64) -> Result<Vec<u8>> {
-        self.get_chain(id).await?.decode(limit)
+        self.get_chain(id, limit).await?.decode(limit)
     }
 
     /// Reads a root manifest.
@@ -472,14 +502,37 @@ impl<B: Backend> Store<B> {
         self.backend.delete(&marker_key(id, base)).await
     }
 
-    /// Reads one snapshot record, or `None` if it does not exist (any more).
+    /// Reads one snapshot record, or `None` if it does not exist (any more). A record that
+    /// cannot be read, or names another snapshot than its key, is an error naming it.
     pub async fn record(&self, id: &SnapshotId) -> Result<Option<SnapshotRecord>> {
-        let key = record_key(id);
-        match self.backend.get(&key).await {
-            Ok(bytes) => Ok(Some(SnapshotRecord::decode(&key, &bytes)?)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
+        self.record_at(&record_key(id)).await
+    }
+
+    /// Reads the record at `key`, checking that it is the record of the snapshot `key`
+    /// names (see [`Store::record`]).
+    async fn record_at(&self, key: &str) -> Result<Option<SnapshotRecord>> {
+        let bytes = match self.backend.get(key, MAX_RECORD_LEN).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(Error::BadObject { reason, .. }) => {
+                return Err(Error::CorruptRecord {
+                    what: key.to_owned(),
+                    reason,
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let record = SnapshotRecord::decode(key, &bytes)?;
+        if record_key(&record.id) != key {
+            return Err(Error::CorruptRecord {
+                what: key.to_owned(),
+                reason: format!(
+                    "it is the record of {}, which its file name does not match",
+                    record.id
+                ),
+            });
         }
+        Ok(Some(record))
     }
 
     /// The keys of every snapshot record, sorted.
@@ -511,25 +564,76 @@ impl<B: Backend> Store<B> {
         self.backend.delete(&record_key(id)).await
     }
 
-    /// Every snapshot record, newest first.
+    /// Every readable snapshot record, newest first; damaged ones are left out (see
+    /// [`Store::scan_records`] for them). Not for garbage collection, which must know
+    /// about every record.
     pub async fn records(&self) -> Result<Vec<SnapshotRecord>> {
-        let mut out = Vec::new();
-        for entry in self.backend.list(RECORDS_PREFIX).await? {
-            if !entry.key.ends_with(".json") {
-                continue;
-            }
-            let bytes = match self.backend.get(&entry.key).await {
-                Ok(b) => b,
+        Ok(self.scan_records().await?.records)
+    }
+
+    /// Every snapshot record: the readable ones newest first, and the damaged ones (empty,
+    /// truncated, of an unknown format, larger than [`MAX_RECORD_LEN`], or naming another
+    /// snapshot than their key) by key. A damaged record does not stop the others from
+    /// being read; only a failing backend does.
+    pub async fn scan_records(&self) -> Result<RecordScan> {
+        let mut scan = RecordScan::default();
+        for key in self.record_keys().await? {
+            match self.record_at(&key).await {
+                Ok(Some(record)) => scan.records.push(record),
                 // Deleted between list and get.
-                Err(e) if e.is_not_found() => continue,
+                Ok(None) => {}
+                Err(
+                    e @ (Error::CorruptRecord { .. }
+                    | Error::RecordFormat { .. }
+                    | Error::BadObject { .. }),
+                ) => scan.damaged.push(DamagedRecord {
+                    key,
+                    reason: e.to_string(),
+                }),
                 Err(e) => return Err(e),
-            };
-            out.push(SnapshotRecord::decode(&entry.key, &bytes)?);
+            }
         }
-        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-        Ok(out)
+        scan.records
+            .sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        Ok(scan)
+    }
+
+    /// Removes a damaged record by its key (only keys under `snapshots/` that
+    /// [`Store::scan_records`] reported).
+    pub async fn delete_record_key(&self, key: &str) -> Result<()> {
+        if !key.starts_with(RECORDS_PREFIX) || !key.ends_with(".json") {
+            return Err(Error::Invalid(format!(
+                "{key} is not a snapshot record's key"
+            )));
+        }
+        self.backend.delete(key).await
     }
 }
+
+/// The snapshot records of a store, as [`Store::scan_records`] found them.
+#[derive(Debug, Clone, Default)]
+pub struct RecordScan {
+    /// The readable records, newest first.
+    pub records: Vec<SnapshotRecord>,
+    /// The records that cannot be read, by key.
+    pub damaged: Vec<DamagedRecord>,
+}
+
+/// A snapshot record that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DamagedRecord {
+    /// Its key, `snapshots/….json`.
+    pub key: String,
+    /// Why it cannot be read.
+    pub reason: String,
+}
+
+/// Upper bound on a snapshot record's stored size (a record is a few KiB; labels are
+/// bounded well below this).
+pub const MAX_RECORD_LEN: u64 = 4 << 20;
+
+/// Upper bound on `phony-store.json`'s size.
+pub const MAX_CONFIG_LEN: u64 = 1 << 20;
 
 /// Upper bound on a manifest node's or root manifest's plain size.
 pub const MAX_MANIFEST_LEN: u64 = 256 << 20;
@@ -548,7 +652,7 @@ mod tests {
     }
 
     async fn depth(store: &Store<MemBackend>, id: &BlobId) -> u8 {
-        let stored = store.get_encoded(id).await.unwrap();
+        let stored = store.get_encoded(id, 1 << 20).await.unwrap();
         DeltaHeader::depth_of(id, &stored).unwrap()
     }
 

@@ -68,13 +68,18 @@ impl Backend for MemBackend {
         Ok(())
     }
 
-    async fn get(&self, key: &str) -> Result<Bytes> {
-        self.objects
+    async fn get(&self, key: &str, max_len: u64) -> Result<Bytes> {
+        let bytes = self
+            .objects
             .lock()
             .unwrap()
             .get(key)
             .map(|(b, _)| b.clone())
-            .ok_or_else(|| Error::NotFound { what: key.into() })
+            .ok_or_else(|| Error::NotFound { what: key.into() })?;
+        if bytes.len() as u64 > max_len {
+            return Err(Error::too_large(key, bytes.len() as u64, max_len));
+        }
+        Ok(bytes)
     }
 
     async fn head(&self, key: &str) -> Result<Option<u64>> {

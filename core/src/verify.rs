@@ -51,12 +51,7 @@ pub struct DamagedBlob {
     pub snapshots: BTreeSet<SnapshotId>,
 }
 
-/// A snapshot record that cannot be read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DamagedRecord {
-    pub key: String,
-    pub reason: String,
-}
+pub use crate::store::DamagedRecord;
 
 /// The outcome of [`verify`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -104,7 +99,7 @@ impl<B: Backend> Checker<'_, B> {
         id: &BlobId,
         limit: u64,
     ) -> Result<std::result::Result<Vec<u8>, Problem>> {
-        let stored = match self.store.get_encoded(id).await {
+        let stored = match self.store.get_encoded(id, limit).await {
             Ok(s) => s,
             Err(e) if e.is_not_found() => return Ok(Err(Problem::Missing)),
             Err(e) => return Err(e),
@@ -281,22 +276,9 @@ pub async fn verify<B: Backend>(store: &Store<B>, read_data: bool) -> Result<Ver
         bytes_read: 0,
     };
     let mut broken = Vec::new();
-    for key in store.record_keys().await? {
-        let bytes = match store.backend().get(&key).await {
-            Ok(b) => b,
-            Err(e) if e.is_not_found() => continue,
-            Err(e) => return Err(e),
-        };
-        let record = match SnapshotRecord::decode(&key, &bytes) {
-            Ok(r) => r,
-            Err(e) => {
-                report.damaged_records.push(DamagedRecord {
-                    key,
-                    reason: e.to_string(),
-                });
-                continue;
-            }
-        };
+    let scan = store.scan_records().await?;
+    report.damaged_records = scan.damaged;
+    for record in scan.records {
         report.snapshots += 1;
         if !checker.snapshot(&record).await? {
             broken.push(record.id);
@@ -354,7 +336,7 @@ mod tests {
 
             // A bit flipped in the shared chunk: only --read-data sees it.
             let id = BlobId::of(shared);
-            let mut bytes = store.get_encoded(&id).await.unwrap().to_vec();
+            let mut bytes = store.get_encoded(&id, 1 << 20).await.unwrap().to_vec();
             let last = bytes.len() - 1;
             bytes[last] ^= 0x01;
             store.backend().replace(&blob_key(&id), &bytes);
@@ -403,7 +385,7 @@ mod tests {
             }
 
             // The first chunk is lost: the two deltas above it cannot be decoded.
-            let first = store.get_encoded(&ids[0]).await.unwrap();
+            let first = store.get_encoded(&ids[0], 1 << 20).await.unwrap();
             store.delete_blob(&ids[0]).await.unwrap();
             for read_data in [false, true] {
                 let report = verify(&store, read_data).await.unwrap();

@@ -148,9 +148,9 @@ impl Backend for ObjectStoreBackend {
             .map_err(|e| map_err(|| format!("writing {key} in {}", self.description), e))
     }
 
-    async fn get(&self, key: &str) -> Result<Bytes> {
+    async fn get(&self, key: &str, max_len: u64) -> Result<Bytes> {
         let store = match &self.inner {
-            Inner::Dir(d) => return d.get(key),
+            Inner::Dir(d) => return d.get(key, max_len),
             Inner::Store(store) => store,
         };
         let context = || format!("{key} in {}", self.description);
@@ -158,7 +158,15 @@ impl Backend for ObjectStoreBackend {
             .get(&Path::from(key))
             .await
             .map_err(|e| map_err(context, e))?;
-        result.bytes().await.map_err(|e| map_err(context, e))
+        // The size is known before the body is read.
+        if result.meta.size > max_len {
+            return Err(Error::too_large(context(), result.meta.size, max_len));
+        }
+        let bytes = result.bytes().await.map_err(|e| map_err(context, e))?;
+        if bytes.len() as u64 > max_len {
+            return Err(Error::too_large(context(), bytes.len() as u64, max_len));
+        }
+        Ok(bytes)
     }
 
     async fn head(&self, key: &str) -> Result<Option<u64>> {

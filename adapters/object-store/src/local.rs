@@ -14,13 +14,20 @@
 //! most a temporary file, never a partial object. Names with `#` are the temporary files
 //! of the object_store crate's backend, which earlier versions used: they are skipped too.
 //!
+//! Nothing below the store directory is followed through a symbolic link: every directory
+//! on the way to a key must be a real directory, and an object a regular file (opened with
+//! `O_NOFOLLOW`); anything else is [`Error::BadObject`]. A read is bounded by the caller's
+//! limit, checked against the file's size before anything is read, so a sparse file or a
+//! link to `/dev/zero` costs no memory. Listings skip whatever is not a regular file or a
+//! directory.
+//!
 //! Writes are not synced one by one: a snapshot writes thousands of objects, and a
 //! `fsync` each would cost a journal commit each. [`LocalDir::sync`] makes everything
 //! written so far durable in one call (`syncfs` of the store's file system on Linux, a
 //! global `sync` on other Unixes), which the store calls around each snapshot record.
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -64,6 +71,54 @@ impl LocalDir {
         Ok(self.root.join(key))
     }
 
+    /// The path of `key`, after checking that every directory on the way that exists is a
+    /// real directory (not a symbolic link, which could lead out of the store).
+    fn checked_path(&self, key: &str) -> Result<PathBuf> {
+        let path = self.path(key)?;
+        let dirs = key.rsplit_once('/').map_or("", |(dirs, _)| dirs);
+        self.check_dirs(dirs)?;
+        Ok(path)
+    }
+
+    /// Checks that each existing directory of the `/`-separated `dirs` below the root is a
+    /// real directory.
+    fn check_dirs(&self, dirs: &str) -> Result<()> {
+        let mut at = self.root.clone();
+        let mut key = String::new();
+        for part in dirs.split('/').filter(|p| !p.is_empty()) {
+            at.push(part);
+            if !key.is_empty() {
+                key.push('/');
+            }
+            key.push_str(part);
+            match fs::symlink_metadata(&at) {
+                Ok(m) if m.is_dir() => {}
+                Ok(m) => return Err(self.bad_object(&key, &m)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(self.error("checking", &key, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The error for `key`, found to be something else than phony writes there.
+    fn bad_object(&self, key: &str, meta: &fs::Metadata) -> Error {
+        let kind = meta.file_type();
+        let reason = if kind.is_symlink() {
+            "it is a symbolic link, which phony never writes in a store (and does not follow)"
+        } else if kind.is_dir() {
+            "it is a directory where phony keeps a file"
+        } else if kind.is_file() {
+            "it is a file where phony keeps a directory"
+        } else {
+            "it is not a regular file (a device, a pipe or a socket)"
+        };
+        Error::BadObject {
+            what: format!("{key} in {}", self.description),
+            reason: reason.into(),
+        }
+    }
+
     fn error(&self, what: &str, key: &str, e: io::Error) -> Error {
         if e.kind() == io::ErrorKind::NotFound {
             Error::NotFound {
@@ -75,7 +130,7 @@ impl LocalDir {
     }
 
     pub(crate) fn put_if_absent(&self, key: &str, bytes: &Bytes) -> Result<bool> {
-        let path = self.path(key)?;
+        let path = self.checked_path(key)?;
         let result = if bytes.is_empty() {
             with_parent(&path, || {
                 OpenOptions::new()
@@ -95,7 +150,7 @@ impl LocalDir {
     }
 
     pub(crate) fn put(&self, key: &str, bytes: &Bytes) -> Result<()> {
-        let path = self.path(key)?;
+        let path = self.checked_path(key)?;
         self.write_then(&path, bytes, |tmp| fs::rename(tmp, &path))
             .map_err(|e| self.error("writing", key, e))
     }
@@ -129,24 +184,49 @@ impl LocalDir {
         written
     }
 
-    pub(crate) fn get(&self, key: &str) -> Result<Bytes> {
-        let path = self.path(key)?;
-        fs::read(&path)
-            .map(Bytes::from)
-            .map_err(|e| self.error("reading", key, e))
+    /// Reads the regular file at `key`, of at most `max_len` bytes (see the module docs).
+    pub(crate) fn get(&self, key: &str, max_len: u64) -> Result<Bytes> {
+        let path = self.checked_path(key)?;
+        let mut file = open_no_follow(&path).map_err(|e| match e.raw_os_error() {
+            Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => Error::BadObject {
+                what: format!("{key} in {}", self.description),
+                reason: "it is a symbolic link, which phony never writes in a store (and does not follow)".into(),
+            },
+            _ => self.error("reading", key, e),
+        })?;
+        let meta = file.metadata().map_err(|e| self.error("reading", key, e))?;
+        if !meta.is_file() {
+            return Err(self.bad_object(key, &meta));
+        }
+        let what = || format!("{key} in {}", self.description);
+        if meta.len() > max_len {
+            return Err(Error::too_large(what(), meta.len(), max_len));
+        }
+        // The size may change under us: never read more than the limit allows.
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        (&mut file)
+            .take(max_len.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| self.error("reading", key, e))?;
+        if bytes.len() as u64 > max_len {
+            return Err(Error::too_large(what(), bytes.len() as u64, max_len));
+        }
+        Ok(Bytes::from(bytes))
     }
 
     pub(crate) fn head(&self, key: &str) -> Result<Option<u64>> {
-        let path = self.path(key)?;
-        match fs::metadata(&path) {
-            Ok(m) => Ok(Some(m.len())),
+        let path = self.checked_path(key)?;
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(m) => Err(self.bad_object(key, &m)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.error("reading", key, e)),
         }
     }
 
+    /// Removes the file at `key`; a symbolic link there is removed itself, never its target.
     pub(crate) fn delete(&self, key: &str) -> Result<()> {
-        let path = self.path(key)?;
+        let path = self.checked_path(key)?;
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -167,7 +247,9 @@ impl LocalDir {
         let start = if prefix.is_empty() {
             self.root.clone()
         } else {
-            self.path(prefix)?
+            let path = self.path(prefix)?;
+            self.check_dirs(prefix)?;
+            path
         };
         let mut dirs = vec![(start, prefix.to_owned())];
         while let Some((dir, key)) = dirs.pop() {
@@ -216,6 +298,14 @@ impl LocalDir {
         }
         Ok(out)
     }
+}
+
+/// Opens `path` for reading without following a symbolic link in its last component (then
+/// `ELOOP`), and without blocking on a pipe.
+fn open_no_follow(path: &Path) -> io::Result<fs::File> {
+    use rustix::fs::{openat, Mode, OFlags, CWD};
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    Ok(fs::File::from(openat(CWD, path, flags, Mode::empty())?))
 }
 
 /// Runs `op`; when it fails because the parent directory is missing, creates it and runs

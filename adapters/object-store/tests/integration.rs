@@ -5,9 +5,16 @@ use bytes::Bytes;
 use phony_core::{Backend, Store, StoreConfig};
 use phony_object_store::ObjectStoreBackend;
 
+#[path = "integration/hostile.rs"]
+mod hostile;
+
 async fn conformance(backend: ObjectStoreBackend) {
     // get of a missing key is NotFound; head is None; delete succeeds.
-    assert!(backend.get("a/missing").await.unwrap_err().is_not_found());
+    assert!(backend
+        .get("a/missing", 1 << 20)
+        .await
+        .unwrap_err()
+        .is_not_found());
     assert_eq!(backend.head("a/missing").await.unwrap(), None);
     backend.delete("a/missing").await.unwrap();
 
@@ -20,7 +27,7 @@ async fn conformance(backend: ObjectStoreBackend) {
         .put_if_absent("a/one", Bytes::from_static(b"second"))
         .await
         .unwrap());
-    assert_eq!(&backend.get("a/one").await.unwrap()[..], b"first");
+    assert_eq!(&backend.get("a/one", 1 << 20).await.unwrap()[..], b"first");
     assert_eq!(backend.head("a/one").await.unwrap(), Some(5));
 
     // put replaces.
@@ -32,7 +39,7 @@ async fn conformance(backend: ObjectStoreBackend) {
         .put("a/two", Bytes::from_static(b"yy"))
         .await
         .unwrap();
-    assert_eq!(&backend.get("a/two").await.unwrap()[..], b"yy");
+    assert_eq!(&backend.get("a/two", 1 << 20).await.unwrap()[..], b"yy");
 
     // list by prefix.
     backend
@@ -84,10 +91,22 @@ async fn conformance(backend: ObjectStoreBackend) {
         winners += h.await.unwrap() as usize;
     }
     assert_eq!(winners, 1);
-    assert_eq!(backend.get("race/key").await.unwrap().len(), 100);
+    assert_eq!(backend.get("race/key", 1 << 20).await.unwrap().len(), 100);
+
+    // A read is bounded: an object larger than the limit is damaged, an exact fit is read.
+    assert_eq!(backend.get("race/key", 100).await.unwrap().len(), 100);
+    let err = backend.get("race/key", 99).await.unwrap_err();
+    assert!(
+        matches!(err, phony_core::Error::BadObject { .. }) && err.to_string().contains("race/key"),
+        "{err}"
+    );
 
     backend.delete("a/one").await.unwrap();
-    assert!(backend.get("a/one").await.unwrap_err().is_not_found());
+    assert!(backend
+        .get("a/one", 1 << 20)
+        .await
+        .unwrap_err()
+        .is_not_found());
 
     // A store on top: blobs round-trip and dedupe.
     let store = Store::open_or_init(backend, StoreConfig::default())

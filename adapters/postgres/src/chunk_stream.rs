@@ -96,7 +96,7 @@ pub(crate) fn decoded_chunks<B: Backend + 'static>(
         .map(move |c| {
             let store = store.clone();
             async move {
-                let chain = store.get_chain(&c.id).await?;
+                let chain = store.get_chain(&c.id, c.bytes).await?;
                 tokio::task::spawn_blocking(move || chain.decode_exact(c.bytes))
                     .await
                     .map_err(|e| Error::Internal(format!("decoding a chunk failed: {e}")))?

@@ -549,7 +549,7 @@ pub(crate) async fn read_base<B: Backend>(
     len: u64,
     decode: fn(&Chain, u64) -> phony_core::Result<Vec<u8>>,
 ) -> Result<Base> {
-    let chain = store.get_chain(&id).await?;
+    let chain = store.get_chain(&id, len).await?;
     let depth = chain.header().map_or(0, |h| h.depth);
     let plain = decode(&chain, len)?;
     Ok(Base {

@@ -96,7 +96,7 @@ type StoredChunks = Vec<(u64, Chain)>;
 async fn fetch_stored<B: Backend>(store: &Store<B>, chunks: &[BlobRef]) -> Result<StoredChunks> {
     let mut out = Vec::with_capacity(chunks.len());
     for c in chunks {
-        out.push((c.bytes, store.get_chain(&c.id).await?));
+        out.push((c.bytes, store.get_chain(&c.id, c.bytes).await?));
     }
     Ok(out)
 }

@@ -582,7 +582,11 @@ async fn a_patched_chunk_and_its_leaf_are_stored_as_deltas_against_what_they_rep
         ("the chunk", new_chunks[i].id, old_chunks[i].id),
         ("the leaf", new.content.id, old.content.id),
     ] {
-        let stored = store.store.get_encoded(&id).await.unwrap();
+        let stored = store
+            .store
+            .get_encoded(&id, phony_core::store::MAX_MANIFEST_LEN)
+            .await
+            .unwrap();
         let header = phony_core::codec::DeltaHeader::parse(&id, &stored)
             .unwrap()
             .unwrap_or_else(|| panic!("{what} is stored on its own"));
