@@ -8,6 +8,7 @@
 //! - [`codec`]: plain bytes ↔ stored bytes (zstd, or a zstd delta against another blob,
 //!   tagged), verified against the BLAKE3 id.
 //! - [`manifest`]: chunk trees per table and the root manifest of a snapshot.
+//! - [`mask`]: masking rules applied to rows as they stream (syncs from production).
 //! - [`record`]: the snapshot record that makes a snapshot listed, written last.
 //! - [`config`]: the store's self-description and format version.
 //! - [`store`]: the store on top of a [`Backend`].
@@ -29,6 +30,7 @@ pub mod error;
 pub mod gc;
 pub mod id;
 pub mod manifest;
+pub mod mask;
 pub mod record;
 pub mod resolve;
 pub mod retention;

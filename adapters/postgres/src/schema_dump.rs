@@ -177,13 +177,13 @@ impl PgDump {
         use tokio::io::AsyncWriteExt;
         target.configure_libpq_command(&mut cmd);
         cmd.stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| {
             Error::PgDump(format!(
                 "running {what} (beside {}): {e}",
