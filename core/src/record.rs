@@ -64,9 +64,9 @@ impl fmt::Display for SnapshotName {
     }
 }
 
-/// Why a snapshot was taken.
+/// Why a snapshot was taken. Stored as kebab-case text (`sync-before`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum Origin {
     /// Asked for by a person or a script.
     #[default]
@@ -75,6 +75,52 @@ pub enum Origin {
     Safety,
     /// Taken by a schedule.
     Scheduled,
+    /// Taken before a sync (or a job wrapped by `phony run`) replaced the database's contents.
+    SyncBefore,
+    /// Taken after a sync (or a wrapped job).
+    SyncAfter,
+    /// Taken when a sprint or cycle ended.
+    SprintEnd,
+}
+
+impl Origin {
+    /// The stored text: `manual`, `safety`, `scheduled`, `sync-before`, `sync-after`,
+    /// `sprint-end`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Manual => "manual",
+            Origin::Safety => "safety",
+            Origin::Scheduled => "scheduled",
+            Origin::SyncBefore => "sync-before",
+            Origin::SyncAfter => "sync-after",
+            Origin::SprintEnd => "sprint-end",
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Origin {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "manual" => Origin::Manual,
+            "safety" => Origin::Safety,
+            "scheduled" => Origin::Scheduled,
+            "sync-before" => Origin::SyncBefore,
+            "sync-after" => Origin::SyncAfter,
+            "sprint-end" => Origin::SprintEnd,
+            other => {
+                return Err(Error::Invalid(format!(
+                    "unknown origin {other:?} (manual, safety, scheduled, sync-before, sync-after, sprint-end)"
+                )))
+            }
+        })
+    }
 }
 
 /// Where a snapshot came from (never a password).

@@ -56,6 +56,9 @@ pub struct CaptureOptions {
     ///
     /// [`RestoreOptions::spare`]: crate::RestoreOptions::spare
     pub application_name: Option<String>,
+    /// Masking applied to rows as they are read (a sync from production); implies reading
+    /// every row (no incremental capture).
+    pub mask: Option<Arc<crate::mask::MaskPlan>>,
 }
 
 impl std::fmt::Debug for CaptureOptions {
@@ -79,6 +82,7 @@ impl Default for CaptureOptions {
             incremental: true,
             on_point_fixed: None,
             application_name: None,
+            mask: None,
         }
     }
 }
@@ -171,7 +175,7 @@ async fn capture_holding<B: Backend + 'static>(
     let (server_version_num, server_version) = catalog::server_version(&coordinator).await?;
     // With tracking, the newest snapshot this database held since its last schema change is
     // a base: its schema and unchanged tables are reused, changed ranges re-read.
-    let base = if tracked && opts.incremental {
+    let base = if tracked && opts.incremental && opts.mask.is_none() {
         incremental_base(&coordinator, store).await?
     } else {
         None
@@ -762,8 +766,13 @@ async fn read_chunks<B: Backend + 'static>(
     mut successors: Option<Successors>,
 ) -> Result<Vec<BlobRef>> {
     let params = store.config().chunking.params;
-    let mut chunks =
-        ChunkStream::open(client, sql, &table.name, params, opts.progress.clone()).await?;
+    let mask = match &opts.mask {
+        Some(plan) => plan.for_table(table)?,
+        None => None,
+    };
+    let mut chunks = ChunkStream::open(client, sql, &table.name, params, opts.progress.clone())
+        .await?
+        .with_mask(mask);
     let key_positions = key_positions(&table.columns, &table.key);
     let mut pending: VecDeque<JoinHandle<Result<(BlobRef, Stored)>>> = VecDeque::new();
     let mut refs = Vec::new();

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt, TryStreamExt};
+use phony_core::mask::TableMask;
 use phony_core::{Backend, BlobRef, ChunkParams, QualifiedName, RowChunk, RowChunker, Store};
 use tokio_postgres::{Client, CopyOutStream};
 
@@ -21,6 +22,10 @@ pub(crate) struct ChunkStream {
     ready: VecDeque<RowChunk>,
     table: QualifiedName,
     progress: Option<Progress>,
+    /// Applied to every row before it is chunked; `partial` holds a row's start until its end
+    /// arrives.
+    mask: Option<TableMask>,
+    partial: Vec<u8>,
 }
 
 impl ChunkStream {
@@ -42,7 +47,36 @@ impl ChunkStream {
             ready: VecDeque::new(),
             table: table.clone(),
             progress,
+            mask: None,
+            partial: Vec::new(),
         })
+    }
+
+    /// Masks every row with `mask` before it is chunked.
+    pub(crate) fn with_mask(mut self, mask: Option<TableMask>) -> Self {
+        self.mask = mask;
+        self
+    }
+
+    /// `buf`'s rows, masked when a mask is set.
+    fn push(&mut self, buf: &[u8]) -> Vec<RowChunk> {
+        let (Some(chunker), Some(mask)) = (self.chunker.as_mut(), &self.mask) else {
+            return match self.chunker.as_mut() {
+                Some(chunker) => chunker.push(buf),
+                None => Vec::new(),
+            };
+        };
+        self.partial.extend_from_slice(buf);
+        let Some(end) = memchr::memrchr(b'\n', &self.partial) else {
+            return Vec::new();
+        };
+        let mut masked = Vec::with_capacity(end + 64);
+        for line in self.partial[..end].split(|&b| b == b'\n') {
+            mask.apply(line, &mut masked);
+            masked.push(b'\n');
+        }
+        self.partial.drain(..=end);
+        chunker.push(&masked)
     }
 
     /// The next chunk, or `None` at the end of the rows.
@@ -64,7 +98,8 @@ impl ChunkStream {
                     if let Some(p) = &self.progress {
                         p(buf.len() as u64);
                     }
-                    self.ready.extend(chunker.push(&buf));
+                    let chunks = self.push(&buf);
+                    self.ready.extend(chunks);
                 }
                 None => {
                     if let Some(chunker) = self.chunker.take() {

@@ -59,6 +59,10 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] phony_core::Error),
 
+    /// Masking rules that do not fit the database.
+    #[error("{0}")]
+    Mask(String),
+
     /// A background task failed.
     #[error("{0}")]
     Internal(String),

@@ -27,6 +27,7 @@ pub mod fingerprint;
 pub mod fresh;
 pub mod identity;
 mod incremental;
+pub mod mask;
 pub mod patch;
 pub mod restore;
 pub mod schema_dump;
@@ -44,6 +45,7 @@ pub use error::{BlockingSession, Error, Result};
 pub use fingerprint::Fingerprint;
 pub use fresh::{database_exists, restore_into_new};
 pub use identity::other_database;
+pub use mask::MaskPlan;
 pub use restore::{
     ensure_database, restore, restore_in, RestoreOptions, RestorePath, RestoreReport, RowAges,
 };

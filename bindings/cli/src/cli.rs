@@ -48,6 +48,10 @@ pub enum Command {
     /// Change tracking: log which rows change, so restores read only those
     #[command(subcommand)]
     Track(TrackCommand),
+    /// Replace the database's contents with another database's (masked), with snapshots before and after
+    Sync(crate::sync::SyncArgs),
+    /// Snapshot, run a command, snapshot again, and exit with the command's status
+    Run(crate::run::RunArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +82,8 @@ pub enum SnapshotCommand {
     Pin(RefArgs),
     /// Let retention policies remove a snapshot again
     Unpin(RefArgs),
+    /// Draw the snapshots on a time axis, oldest first, up to the database as it is now
+    Timeline(crate::timeline::TimelineArgs),
     /// Show what changed between two snapshots, or from a snapshot to the database now
     Diff(crate::diff::DiffArgs),
 }

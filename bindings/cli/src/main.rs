@@ -11,8 +11,11 @@ mod lease;
 mod output;
 mod progress;
 mod prune;
+mod run;
 mod snapshot;
 mod store_cmd;
+mod sync;
+mod timeline;
 mod track;
 
 use std::process::ExitCode;
@@ -47,11 +50,17 @@ fn main() -> ExitCode {
             Command::Snapshot(cmd) => snapshot::run(&ctx, cmd).await,
             Command::Track(cmd) => track::run(&ctx, cmd).await,
             Command::Store(cmd) => store_cmd::run(&ctx, cmd).await,
+            Command::Sync(args) => sync::run(&ctx, args).await,
+            Command::Run(args) => run::run(&ctx, args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // A wrapped command's own status, passed on as it is.
+            if let Some(run::ExitWith(code)) = e.downcast_ref::<run::ExitWith>() {
+                return ExitCode::from(*code);
+            }
             eprintln!("phony: error: {}", one_line(&e));
             if is_usage_error(&e) {
                 ExitCode::from(2)

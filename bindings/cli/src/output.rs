@@ -118,10 +118,8 @@ fn flags(r: &SnapshotRecord) -> String {
     if r.pinned {
         f.push("pinned");
     }
-    match r.origin {
-        phony_core::Origin::Manual => {}
-        phony_core::Origin::Safety => f.push("safety"),
-        phony_core::Origin::Scheduled => f.push("scheduled"),
+    if r.origin != phony_core::Origin::Manual {
+        f.push(r.origin.as_str());
     }
     f.join(",")
 }
@@ -138,7 +136,7 @@ pub fn snapshot_show(r: &SnapshotRecord, root: &RootManifest) -> String {
             .unwrap_or_else(|| "-".into()),
     );
     out += &line("created", format!("{} UTC", when(r)));
-    out += &line("origin", format!("{:?}", r.origin).to_lowercase());
+    out += &line("origin", r.origin.to_string());
     out += &line("pinned", if r.pinned { "yes".into() } else { "no".into() });
     out += &line(
         "database",

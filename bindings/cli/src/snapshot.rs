@@ -27,6 +27,7 @@ pub async fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<()> {
         SnapshotCommand::Pin(args) => crate::prune::set_pinned(ctx, &args.snapshot, true).await,
         SnapshotCommand::Unpin(args) => crate::prune::set_pinned(ctx, &args.snapshot, false).await,
         SnapshotCommand::Diff(args) => crate::diff::run(ctx, args).await,
+        SnapshotCommand::Timeline(args) => crate::timeline::run(ctx, args).await,
     }
 }
 
@@ -70,15 +71,15 @@ async fn create(ctx: &Context, args: CreateArgs) -> Result<()> {
 }
 
 /// What a snapshot's record says of it besides its contents.
-struct Kept {
-    name: Option<phony_core::SnapshotName>,
-    pin: bool,
-    origin: Origin,
-    labels: std::collections::BTreeMap<String, String>,
+pub(crate) struct Kept {
+    pub(crate) name: Option<phony_core::SnapshotName>,
+    pub(crate) pin: bool,
+    pub(crate) origin: Origin,
+    pub(crate) labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A snapshot taken beside a restore of the same database.
-struct Beside {
+pub(crate) struct Beside {
     /// See [`CaptureOptions::on_point_fixed`].
     on_point_fixed: Arc<dyn Fn(bool) + Send + Sync>,
     /// This run's own name for the capture's connections, which the restore's `--force`
@@ -89,7 +90,7 @@ struct Beside {
 /// Captures `target` and writes the snapshot's record, under the store's create lock (so no
 /// garbage collection deletes a blob the snapshot is about to reference).
 /// `beside`: see [`Beside`].
-async fn take_snapshot(
+pub(crate) async fn take_snapshot(
     ctx: &Context,
     store: &Arc<AppStore>,
     target: &ConnectionTarget,

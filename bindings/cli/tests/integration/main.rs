@@ -9,6 +9,7 @@ mod diff;
 mod interruptions;
 mod restore_safety;
 mod retention;
+mod sync;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
