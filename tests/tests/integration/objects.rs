@@ -196,3 +196,46 @@ async fn event_triggers_that_log_ddl_see_nothing_of_phony() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_patch_of_a_table_keyed_by_composite_types_applies() {
+    use phony_core::diff::{diff, DiffOptions};
+    let db = TestDb::new("obj_ckey").await;
+    db.exec(
+        "CREATE TYPE pair AS (n int, s text);
+         CREATE DOMAIN not_null_text AS text NOT NULL;
+         CREATE TABLE ck (k pair, r int4range, v not_null_text, PRIMARY KEY (k, r));
+         INSERT INTO ck VALUES ('(1,y1)', '(1,5)', 'a'), ('(2,\"y, 2\")', '[1,2)', 'b'),
+                               ('(3,)', 'empty', 'c');",
+    )
+    .await;
+    let store = TestStore::new().await;
+    let a = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    db.exec(
+        "DELETE FROM ck WHERE k = '(1,y1)'::pair;
+         UPDATE ck SET v = 'changed' WHERE k = '(2,\"y, 2\")'::pair;
+         UPDATE ck SET v = 'also' WHERE k = '(3,)'::pair;
+         INSERT INTO ck VALUES ('(4,y4)', '(2,9)', 'd');",
+    )
+    .await;
+    let expected = db.fingerprint().await;
+    let b = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    let options = DiffOptions {
+        row_limit: usize::MAX,
+        ..DiffOptions::default()
+    };
+    let d = diff(&store.store, &a.manifest, &b.manifest, &options)
+        .await
+        .unwrap();
+    let sql = phony_postgres::patch::patch(&d, &b.manifest).unwrap();
+    let copy = db.restore_beside(&store, &a.manifest, "a").await;
+    let client = db.target().with_dbname(&copy).connect().await.unwrap();
+    if let Err(e) = client.batch_execute(&sql).await {
+        panic!("{}\n{sql}", phony_postgres::error::describe(&e));
+    }
+    assert_same(&db.fingerprint_of(&copy).await, &expected, "patched copy");
+}
