@@ -41,6 +41,7 @@ async fn create(ctx: &Context, args: CreateArgs) -> Result<()> {
         pin: args.pin,
         origin: Origin::Manual,
         labels: Default::default(),
+        skip_large_objects: args.skip_large_objects,
     };
     let record = take_snapshot(ctx, &store, &target, kept, None).await?;
     let retention = crate::prune::after_create(&store, record.id)
@@ -75,6 +76,8 @@ struct Kept {
     pin: bool,
     origin: Origin,
     labels: std::collections::BTreeMap<String, String>,
+    /// See [`CaptureOptions::skip_large_objects`].
+    skip_large_objects: bool,
 }
 
 /// Captures `target` and writes the snapshot's record, under the store's create lock (so no
@@ -92,6 +95,7 @@ async fn take_snapshot(
         pin,
         origin,
         labels,
+        skip_large_objects,
     } = kept;
     let lock = crate::lease::LockHolder::acquire_create(store).await?;
     let started = Instant::now();
@@ -99,6 +103,7 @@ async fn take_snapshot(
     let opts = CaptureOptions {
         progress: bar.callback(),
         on_point_fixed,
+        skip_large_objects,
         ..CaptureOptions::default()
     };
     let captured = phony_postgres::capture(target, store, &opts)
@@ -312,6 +317,8 @@ async fn restore_after_safety(
             pin: false,
             origin: Origin::Safety,
             labels,
+            // A restore leaves large objects as they are: its safety snapshot needs none.
+            skip_large_objects: true,
         };
         let taken = take_snapshot(ctx, store, target, kept, Some(on_point_fixed)).await;
         let _ = done_tx.send(Some(

@@ -239,3 +239,33 @@ async fn the_patch_of_a_table_keyed_by_composite_types_applies() {
     }
     assert_same(&db.fingerprint_of(&copy).await, &expected, "patched copy");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_objects_are_refused_unless_skipped() {
+    let db = TestDb::new("obj_lo").await;
+    db.exec(
+        "CREATE TABLE docs (id int PRIMARY KEY, body oid);
+         INSERT INTO docs VALUES (1, lo_from_bytea(0, 'hello'));",
+    )
+    .await;
+    let store = TestStore::new().await;
+    let refused = capture(&db.target(), &store.store, &CaptureOptions::default()).await;
+    match refused {
+        Err(phony_postgres::Error::LargeObjects { count: 1 }) => {}
+        other => panic!("a database with a large object was captured: {other:?}"),
+    }
+    let skipping = CaptureOptions {
+        skip_large_objects: true,
+        ..CaptureOptions::default()
+    };
+    let captured = capture(&db.target(), &store.store, &skipping)
+        .await
+        .unwrap();
+    db.exec("DELETE FROM docs").await;
+    db.restore(&store, &captured.manifest).await;
+    let body: Vec<u8> = db.value("SELECT lo_get(body) FROM docs WHERE id = 1").await;
+    assert_eq!(
+        body, b"hello",
+        "the restore left the large object as it was"
+    );
+}
