@@ -6,6 +6,7 @@ mod commands;
 mod crash;
 mod diff;
 mod interruptions;
+mod objects;
 mod retention;
 
 use std::path::Path;
