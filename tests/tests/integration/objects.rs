@@ -5,7 +5,7 @@
 use phony_postgres::{capture, tracking, CaptureOptions, RestoreOptions, RestorePath};
 use phony_tests::{assert_same, TestDb, TestStore};
 
-async fn track_on(db: &TestDb) {
+pub(crate) async fn track_on(db: &TestDb) {
     let client = db.client().await;
     client.batch_execute("BEGIN").await.unwrap();
     tracking::install(&client).await.unwrap();
@@ -14,7 +14,7 @@ async fn track_on(db: &TestDb) {
 
 /// Snapshots `db` as it is, dirties it with `dirty`, and checks that a full restore in
 /// place and a restore into a new database both give back the snapshot's fingerprint.
-async fn round_trip(db: &TestDb, dirty: &str, what: &str) {
+pub(crate) async fn round_trip(db: &TestDb, dirty: &str, what: &str) {
     let store = TestStore::new().await;
     let before = db.fingerprint().await;
     let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
@@ -132,14 +132,17 @@ async fn foreign_keys_to_partitioned_tables_are_built_after_their_indexes_attach
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publications_are_put_back_by_a_full_restore_in_place() {
+async fn publications_and_foreign_servers_are_put_back_by_a_full_restore_in_place() {
     let db = TestDb::new("obj_pub").await;
     db.exec(
         "CREATE TABLE t (id int PRIMARY KEY, v text);
          CREATE TABLE u (id int PRIMARY KEY);
          INSERT INTO t VALUES (1, 'a');
          CREATE PUBLICATION \"pub; Type: PUBLICATION\" FOR TABLE t WITH (publish = 'insert');
-         CREATE PUBLICATION pub_all_u FOR TABLE u;",
+         CREATE PUBLICATION pub_all_u FOR TABLE u;
+         CREATE FOREIGN DATA WRAPPER \"w; Type: FOREIGN DATA WRAPPER\";
+         CREATE SERVER s FOREIGN DATA WRAPPER \"w; Type: FOREIGN DATA WRAPPER\";
+         CREATE USER MAPPING FOR CURRENT_USER SERVER s OPTIONS (\"user\" 'x');",
     )
     .await;
     round_trip(
