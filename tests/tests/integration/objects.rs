@@ -30,6 +30,21 @@ pub(crate) async fn round_trip(db: &TestDb, dirty: &str, what: &str) {
     assert_same(
         &db.fingerprint_of(&copy).await,
         &before,
+        &format!("{what}: into an empty database"),
+    );
+    // As `restore --target` does for a database that does not exist yet.
+    let new = db.sibling_name(&format!("{what}_new"));
+    phony_postgres::restore_into_new(
+        &db.target().with_dbname(&new),
+        &store.store,
+        &captured.manifest,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_same(
+        &db.fingerprint_of(&new).await,
+        &before,
         &format!("{what}: into a new database"),
     );
 
@@ -66,6 +81,8 @@ CREATE TABLE "Escap3e;" (id int PRIMARY KEY);
 INSERT INTO "Escap3e;" VALUES (1), (2);
 CREATE TABLE "refers; Type: FK CONSTRAINT" (id int PRIMARY KEY, e int REFERENCES "Escap3e;");
 INSERT INTO "refers; Type: FK CONSTRAINT" VALUES (10, 1), (20, 2);
+CREATE TABLE plain_ref (id int PRIMARY KEY, e int REFERENCES "Escap3e;");
+INSERT INTO plain_ref VALUES (1, 2);
 CREATE FUNCTION "t; Type: TRIGGER"() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
 CREATE TRIGGER "phony_track_x; Type: TRIGGER" BEFORE INSERT ON "a; b"
     FOR EACH ROW EXECUTE FUNCTION "t; Type: TRIGGER"();
