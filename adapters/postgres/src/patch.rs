@@ -17,7 +17,9 @@
 //!   every type, json included);
 //! - values are string literals of the text PostgreSQL printed: an untyped literal takes
 //!   the column's type and is read by its input function, exactly as `COPY` read it, so
-//!   no type names are needed (the snapshot does not record them per column);
+//!   no type names are needed (the snapshot does not record them per column); a key value
+//!   compared with a composite-type column (which an untyped literal cannot be) is read by
+//!   the column's type through a row of the table (`json_populate_record`);
 //! - sequences that moved are `setval`ed; populated materialized views are refreshed.
 //!
 //! Schema changes are not turned into DDL: [`patch`] refuses a diff that has any.
