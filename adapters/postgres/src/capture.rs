@@ -59,6 +59,10 @@ pub struct CaptureOptions {
     /// Masking applied to rows as they are read (a sync from production); implies reading
     /// every row (no incremental capture).
     pub mask: Option<Arc<crate::mask::MaskPlan>>,
+    /// Snapshot a database that holds large objects, without them (a snapshot never holds
+    /// them; without this, capture refuses such a database rather than leave them out
+    /// silently).
+    pub skip_large_objects: bool,
 }
 
 impl std::fmt::Debug for CaptureOptions {
@@ -83,6 +87,7 @@ impl Default for CaptureOptions {
             on_point_fixed: None,
             application_name: None,
             mask: None,
+            skip_large_objects: false,
         }
     }
 }
@@ -168,6 +173,19 @@ async fn capture_holding<B: Backend + 'static>(
         .await
         .map_err(pg("exporting the capture snapshot"))?;
     let (snapshot, point_in_time): (String, String) = (row.get(0), row.get(1));
+    if !opts.skip_large_objects {
+        let count: i64 = coordinator
+            .query_one(
+                "SELECT count(*) FROM pg_catalog.pg_largeobject_metadata",
+                &[],
+            )
+            .await
+            .map_err(pg("counting large objects"))?
+            .get(0);
+        if count > 0 {
+            return Err(Error::LargeObjects { count });
+        }
+    }
     if let Some(p) = pending {
         tracking::hold_mark(side, p, &point_in_time).await?;
     }

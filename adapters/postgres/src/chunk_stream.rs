@@ -85,9 +85,9 @@ impl ChunkStream {
             if let Some(chunk) = self.ready.pop_front() {
                 return Ok(Some(chunk));
             }
-            let Some(chunker) = self.chunker.as_mut() else {
+            if self.chunker.is_none() {
                 return Ok(None);
-            };
+            }
             let next = self
                 .stream
                 .try_next()

@@ -43,6 +43,12 @@ pub enum Error {
         sessions: Vec<BlockingSession>,
     },
 
+    /// The database holds large objects, which a snapshot does not capture.
+    #[error(
+        "the database holds {count} large object(s) (pg_largeobject), which snapshots do not capture and restores leave as they are; pass --skip-large-objects to snapshot without them"
+    )]
+    LargeObjects { count: i64 },
+
     /// pg_dump is missing, too old or failed.
     #[error("{0}")]
     PgDump(String),

@@ -2,8 +2,9 @@
 //!
 //! Nobody else can see a database that is still being built, so it is loaded like
 //! pg_restore does, in parallel: the schema first, then tables on several connections
-//! (each `TRUNCATE` + `COPY … FREEZE` in a transaction of its own), then indexes and keys on
-//! several connections, then foreign keys, triggers and the rest in order. It is built under
+//! (each `TRUNCATE` + `COPY … FREEZE` in a transaction of its own), then the post-data DDL in
+//! pg_dump's order, its runs of indexes and keys and of foreign keys each on several
+//! connections. It is built under
 //! a temporary name and renamed to its own only when complete, so the name never shows a
 //! partial database; on failure the temporary database is dropped (a killed process leaves
 //! it behind, named `…_phony_partial_…`, and the next restore to that name removes it).

@@ -17,7 +17,9 @@
 //!   every type, json included);
 //! - values are string literals of the text PostgreSQL printed: an untyped literal takes
 //!   the column's type and is read by its input function, exactly as `COPY` read it, so
-//!   no type names are needed (the snapshot does not record them per column);
+//!   no type names are needed (the snapshot does not record them per column); a key value
+//!   compared with a composite-type column (which an untyped literal cannot be) is read by
+//!   the column's type through a row of the table (`json_populate_record`);
 //! - sequences that moved are `setval`ed; populated materialized views are refreshed.
 //!
 //! Schema changes are not turned into DDL: [`patch`] refuses a diff that has any.
@@ -93,7 +95,6 @@ pub fn patch(diff: &Diff, to: &RootManifest) -> Result<String> {
             t.rows_changed
         );
         let keyed = !t.key.is_empty();
-        let key_cols: Vec<String> = t.key.iter().map(|k| ident(k)).collect();
         let all_cols: Vec<String> = t.columns.iter().map(|c| ident(c)).collect();
         for r in &t.rows {
             if let RowChange::Removed { key, values, count } = r {
@@ -102,7 +103,7 @@ pub fn patch(diff: &Diff, to: &RootManifest) -> Result<String> {
                     let _ = writeln!(
                         out,
                         "DELETE FROM ONLY {name} WHERE {};",
-                        key_match(&key_cols, key)
+                        key_match(&name, &t.key, key)
                     );
                 } else {
                     let cond = if all_cols.is_empty() {
@@ -135,7 +136,7 @@ pub fn patch(diff: &Diff, to: &RootManifest) -> Result<String> {
                     out,
                     "UPDATE ONLY {name} SET {} WHERE {};",
                     sets.join(", "),
-                    key_match(&key_cols, key)
+                    key_match(&name, &t.key, key)
                 );
             }
         }
@@ -197,15 +198,35 @@ pub fn patch(diff: &Diff, to: &RootManifest) -> Result<String> {
 }
 
 /// `"a" = '1' AND "b" = 'x'`.
-fn key_match(cols: &[String], key: &[Value]) -> String {
+fn key_match(table: &str, cols: &[String], key: &[Value]) -> String {
     cols.iter()
         .zip(key)
         .map(|(c, v)| match v {
-            Some(v) => format!("{c} = {}", literal(v)),
-            None => format!("{c} IS NULL"),
+            Some(v) => format!("{} = {}", ident(c), key_value(table, c, v)),
+            None => format!("{} IS NULL", ident(c)),
         })
         .collect::<Vec<_>>()
         .join(" AND ")
+}
+
+/// A key value to compare column `col` of `table` with. An untyped literal takes the
+/// column's type, except against a composite type, which PostgreSQL cannot read from an
+/// untyped literal ("input of anonymous composite types is not implemented"): the text of
+/// a composite (and only that, among key types, starts with `(` besides a range's, which
+/// this reads the same way) is read by the column's own type, through a row of the table
+/// (`json_populate_record` reads each field with its type's input function; the row gives
+/// the other fields values, so their domains are not checked against NULLs). The patch
+/// does not know column types; this needs none.
+fn key_value(table: &str, col: &str, v: &str) -> String {
+    if !v.starts_with('(') {
+        return literal(v);
+    }
+    format!(
+        "(SELECT (pg_catalog.json_populate_record(r.*, pg_catalog.json_build_object({}, {}::text))).{} FROM ONLY {table} AS r LIMIT 1)",
+        literal(col),
+        literal(v),
+        ident(col)
+    )
 }
 
 /// A value as an untyped literal, or `NULL`.

@@ -1122,21 +1122,35 @@ async fn drop_user_schemas(
     server_version_num: u32,
     pre_data: &str,
 ) -> Result<(), DropError> {
-    // Publications belong to the database, not to a schema; the snapshot's DDL recreates
-    // those it holds.
-    let publications = client
+    // Publications, foreign servers (with their user mappings) and foreign data wrappers
+    // belong to the database, not to a schema; the snapshot's DDL recreates those it holds.
+    // Wrappers of extensions go with their extension.
+    let database_objects = client
         .query(
-            "SELECT pubname::text FROM pg_catalog.pg_publication ORDER BY 1",
+            "SELECT 'PUBLICATION', pubname::text FROM pg_catalog.pg_publication
+             UNION ALL
+             SELECT 'SERVER', srvname::text FROM pg_catalog.pg_foreign_server
+             UNION ALL
+             SELECT 'FOREIGN DATA WRAPPER', w.fdwname::text FROM pg_catalog.pg_foreign_data_wrapper w
+             WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                 WHERE d.classid = 'pg_catalog.pg_foreign_data_wrapper'::regclass
+                   AND d.objid = w.oid AND d.deptype = 'e')",
             &[],
         )
         .await
-        .map_err(|e| DropError::Other(pg("reading publications")(e)))?;
-    for row in publications {
-        let name: String = row.get(0);
-        client
-            .batch_execute(&format!("DROP PUBLICATION {}", ident(&name)))
-            .await
-            .map_err(|e| DropError::Other(pg(format!("dropping publication {name}"))(e)))?;
+        .map_err(|e| DropError::Other(pg("reading publications and foreign servers")(e)))?;
+    for row in database_objects {
+        let (kind, name): (String, String) = (row.get(0), row.get(1));
+        let sql = format!("DROP {kind} IF EXISTS {} CASCADE", ident(&name));
+        if let Err(e) = client.batch_execute(&sql).await {
+            if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+                return Err(DropError::Locked);
+            }
+            return Err(DropError::Other(pg(format!(
+                "dropping {} {name}",
+                kind.to_lowercase()
+            ))(e)));
+        }
     }
     let schemas = catalog::user_schemas(client)
         .await

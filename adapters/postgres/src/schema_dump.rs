@@ -157,10 +157,10 @@ impl PgDump {
         Ok(strip_meta_commands(&text))
     }
 
-    /// pg_restore beside this pg_dump.
+    /// pg_restore beside this pg_dump, else the one on `PATH`.
     fn pg_restore(&self) -> Command {
         let path = match self.path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.join("pg_restore"),
+            Some(dir) if dir.join("pg_restore").is_file() => dir.join("pg_restore"),
             _ => PathBuf::from("pg_restore"),
         };
         Command::new(path)

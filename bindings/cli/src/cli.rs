@@ -96,6 +96,10 @@ pub struct CreateArgs {
     /// Keep this snapshot whatever a retention policy says
     #[arg(long)]
     pub pin: bool,
+    /// Snapshot a database that holds large objects (pg_largeobject), without them:
+    /// snapshots never hold large objects, and restores leave them as they are
+    #[arg(long)]
+    pub skip_large_objects: bool,
 }
 
 #[derive(Debug, Args)]

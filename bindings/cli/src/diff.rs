@@ -120,6 +120,8 @@ pub async fn run(ctx: &Context, args: DiffArgs) -> Result<()> {
             );
             let opts = CaptureOptions {
                 progress: bar.callback(),
+                // Compared with a snapshot, which never holds large objects.
+                skip_large_objects: true,
                 ..CaptureOptions::default()
             };
             let captured = phony_postgres::capture(&target, &store, &opts)

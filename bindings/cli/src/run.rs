@@ -117,6 +117,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<()> {
                 pin: false,
                 origin: Origin::SyncBefore,
                 labels: labels.clone(),
+                skip_large_objects: false,
             },
             None,
         )
@@ -151,6 +152,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<()> {
                 pin: false,
                 origin: Origin::SyncAfter,
                 labels,
+                skip_large_objects: false,
             },
             None,
         )

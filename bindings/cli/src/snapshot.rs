@@ -42,6 +42,7 @@ async fn create(ctx: &Context, args: CreateArgs) -> Result<()> {
         pin: args.pin,
         origin: Origin::Manual,
         labels: Default::default(),
+        skip_large_objects: args.skip_large_objects,
     };
     let record = take_snapshot(ctx, &store, &target, kept, None).await?;
     let retention = crate::prune::after_create(&store, record.id)
@@ -76,6 +77,8 @@ pub(crate) struct Kept {
     pub(crate) pin: bool,
     pub(crate) origin: Origin,
     pub(crate) labels: std::collections::BTreeMap<String, String>,
+    /// See [`CaptureOptions::skip_large_objects`].
+    pub(crate) skip_large_objects: bool,
 }
 
 /// A snapshot taken beside a restore of the same database.
@@ -102,6 +105,7 @@ pub(crate) async fn take_snapshot(
         pin,
         origin,
         labels,
+        skip_large_objects,
     } = kept;
     let lock = crate::lease::LockHolder::acquire_create(store).await?;
     let started = Instant::now();
@@ -114,6 +118,7 @@ pub(crate) async fn take_snapshot(
         progress: bar.callback(),
         on_point_fixed,
         application_name,
+        skip_large_objects,
         ..CaptureOptions::default()
     };
     let captured = phony_postgres::capture(target, store, &opts)
@@ -403,6 +408,8 @@ async fn restore_after_safety(
             pin: false,
             origin: Origin::Safety,
             labels,
+            // A restore leaves large objects as they are: its safety snapshot needs none.
+            skip_large_objects: true,
         };
         let beside = Beside {
             on_point_fixed,

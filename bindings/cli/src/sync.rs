@@ -119,6 +119,7 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> Result<()> {
         pin: false,
         origin,
         labels: labels.clone(),
+        skip_large_objects: false,
     };
     let before = if args.no_snapshots || args.no_before {
         None

@@ -125,21 +125,82 @@ pub fn diff(from: &str, to: &str) -> Vec<SchemaChange> {
     let mut out = Vec::new();
     for (o, k) in from.iter().zip(&from_keys) {
         if !to_set.contains(k) {
-            out.push(change(o, ObjectChange::Dropped, unified(&o.lines, &[])));
+            out.push(change(o, ObjectChange::Dropped, unified(&shown(o), &[])));
         }
     }
     for (o, k) in to.iter().zip(&to_keys) {
         match from_by_key.get(k) {
-            None => out.push(change(o, ObjectChange::Added, unified(&[], &o.lines))),
-            Some(old) if old.lines != o.lines => out.push(change(
-                o,
-                ObjectChange::Altered,
-                unified(&old.lines, &o.lines),
-            )),
+            None => out.push(change(o, ObjectChange::Added, unified(&[], &shown(o)))),
+            Some(old) if old.lines != o.lines => {
+                let mut text = unified(&shown(old), &shown(o));
+                if text.is_empty() {
+                    text = "  (a password option changed; passwords are not shown)\n".into();
+                }
+                out.push(change(o, ObjectChange::Altered, text))
+            }
+
             Some(_) => {}
         }
     }
     out
+}
+
+/// An object's DDL as it may be shown: the values of `password` options (of user mappings,
+/// servers and foreign data wrappers, as postgres_fdw and dblink take them) replaced by
+/// `********`. Whether an object changed is decided on its DDL as it is.
+fn shown(o: &DumpObject) -> Vec<String> {
+    if !matches!(
+        o.kind.as_str(),
+        "USER MAPPING" | "SERVER" | "FOREIGN DATA WRAPPER"
+    ) {
+        return o.lines.clone();
+    }
+    redact_passwords(&o.lines.join("\n"))
+        .split('\n')
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `text` with the string literal after each `password` option name (`password '…'`,
+/// `"password" '…'`) replaced by `'********'`.
+pub fn redact_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let lower = rest.to_ascii_lowercase();
+        let found = ["password '", "\"password\" '"]
+            .iter()
+            .filter_map(|p| lower.find(p).map(|i| (i, p.len())))
+            .filter(|(i, _)| {
+                rest[..*i]
+                    .chars()
+                    .next_back()
+                    .is_none_or(|c| c == '(' || c == ',' || c.is_whitespace())
+            })
+            .min();
+        let Some((i, len)) = found else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..i + len]);
+        out.push_str("********'");
+        // Past the literal's closing quote ('' is a quote inside it).
+        let mut tail = &rest[i + len..];
+        loop {
+            match tail.find('\'') {
+                Some(q) if tail[q + 1..].starts_with('\'') => tail = &tail[q + 2..],
+                Some(q) => {
+                    tail = &tail[q + 1..];
+                    break;
+                }
+                None => {
+                    tail = "";
+                    break;
+                }
+            }
+        }
+        rest = tail;
+    }
 }
 
 fn change(o: &DumpObject, change: ObjectChange, diff: String) -> SchemaChange {
@@ -366,5 +427,25 @@ Added INDEX public.new_idx
         new[15] = "y".into();
         let d = unified(&old, &new);
         assert_eq!(d.matches("@@ -").count(), 2, "{d}");
+    }
+    #[test]
+    fn passwords_of_user_mappings_are_never_shown() {
+        let ddl = "CREATE USER MAPPING FOR app SERVER remote OPTIONS (\n    password 'it''s (secret), password ''x''',\n    \"user\" 'bob'\n);";
+        assert_eq!(
+            redact_passwords(ddl),
+            "CREATE USER MAPPING FOR app SERVER remote OPTIONS (\n    password '********',\n    \"user\" 'bob'\n);"
+        );
+        let from = "--\n-- Name: USER MAPPING app SERVER remote; Type: USER MAPPING; Schema: -; Owner: x\n--\n\nCREATE USER MAPPING FOR app SERVER remote OPTIONS (\n    password 'old'\n);\n";
+        let to = from.replace("'old'", "'new'");
+        let changes = diff(from, &to);
+        assert_eq!(changes.len(), 1);
+        assert!(!changes[0].diff.contains("old") && !changes[0].diff.contains("new"));
+        let added = diff("", &to);
+        assert!(
+            added[0].diff.contains("password '********'"),
+            "{}",
+            added[0].diff
+        );
+        assert!(!added[0].diff.contains("new"));
     }
 }

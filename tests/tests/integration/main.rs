@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod consistency;
+mod corpus;
 mod diff;
 mod incremental;
 mod objects;

@@ -8,6 +8,7 @@ mod crash;
 mod diff;
 mod interruptions;
 mod restore_safety;
+mod objects;
 mod retention;
 mod sync;
 
