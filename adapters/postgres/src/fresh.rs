@@ -185,6 +185,10 @@ async fn load<B: Backend + 'static>(
         .await
         .map_err(pg("creating the schema"))?;
 
+    let loading = crate::Phase::Loading {
+        bytes: root.bytes(),
+    };
+    crate::phase::reached(&opts.phase, loading);
     // Tables, biggest first, on several connections.
     let mut tables: Vec<TableEntry> = root.tables.clone();
     tables.sort_by_key(|t| std::cmp::Reverse(t.content.bytes));
@@ -215,6 +219,7 @@ async fn load<B: Backend + 'static>(
 
     // Indexes and keys in parallel; then foreign keys in parallel (one that deadlocks with
     // another is retried afterwards, alone); then the rest in dump order.
+    crate::phase::reached(&opts.phase, crate::Phase::IndexesAndConstraints);
     let (preamble, blocks) = split_blocks(post_data);
     let (keys, rest): (Vec<Block>, Vec<Block>) = blocks
         .into_iter()
@@ -241,6 +246,7 @@ async fn load<B: Backend + 'static>(
         bytes: root.bytes(),
         ..RestoreReport::default()
     };
+    crate::phase::reached(&opts.phase, crate::Phase::Sequences);
     set_sequences(&main, root, &mut report).await?;
     refresh_materialized_views(&main, root).await?;
     Ok(report)

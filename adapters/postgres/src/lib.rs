@@ -24,6 +24,7 @@ pub mod fingerprint;
 pub mod fresh;
 mod incremental;
 pub mod patch;
+mod phase;
 pub mod restore;
 pub mod schema_dump;
 pub mod session;
@@ -37,6 +38,7 @@ pub use delta::TableChange;
 pub use error::{BlockingSession, Error, Result};
 pub use fingerprint::Fingerprint;
 pub use fresh::{database_exists, restore_into_new};
+pub use phase::{Phase, PhaseReport};
 pub use restore::{
     ensure_database, restore, restore_in, RestoreOptions, RestorePath, RestoreReport, RowAges,
 };

@@ -1,17 +1,19 @@
 //! `phony`: snapshot a PostgreSQL database and roll it back in seconds.
 //!
-//! Exit codes: 0 success, 1 operational failure, 2 usage error. Errors are one line on
-//! stderr.
+//! Exit codes: 0 success, 1 operational failure, 2 usage error, 130 interrupted. Errors
+//! are one line on stderr; with `--json`, a one-line JSON document (see [`failure`]).
 
 mod cli;
 mod context;
 mod diff;
+mod failure;
 mod gc;
 mod lease;
 mod output;
 mod progress;
 mod prune;
 mod snapshot;
+mod stdout;
 mod store_cmd;
 mod track;
 
@@ -23,7 +25,10 @@ use crate::cli::{Cli, Command};
 use crate::context::Context;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PHONY_LOG")
@@ -41,6 +46,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json = cli.json;
     let ctx = Context::new(&cli);
     let result = runtime.block_on(async {
         match cli.command {
@@ -51,22 +57,30 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("phony: error: {}", one_line(&e));
-            ExitCode::FAILURE
-        }
+        Err(e) => failure::finish(&e, json),
     }
 }
 
-/// The error and its causes on one line, without repeating a cause its context already quotes.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in e.chain() {
-        let text = cause.to_string().replace('\n', " ");
-        if parts.last().is_some_and(|p| p.contains(&text)) {
-            continue;
-        }
-        parts.push(text);
+/// A command line clap refused: its own message, or with `--json` a JSON document; exit 2.
+/// Help and version go to stdout as usual.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let json = std::env::args_os().any(|a| a == "--json");
+    if !json
+        || matches!(
+            e.kind(),
+            ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        )
+    {
+        // Printing help into a closed pipe is no error either.
+        let _ = e.print();
+        return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
     }
-    parts.join(": ")
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or_default();
+    let message = first.strip_prefix("error: ").unwrap_or(first);
+    failure::print("usage", message, true);
+    ExitCode::from(2)
 }

@@ -1,6 +1,7 @@
 //! `phony snapshot prune`, `pin` and `unpin`, and the store's own retention policy applied
 //! after `snapshot create`.
 
+use crate::stdout::outln;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,10 @@ pub struct PruneArgs {
     /// Print what would be removed and the space it would free; change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Confirm a prune that would remove every snapshot that is not pinned (asked on a
+    /// terminal; required otherwise)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
     /// How long to wait for snapshots being created before postponing the blob sweep
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_wait)]
     pub wait: Duration,
@@ -131,6 +136,9 @@ pub async fn prune(ctx: &Context, args: PruneArgs) -> Result<()> {
     let records = store.records().await?;
     let plan = PrunePlan::compute(&records, &policy, OffsetDateTime::now_utc());
     let removing = plan.removed().count();
+    if !args.dry_run && !args.yes && removes_every_unpinned(&plan) {
+        confirm_removing_all(removing)?;
+    }
 
     #[derive(Serialize)]
     struct Pruned<'a> {
@@ -183,7 +191,7 @@ pub async fn prune(ctx: &Context, args: PruneArgs) -> Result<()> {
         });
     }
     for e in &plan.entries {
-        println!("{}", plan_line(e, args.dry_run));
+        outln!("{}", plan_line(e, args.dry_run))?;
     }
     let verb = if args.dry_run {
         "would remove"
@@ -192,17 +200,22 @@ pub async fn prune(ctx: &Context, args: PruneArgs) -> Result<()> {
     };
     let space = match &gc_view {
         GcView::WouldFree(s) => format!(
-            "and free {} ({} blobs)",
+            "and free {} ({})",
             output::size(s.unreferenced.bytes),
-            s.unreferenced.blobs
+            output::count(s.unreferenced.blobs, "blob", "blobs")
         ),
         GcView::Swept(s) => format!(
-            "and freed {} ({} blobs)",
+            "and freed {} ({})",
             output::size(s.unreferenced.bytes),
-            s.unreferenced.blobs
+            output::count(s.unreferenced.blobs, "blob", "blobs")
         ),
         GcView::Postponed { creating } => format!(
-            "; unreferenced blobs stay until the next prune: {creating} snapshot(s) were still being created"
+            "; unreferenced blobs stay until the next prune: {} still being created",
+            if *creating == 1 {
+                "1 snapshot was".to_owned()
+            } else {
+                format!("{creating} snapshots were")
+            }
         ),
     };
     let all = if removed > 0 && removed == records.len() {
@@ -210,11 +223,53 @@ pub async fn prune(ctx: &Context, args: PruneArgs) -> Result<()> {
     } else {
         ""
     };
-    println!(
-        "{verb} {removed} of {} snapshots{all} {space}",
-        records.len()
-    );
+    outln!(
+        "{verb} {removed} of {}{all} {space}",
+        output::count(records.len(), "snapshot", "snapshots")
+    )?;
     Ok(())
+}
+
+/// Whether the plan removes something and keeps no unpinned snapshot: it would leave
+/// nothing to go back to (a restore's safety snapshot included) but pinned ones.
+fn removes_every_unpinned(plan: &PrunePlan) -> bool {
+    plan.removed().next().is_some()
+        && plan
+            .kept()
+            .all(|e| e.keep.iter().all(|k| *k == KeepReason::Pinned))
+}
+
+/// Asks on a terminal before a prune removes every unpinned snapshot; without a terminal,
+/// refuses unless `--yes` was given.
+fn confirm_removing_all(removing: usize) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let what = if removing == 1 {
+        "the only snapshot that is not pinned".to_owned()
+    } else {
+        format!("all {removing} snapshots that are not pinned")
+    };
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Err(crate::failure::Usage {
+            code: "confirmation_required",
+            message: format!(
+                "this prune would remove {what}, the undo of the last restore included; pass --yes to confirm, or see the plan with --dry-run"
+            ),
+        }
+        .into());
+    }
+    let mut err = std::io::stderr();
+    let _ = write!(err, "this prune would remove {what}. Remove them? [y/N] ");
+    let _ = err.flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .context("reading the answer")?;
+    if matches!(answer.trim().to_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        Err(crate::failure::Cancelled::DECLINED.into())
+    }
 }
 
 fn plan_line(e: &PlanEntry, dry_run: bool) -> String {
@@ -293,7 +348,7 @@ pub async fn set_pinned(ctx: &Context, reference: &str, pinned: bool) -> Result<
     } else {
         let what = if pinned { "pinned" } else { "unpinned" };
         let note = if changed { "" } else { " (already)" };
-        println!("{what} {}{note}", record.label());
+        outln!("{what} {}{note}", record.label())?;
         Ok(())
     }
 }

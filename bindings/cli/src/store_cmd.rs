@@ -1,8 +1,9 @@
 //! `phony store …`: integrity, space, configuration.
 
+use crate::stdout::{out, outln};
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
 use comfy_table::{presets, Cell, CellAlignment, Table};
 use phony_core::verify::{verify as verify_store, Problem, VerifyReport};
@@ -71,18 +72,22 @@ async fn verify(ctx: &Context, args: VerifyArgs) -> Result<()> {
     if ctx.json {
         output::print_json(&report)?;
     } else {
-        print!("{}", verify_text(&report));
+        out!("{}", verify_text(&report))?;
     }
     if report.is_clean() {
         return Ok(());
     }
-    bail!(
-        "the store is damaged: {} blob(s) and {} record(s); {} of {} snapshot(s) cannot be restored",
-        report.damaged_blobs.len(),
-        report.damaged_records.len(),
-        report.broken_snapshots.len(),
-        report.snapshots
-    )
+    Err(crate::failure::Coded {
+        code: "corrupt_store",
+        message: format!(
+            "the store is damaged: {} and {}; {} of {} cannot be restored",
+            output::count(report.damaged_blobs.len(), "blob", "blobs"),
+            output::count(report.damaged_records.len(), "record", "records"),
+            report.broken_snapshots.len(),
+            output::count(report.snapshots, "snapshot", "snapshots")
+        ),
+    }
+    .into())
 }
 
 fn verify_text(r: &VerifyReport) -> String {
@@ -116,13 +121,16 @@ fn verify_text(r: &VerifyReport) -> String {
         String::new()
     };
     out += &format!(
-        "checked {} snapshots, {} blobs{read}: {}\n",
-        r.snapshots,
-        r.blobs,
+        "checked {}, {}{read}: {}\n",
+        output::count(r.snapshots, "snapshot", "snapshots"),
+        output::count(r.blobs, "blob", "blobs"),
         if r.is_clean() {
             "no damage".to_owned()
         } else {
-            format!("{} snapshot(s) broken", r.broken_snapshots.len())
+            format!(
+                "{} broken",
+                output::count(r.broken_snapshots.len(), "snapshot", "snapshots")
+            )
         }
     );
     out
@@ -136,7 +144,8 @@ async fn stats(ctx: &Context) -> Result<()> {
     if ctx.json {
         return output::print_json(&s);
     }
-    let line = |k: &str, v: String| println!("{k:<22}{v}");
+    let mut text = String::new();
+    let mut line = |k: &str, v: String| text += &format!("{k:<22}{v}\n");
     line("snapshots", s.snapshots.to_string());
     line("logical", output::size(s.logical_bytes));
     line(
@@ -159,30 +168,30 @@ async fn stats(ctx: &Context) -> Result<()> {
     line(
         "referenced",
         format!(
-            "{} in {} blobs (overall ratio {:.2})",
+            "{} in {} (overall ratio {:.2})",
             output::size(s.referenced_bytes),
-            s.referenced_blobs,
+            output::count(s.referenced_blobs, "blob", "blobs"),
             s.total_ratio
         ),
     );
     line(
         "stored",
         format!(
-            "{} in {} blobs",
+            "{} in {}",
             output::size(s.stored_bytes),
-            s.stored_blobs
+            output::count(s.stored_blobs, "blob", "blobs")
         ),
     );
     line(
         "unreferenced",
         format!(
-            "{} in {} blobs (freed by `phony snapshot prune`)",
+            "{} in {} (freed by `phony snapshot prune`)",
             output::size(s.unreferenced_bytes),
-            s.unreferenced_blobs
+            output::count(s.unreferenced_blobs, "blob", "blobs")
         ),
     );
     if !s.per_snapshot.is_empty() {
-        println!();
+        text.push('\n');
         let mut t = Table::new();
         t.load_style(presets::NOTHING);
         t.set_header(["ID", "NAME", "LOGICAL", "REFERENCED", "UNIQUE"].map(Cell::new));
@@ -195,9 +204,9 @@ async fn stats(ctx: &Context) -> Result<()> {
                 Cell::new(output::size(u.unique_bytes)).set_alignment(CellAlignment::Right),
             ]);
         }
-        println!("{t}");
+        text += &format!("{t}\n");
     }
-    Ok(())
+    out!("{text}")
 }
 
 async fn config(ctx: &Context, args: ConfigArgs) -> Result<()> {
@@ -236,13 +245,13 @@ async fn config(ctx: &Context, args: ConfigArgs) -> Result<()> {
     if ctx.json {
         return output::print_json(&config);
     }
-    println!("{:<22}{}", "format", config.format);
-    println!(
+    outln!("{:<22}{}", "format", config.format)?;
+    outln!(
         "{:<22}{}",
         "retention",
         describe_policy(config.retention.as_ref())
-    );
-    println!("{:<22}{}s", "lease period", config.gc.lease_ttl_secs);
+    )?;
+    outln!("{:<22}{}s", "lease period", config.gc.lease_ttl_secs)?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@ mod commands;
 mod crash;
 mod diff;
 mod interruptions;
+mod messages;
 mod retention;
 
 use std::path::Path;
@@ -66,7 +67,10 @@ pub fn fails(o: &Output, code: i32, needles: &[&str]) -> String {
             1,
             "one line of error: {err:?}"
         );
-        assert!(err.starts_with("phony: error: "), "{err}");
+        assert!(
+            err.starts_with("phony: error: ") || err.starts_with(r#"{"error":{"code":"#),
+            "{err}"
+        );
     }
     for n in needles {
         assert!(err.contains(n), "stderr {err:?} should contain {n:?}");

@@ -183,7 +183,7 @@ async fn prune_keeps_what_the_policy_says_and_frees_what_the_dry_run_promised() 
     let all = ok(&phony(
         &db.url(),
         s,
-        &["snapshot", "prune", "--keep-last", "0"],
+        &["snapshot", "prune", "--keep-last", "0", "--yes"],
     ));
     assert!(
         all.contains("removed 2 of 2 snapshots (every snapshot)"),
@@ -346,7 +346,7 @@ async fn verify_names_missing_and_flipped_blobs_and_the_snapshots_they_break() {
     fails(
         &out,
         1,
-        &["store is damaged", "2 of 2 snapshot(s) cannot be restored"],
+        &["store is damaged", "2 of 2 snapshots cannot be restored"],
     );
     let report = crate::stdout(&out);
     assert!(
@@ -357,7 +357,9 @@ async fn verify_names_missing_and_flipped_blobs_and_the_snapshots_they_break() {
 
     std::fs::remove_file(&victim).unwrap();
     let out = phony(&db.url(), s, &["--json", "store", "verify"]);
-    fails(&out, 1, &["store is damaged"]);
+    let err = fails(&out, 1, &["store is damaged"]);
+    let err: Value = serde_json::from_str(&err).unwrap();
+    assert_eq!(err["error"]["code"], "corrupt_store");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["damaged_blobs"][0]["id"], name.as_str());
     assert_eq!(v["damaged_blobs"][0]["problem"], "missing");
@@ -375,7 +377,7 @@ async fn verify_names_missing_and_flipped_blobs_and_the_snapshots_they_break() {
     let root_bytes = std::fs::read(&root_path).unwrap();
     std::fs::remove_file(&root_path).unwrap();
     let out = phony(&db.url(), s, &["store", "verify"]);
-    fails(&out, 1, &["1 of 2 snapshot(s)"]);
+    fails(&out, 1, &["1 of 2 snapshots"]);
     assert!(crate::stdout(&out).contains(&format!(
         "damaged root blob {root} is missing; needed by {b}"
     )));
