@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use phony_core::gc::{self, SweepReport};
 use phony_core::resolve::resolve;
-use phony_core::retention::{KeepReason, PlanEntry};
+use phony_core::retention::{KeepReason, PlanEntry, SafetyRetention};
 use phony_core::{PrunePlan, RetentionPolicy, SnapshotId, SnapshotRecord};
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
@@ -311,6 +311,40 @@ pub async fn after_create(
     let records = store.records().await?;
     let plan = PrunePlan::compute(&records, &policy, OffsetDateTime::now_utc());
     let deleted = delete_planned(store, &plan, Some(just_created)).await?;
+    if deleted.is_empty() {
+        return Ok(None);
+    }
+    let gc = collect_garbage(store, Duration::ZERO).await?;
+    Ok(Some(AutoPruned {
+        removed: deleted.iter().map(|id| id.to_string()).collect(),
+        gc,
+    }))
+}
+
+/// Applies the store's limits on safety snapshots after a restore took `just_taken`
+/// (see [`SafetyRetention`]): never that one, never a pinned one.
+pub async fn after_safety(
+    store: &Arc<AppStore>,
+    just_taken: SnapshotId,
+) -> Result<Option<AutoPruned>> {
+    let limits = store
+        .config()
+        .safety_retention
+        .unwrap_or(SafetyRetention::DEFAULT);
+    let records = store.records().await?;
+    let mut deleted = Vec::new();
+    for id in limits.to_remove(&records, just_taken, OffsetDateTime::now_utc()) {
+        // Read it again: someone may have pinned it meanwhile.
+        if let Some(r) = store.record(&id).await? {
+            if !r.pinned {
+                store
+                    .delete_record(&id)
+                    .await
+                    .with_context(|| format!("deleting safety snapshot {id}"))?;
+                deleted.push(id);
+            }
+        }
+    }
     if deleted.is_empty() {
         return Ok(None);
     }

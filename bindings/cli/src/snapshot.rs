@@ -272,6 +272,14 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
             crate::prune::after_create(&store, taken.id).await.with_context(|| {
                 format!("safety snapshot {} was taken, but applying the store's retention policy failed", taken.id)
             })?;
+            crate::prune::after_safety(&store, taken.id)
+                .await
+                .with_context(|| {
+                    format!(
+                        "safety snapshot {} was taken, but removing older safety snapshots failed",
+                        taken.id
+                    )
+                })?;
             safety = Some(taken);
             restored
         }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
 use comfy_table::{presets, Cell, CellAlignment, Table};
+use phony_core::retention::SafetyRetention;
 use phony_core::verify::{verify as verify_store, Problem, VerifyReport};
 use phony_core::{RetentionPolicy, SnapshotId};
 
@@ -41,6 +42,15 @@ pub struct ConfigArgs {
     /// Remove the store's retention policy
     #[arg(long, conflicts_with_all = ["keep_last", "expire_after"])]
     pub no_retention: bool,
+    /// Safety snapshots: keep at most the N newest per database [default: 5]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count)]
+    pub safety_keep_last: Option<u32>,
+    /// Safety snapshots: keep none older than this, e.g. 7d [default: 7d]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_age)]
+    pub safety_expire_after: Option<Duration>,
+    /// Safety snapshots: no limits (they stay until deleted or pruned)
+    #[arg(long, conflicts_with_all = ["safety_keep_last", "safety_expire_after"])]
+    pub safety_keep_all: bool,
     /// How long a lock of a process that died blocks others, e.g. 2m
     #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
     pub lease_ttl: Option<Duration>,
@@ -213,7 +223,10 @@ async fn config(ctx: &Context, args: ConfigArgs) -> Result<()> {
     let changing = args.keep_last.is_some()
         || args.expire_after.is_some()
         || args.no_retention
-        || args.lease_ttl.is_some();
+        || args.lease_ttl.is_some()
+        || args.safety_keep_last.is_some()
+        || args.safety_expire_after.is_some()
+        || args.safety_keep_all;
     let store = if changing {
         ctx.open_or_create_store().await?
     } else {
@@ -237,6 +250,19 @@ async fn config(ctx: &Context, args: ConfigArgs) -> Result<()> {
         if let Some(ttl) = args.lease_ttl {
             config.gc.lease_ttl_secs = ttl.as_secs();
         }
+        if args.safety_keep_all {
+            config.safety_retention = Some(SafetyRetention::KEEP_ALL);
+        }
+        if args.safety_keep_last.is_some() || args.safety_expire_after.is_some() {
+            let mut limits = config.safety_retention.unwrap_or_default();
+            if args.safety_keep_last.is_some() {
+                limits.keep_last = args.safety_keep_last;
+            }
+            if args.safety_expire_after.is_some() {
+                limits.expire_after = args.safety_expire_after;
+            }
+            config.safety_retention = Some(limits);
+        }
         store
             .write_config(&config)
             .await
@@ -251,8 +277,27 @@ async fn config(ctx: &Context, args: ConfigArgs) -> Result<()> {
         "retention",
         describe_policy(config.retention.as_ref())
     )?;
+    outln!(
+        "{:<22}{}",
+        "safety snapshots",
+        describe_safety(&config.safety_retention.unwrap_or_default())
+    )?;
     outln!("{:<22}{}s", "lease period", config.gc.lease_ttl_secs)?;
     Ok(())
+}
+
+fn describe_safety(limits: &SafetyRetention) -> String {
+    let mut rules = Vec::new();
+    if let Some(n) = limits.keep_last {
+        rules.push(format!("keep the last {n} per database"));
+    }
+    if let Some(d) = limits.expire_after {
+        rules.push(format!("none older than {}", humantime::format_duration(d)));
+    }
+    if rules.is_empty() {
+        return "keep all".into();
+    }
+    format!("{} (after each restore)", rules.join(", "))
 }
 
 fn describe_policy(p: Option<&RetentionPolicy>) -> String {
