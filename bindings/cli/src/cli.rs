@@ -48,6 +48,14 @@ pub enum Command {
     /// Change tracking: log which rows change, so restores read only those
     #[command(subcommand)]
     Track(TrackCommand),
+    /// Print a shell completion script, e.g. `phony completions bash > ~/.local/share/bash-completion/completions/phony`
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `phony man > ~/.local/share/man/man1/phony.1`
+    Man,
 }
 
 #[derive(Debug, Subcommand)]

@@ -19,7 +19,7 @@ mod track;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use crate::cli::{Cli, Command};
 use crate::context::Context;
@@ -46,6 +46,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    match &cli.command {
+        Command::Completions { shell } => return finish_local(completions(*shell), cli.json),
+        Command::Man => return finish_local(man_page(), cli.json),
+        _ => {}
+    }
     let json = cli.json;
     let ctx = Context::new(&cli);
     let result = runtime.block_on(async {
@@ -53,12 +58,35 @@ fn main() -> ExitCode {
             Command::Snapshot(cmd) => snapshot::run(&ctx, cmd).await,
             Command::Track(cmd) => track::run(&ctx, cmd).await,
             Command::Store(cmd) => store_cmd::run(&ctx, cmd).await,
+            Command::Completions { .. } | Command::Man => Ok(()),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => failure::finish(&e, json),
     }
+}
+
+/// Ends a command that needs neither database nor store.
+fn finish_local(result: anyhow::Result<()>, json: bool) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failure::finish(&e, json),
+    }
+}
+
+/// `phony completions SHELL`: the completion script on stdout.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "phony", &mut script);
+    stdout::write(&String::from_utf8_lossy(&script))
+}
+
+/// `phony man`: the man page, in roff, on stdout.
+fn man_page() -> anyhow::Result<()> {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+    stdout::write(&String::from_utf8_lossy(&page))
 }
 
 /// A command line clap refused: its own message, or with `--json` a JSON document; exit 2.

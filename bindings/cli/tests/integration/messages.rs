@@ -292,3 +292,29 @@ async fn track_on_says_when_it_waits_for_writers() {
         stdout(&out)
     );
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| phony("postgres://nobody@127.0.0.1:1/none", dir.path(), args);
+    for (shell, marker) in [
+        ("bash", "complete -F _phony"),
+        ("zsh", "#compdef phony"),
+        ("fish", "complete -c phony"),
+    ] {
+        let script = ok(&run(&["completions", shell]));
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(
+            script.contains("restore") && script.contains("prune"),
+            "{shell}"
+        );
+    }
+    let page = ok(&run(&["man"]));
+    assert!(page.contains(".TH phony 1"), "{page}");
+    assert!(page.contains("snapshot"), "{page}");
+    fails(&run(&["completions", "cmd.exe"]), 2, &["invalid value"]);
+    assert!(
+        !dir.path().join("phony-store.json").exists(),
+        "no store made"
+    );
+}
