@@ -41,10 +41,14 @@ impl Context {
     /// Opens the store, which must exist.
     pub async fn open_store(&self) -> Result<Arc<AppStore>> {
         self.open_existing_store().await?.ok_or_else(|| {
-            anyhow::anyhow!(
-                "no phony store at {} (take a snapshot first, or point --store or PHONY_STORE at a store)",
-                self.store
-            )
+            crate::failure::Coded {
+                code: "not_found",
+                message: format!(
+                    "no phony store at {} (take a snapshot first, or point --store or PHONY_STORE at a store)",
+                    self.store
+                ),
+            }
+            .into()
         })
     }
 

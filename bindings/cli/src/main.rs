@@ -94,21 +94,19 @@ fn man_page() -> anyhow::Result<()> {
 fn usage_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     let json = std::env::args_os().any(|a| a == "--json");
-    if !json
-        || matches!(
-            e.kind(),
-            ErrorKind::DisplayHelp
-                | ErrorKind::DisplayVersion
-                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-        )
-    {
+    if !json || matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         // Printing help into a closed pipe is no error either.
         let _ = e.print();
         return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
     }
     let text = e.render().to_string();
     let first = text.lines().next().unwrap_or_default();
-    let message = first.strip_prefix("error: ").unwrap_or(first);
+    let message = match e.kind() {
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            "a subcommand is needed (see `phony --help`)"
+        }
+        _ => first.strip_prefix("error: ").unwrap_or(first),
+    };
     failure::print("usage", message, true);
     ExitCode::from(2)
 }

@@ -140,8 +140,9 @@ async fn with_json_errors_are_json_with_a_stable_code() {
     let store = TestStore::new().await;
     let s = store.path();
     create(&db, s, &["--name", "taken"]);
-    let cases: [(&[&str], i32, &str); 5] = [
+    let cases: [(&[&str], i32, &str); 6] = [
         (&["snapshot", "show", "nope"], 1, "not_found"),
+        (&["snapshot"], 2, "usage"),
         (&["snapshot", "show", "abc"], 1, "not_found"),
         (&["snapshot", "create", "--name", "taken"], 1, "name_taken"),
         (&["snapshot", "show"], 2, "usage"),
@@ -159,6 +160,13 @@ async fn with_json_errors_are_json_with_a_stable_code() {
         &["--json", "snapshot", "create"],
     );
     assert_eq!(json_error(&unreachable, 1)["error"]["code"], "connection");
+    let missing = tempfile::tempdir().unwrap();
+    let no_store = phony(
+        &db.url(),
+        &missing.path().join("none"),
+        &["--json", "snapshot", "show", "x"],
+    );
+    assert_eq!(json_error(&no_store, 1)["error"]["code"], "not_found");
     // Without --json, the same errors stay one line of text.
     fails(
         &phony(&db.url(), s, &["snapshot", "show", "nope"]),
