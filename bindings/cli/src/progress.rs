@@ -4,15 +4,19 @@
 //! `--json`: scripts and tests that pipe stderr see nothing extra.
 
 use std::io::IsTerminal;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use phony_postgres::{Phase, PhaseReport, Progress};
 
 const SPINNER: &str = "{spinner} {msg} {bytes} ({bytes_per_sec}, {elapsed})";
 const BAR: &str =
     "{spinner} {msg} [{wide_bar}] {bytes}/{total_bytes} {percent}% ({bytes_per_sec}, eta {eta})";
+
+/// Every line shown, one below the other: a restore's safety snapshot and the restore run
+/// at the same time.
+static LINES: OnceLock<MultiProgress> = OnceLock::new();
 
 /// A progress line, shown only after half a second.
 #[derive(Debug)]
@@ -35,7 +39,7 @@ impl Bar {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(500)).await;
             if !shown.is_finished() {
-                shown.set_draw_target(ProgressDrawTarget::stderr());
+                let shown = LINES.get_or_init(MultiProgress::new).add(shown);
                 shown.enable_steady_tick(Duration::from_millis(120));
             }
         });
