@@ -1,7 +1,6 @@
 //! `phony snapshot diff FROM [TO]`: what changed between two snapshots, or from a snapshot
 //! to the database as it is now.
 
-use crate::stdout::out;
 use std::fmt::Write as _;
 
 use anyhow::{Context as _, Result};
@@ -19,6 +18,7 @@ use crate::cli::Cli;
 use crate::context::Context;
 use crate::output;
 use crate::progress::Bar;
+use crate::stdout::out;
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {

@@ -1,11 +1,12 @@
 //! What commands print: one stable JSON shape per object, and tables for people.
 
-use crate::stdout::outln;
 use comfy_table::{presets, Cell, CellAlignment, Table};
 use humansize::{format_size, BINARY};
 use phony_core::{RootManifest, SnapshotRecord};
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
+
+use crate::stdout::outln;
 
 /// A snapshot as every command shows it in JSON.
 #[derive(Debug, Serialize)]

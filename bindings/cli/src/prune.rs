@@ -1,7 +1,6 @@
 //! `phony snapshot prune`, `pin` and `unpin`, and the store's own retention policy applied
 //! after `snapshot create`.
 
-use crate::stdout::outln;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use crate::context::{AppStore, Context};
 use crate::gc::{collect_garbage, GcOutcome};
 use crate::lease::LockHolder;
 use crate::output::{self, SnapshotView};
+use crate::stdout::outln;
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {

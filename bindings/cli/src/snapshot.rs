@@ -1,6 +1,5 @@
 //! `phony snapshot …`
 
-use crate::stdout::{out, outln};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,6 +15,7 @@ use crate::cli::{CreateArgs, DeleteArgs, RefArgs, RestoreArgs, SnapshotCommand};
 use crate::context::{AppStore, Context};
 use crate::output::{self, SnapshotView, TableView};
 use crate::progress::Bar;
+use crate::stdout::{out, outln};
 
 pub async fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<()> {
     match cmd {

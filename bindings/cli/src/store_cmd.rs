@@ -1,6 +1,5 @@
 //! `phony store …`: integrity, space, configuration.
 
-use crate::stdout::{out, outln};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -13,6 +12,7 @@ use phony_core::{RetentionPolicy, SnapshotId};
 use crate::context::Context;
 use crate::output;
 use crate::prune::{parse_age, parse_count};
+use crate::stdout::{out, outln};
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {

@@ -1,6 +1,5 @@
 //! `phony track on|off|status`
 
-use crate::stdout::outln;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -10,6 +9,7 @@ use serde::Serialize;
 use crate::cli::TrackCommand;
 use crate::context::Context;
 use crate::output;
+use crate::stdout::outln;
 
 pub async fn run(ctx: &Context, cmd: TrackCommand) -> Result<()> {
     let target = ctx.target()?;
