@@ -347,3 +347,15 @@ pub fn restore_summary(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_singular_for_one_only() {
+        assert_eq!(count(1u64, "row", "rows"), "1 row");
+        assert_eq!(count(0usize, "row", "rows"), "0 rows");
+        assert_eq!(count(2i64, "snapshot", "snapshots"), "2 snapshots");
+    }
+}

@@ -386,3 +386,46 @@ pub async fn set_pinned(ctx: &Context, reference: &str, pinned: bool) -> Result<
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use phony_core::{BlobId, Origin, SnapshotStats, SourceInfo};
+
+    fn rec(n: u8, pinned: bool) -> SnapshotRecord {
+        SnapshotRecord {
+            format: 1,
+            id: SnapshotId::from_random([n; 6]),
+            name: None,
+            created_at: OffsetDateTime::UNIX_EPOCH + time::Duration::hours(i64::from(n)),
+            root: BlobId::of(b""),
+            pinned,
+            origin: Origin::Manual,
+            labels: Default::default(),
+            source: SourceInfo::default(),
+            stats: SnapshotStats::default(),
+        }
+    }
+
+    #[test]
+    fn only_a_plan_that_keeps_no_unpinned_snapshot_needs_confirming() {
+        let records = vec![rec(1, true), rec(2, false), rec(3, false)];
+        let plan = |keep_last| {
+            let policy = RetentionPolicy {
+                keep_last: Some(keep_last),
+                expire_after: None,
+            };
+            PrunePlan::compute(&records, &policy, OffsetDateTime::UNIX_EPOCH)
+        };
+        assert!(removes_every_unpinned(&plan(0)));
+        assert!(!removes_every_unpinned(&plan(1)), "the newest stays");
+        assert!(!removes_every_unpinned(&plan(3)), "nothing removed");
+        let pinned_only = vec![rec(1, true)];
+        let policy = RetentionPolicy {
+            keep_last: Some(0),
+            expire_after: None,
+        };
+        let plan = PrunePlan::compute(&pinned_only, &policy, OffsetDateTime::UNIX_EPOCH);
+        assert!(!removes_every_unpinned(&plan), "nothing to remove");
+    }
+}
