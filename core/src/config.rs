@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunker::ChunkParams;
 use crate::error::{Error, Result};
-use crate::retention::RetentionPolicy;
+use crate::retention::{RetentionPolicy, SafetyRetention};
 
 /// The newest store format this build reads and writes.
 pub const STORE_FORMAT: u32 = 2;
@@ -54,6 +54,10 @@ pub struct StoreConfig {
     /// The store's own retention policy, applied after every snapshot phony creates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionPolicy>,
+    /// Limits on safety snapshots, applied after every restore that takes one; absent:
+    /// [`SafetyRetention::DEFAULT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety_retention: Option<SafetyRetention>,
     /// Garbage-collection settings.
     #[serde(default, skip_serializing_if = "GcSettings::is_default")]
     pub gc: GcSettings,
@@ -117,6 +121,7 @@ impl Default for StoreConfig {
                 level: 9,
             },
             retention: None,
+            safety_retention: None,
             gc: GcSettings::default(),
         }
     }
@@ -160,6 +165,12 @@ impl StoreConfig {
         config.chunking.params.validate()?;
         if let Some(policy) = &config.retention {
             policy.validate().map_err(|e| Error::CorruptRecord {
+                what: CONFIG_KEY.to_owned(),
+                reason: e.to_string(),
+            })?;
+        }
+        if let Some(limits) = &config.safety_retention {
+            limits.validate().map_err(|e| Error::CorruptRecord {
                 what: CONFIG_KEY.to_owned(),
                 reason: e.to_string(),
             })?;

@@ -13,6 +13,10 @@ pub enum Error {
     #[error("no snapshot is named {reference:?} or has an id starting with it (see `phony snapshot list`)")]
     SnapshotNotFound { reference: String },
 
+    /// What was typed is hex too short to be an id prefix, and no snapshot has it as name.
+    #[error("{reference:?} is too short to be an id prefix: give at least {min} hex digits of the id, or the exact name (see `phony snapshot list`)")]
+    PrefixTooShort { reference: String, min: usize },
+
     /// A name is already taken by another snapshot.
     #[error("a snapshot named {name:?} already exists ({id}); pick another name or delete that snapshot first")]
     AlreadyExists { name: String, id: String },
@@ -112,7 +116,7 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         matches!(
             self,
-            Error::NotFound { .. } | Error::SnapshotNotFound { .. }
+            Error::NotFound { .. } | Error::SnapshotNotFound { .. } | Error::PrefixTooShort { .. }
         )
     }
 }

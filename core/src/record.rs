@@ -11,44 +11,67 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
 use crate::manifest::MANIFEST_FORMAT;
 
-/// A validated snapshot name: 1–64 characters of letters, digits, `.`, `_` and `-`,
-/// starting with a letter or digit, and not shaped like a snapshot id.
+/// A validated snapshot name: 1–64 characters of letters (any script), digits, `.`, `_`
+/// and `-`, starting with a letter or digit, and not shaped like a snapshot id or a prefix
+/// of one (so a name never hides an id: see [`crate::resolve`]).
+///
+/// Parsing ([`FromStr`]) is for new names and applies every rule. Reading a stored record
+/// applies the character rules only: stores written before the id-shape rule may hold
+/// names such as `4917`, and those still resolve by exact name when no id matches.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct SnapshotName(String);
 
+/// Longest name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
 impl SnapshotName {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// A name as a stored record holds it: the character rules, not the id-shape rule.
+    pub fn stored(s: &str) -> Result<Self> {
+        let first_ok = s.chars().next().is_some_and(char::is_alphanumeric);
+        let rest_ok = s
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !first_ok || !rest_ok || s.chars().count() > MAX_NAME_CHARS {
+            return Err(Error::Invalid(format!(
+                "invalid snapshot name {s:?}: use 1-{MAX_NAME_CHARS} letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )));
+        }
+        Ok(SnapshotName(s.to_owned()))
+    }
+
+    /// Whether `s` could be read as a snapshot id or an id prefix: 4 or more hex digits
+    /// (in either case), or anything starting with `snap_`.
+    pub fn looks_like_id(s: &str) -> bool {
+        let lower = s.to_ascii_lowercase();
+        lower.starts_with(SnapshotId::PREFIX)
+            || (s.len() >= crate::resolve::MIN_PREFIX && s.chars().all(|c| c.is_ascii_hexdigit()))
     }
 }
 
 impl FromStr for SnapshotName {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let first_ok = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-        let rest_ok = s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if !first_ok || !rest_ok || s.len() > 64 {
+        let name = Self::stored(s)?;
+        if Self::looks_like_id(s) {
             return Err(Error::Invalid(format!(
-                "invalid snapshot name {s:?}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-            )));
-        }
-        if s.starts_with(SnapshotId::PREFIX) {
-            return Err(Error::Invalid(format!(
-                "invalid snapshot name {s:?}: names may not start with {:?}, which is reserved for ids",
+                "invalid snapshot name {s:?}: it could be read as a snapshot id or id prefix ({} hex digits or more, or starting with {:?}); add a letter that is not a hex digit, e.g. \"v{s}\"",
+                crate::resolve::MIN_PREFIX,
                 SnapshotId::PREFIX
             )));
         }
-        Ok(SnapshotName(s.to_owned()))
+        Ok(name)
     }
 }
 
 impl TryFrom<String> for SnapshotName {
     type Error = Error;
     fn try_from(s: String) -> Result<Self> {
-        s.parse()
+        Self::stored(&s)
     }
 }
 
@@ -239,11 +262,55 @@ mod tests {
 
     #[test]
     fn names_are_validated() {
-        for good in ["clean-state", "before-migration", "v1.2_rc", "A"] {
+        for good in [
+            "clean-state",
+            "before-migration",
+            "v1.2_rc",
+            "A",
+            "día",
+            "é",
+            "日本",
+            "abc",
+            "4917x",
+            "cafe-1",
+            &"é".repeat(64),
+        ] {
             assert!(good.parse::<SnapshotName>().is_ok(), "{good}");
         }
-        for bad in ["", "-x", "has space", "snap_abc", "é", &"x".repeat(65)] {
-            assert!(bad.parse::<SnapshotName>().is_err(), "{bad}");
+        for bad in [
+            "",
+            "-x",
+            ".x",
+            "has space",
+            "tab\tx",
+            "new\nline",
+            "a/b",
+            "nul\0",
+            &"x".repeat(65),
+        ] {
+            let e = bad.parse::<SnapshotName>().unwrap_err().to_string();
+            assert!(e.contains("letters, digits"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn names_that_read_as_ids_or_prefixes_are_refused_but_still_read_from_records() {
+        for bad in [
+            "4917",
+            "abcd",
+            "ABCD",
+            "4917e011aee7",
+            "snap_abc",
+            "SNAP_x",
+            "snap_4917e011aee7",
+        ] {
+            let e = bad.parse::<SnapshotName>().unwrap_err().to_string();
+            assert!(e.contains("snapshot id or id prefix"), "{bad}: {e}");
+            if bad.chars().all(|c| c.is_ascii_hexdigit()) {
+                // A store written before this rule keeps them readable.
+                let stored: SnapshotName = serde_json::from_str(&format!("{bad:?}")).unwrap();
+                assert_eq!(stored.as_str(), bad);
+            }
         }
     }
 

@@ -8,24 +8,17 @@ use crate::record::SnapshotRecord;
 /// match some snapshot.
 pub const MIN_PREFIX: usize = 4;
 
-/// Finds the one snapshot `reference` names: an exact id, then an exact name, then a unique
-/// id prefix (with or without `snap_`, at least [`MIN_PREFIX`] hex digits).
+/// Finds the one snapshot `reference` names. Ids come first: a full id or a unique id
+/// prefix (at least [`MIN_PREFIX`] hex digits, with or without `snap_`, in either case).
+/// Only when no id matches is `reference` taken as an exact name: new names cannot look
+/// like ids (see [`crate::SnapshotName`]), but older stores may hold such names, and they
+/// still resolve this way. A prefix that matches several ids is ambiguous unless a
+/// snapshot has exactly that name.
 pub fn resolve<'a>(records: &'a [SnapshotRecord], reference: &str) -> Result<&'a SnapshotRecord> {
-    if let Ok(id) = reference.parse::<SnapshotId>() {
-        if let Some(r) = records.iter().find(|r| r.id == id) {
-            return Ok(r);
-        }
-    }
-    if let Some(r) = records
-        .iter()
-        .find(|r| r.name.as_ref().is_some_and(|n| n.as_str() == reference))
-    {
-        return Ok(r);
-    }
-    let hex = reference
-        .strip_prefix(SnapshotId::PREFIX)
-        .unwrap_or(reference);
-    let is_hex = hex.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'));
+    let lower = reference.to_ascii_lowercase();
+    let hex = lower.strip_prefix(SnapshotId::PREFIX).unwrap_or(&lower);
+    let is_hex = !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit());
+    let mut ambiguous = None;
     if is_hex && hex.len() >= MIN_PREFIX {
         let matches: Vec<&SnapshotRecord> = records
             .iter()
@@ -35,12 +28,27 @@ pub fn resolve<'a>(records: &'a [SnapshotRecord], reference: &str) -> Result<&'a
             [one] => return Ok(one),
             [] => {}
             many => {
-                return Err(Error::Ambiguous {
+                ambiguous = Some(Error::Ambiguous {
                     prefix: reference.to_owned(),
                     candidates: many.iter().map(|r| r.label()).collect(),
                 })
             }
         }
+    }
+    if let Some(r) = records
+        .iter()
+        .find(|r| r.name.as_ref().is_some_and(|n| n.as_str() == reference))
+    {
+        return Ok(r);
+    }
+    if let Some(e) = ambiguous {
+        return Err(e);
+    }
+    if is_hex && hex.len() < MIN_PREFIX {
+        return Err(Error::PrefixTooShort {
+            reference: reference.to_owned(),
+            min: MIN_PREFIX,
+        });
     }
     Err(Error::SnapshotNotFound {
         reference: reference.to_owned(),
@@ -65,7 +73,7 @@ pub fn check_name_free(records: &[SnapshotRecord], name: &str) -> Result<()> {
 mod tests {
     use super::*;
     use crate::id::BlobId;
-    use crate::record::{Origin, SnapshotStats, SourceInfo};
+    use crate::record::{Origin, SnapshotName, SnapshotStats, SourceInfo};
     use time::OffsetDateTime;
 
     fn rec(id: [u8; 6], name: Option<&str>) -> SnapshotRecord {
@@ -110,6 +118,43 @@ mod tests {
             resolve(&records, "ab").unwrap_err().is_not_found(),
             "too short a prefix"
         );
+    }
+
+    #[test]
+    fn ids_and_prefixes_match_in_either_case_and_short_prefixes_say_why() {
+        let records = vec![rec([0xea, 0xc1, 0x05, 0, 0, 0], None)];
+        for upper in ["EAC1", "eAc105", "SNAP_EAC105000000", "Snap_eac1"] {
+            assert_eq!(
+                resolve(&records, upper).unwrap().id,
+                records[0].id,
+                "{upper}"
+            );
+        }
+        for short in ["eac", "EA", "snap_eac"] {
+            let e = resolve(&records, short).unwrap_err();
+            assert!(matches!(e, Error::PrefixTooShort { .. }), "{short}: {e}");
+            assert!(e.is_not_found());
+            assert!(e.to_string().contains("at least 4 hex digits"), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_id_prefix_wins_over_a_name_shaped_like_it() {
+        // Names like this cannot be made any more, but an older store may hold one.
+        let mut legacy = rec([0x49, 0x17, 0, 0, 0, 1], None);
+        legacy.name = Some(SnapshotName::stored("4917").unwrap());
+        let mut records = vec![rec([0x49, 0x17, 0xe0, 0x11, 0xae, 0xe7], None), legacy];
+        // "4917" is a prefix of both ids; the exact name settles it.
+        assert_eq!(resolve(&records, "4917").unwrap().id, records[1].id);
+        // "4917e" is a prefix of one id only: the id wins.
+        assert_eq!(resolve(&records, "4917e").unwrap().id, records[0].id);
+        // With no id starting so, the old name still resolves.
+        records[0] = rec([0x12, 0x34, 0, 0, 0, 0], None);
+        records[1].id = SnapshotId::from_random([0xff; 6]);
+        assert_eq!(resolve(&records, "4917").unwrap().id, records[1].id);
+        // And a unique prefix beats any name.
+        records[0].name = Some(SnapshotName::stored("ffff").unwrap());
+        assert_eq!(resolve(&records, "ffff").unwrap().id, records[1].id);
     }
 
     #[test]

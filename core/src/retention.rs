@@ -17,6 +17,10 @@ use crate::error::{Error, Result};
 use crate::id::SnapshotId;
 use crate::record::SnapshotRecord;
 
+pub mod safety;
+
+pub use safety::SafetyRetention;
+
 /// Longest `expire_after` accepted (about 1000 years), so that date arithmetic never
 /// overflows.
 pub const MAX_EXPIRE_AFTER: Duration = Duration::from_secs(1000 * 366 * 24 * 3600);

@@ -189,6 +189,10 @@ async fn load<B: Backend + 'static>(
         .await
         .map_err(pg("creating the schema"))?;
 
+    let loading = crate::Phase::Loading {
+        bytes: root.bytes(),
+    };
+    crate::phase::reached(&opts.phase, loading);
     // Tables, biggest first, on several connections.
     let mut tables: Vec<TableEntry> = root.tables.clone();
     tables.sort_by_key(|t| std::cmp::Reverse(t.content.bytes));
@@ -221,6 +225,7 @@ async fn load<B: Backend + 'static>(
     // attached before a foreign key references the parent's key): runs of indexes and keys,
     // and runs of foreign keys, are built on several connections (a foreign key that
     // deadlocks with another is retried alone after its run); the rest runs in order.
+    crate::phase::reached(&opts.phase, crate::Phase::IndexesAndConstraints);
     let (preamble, blocks) = split_blocks(post_data);
     for run in runs(blocks) {
         let sequential = match run.kind {
@@ -248,6 +253,7 @@ async fn load<B: Backend + 'static>(
         bytes: root.bytes(),
         ..RestoreReport::default()
     };
+    crate::phase::reached(&opts.phase, crate::Phase::Sequences);
     set_sequences(&main, root, &mut report).await?;
     refresh_materialized_views(&main, root).await?;
     Ok(report)

@@ -29,6 +29,7 @@ pub mod identity;
 mod incremental;
 pub mod mask;
 pub mod patch;
+mod phase;
 pub mod restore;
 pub mod schema_dump;
 pub mod session;
@@ -46,6 +47,7 @@ pub use fingerprint::Fingerprint;
 pub use fresh::{database_exists, restore_into_new};
 pub use identity::other_database;
 pub use mask::MaskPlan;
+pub use phase::{Phase, PhaseReport};
 pub use restore::{
     ensure_database, restore, restore_in, RestoreOptions, RestorePath, RestoreReport, RowAges,
 };

@@ -43,6 +43,8 @@ pub struct RestoreOptions {
     pub prefetch: usize,
     /// Called as rows are loaded.
     pub progress: Option<Progress>,
+    /// Told the steps of the restore as it reaches them.
+    pub phase: Option<crate::PhaseReport>,
     /// Work out and report what would change, then roll back.
     pub dry_run: bool,
     /// Always take the full path (replace every schema), even when the schema is unchanged.
@@ -95,6 +97,7 @@ impl Default for RestoreOptions {
             spare: None,
             prefetch: 8,
             progress: None,
+            phase: None,
             dry_run: false,
             full: false,
             parallel: 2,
@@ -621,6 +624,7 @@ async fn restore_delta<B: Backend + 'static>(
         }
         schema_agrees(schema).await.map_err(fallback)?;
         if !sequences_set {
+            crate::phase::reached(&opts.phase, crate::Phase::Sequences);
             report.sequences = set_sequences_in(session, root, opts.transactional_sequences)
                 .await
                 .map_err(fallback)?;
@@ -839,17 +843,23 @@ async fn load<B: Backend + 'static>(
         .batch_execute(scripts.pre_data)
         .await
         .map_err(pg("recreating the schema"))?;
+    let loading = crate::Phase::Loading {
+        bytes: root.bytes(),
+    };
+    crate::phase::reached(&opts.phase, loading);
     for table in &root.tables {
         load_table(client, store, table, opts).await?;
         report.tables += 1;
         report.rows += table.content.rows;
         report.bytes += table.content.bytes;
     }
+    crate::phase::reached(&opts.phase, crate::Phase::IndexesAndConstraints);
     client
         .batch_execute(scripts.post_data)
         .await
         .map_err(pg("recreating keys, indexes and triggers"))?;
     restore_session_settings(client, scripts.settings).await?;
+    crate::phase::reached(&opts.phase, crate::Phase::Sequences);
     set_sequences(client, root, report).await?;
     refresh_materialized_views(client, root).await
 }

@@ -52,6 +52,14 @@ pub enum Command {
     Sync(crate::sync::SyncArgs),
     /// Snapshot, run a command, snapshot again, and exit with the command's status
     Run(crate::run::RunArgs),
+    /// Print a shell completion script, e.g. `phony completions bash > ~/.local/share/bash-completion/completions/phony`
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `phony man > ~/.local/share/man/man1/phony.1`
+    Man,
 }
 
 #[derive(Debug, Subcommand)]

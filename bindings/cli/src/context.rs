@@ -40,16 +40,27 @@ impl Context {
 
     /// Opens the store, which must exist.
     pub async fn open_store(&self) -> Result<Arc<AppStore>> {
+        self.open_existing_store().await?.ok_or_else(|| {
+            crate::failure::Coded {
+                code: "not_found",
+                message: format!(
+                    "no phony store at {} (take a snapshot first, or point --store or PHONY_STORE at a store)",
+                    self.store
+                ),
+            }
+            .into()
+        })
+    }
+
+    /// Opens the store if there is one; creates nothing.
+    pub async fn open_existing_store(&self) -> Result<Option<Arc<AppStore>>> {
         let opened = match ObjectStoreBackend::from_location(&self.store, false) {
             Ok(backend) => Store::open(backend).await,
             Err(e) => Err(e),
         };
         match opened {
-            Ok(store) => Ok(Arc::new(store)),
-            Err(e) if e.is_not_found() => Err(anyhow::anyhow!(
-                "no phony store at {} (take a snapshot first, or point --store or PHONY_STORE at a store)",
-                self.store
-            )),
+            Ok(store) => Ok(Some(Arc::new(store))),
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e).with_context(|| format!("opening the store at {}", self.store)),
         }
     }

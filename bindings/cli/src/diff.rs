@@ -18,6 +18,7 @@ use crate::cli::Cli;
 use crate::context::Context;
 use crate::output;
 use crate::progress::Bar;
+use crate::stdout::out;
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
@@ -155,7 +156,7 @@ pub async fn run(ctx: &Context, args: DiffArgs) -> Result<()> {
     let from_side = side(from_record);
     if args.sql {
         let sql = phony_postgres::patch::patch(&diff, &to_root).context("writing the SQL patch")?;
-        print!("{sql}");
+        out!("{sql}")?;
         return Ok(());
     }
     if ctx.json {
@@ -174,8 +175,17 @@ pub async fn run(ctx: &Context, args: DiffArgs) -> Result<()> {
             diff: &diff,
         });
     }
-    print!("{}", render(&from_side, &to_side, &diff, args.rows));
+    out!("{}", render(&from_side, &to_side, &diff, args.rows))?;
     Ok(())
+}
+
+/// The verb after a count: "1 differs", "2 differ".
+fn differ(n: usize) -> &'static str {
+    if n == 1 {
+        "differs"
+    } else {
+        "differ"
+    }
 }
 
 /// The diff for people.
@@ -191,7 +201,12 @@ fn render(from: &Side<'_>, to: &Side<'_>, diff: &Diff, rows: bool) -> String {
         return out;
     }
     if !diff.schema.is_empty() {
-        let _ = writeln!(out, "\nschema: {} object(s) differ", diff.schema.len());
+        let _ = writeln!(
+            out,
+            "\nschema: {} {}",
+            crate::output::count(diff.schema.len(), "object", "objects"),
+            differ(diff.schema.len())
+        );
         for c in &diff.schema {
             let mark = match c.change {
                 ObjectChange::Added => "added",
@@ -206,13 +221,18 @@ fn render(from: &Side<'_>, to: &Side<'_>, diff: &Diff, rows: bool) -> String {
     }
     let changed = diff.tables.iter().filter(|t| t.has_changes()).count();
     if !diff.tables.is_empty() {
-        let _ = writeln!(out, "\ntables: {changed} differ");
+        let _ = writeln!(out, "\ntables: {changed} {}", differ(changed));
         for t in &diff.tables {
             render_table(&mut out, t, rows);
         }
     }
     if !diff.sequences.is_empty() {
-        let _ = writeln!(out, "\nsequences: {} differ", diff.sequences.len());
+        let _ = writeln!(
+            out,
+            "\nsequences: {} {}",
+            diff.sequences.len(),
+            differ(diff.sequences.len())
+        );
         for s in &diff.sequences {
             let _ = writeln!(
                 out,

@@ -6,6 +6,8 @@ use phony_core::{RootManifest, SnapshotRecord};
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 
+use crate::stdout::outln;
+
 /// A snapshot as every command shows it in JSON.
 #[derive(Debug, Serialize)]
 pub struct SnapshotView<'a> {
@@ -62,8 +64,14 @@ pub struct TableView<'a> {
 }
 
 pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?)?;
     Ok(())
+}
+
+/// "1 row", "2 rows": a count and its noun, singular or plural.
+pub fn count<N: TryInto<u64>>(n: N, one: &str, many: &str) -> String {
+    let n: u64 = n.try_into().unwrap_or(0);
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 pub fn size(bytes: u64) -> String {
@@ -148,8 +156,10 @@ pub fn snapshot_show(r: &SnapshotRecord, root: &RootManifest) -> String {
     out += &line(
         "contents",
         format!(
-            "{} tables, {} rows, {} sequences",
-            r.stats.tables, r.stats.rows, r.stats.sequences
+            "{}, {}, {}",
+            count(r.stats.tables, "table", "tables"),
+            count(r.stats.rows, "row", "rows"),
+            count(r.stats.sequences, "sequence", "sequences")
         ),
     );
     out += &line(
@@ -292,33 +302,34 @@ pub fn restore_summary(
     let secs = report.duration.as_secs_f64();
     let mut out = match report.path {
         RestorePath::Delta if report.changes.is_empty() => format!(
-            "{verb} {} into {into}: no rows differ; {} sequences set, in {secs:.2}s\n",
+            "{verb} {} into {into}: no rows differ; {} set, in {secs:.2}s\n",
             r.label(),
-            report.sequences
+            count(report.sequences, "sequence", "sequences")
         ),
         RestorePath::Delta => {
             let (d, i, u) = report.changes.iter().fold((0, 0, 0), |(d, i, u), c| {
                 (d + c.deleted, i + c.inserted, u + c.updated)
             });
             format!(
-                "{verb} {} into {into} by rewriting {} of {} tables ({d} rows deleted, {i} inserted, {u} updated), {} sequences, in {secs:.2}s\n",
+                "{verb} {} into {into} by rewriting {} of {} ({} deleted, {i} inserted, {u} updated), {}, in {secs:.2}s\n",
                 r.label(),
                 report.changes.len(),
-                r.stats.tables,
-                report.sequences
+                count(r.stats.tables, "table", "tables"),
+                count(d, "row", "rows"),
+                count(report.sequences, "sequence", "sequences")
             )
         }
         RestorePath::Full => format!(
-            "{verb} {} into {into}{}: {} tables, {} rows, {} sequences in {secs:.2}s\n",
+            "{verb} {} into {into}{}: {}, {}, {} in {secs:.2}s\n",
             r.label(),
             report
                 .full_reason
                 .as_deref()
                 .map(|why| format!(" (full path: {why})"))
                 .unwrap_or_default(),
-            report.tables,
-            report.rows,
-            report.sequences
+            count(report.tables, "table", "tables"),
+            count(report.rows, "row", "rows"),
+            count(report.sequences, "sequence", "sequences")
         ),
     };
     if report.dry_run && !report.changes.is_empty() {
@@ -335,4 +346,16 @@ pub fn restore_summary(
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_singular_for_one_only() {
+        assert_eq!(count(1u64, "row", "rows"), "1 row");
+        assert_eq!(count(0usize, "row", "rows"), "0 rows");
+        assert_eq!(count(2i64, "snapshot", "snapshots"), "2 snapshots");
+    }
 }

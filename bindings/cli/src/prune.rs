@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use phony_core::gc::{self, SweepReport};
 use phony_core::resolve::resolve;
-use phony_core::retention::{KeepReason, PlanEntry};
+use phony_core::retention::{KeepReason, PlanEntry, SafetyRetention};
 use phony_core::{PrunePlan, RetentionPolicy, SnapshotId, SnapshotRecord};
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
@@ -18,6 +18,7 @@ use crate::context::{AppStore, Context};
 use crate::gc::{collect_garbage, GcOutcome};
 use crate::lease::LockHolder;
 use crate::output::{self, SnapshotView};
+use crate::stdout::outln;
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
@@ -30,6 +31,10 @@ pub struct PruneArgs {
     /// Print what would be removed and the space it would free; change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Confirm a prune that would remove every snapshot that is not pinned (asked on a
+    /// terminal; required otherwise)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
     /// How long to wait for snapshots being created before postponing the blob sweep
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_wait)]
     pub wait: Duration,
@@ -131,6 +136,9 @@ pub async fn prune(ctx: &Context, args: PruneArgs) -> Result<()> {
     let records = store.records().await?;
     let plan = PrunePlan::compute(&records, &policy, OffsetDateTime::now_utc());
     let removing = plan.removed().count();
+    if !args.dry_run && !args.yes && removes_every_unpinned(&plan) {
+        confirm_removing_all(removing)?;
+    }
 
     #[derive(Serialize)]
     struct Pruned<'a> {
@@ -183,7 +191,7 @@ pub async fn prune(ctx: &Context, args: PruneArgs) -> Result<()> {
         });
     }
     for e in &plan.entries {
-        println!("{}", plan_line(e, args.dry_run));
+        outln!("{}", plan_line(e, args.dry_run))?;
     }
     let verb = if args.dry_run {
         "would remove"
@@ -192,17 +200,22 @@ pub async fn prune(ctx: &Context, args: PruneArgs) -> Result<()> {
     };
     let space = match &gc_view {
         GcView::WouldFree(s) => format!(
-            "and free {} ({} blobs)",
+            "and free {} ({})",
             output::size(s.unreferenced.bytes),
-            s.unreferenced.blobs
+            output::count(s.unreferenced.blobs, "blob", "blobs")
         ),
         GcView::Swept(s) => format!(
-            "and freed {} ({} blobs)",
+            "and freed {} ({})",
             output::size(s.unreferenced.bytes),
-            s.unreferenced.blobs
+            output::count(s.unreferenced.blobs, "blob", "blobs")
         ),
         GcView::Postponed { creating } => format!(
-            "; unreferenced blobs stay until the next prune: {creating} snapshot(s) were still being created"
+            "; unreferenced blobs stay until the next prune: {} still being created",
+            if *creating == 1 {
+                "1 snapshot was".to_owned()
+            } else {
+                format!("{creating} snapshots were")
+            }
         ),
     };
     let all = if removed > 0 && removed == records.len() {
@@ -210,11 +223,53 @@ pub async fn prune(ctx: &Context, args: PruneArgs) -> Result<()> {
     } else {
         ""
     };
-    println!(
-        "{verb} {removed} of {} snapshots{all} {space}",
-        records.len()
-    );
+    outln!(
+        "{verb} {removed} of {}{all} {space}",
+        output::count(records.len(), "snapshot", "snapshots")
+    )?;
     Ok(())
+}
+
+/// Whether the plan removes something and keeps no unpinned snapshot: it would leave
+/// nothing to go back to (a restore's safety snapshot included) but pinned ones.
+fn removes_every_unpinned(plan: &PrunePlan) -> bool {
+    plan.removed().next().is_some()
+        && plan
+            .kept()
+            .all(|e| e.keep.iter().all(|k| *k == KeepReason::Pinned))
+}
+
+/// Asks on a terminal before a prune removes every unpinned snapshot; without a terminal,
+/// refuses unless `--yes` was given.
+fn confirm_removing_all(removing: usize) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let what = if removing == 1 {
+        "the only snapshot that is not pinned".to_owned()
+    } else {
+        format!("all {removing} snapshots that are not pinned")
+    };
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Err(crate::failure::Usage {
+            code: "confirmation_required",
+            message: format!(
+                "this prune would remove {what}, the undo of the last restore included; pass --yes to confirm, or see the plan with --dry-run"
+            ),
+        }
+        .into());
+    }
+    let mut err = std::io::stderr();
+    let _ = write!(err, "this prune would remove {what}. Remove them? [y/N] ");
+    let _ = err.flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .context("reading the answer")?;
+    if matches!(answer.trim().to_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        Err(crate::failure::Cancelled::DECLINED.into())
+    }
 }
 
 fn plan_line(e: &PlanEntry, dry_run: bool) -> String {
@@ -266,6 +321,40 @@ pub async fn after_create(
     }))
 }
 
+/// Applies the store's limits on safety snapshots after a restore took `just_taken`
+/// (see [`SafetyRetention`]): never that one, never a pinned one.
+pub async fn after_safety(
+    store: &Arc<AppStore>,
+    just_taken: SnapshotId,
+) -> Result<Option<AutoPruned>> {
+    let limits = store
+        .config()
+        .safety_retention
+        .unwrap_or(SafetyRetention::DEFAULT);
+    let records = store.records().await?;
+    let mut deleted = Vec::new();
+    for id in limits.to_remove(&records, just_taken, OffsetDateTime::now_utc()) {
+        // Read it again: someone may have pinned it meanwhile.
+        if let Some(r) = store.record(&id).await? {
+            if !r.pinned {
+                store
+                    .delete_record(&id)
+                    .await
+                    .with_context(|| format!("deleting safety snapshot {id}"))?;
+                deleted.push(id);
+            }
+        }
+    }
+    if deleted.is_empty() {
+        return Ok(None);
+    }
+    let gc = collect_garbage(store, Duration::ZERO).await?;
+    Ok(Some(AutoPruned {
+        removed: deleted.iter().map(|id| id.to_string()).collect(),
+        gc,
+    }))
+}
+
 /// `phony snapshot pin|unpin`.
 pub async fn set_pinned(ctx: &Context, reference: &str, pinned: bool) -> Result<()> {
     let store = ctx.open_store().await?;
@@ -293,7 +382,50 @@ pub async fn set_pinned(ctx: &Context, reference: &str, pinned: bool) -> Result<
     } else {
         let what = if pinned { "pinned" } else { "unpinned" };
         let note = if changed { "" } else { " (already)" };
-        println!("{what} {}{note}", record.label());
+        outln!("{what} {}{note}", record.label())?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use phony_core::{BlobId, Origin, SnapshotStats, SourceInfo};
+
+    fn rec(n: u8, pinned: bool) -> SnapshotRecord {
+        SnapshotRecord {
+            format: 1,
+            id: SnapshotId::from_random([n; 6]),
+            name: None,
+            created_at: OffsetDateTime::UNIX_EPOCH + time::Duration::hours(i64::from(n)),
+            root: BlobId::of(b""),
+            pinned,
+            origin: Origin::Manual,
+            labels: Default::default(),
+            source: SourceInfo::default(),
+            stats: SnapshotStats::default(),
+        }
+    }
+
+    #[test]
+    fn only_a_plan_that_keeps_no_unpinned_snapshot_needs_confirming() {
+        let records = vec![rec(1, true), rec(2, false), rec(3, false)];
+        let plan = |keep_last| {
+            let policy = RetentionPolicy {
+                keep_last: Some(keep_last),
+                expire_after: None,
+            };
+            PrunePlan::compute(&records, &policy, OffsetDateTime::UNIX_EPOCH)
+        };
+        assert!(removes_every_unpinned(&plan(0)));
+        assert!(!removes_every_unpinned(&plan(1)), "the newest stays");
+        assert!(!removes_every_unpinned(&plan(3)), "nothing removed");
+        let pinned_only = vec![rec(1, true)];
+        let policy = RetentionPolicy {
+            keep_last: Some(0),
+            expire_after: None,
+        };
+        let plan = PrunePlan::compute(&pinned_only, &policy, OffsetDateTime::UNIX_EPOCH);
+        assert!(!removes_every_unpinned(&plan), "nothing to remove");
     }
 }

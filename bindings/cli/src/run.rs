@@ -48,6 +48,18 @@ impl std::fmt::Display for ExitWith {
 
 impl std::error::Error for ExitWith {}
 
+/// The command to run does not exist: exit 127, as a shell would.
+#[derive(Debug)]
+pub struct CommandNotFound(pub String);
+
+impl std::fmt::Display for CommandNotFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "command not found: {}", self.0)
+    }
+}
+
+impl std::error::Error for CommandNotFound {}
+
 pub async fn run(ctx: &Context, args: RunArgs) -> Result<()> {
     let (program, rest) = match args.command.split_first() {
         Some(split) => split,
@@ -55,11 +67,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<()> {
     };
     // A command that cannot be found is reported before anything is snapshotted.
     let Some(path) = find_program(program) else {
-        eprintln!(
-            "phony: error: command not found: {}",
-            program.to_string_lossy()
-        );
-        return Err(ExitWith(127).into());
+        return Err(CommandNotFound(program.to_string_lossy().into_owned()).into());
     };
     let (before, after) = match (args.before, args.after) {
         (false, false) => (true, true),

@@ -15,19 +15,31 @@ use crate::cli::{CreateArgs, DeleteArgs, RefArgs, RestoreArgs, SnapshotCommand};
 use crate::context::{AppStore, Context};
 use crate::output::{self, SnapshotView, TableView};
 use crate::progress::Bar;
+use crate::stdout::{out, outln};
 
 pub async fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<()> {
     match cmd {
-        SnapshotCommand::Create(args) => create(ctx, args).await,
+        SnapshotCommand::Create(args) => interruptible(create(ctx, args)).await,
         SnapshotCommand::List => list(ctx).await,
         SnapshotCommand::Show(args) => show(ctx, args).await,
-        SnapshotCommand::Restore(args) => restore(ctx, args).await,
+        SnapshotCommand::Restore(args) => interruptible(restore(ctx, args)).await,
         SnapshotCommand::Delete(args) => delete(ctx, args).await,
         SnapshotCommand::Prune(args) => crate::prune::prune(ctx, args).await,
         SnapshotCommand::Pin(args) => crate::prune::set_pinned(ctx, &args.snapshot, true).await,
         SnapshotCommand::Unpin(args) => crate::prune::set_pinned(ctx, &args.snapshot, false).await,
         SnapshotCommand::Diff(args) => crate::diff::run(ctx, args).await,
         SnapshotCommand::Timeline(args) => crate::timeline::run(ctx, args).await,
+    }
+}
+
+/// Runs `work` until it ends or Ctrl-C stops it. Stopped, the work is dropped before it
+/// commits anything: a restore's transaction rolls back as its connection closes, and a
+/// capture's snapshot is never listed (its record is written last). The command then says
+/// "interrupted, nothing changed" and exits 130.
+async fn interruptible(work: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    tokio::select! {
+        done = work => done,
+        Ok(()) = tokio::signal::ctrl_c() => Err(crate::failure::Cancelled::INTERRUPTED.into()),
     }
 }
 
@@ -66,7 +78,7 @@ async fn create(ctx: &Context, args: CreateArgs) -> Result<()> {
             retention,
         })
     } else {
-        println!("{}", record.id);
+        outln!("{}", record.id)?;
         Ok(())
     }
 }
@@ -109,7 +121,11 @@ pub(crate) async fn take_snapshot(
     } = kept;
     let lock = crate::lease::LockHolder::acquire_create(store).await?;
     let started = Instant::now();
-    let bar = Bar::new(!ctx.json, &format!("capturing {}", target.dbname()));
+    let what = match origin {
+        Origin::Safety => format!("safety snapshot: reading {}", target.dbname()),
+        _ => format!("reading {}", target.dbname()),
+    };
+    let bar = Bar::new(!ctx.json, &what);
     let (on_point_fixed, application_name) = match beside {
         Some(b) => (Some(b.on_point_fixed), Some(b.application_name)),
         None => (None, None),
@@ -161,8 +177,11 @@ pub(crate) async fn take_snapshot(
 }
 
 async fn list(ctx: &Context) -> Result<()> {
-    let store = ctx.open_store().await?;
-    let records = store.records().await?;
+    // No store yet: no snapshots yet (and nothing is created).
+    let records = match ctx.open_existing_store().await? {
+        Some(store) => store.records().await?,
+        None => Vec::new(),
+    };
     if ctx.json {
         #[derive(Serialize)]
         struct List<'a> {
@@ -172,7 +191,7 @@ async fn list(ctx: &Context) -> Result<()> {
             snapshots: records.iter().map(SnapshotView::of).collect(),
         })
     } else {
-        println!("{}", output::snapshot_list(&records));
+        outln!("{}", output::snapshot_list(&records))?;
         Ok(())
     }
 }
@@ -210,7 +229,7 @@ async fn show(ctx: &Context, args: RefArgs) -> Result<()> {
             sequence_list: &root.sequences,
         })
     } else {
-        print!("{}", output::snapshot_show(record, &root));
+        out!("{}", output::snapshot_show(record, &root))?;
         Ok(())
     }
 }
@@ -254,6 +273,7 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
         lock_timeout: args.lock_timeout,
         force: args.force,
         progress: bar.callback(),
+        phase: bar.phase_callback(),
         dry_run: args.dry_run,
         full: args.full,
         // Without tracking, rows written before the capture need no comparison.
@@ -302,6 +322,14 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
             crate::prune::after_create(&store, taken.id).await.with_context(|| {
                 format!("safety snapshot {} was taken, but applying the store's retention policy failed", taken.id)
             })?;
+            crate::prune::after_safety(&store, taken.id)
+                .await
+                .with_context(|| {
+                    format!(
+                        "safety snapshot {} was taken, but removing older safety snapshots failed",
+                        taken.id
+                    )
+                })?;
             safety = Some(taken);
             restored
         }
@@ -314,12 +342,12 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
         view.safety_snapshot = safety.as_ref().map(|s| s.id.to_string());
         output::print_json(&view)
     } else {
-        print!(
+        out!(
             "{}",
             output::restore_summary(&record, target.dbname(), created, &report)
-        );
+        )?;
         if let Some(hint) = undo_hint(&args, &target, created, safety.as_ref()) {
-            println!("{hint}");
+            outln!("{hint}")?;
         }
         Ok(())
     }
@@ -454,6 +482,7 @@ async fn restore_after_safety(
             let opts = RestoreOptions {
                 gate: Some(outcome),
                 progress: bar.callback(),
+                phase: bar.phase_callback(),
                 ..opts
             };
             let restored = phony_postgres::restore(&target, &store, &root, &opts).await;
@@ -485,7 +514,7 @@ async fn delete(ctx: &Context, args: DeleteArgs) -> Result<()> {
     if ctx.json {
         output::print_json(&serde_json::json!({ "deleted": record.id.to_string() }))
     } else {
-        println!("deleted {}", record.label());
+        outln!("deleted {}", record.label())?;
         Ok(())
     }
 }

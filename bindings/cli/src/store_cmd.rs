@@ -2,15 +2,17 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
 use comfy_table::{presets, Cell, CellAlignment, Table};
+use phony_core::retention::SafetyRetention;
 use phony_core::verify::{verify as verify_store, Problem, VerifyReport};
 use phony_core::{RetentionPolicy, SnapshotId};
 
 use crate::context::Context;
 use crate::output;
 use crate::prune::{parse_age, parse_count};
+use crate::stdout::{out, outln};
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
@@ -40,6 +42,15 @@ pub struct ConfigArgs {
     /// Remove the store's retention policy
     #[arg(long, conflicts_with_all = ["keep_last", "expire_after"])]
     pub no_retention: bool,
+    /// Safety snapshots: keep at most the N newest per database [default: 5]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count)]
+    pub safety_keep_last: Option<u32>,
+    /// Safety snapshots: keep none older than this, e.g. 7d [default: 7d]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_age)]
+    pub safety_expire_after: Option<Duration>,
+    /// Safety snapshots: no limits (they stay until deleted or pruned)
+    #[arg(long, conflicts_with_all = ["safety_keep_last", "safety_expire_after"])]
+    pub safety_keep_all: bool,
     /// How long a lock of a process that died blocks others, e.g. 2m
     #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
     pub lease_ttl: Option<Duration>,
@@ -71,18 +82,22 @@ async fn verify(ctx: &Context, args: VerifyArgs) -> Result<()> {
     if ctx.json {
         output::print_json(&report)?;
     } else {
-        print!("{}", verify_text(&report));
+        out!("{}", verify_text(&report))?;
     }
     if report.is_clean() {
         return Ok(());
     }
-    bail!(
-        "the store is damaged: {} blob(s) and {} record(s); {} of {} snapshot(s) cannot be restored",
-        report.damaged_blobs.len(),
-        report.damaged_records.len(),
-        report.broken_snapshots.len(),
-        report.snapshots
-    )
+    Err(crate::failure::Coded {
+        code: "corrupt_store",
+        message: format!(
+            "the store is damaged: {} and {}; {} of {} cannot be restored",
+            output::count(report.damaged_blobs.len(), "blob", "blobs"),
+            output::count(report.damaged_records.len(), "record", "records"),
+            report.broken_snapshots.len(),
+            output::count(report.snapshots, "snapshot", "snapshots")
+        ),
+    }
+    .into())
 }
 
 fn verify_text(r: &VerifyReport) -> String {
@@ -116,13 +131,16 @@ fn verify_text(r: &VerifyReport) -> String {
         String::new()
     };
     out += &format!(
-        "checked {} snapshots, {} blobs{read}: {}\n",
-        r.snapshots,
-        r.blobs,
+        "checked {}, {}{read}: {}\n",
+        output::count(r.snapshots, "snapshot", "snapshots"),
+        output::count(r.blobs, "blob", "blobs"),
         if r.is_clean() {
             "no damage".to_owned()
         } else {
-            format!("{} snapshot(s) broken", r.broken_snapshots.len())
+            format!(
+                "{} broken",
+                output::count(r.broken_snapshots.len(), "snapshot", "snapshots")
+            )
         }
     );
     out
@@ -136,7 +154,8 @@ async fn stats(ctx: &Context) -> Result<()> {
     if ctx.json {
         return output::print_json(&s);
     }
-    let line = |k: &str, v: String| println!("{k:<22}{v}");
+    let mut text = String::new();
+    let mut line = |k: &str, v: String| text += &format!("{k:<22}{v}\n");
     line("snapshots", s.snapshots.to_string());
     line("logical", output::size(s.logical_bytes));
     line(
@@ -159,30 +178,30 @@ async fn stats(ctx: &Context) -> Result<()> {
     line(
         "referenced",
         format!(
-            "{} in {} blobs (overall ratio {:.2})",
+            "{} in {} (overall ratio {:.2})",
             output::size(s.referenced_bytes),
-            s.referenced_blobs,
+            output::count(s.referenced_blobs, "blob", "blobs"),
             s.total_ratio
         ),
     );
     line(
         "stored",
         format!(
-            "{} in {} blobs",
+            "{} in {}",
             output::size(s.stored_bytes),
-            s.stored_blobs
+            output::count(s.stored_blobs, "blob", "blobs")
         ),
     );
     line(
         "unreferenced",
         format!(
-            "{} in {} blobs (freed by `phony snapshot prune`)",
+            "{} in {} (freed by `phony snapshot prune`)",
             output::size(s.unreferenced_bytes),
-            s.unreferenced_blobs
+            output::count(s.unreferenced_blobs, "blob", "blobs")
         ),
     );
     if !s.per_snapshot.is_empty() {
-        println!();
+        text.push('\n');
         let mut t = Table::new();
         t.load_style(presets::NOTHING);
         t.set_header(["ID", "NAME", "LOGICAL", "REFERENCED", "UNIQUE"].map(Cell::new));
@@ -195,16 +214,19 @@ async fn stats(ctx: &Context) -> Result<()> {
                 Cell::new(output::size(u.unique_bytes)).set_alignment(CellAlignment::Right),
             ]);
         }
-        println!("{t}");
+        text += &format!("{t}\n");
     }
-    Ok(())
+    out!("{text}")
 }
 
 async fn config(ctx: &Context, args: ConfigArgs) -> Result<()> {
     let changing = args.keep_last.is_some()
         || args.expire_after.is_some()
         || args.no_retention
-        || args.lease_ttl.is_some();
+        || args.lease_ttl.is_some()
+        || args.safety_keep_last.is_some()
+        || args.safety_expire_after.is_some()
+        || args.safety_keep_all;
     let store = if changing {
         ctx.open_or_create_store().await?
     } else {
@@ -228,6 +250,19 @@ async fn config(ctx: &Context, args: ConfigArgs) -> Result<()> {
         if let Some(ttl) = args.lease_ttl {
             config.gc.lease_ttl_secs = ttl.as_secs();
         }
+        if args.safety_keep_all {
+            config.safety_retention = Some(SafetyRetention::KEEP_ALL);
+        }
+        if args.safety_keep_last.is_some() || args.safety_expire_after.is_some() {
+            let mut limits = config.safety_retention.unwrap_or_default();
+            if args.safety_keep_last.is_some() {
+                limits.keep_last = args.safety_keep_last;
+            }
+            if args.safety_expire_after.is_some() {
+                limits.expire_after = args.safety_expire_after;
+            }
+            config.safety_retention = Some(limits);
+        }
         store
             .write_config(&config)
             .await
@@ -236,14 +271,33 @@ async fn config(ctx: &Context, args: ConfigArgs) -> Result<()> {
     if ctx.json {
         return output::print_json(&config);
     }
-    println!("{:<22}{}", "format", config.format);
-    println!(
+    outln!("{:<22}{}", "format", config.format)?;
+    outln!(
         "{:<22}{}",
         "retention",
         describe_policy(config.retention.as_ref())
-    );
-    println!("{:<22}{}s", "lease period", config.gc.lease_ttl_secs);
+    )?;
+    outln!(
+        "{:<22}{}",
+        "safety snapshots",
+        describe_safety(&config.safety_retention.unwrap_or_default())
+    )?;
+    outln!("{:<22}{}s", "lease period", config.gc.lease_ttl_secs)?;
     Ok(())
+}
+
+fn describe_safety(limits: &SafetyRetention) -> String {
+    let mut rules = Vec::new();
+    if let Some(n) = limits.keep_last {
+        rules.push(format!("keep the last {n} per database"));
+    }
+    if let Some(d) = limits.expire_after {
+        rules.push(format!("none older than {}", humantime::format_duration(d)));
+    }
+    if rules.is_empty() {
+        return "keep all".into();
+    }
+    format!("{} (after each restore)", rules.join(", "))
 }
 
 fn describe_policy(p: Option<&RetentionPolicy>) -> String {

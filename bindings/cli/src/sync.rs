@@ -20,6 +20,7 @@ use crate::context::Context;
 use crate::output;
 use crate::progress::Bar;
 use crate::snapshot::{take_snapshot, Kept};
+use crate::stdout::outln;
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
@@ -211,7 +212,7 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> Result<()> {
         1 => ", 1 column masked".to_owned(),
         n => format!(", {n} columns masked"),
     };
-    println!(
+    outln!(
         "synced {} from {} (sync #{}{masked}): {} tables, {} rows in {:.1}s",
         synced.database,
         synced.source,
@@ -219,12 +220,12 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> Result<()> {
         synced.tables,
         synced.rows,
         started.elapsed().as_secs_f64()
-    );
+    )?;
     if let Some(b) = &synced.before {
-        println!("before: {b} (undo with: phony snapshot restore {b})");
+        outln!("before: {b} (undo with: phony snapshot restore {b})")?;
     }
     if let Some(a) = &synced.after {
-        println!("after:  {a}");
+        outln!("after:  {a}")?;
     }
     Ok(())
 }

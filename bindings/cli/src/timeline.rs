@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::context::Context;
 use crate::output;
+use crate::stdout::out;
 
 #[derive(Debug, Args)]
 pub struct TimelineArgs {
@@ -42,7 +43,7 @@ pub async fn run(ctx: &Context, args: TimelineArgs) -> Result<()> {
         .width
         .or_else(|| std::env::var("COLUMNS").ok()?.parse().ok())
         .unwrap_or(80);
-    print!("{}", render(&points, width));
+    out!("{}", render(&points, width))?;
     Ok(())
 }
 

@@ -379,8 +379,15 @@ impl Inner {
                 slot.target.dbname()
             );
         }
+        let duration = started.elapsed();
+        tracing::debug!(
+            database = slot.target.dbname(),
+            duration_ms = duration.as_secs_f64() * 1000.0,
+            path = restore.path.as_str(),
+            "reset"
+        );
         Ok(ResetReport {
-            duration: started.elapsed(),
+            duration,
             schema_changed,
             restore,
         })

@@ -276,10 +276,12 @@ async fn unwritable_missing_and_newer_stores() {
 
     let missing = dir.path().join("missing");
     fails(
-        &phony(&db.url(), &missing, &["snapshot", "list"]),
+        &phony(&db.url(), &missing, &["snapshot", "show", "x"]),
         1,
         &["no phony store at"],
     );
+    let listed = ok(&phony(&db.url(), &missing, &["snapshot", "list"]));
+    assert!(listed.contains("no snapshots yet"), "{listed}");
     assert!(!missing.exists(), "list does not create a store");
 
     let store = TestStore::new().await;

@@ -281,3 +281,86 @@ async fn a_killed_restore_into_a_new_database_never_shows_a_partial_one() {
         .unwrap();
     assert!(leftovers.is_empty(), "the partial database was removed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_a_restore_says_nothing_changed_and_exits_130() {
+    let db = big_db("sigint_restore").await;
+    let store = TestStore::new().await;
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "create", "--name", "s"],
+    ));
+    db.exec("DELETE FROM big WHERE id % 3 = 0; DROP TABLE small")
+        .await;
+    let changed = db.fingerprint().await;
+
+    let watcher = db.client().await;
+    let child = phony_cmd(
+        &db.url(),
+        store.path(),
+        &["snapshot", "restore", "s", "--no-safety-snapshot"],
+    )
+    .spawn()
+    .unwrap();
+    let loading = copying(&watcher, "phony restore", &db.name).await;
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        loading && sent.success(),
+        "the restore reached the load phase"
+    );
+    assert_eq!(out.status.code(), Some(130), "{}", crate::stderr(&out));
+    assert_eq!(
+        crate::stderr(&out),
+        "phony: error: interrupted, nothing changed\n"
+    );
+    assert_eq!(crate::stdout(&out), "");
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            watcher
+                .query(
+                    "SELECT 1 FROM pg_stat_activity WHERE application_name = 'phony restore'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .is_empty()
+        })
+        .await
+    );
+    assert_same(&db.fingerprint().await, &changed, "after Ctrl-C");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_a_create_lists_nothing_and_exits_130() {
+    let db = big_db("sigint_create").await;
+    let store = TestStore::new().await;
+    let watcher = db.client().await;
+    let child = phony_cmd(
+        &db.url(),
+        store.path(),
+        &["snapshot", "create", "--name", "s"],
+    )
+    .spawn()
+    .unwrap();
+    let reading = copying(&watcher, "phony capture", &db.name).await;
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(reading && sent.success(), "the capture was reading");
+    assert_eq!(out.status.code(), Some(130), "{}", crate::stderr(&out));
+    assert_eq!(
+        crate::stderr(&out),
+        "phony: error: interrupted, nothing changed\n"
+    );
+    let list = ok(&phony(&db.url(), store.path(), &["snapshot", "list"]));
+    assert!(list.contains("no snapshots yet"), "{list}");
+    // Its lock is gone: a create right after neither waits nor fails.
+    ok(&phony(&db.url(), store.path(), &["snapshot", "create"]));
+}

@@ -7,8 +7,9 @@ mod connection_strings;
 mod crash;
 mod diff;
 mod interruptions;
-mod restore_safety;
+mod messages;
 mod objects;
+mod restore_safety;
 mod retention;
 mod sync;
 
@@ -70,7 +71,10 @@ pub fn fails(o: &Output, code: i32, needles: &[&str]) -> String {
             1,
             "one line of error: {err:?}"
         );
-        assert!(err.starts_with("phony: error: "), "{err}");
+        assert!(
+            err.starts_with("phony: error: ") || err.starts_with(r#"{"error":{"code":"#),
+            "{err}"
+        );
     }
     for n in needles {
         assert!(err.contains(n), "stderr {err:?} should contain {n:?}");

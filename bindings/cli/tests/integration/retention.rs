@@ -183,7 +183,7 @@ async fn prune_keeps_what_the_policy_says_and_frees_what_the_dry_run_promised() 
     let all = ok(&phony(
         &db.url(),
         s,
-        &["snapshot", "prune", "--keep-last", "0"],
+        &["snapshot", "prune", "--keep-last", "0", "--yes"],
     ));
     assert!(
         all.contains("removed 2 of 2 snapshots (every snapshot)"),
@@ -346,7 +346,7 @@ async fn verify_names_missing_and_flipped_blobs_and_the_snapshots_they_break() {
     fails(
         &out,
         1,
-        &["store is damaged", "2 of 2 snapshot(s) cannot be restored"],
+        &["store is damaged", "2 of 2 snapshots cannot be restored"],
     );
     let report = crate::stdout(&out);
     assert!(
@@ -357,7 +357,9 @@ async fn verify_names_missing_and_flipped_blobs_and_the_snapshots_they_break() {
 
     std::fs::remove_file(&victim).unwrap();
     let out = phony(&db.url(), s, &["--json", "store", "verify"]);
-    fails(&out, 1, &["store is damaged"]);
+    let err = fails(&out, 1, &["store is damaged"]);
+    let err: Value = serde_json::from_str(&err).unwrap();
+    assert_eq!(err["error"]["code"], "corrupt_store");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["damaged_blobs"][0]["id"], name.as_str());
     assert_eq!(v["damaged_blobs"][0]["problem"], "missing");
@@ -375,7 +377,7 @@ async fn verify_names_missing_and_flipped_blobs_and_the_snapshots_they_break() {
     let root_bytes = std::fs::read(&root_path).unwrap();
     std::fs::remove_file(&root_path).unwrap();
     let out = phony(&db.url(), s, &["store", "verify"]);
-    fails(&out, 1, &["1 of 2 snapshot(s)"]);
+    fails(&out, 1, &["1 of 2 snapshots"]);
     assert!(crate::stdout(&out).contains(&format!(
         "damaged root blob {root} is missing; needed by {b}"
     )));
@@ -630,4 +632,66 @@ async fn an_untracked_snapshot_stores_changed_chunks_as_deltas_against_the_last_
         &expected,
         "the second snapshot",
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safety_snapshots_are_limited_by_default_and_by_the_stores_config() {
+    let db = TestDb::new("safety_limits").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        .await;
+    let store = TestStore::new().await;
+    let s = store.path();
+    let base = ok(&phony(
+        &db.url(),
+        s,
+        &["snapshot", "create", "--name", "base"],
+    ));
+    let base = base.trim().to_owned();
+    let safety_ids = |db: &TestDb| {
+        json(db, s, &["snapshot", "list"])["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["origin"] == "safety")
+            .map(|v| v["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let mut taken = Vec::new();
+    for n in 0..7 {
+        db.exec(&format!("INSERT INTO t VALUES ({})", n + 100))
+            .await;
+        let v = json(&db, s, &["snapshot", "restore", "base"]);
+        taken.push(v["safety_snapshot"].as_str().unwrap().to_owned());
+    }
+    // The last 5 stay, newest first; the manual snapshot is not touched.
+    let kept = safety_ids(&db);
+    let newest: Vec<String> = taken.iter().rev().take(5).cloned().collect();
+    assert_eq!(kept, newest);
+    assert!(listed(&db, s).contains(&base));
+
+    let shown = ok(&phony(&db.url(), s, &["store", "config"]));
+    assert!(
+        shown.contains("keep the last 5 per database, none older than 7days"),
+        "{shown}"
+    );
+    let config = json(&db, s, &["store", "config", "--safety-keep-last", "1"]);
+    assert_eq!(config["safety_retention"]["keep_last"], 1);
+    ok(&phony(&db.url(), s, &["snapshot", "pin", &kept[4]]));
+    db.exec("INSERT INTO t VALUES (10)").await;
+    let v = json(&db, s, &["snapshot", "restore", "base"]);
+    let just = v["safety_snapshot"].as_str().unwrap().to_owned();
+    assert_eq!(
+        safety_ids(&db),
+        [just, kept[4].clone()],
+        "the new one and the pinned one"
+    );
+
+    ok(&phony(
+        &db.url(),
+        s,
+        &["store", "config", "--safety-keep-all"],
+    ));
+    db.exec("INSERT INTO t VALUES (11)").await;
+    json(&db, s, &["snapshot", "restore", "base"]);
+    assert_eq!(safety_ids(&db).len(), 3, "no limit");
 }

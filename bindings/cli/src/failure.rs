@@ -1,0 +1,252 @@
+//! How a failed command ends: one line on stderr (with `--json`, one JSON document on one
+//! line), and its exit code.
+//!
+//! With `--json`, an error is `{"error": {"code": "...", "message": "..."}}`. The codes are
+//! stable, for scripts to branch on:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | `not_found` | no snapshot (or store object) by that id, prefix or name |
+//! | `ambiguous` | an id prefix matches several snapshots |
+//! | `name_taken` | another snapshot already has that name |
+//! | `usage` | the command line or a value in it is not valid (exit 2) |
+//! | `confirmation_required` | the command needs `--yes` when not run on a terminal (exit 2) |
+//! | `locked` | other sessions hold locks the restore needs |
+//! | `corrupt_store` | a stored object or record is damaged or missing |
+//! | `unsupported_format` | the store was written by a newer phony |
+//! | `storage_full` | the store's disk or quota is full |
+//! | `storage` | the store could not be read or written |
+//! | `connection` | the database could not be reached, or refused the login |
+//! | `database` | a statement failed on the database |
+//! | `pg_dump` | pg_dump is missing or failed |
+//! | `unsupported` | the request cannot be done (e.g. a diff that SQL cannot express) |
+//! | `cancelled` | interrupted (Ctrl-C, exit 130) or not confirmed (exit 1); nothing changed |
+//! | `internal` | anything else |
+//!
+//! `phony run` passes its command's exit status on, and exits 127 (`not_found`) when the
+//! command does not exist.
+
+use std::fmt;
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use crate::stdout::StdoutClosed;
+
+/// A usage error found after the command line was parsed: exit 2.
+#[derive(Debug)]
+pub struct Usage {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// A failure with a code of its own, where no typed error says it: exit 1.
+#[derive(Debug)]
+pub struct Coded {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for Coded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Coded {}
+
+/// The command was stopped before it changed anything: interrupted (exit 130) or not
+/// confirmed (exit 1).
+#[derive(Debug)]
+pub struct Cancelled {
+    pub message: &'static str,
+    pub exit: u8,
+}
+
+impl Cancelled {
+    /// Ctrl-C.
+    pub const INTERRUPTED: Cancelled = Cancelled {
+        message: "interrupted, nothing changed",
+        exit: 130,
+    };
+    /// A question answered no.
+    pub const DECLINED: Cancelled = Cancelled {
+        message: "not confirmed, nothing changed",
+        exit: 1,
+    };
+}
+
+impl fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message)
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
+/// The stable code of an error: that of the first cause phony knows.
+pub fn code(e: &anyhow::Error) -> &'static str {
+    for cause in e.chain() {
+        if let Some(u) = cause.downcast_ref::<Usage>() {
+            return u.code;
+        }
+        if let Some(c) = cause.downcast_ref::<Coded>() {
+            return c.code;
+        }
+        if cause.is::<Cancelled>() {
+            return "cancelled";
+        }
+        if cause.is::<crate::run::CommandNotFound>() {
+            return "not_found";
+        }
+        if let Some(e) = cause.downcast_ref::<phony_core::Error>() {
+            return core_code(e);
+        }
+        if let Some(e) = cause.downcast_ref::<phony_postgres::Error>() {
+            use phony_postgres::Error as P;
+            return match e {
+                P::Connect { .. } => "connection",
+                P::Postgres { .. } => "database",
+                P::Locked { .. } => "locked",
+                P::PgDump(_) => "pg_dump",
+                P::InvalidTarget(_) => "usage",
+                P::Patch(_) => "unsupported",
+                P::Mask(_) => "usage",
+                P::Store(e) => core_code(e),
+                P::Internal(_) => "internal",
+                #[allow(unreachable_patterns)]
+                _ => "internal",
+            };
+        }
+    }
+    "internal"
+}
+
+fn core_code(e: &phony_core::Error) -> &'static str {
+    use phony_core::Error as C;
+    match e {
+        C::NotFound { .. } | C::SnapshotNotFound { .. } | C::PrefixTooShort { .. } => "not_found",
+        C::AlreadyExists { .. } => "name_taken",
+        C::Ambiguous { .. } => "ambiguous",
+        C::Invalid(_) => "usage",
+        C::Corrupt { .. } | C::BaseMissing { .. } | C::CorruptRecord { .. } => "corrupt_store",
+        C::UnsupportedFormat { .. } => "unsupported_format",
+        C::Backend { .. } if e.is_storage_full() => "storage_full",
+        C::Backend { .. } => "storage",
+        #[allow(unreachable_patterns)]
+        _ => "internal",
+    }
+}
+
+/// Ends a failed command: prints the error and gives the exit code.
+pub fn finish(e: &anyhow::Error, json: bool) -> ExitCode {
+    if e.chain().any(|c| c.is::<StdoutClosed>()) {
+        return ExitCode::SUCCESS;
+    }
+    // A command wrapped by `phony run`: its own status, passed on as it is.
+    if let Some(crate::run::ExitWith(code)) = e.chain().find_map(|c| c.downcast_ref()) {
+        return ExitCode::from(*code);
+    }
+    let cancelled = e.chain().find_map(|c| c.downcast_ref::<Cancelled>());
+    let exit = if let Some(c) = cancelled {
+        c.exit
+    } else if e.chain().any(|c| c.is::<crate::run::CommandNotFound>()) {
+        127
+    } else if e.chain().any(|c| c.is::<Usage>() || is_malformed_target(c)) {
+        2
+    } else {
+        1
+    };
+    // Interrupted: the one line says so, without the step it stopped.
+    let message = match cancelled {
+        Some(c) => c.message.to_owned(),
+        None => one_line(e),
+    };
+    print(code(e), &message, json);
+    ExitCode::from(exit)
+}
+
+/// A malformed connection string is a usage error, like a malformed flag.
+fn is_malformed_target(cause: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        cause.downcast_ref::<phony_postgres::Error>(),
+        Some(phony_postgres::Error::InvalidTarget(_))
+    )
+}
+
+/// Prints one error line on stderr: text, or with `json` a one-line JSON document.
+pub fn print(code: &str, message: &str, json: bool) {
+    if json {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            error: Inner<'a>,
+        }
+        #[derive(Serialize)]
+        struct Inner<'a> {
+            code: &'a str,
+            message: &'a str,
+        }
+        let doc = Doc {
+            error: Inner { code, message },
+        };
+        if let Ok(line) = serde_json::to_string(&doc) {
+            eprintln!("{line}");
+            return;
+        }
+    }
+    eprintln!("phony: error: {message}");
+}
+
+/// The error and its causes on one line, without repeating a cause its context already quotes.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if parts.last().is_some_and(|p| p.contains(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_come_from_the_first_known_cause() {
+        let e = anyhow::Error::new(phony_core::Error::SnapshotNotFound {
+            reference: "x".into(),
+        })
+        .context("showing x");
+        assert_eq!(code(&e), "not_found");
+        let e = anyhow::Error::new(phony_postgres::Error::Store(phony_core::Error::Ambiguous {
+            prefix: "abcd".into(),
+            candidates: vec![],
+        }));
+        assert_eq!(code(&e), "ambiguous");
+        let e = anyhow::Error::new(phony_postgres::Error::Connect {
+            target: "db".into(),
+            message: "refused".into(),
+        })
+        .context("capturing db");
+        assert_eq!(code(&e), "connection");
+        assert_eq!(code(&anyhow::anyhow!("something")), "internal");
+        assert_eq!(
+            code(&anyhow::Error::new(Usage {
+                code: "usage",
+                message: "no".into()
+            })),
+            "usage"
+        );
+    }
+}
