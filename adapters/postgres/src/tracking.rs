@@ -771,7 +771,8 @@ pub(crate) struct LoggedRelation {
     /// Quoted, schema-qualified name (`regclass` text).
     pub name: String,
     pub table: QualifiedName,
-    /// Primary key columns (none: the table has no primary key) and their types.
+    /// Primary key columns (none: the table has no primary key) and their types, with
+    /// their collations (see [`crate::catalog::COLUMN_TYPE_OF_A`]).
     pub key: Vec<String>,
     pub key_types: Vec<String>,
     /// Stored (not generated) columns, in order.
@@ -848,7 +849,7 @@ pub(crate) async fn logged_relations(
                         o.relid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(c.relid))
                         OR c.relid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(o.relid)))),
                     ARRAY(SELECT a.attname::text {key_of_c}),
-                    ARRAY(SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) {key_of_c}),
+                    ARRAY(SELECT {key_type} {key_of_c}),
                     ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
                           WHERE a.attrelid = c.relid AND a.attnum > 0 AND NOT a.attisdropped
                             AND a.attgenerated = ''
@@ -861,6 +862,7 @@ pub(crate) async fn logged_relations(
             unknown = literal(crate::delta::UNKNOWN_IMAGE),
             in_place = in_place_sql("c.relid"),
             key_of_c = KEY_COLUMNS_OF_C,
+            key_type = crate::catalog::COLUMN_TYPE_OF_A,
         ))
         .await
         .map_err(pg(context))?;

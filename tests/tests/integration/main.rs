@@ -4,6 +4,7 @@
 
 mod consistency;
 mod diff;
+mod key_equality;
 mod incremental;
 mod roundtrip;
 mod tracking;
