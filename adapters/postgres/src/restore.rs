@@ -23,7 +23,7 @@ use crate::chunk_stream::decoded_chunks;
 use crate::connect::ConnectionTarget;
 use crate::delta::{self, TableChange};
 use crate::error::{describe, pg, BlockingSession, Error, Result};
-use crate::schema_dump::{normalize, PgDump, Section};
+use crate::schema_dump::{normalize, with_utf8_client_encoding, PgDump, Section};
 use crate::session::Session;
 use crate::sql::{ident, ident_list, literal, qualified};
 use crate::tracking;
@@ -1034,17 +1034,20 @@ pub(crate) async fn refresh_materialized_views(client: &Client, root: &RootManif
     Ok(())
 }
 
+/// A stored schema script, to run on a UTF-8 session (see [`with_utf8_client_encoding`]).
 pub(crate) async fn text_blob<B: Backend>(
     store: &Store<B>,
     r: &phony_core::BlobRef,
 ) -> Result<String> {
     let plain = store.get_plain(&r.id, r.bytes).await?;
-    String::from_utf8(plain).map_err(|_| {
-        Error::Store(phony_core::Error::Corrupt {
-            id: r.id,
-            reason: "schema text is not UTF-8".into(),
+    String::from_utf8(plain)
+        .map(with_utf8_client_encoding)
+        .map_err(|_| {
+            Error::Store(phony_core::Error::Corrupt {
+                id: r.id,
+                reason: "schema text is not UTF-8".into(),
+            })
         })
-    })
 }
 
 /// Streams a table's chunks from the store into `COPY … FROM STDIN`, fetching and

@@ -6,6 +6,7 @@ mod consistency;
 mod diff;
 mod key_equality;
 mod incremental;
+mod rls;
 mod roundtrip;
 mod tracking;
 mod xmin;
