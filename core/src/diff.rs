@@ -498,6 +498,7 @@ mod tests {
             tables,
             sequences: vec![],
             materialized_views: vec![],
+            database: None,
         }
     }
 

@@ -308,4 +308,8 @@ pub fn assert_same(actual: &Fingerprint, expected: &Fingerprint, what: &str) {
         actual.sequences, expected.sequences,
         "{what}: sequences differ"
     );
+    assert_eq!(
+        actual.database, expected.database,
+        "{what}: database encoding, locale or settings differ"
+    );
 }

@@ -3,6 +3,7 @@
 //! phony's PostgreSQL adapter, on tokio-postgres.
 //!
 //! - [`connect`]: connection strings, libpq's environment defaults, password-free display.
+//! - [`database`]: the database's encoding, locale and settings, kept with each snapshot.
 //! - [`capture`]: one consistent, online read of a database into a phony store.
 //! - [`restore`]: an atomic rewrite of a database into a snapshot's state.
 //! - [`fingerprint`]: a database's state, comparable regardless of physical row order.
@@ -18,6 +19,7 @@ pub mod capture;
 pub mod catalog;
 mod chunk_stream;
 pub mod connect;
+pub mod database;
 pub mod delta;
 pub mod error;
 pub mod fingerprint;

@@ -21,6 +21,7 @@ use crate::capture::Progress;
 use crate::catalog::{self, PHONY_SCHEMA};
 use crate::chunk_stream::decoded_chunks;
 use crate::connect::ConnectionTarget;
+use crate::database;
 use crate::delta::{self, TableChange};
 use crate::error::{describe, pg, BlockingSession, Error, Result};
 use crate::schema_dump::{normalize, with_utf8_client_encoding, PgDump, Section};
@@ -378,6 +379,13 @@ pub async fn restore_in<B: Backend + 'static>(
             result = tracking::reset_after_full_restore(client, &root_id).await;
         }
         if let Err(e) = result {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
+    }
+    // The database's own settings, which no schema comparison or change log sees.
+    if let (Some(props), false) = (&root.database, opts.dry_run) {
+        if let Err(e) = database::restore_settings(client, target.dbname(), props).await {
             let _ = client.batch_execute("ROLLBACK").await;
             return Err(e);
         }

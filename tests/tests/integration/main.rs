@@ -4,10 +4,12 @@
 
 mod consistency;
 mod diff;
-mod key_equality;
+mod encodings;
 mod incremental;
+mod key_equality;
 mod rls;
 mod roundtrip;
+mod settings;
 mod tracking;
 mod xmin;
 
