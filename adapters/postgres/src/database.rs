@@ -5,6 +5,7 @@ use phony_core::DatabaseProperties;
 use tokio_postgres::GenericClient;
 
 use crate::error::{pg, Result};
+use crate::session::Session;
 use crate::sql::{ident, literal};
 
 /// The current database's properties. The locale provider's columns differ between
@@ -159,17 +160,38 @@ fn split_list(value: &str) -> Vec<String> {
     out
 }
 
-/// Gives the current database (named `name`) the settings `props` records, inside the
-/// caller's transaction (`ALTER DATABASE … SET` is transactional), unless it has them
-/// already. Needs the database's owner (or a superuser) only when they differ.
-pub async fn restore_settings(
+/// The current database's own settings (`ALTER DATABASE … SET`, for every role), on a
+/// statement the session prepares once.
+pub(crate) async fn settings(session: &Session) -> Result<Vec<String>> {
+    let context = "reading the database's settings";
+    let statement = session
+        .prepared(
+            "SELECT coalesce((SELECT s.setconfig::text[] FROM pg_catalog.pg_db_role_setting s
+                              JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase
+                              WHERE d.datname = pg_catalog.current_database()
+                                AND s.setrole = 0), '{}')",
+        )
+        .await
+        .map_err(pg(context))?;
+    let row = session
+        .client()
+        .query_one(&statement, &[])
+        .await
+        .map_err(pg(context))?;
+    Ok(row.get(0))
+}
+
+/// Gives the current database (named `name`), which has the settings `live`, the settings
+/// `props` records, inside the caller's transaction (`ALTER DATABASE … SET` is
+/// transactional). Needs the database's owner (or a superuser) only when they differ.
+pub(crate) async fn restore_settings(
     client: &impl GenericClient,
     name: &str,
+    live: &[String],
     props: &DatabaseProperties,
-) -> Result<bool> {
-    let live = properties(client).await?;
-    if live.settings == props.settings {
-        return Ok(false);
+) -> Result<()> {
+    if live == props.settings.as_slice() {
+        return Ok(());
     }
     client
         .batch_execute(&set_settings_sql(name, &props.settings))
@@ -177,8 +199,7 @@ pub async fn restore_settings(
         .map_err(pg(format!(
             "setting the database's settings as the snapshot has them (ALTER DATABASE {} SET …, which needs its owner)",
             ident(name)
-        )))?;
-    Ok(true)
+        )))
 }
 
 #[cfg(test)]

@@ -235,9 +235,10 @@ pub async fn restore_in<B: Backend + 'static>(
     let root_id = root.encode().id;
     // pg_dump's scripts (the full path) set session settings: kept to be set back after.
     let names = script_settings(&[&pre_data, &post_data]);
-    let (probe, settings) = tokio::try_join!(
+    let (probe, settings, database_settings) = tokio::try_join!(
         tracking::probe(session, &root_id),
-        session_settings(session, &names)
+        session_settings(session, &names),
+        database::settings(session)
     )?;
     let tracked = probe.tracked;
     let mark = if opts.full { None } else { probe.mark.clone() };
@@ -385,7 +386,9 @@ pub async fn restore_in<B: Backend + 'static>(
     }
     // The database's own settings, which no schema comparison or change log sees.
     if let (Some(props), false) = (&root.database, opts.dry_run) {
-        if let Err(e) = database::restore_settings(client, target.dbname(), props).await {
+        if let Err(e) =
+            database::restore_settings(client, target.dbname(), &database_settings, props).await
+        {
             let _ = client.batch_execute("ROLLBACK").await;
             return Err(e);
         }
