@@ -33,10 +33,13 @@ use crate::sql::{ident, literal, qualified};
 pub const TRIGGER_PREFIX: &str = "phony_track_";
 
 /// Output settings under which row images are written and read back, so that an image
-/// always parses to the same values.
+/// always parses to the same values, and is the text phony's own sessions print for the
+/// row (see [`crate::connect::PINNED_SETTINGS`]): a row changed and changed back by a
+/// session in another time zone compares equal to its image.
 pub(crate) const IMAGE_SETTINGS: &str =
     "SET LOCAL datestyle = 'ISO, MDY'; SET LOCAL intervalstyle = 'postgres'; \
-     SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = 'hex';";
+     SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = 'hex'; \
+     SET LOCAL timezone = 'UTC';";
 
 const INSTALL: &str = r#"
 CREATE SCHEMA phony;
@@ -278,7 +281,7 @@ fn table_triggers_sql(table: &QualifiedName, oid: u32, key: &[String]) -> String
         let f = format!("phony.t{oid}");
         sql += &format!(
             "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql
-             SET datestyle = 'ISO, MDY' SET intervalstyle = 'postgres' SET extra_float_digits = 3 SET bytea_output = 'hex'
+             SET datestyle = 'ISO, MDY' SET intervalstyle = 'postgres' SET extra_float_digits = 3 SET bytea_output = 'hex' SET timezone = 'UTC'
              AS $fn$
              BEGIN
                  -- Old rows with their image (the row as it was), new keys without one.

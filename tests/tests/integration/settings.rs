@@ -182,3 +182,45 @@ async fn a_restore_puts_the_database_settings_back() {
     assert_eq!(report.path, RestorePath::Delta);
     assert_same(&db.fingerprint().await, &expected, "settings put back");
 }
+
+/// Row images logged by an application's session in another time zone read as the rows
+/// phony's sessions print: a row changed and changed back counts as unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_logged_in_another_time_zone_compare_equal() {
+    let db = TestDb::new("set_tz").await;
+    db.exec(
+        "CREATE TABLE tz (id int PRIMARY KEY, at timestamptz, n int);
+         INSERT INTO tz VALUES (1, '2024-03-01 12:00:00+00', 1), (2, '2024-03-02 12:00:00+00', 2);",
+    )
+    .await;
+    track_on(&db).await;
+    let store = TestStore::new().await;
+    let base = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    let expected = db.fingerprint().await;
+    // An application's session, with its own time zone (not one of phony's).
+    let (app, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    app.batch_execute(
+        "SET TimeZone = 'Asia/Kathmandu';
+         UPDATE tz SET n = n + 1 WHERE id = 1; UPDATE tz SET n = n - 1 WHERE id = 1;
+         UPDATE tz SET n = 20 WHERE id = 2;",
+    )
+    .await
+    .unwrap();
+    let opts = RestoreOptions {
+        dry_run: true,
+        ..RestoreOptions::default()
+    };
+    let report = restore(&db.target(), &store.store, &base.manifest, &opts)
+        .await
+        .unwrap();
+    assert!(report.tracked, "{report:?}");
+    let updated: u64 = report.changes.iter().map(|c| c.updated).sum();
+    assert_eq!(updated, 1, "{:?}", report.changes);
+    db.restore(&store, &base.manifest).await;
+    assert_same(&db.fingerprint().await, &expected, "restored");
+}
