@@ -260,7 +260,7 @@ fn text_stable(sql_type: &str) -> bool {
     matches!(
         sql_type,
         "smallint" | "integer" | "bigint" | "text" | "uuid" | "oid"
-    ) || sql_type.starts_with("character varying")
+    ) || (sql_type.starts_with("character varying") && !sql_type.contains(" COLLATE "))
 }
 
 /// The logged keys of a table since a mark, as a filter, when its key types allow.

@@ -1,6 +1,6 @@
 //! Keys that are equal but spelled otherwise (another case under a nondeterministic
-//! collation or `citext`, another scale of a `numeric`, `-0` for `0`, arrays and composites
-//! of those): restores to either snapshot, forward and back, tracked and not, keep every
+//! collation, of `text` or `varchar`, or under `citext`, another scale of a `numeric`, `-0`
+//! for `0`, arrays and composites of those): restores to either snapshot, forward and back, tracked and not, keep every
 //! row, spelled as that snapshot has it.
 
 use phony_postgres::{capture, tracking, CaptureOptions, RestorePath};
@@ -19,6 +19,7 @@ const SCHEMA: &str =
     CREATE TABLE tz (k timestamptz PRIMARY KEY, n int);
     CREATE TABLE multi (a text COLLATE ci, b numeric, n int, PRIMARY KEY (a, b));
     CREATE TABLE icu_only (k text COLLATE ci PRIMARY KEY);
+    CREATE TABLE vc (k varchar(40) COLLATE ci PRIMARY KEY, n int);
     INSERT INTO icu VALUES ('User1@example.com', 1), ('other@example.com', 2);
     INSERT INTO cit VALUES ('User1@example.com', 1), ('other@example.com', 2);
     INSERT INTO num VALUES (1.0, 1), (2, 2);
@@ -27,7 +28,8 @@ const SCHEMA: &str =
     INSERT INTO comp VALUES ('(1.0,Abc)', 1), ('(2,x)', 2);
     INSERT INTO tz VALUES ('2024-01-01 00:00:00+00', 1), ('2024-06-01 00:00:00+00', 2);
     INSERT INTO multi VALUES ('Ab', 1.0, 1), ('cd', 2, 2);
-    INSERT INTO icu_only VALUES ('User1@example.com'), ('other@example.com');";
+    INSERT INTO icu_only VALUES ('User1@example.com'), ('other@example.com');
+    INSERT INTO vc VALUES ('User1@example.com', 1), ('other@example.com', 2);";
 
 /// Each key respelled (equal to the old one), some rows' other columns changed too.
 const RESPELL: &str = "UPDATE icu SET k = 'user1@example.com' WHERE k = 'User1@example.com';
@@ -38,7 +40,8 @@ const RESPELL: &str = "UPDATE icu SET k = 'user1@example.com' WHERE k = 'User1@e
     UPDATE comp SET k = '(1.000,ABC)', n = 7 WHERE k = '(1,abc)'::pair;
     UPDATE tz SET k = '2024-01-01 01:00:00+01', n = 3 WHERE n = 1;
     UPDATE multi SET a = 'AB', b = 1.00 WHERE a = 'ab';
-    UPDATE icu_only SET k = 'user1@EXAMPLE.com' WHERE k = 'user1@example.com';";
+    UPDATE icu_only SET k = 'user1@EXAMPLE.com' WHERE k = 'user1@example.com';
+    UPDATE vc SET k = 'user1@example.com' WHERE k = 'User1@example.com';";
 
 async fn forward_and_back(tracked: bool) {
     let db = TestDb::new(&format!("keq_{}", tracked as u8)).await;
