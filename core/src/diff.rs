@@ -502,6 +502,7 @@ mod tests {
             tables,
             sequences: vec![],
             materialized_views: vec![],
+            database: None,
         }
     }
 

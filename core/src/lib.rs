@@ -45,7 +45,9 @@ pub use chunker::{ChunkParams, RowChunk, RowChunker};
 pub use config::StoreConfig;
 pub use error::{Error, Result};
 pub use id::{BlobId, SnapshotId};
-pub use manifest::{BlobRef, QualifiedName, RootManifest, SequenceState, TableEntry};
+pub use manifest::{
+    BlobRef, DatabaseProperties, QualifiedName, RootManifest, SequenceState, TableEntry,
+};
 pub use record::{CapturePoint, Origin, SnapshotName, SnapshotRecord, SnapshotStats, SourceInfo};
 pub use retention::{PrunePlan, RetentionPolicy};
 pub use store::{Backend, BlobKind, ListEntry, Store, Stored};

@@ -188,6 +188,28 @@ pub struct SequenceState {
     pub is_called: bool,
 }
 
+/// What a database was created with and the settings it gives its sessions, so that a
+/// restore into a new database makes it alike (a `LATIN1` database stays `LATIN1`, its
+/// `ALTER DATABASE … SET` settings come back).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseProperties {
+    /// The encoding's name (`UTF8`, `LATIN1`, `SQL_ASCII` …).
+    pub encoding: String,
+    /// `LC_COLLATE` and `LC_CTYPE`.
+    pub collate: String,
+    pub ctype: String,
+    /// The locale provider (`c` libc, `i` ICU, `b` builtin), where the server has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale_provider: Option<String>,
+    /// The provider's locale, for an ICU (or builtin) provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    /// The database's own settings (`ALTER DATABASE … SET`, for every role), as the
+    /// server keeps them: `name=value`, in its order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settings: Vec<String>,
+}
+
 /// Everything a snapshot holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RootManifest {
@@ -205,6 +227,10 @@ pub struct RootManifest {
     /// Materialized views that held data, by name.
     #[serde(default)]
     pub materialized_views: Vec<QualifiedName>,
+    /// The database's encoding, locale and settings; absent in snapshots taken before
+    /// they were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseProperties>,
 }
 
 impl RootManifest {
@@ -358,6 +384,7 @@ mod tests {
                     is_called: true,
                 }],
                 materialized_views: vec![],
+                database: None,
             };
             for mut bytes in [nodes[0].plain.clone(), manifest.encode().plain] {
                 let at = pos % bytes.len();

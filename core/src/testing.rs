@@ -148,6 +148,7 @@ pub async fn put_snapshot<B: Backend>(store: &Store<B>, chunks: &[&[u8]], n: u8)
         }],
         sequences: vec![],
         materialized_views: vec![],
+        database: None,
     };
     let (root_id, _) = store.put_plain(&root.encode().plain).await.unwrap();
     let record = SnapshotRecord {

@@ -44,11 +44,16 @@ pub struct TestDb {
 impl TestDb {
     /// Creates an empty database named `phony_t_<label>_<random>`.
     pub async fn new(label: &str) -> Self {
+        Self::with_options(label, "").await
+    }
+
+    /// [`TestDb::new`] with options for `CREATE DATABASE` (`TEMPLATE template0 ENCODING …`).
+    pub async fn with_options(label: &str, options: &str) -> Self {
         let server = ConnectionTarget::parse(Some(&server_url())).unwrap();
         let name = format!("phony_t_{label}_{:08x}", rand::random::<u32>());
         let admin = server.connect().await.unwrap();
         admin
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .batch_execute(&format!("CREATE DATABASE \"{name}\" {options}"))
             .await
             .unwrap();
         TestDb { name, server }
@@ -206,6 +211,55 @@ impl Drop for TestDb {
     }
 }
 
+/// A login role of a test's own (`phony_r_<label>_<random>`, with the attributes given),
+/// dropped with what it owns in `db` when this is dropped: declare it after the database
+/// so that it goes first.
+#[derive(Debug)]
+pub struct TestRole {
+    pub name: String,
+    db: ConnectionTarget,
+}
+
+impl TestRole {
+    pub async fn new(db: &TestDb, label: &str, attributes: &str) -> Self {
+        let name = format!("phony_r_{label}_{:08x}", rand::random::<u32>());
+        db.exec(&format!("CREATE ROLE \"{name}\" LOGIN {attributes}"))
+            .await;
+        TestRole {
+            name,
+            db: db.target(),
+        }
+    }
+
+    /// `db`'s database, connected to as this role.
+    pub fn target(&self) -> ConnectionTarget {
+        let shown = self.db.to_string();
+        let (_, rest) = shown.split_once('@').unwrap();
+        ConnectionTarget::parse(Some(&format!("postgres://{}@{rest}", self.name))).unwrap()
+    }
+}
+
+impl Drop for TestRole {
+    fn drop(&mut self) {
+        let (db, name) = (self.db.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let client = db.connect().await.ok()?;
+                let _ = client
+                    .batch_execute(&format!(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{name}';
+                         REASSIGN OWNED BY \"{name}\" TO CURRENT_USER; DROP OWNED BY \"{name}\";
+                         DROP ROLE \"{name}\";"
+                    ))
+                    .await;
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
 /// A store in a temporary directory.
 #[derive(Debug)]
 pub struct TestStore {
@@ -253,5 +307,9 @@ pub fn assert_same(actual: &Fingerprint, expected: &Fingerprint, what: &str) {
     assert_eq!(
         actual.sequences, expected.sequences,
         "{what}: sequences differ"
+    );
+    assert_eq!(
+        actual.database, expected.database,
+        "{what}: database encoding, locale or settings differ"
     );
 }

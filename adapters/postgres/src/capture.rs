@@ -216,6 +216,7 @@ async fn capture_holding<B: Backend + 'static>(
     let names: Vec<&QualifiedName> = tables.iter().map(|t| &t.name).collect();
     let point = xmin::point_from_row(&row, xmin::relations_digest(&coordinator, &names).await);
     let sequences = read_sequences(&coordinator).await?;
+    let database = crate::database::properties(&coordinator).await?;
     let materialized_views = catalog::populated_materialized_views(&coordinator).await?;
     if let Some(fixed) = &opts.on_point_fixed {
         fixed(base.is_some());
@@ -282,6 +283,7 @@ async fn capture_holding<B: Backend + 'static>(
         tables: entries,
         sequences,
         materialized_views,
+        database: Some(database),
     };
     let encoded = manifest.encode();
     let (root, stored) = store.put_plain(&encoded.plain).await?;

@@ -18,6 +18,27 @@ const USER_SCHEMA: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema',
 const NOT_EXTENSION_MEMBER: &str = "NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
      WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')";
 
+/// The SQL type of the column `a` (a `pg_attribute` row) as `format_type` names it, with
+/// its collation where that is not the type's own (` COLLATE public.ci`): a value cast to
+/// it is compared, sorted and grouped as the column's values are. Under another collation
+/// `User1@x` and `user1@x` would be two keys of a column where they are one (a
+/// nondeterministic collation), or sort elsewhere than the table's key order.
+pub(crate) const COLUMN_TYPE_OF_A: &str = "pg_catalog.format_type(a.atttypid, a.atttypmod) ||      coalesce((SELECT ' COLLATE ' || pg_catalog.quote_ident(cn.nspname) || '.'                       || pg_catalog.quote_ident(co.collname)
+               FROM pg_catalog.pg_collation co
+               JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace
+               WHERE co.oid = a.attcollation AND a.attcollation <> 0
+                 AND a.attcollation <> (SELECT ty.typcollation FROM pg_catalog.pg_type ty
+                                        WHERE ty.oid = a.atttypid)), '')";
+
+/// The array type of `ty` (a [`COLUMN_TYPE_OF_A`]), collation included: `text[] COLLATE
+/// public.ci` for `text COLLATE public.ci`, as a cast's target.
+pub(crate) fn array_type(ty: &str) -> String {
+    match ty.split_once(" COLLATE ") {
+        Some((base, collation)) => format!("{base}[] COLLATE {collation}"),
+        None => format!("{ty}[]"),
+    }
+}
+
 /// A table whose rows a snapshot holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableInfo {
@@ -127,4 +148,18 @@ pub async fn server_version(client: &impl GenericClient) -> Result<(u32, String)
         .await
         .map_err(pg("reading the server version"))?;
     Ok((row.get::<_, i32>(0).max(0) as u32, row.get(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn array_types_keep_the_collation() {
+        assert_eq!(array_type("numeric(10,2)"), "numeric(10,2)[]");
+        assert_eq!(
+            array_type("text COLLATE public.ci"),
+            "text[] COLLATE public.ci"
+        );
+    }
 }

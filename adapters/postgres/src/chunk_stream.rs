@@ -8,6 +8,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt, TryStreamExt};
 use phony_core::mask::TableMask;
 use phony_core::{Backend, BlobRef, ChunkParams, QualifiedName, RowChunk, RowChunker, Store};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, CopyOutStream};
 
 use crate::capture::Progress;
@@ -37,10 +38,7 @@ impl ChunkStream {
         params: ChunkParams,
         progress: Option<Progress>,
     ) -> Result<Self> {
-        let stream = client
-            .copy_out(sql)
-            .await
-            .map_err(pg(format!("reading table {table}")))?;
+        let stream = client.copy_out(sql).await.map_err(read_error(table))?;
         Ok(ChunkStream {
             stream: Box::pin(stream),
             chunker: Some(RowChunker::new(params)?),
@@ -92,7 +90,7 @@ impl ChunkStream {
                 .stream
                 .try_next()
                 .await
-                .map_err(pg(format!("reading table {}", self.table)))?;
+                .map_err(read_error(&self.table))?;
             match next {
                 Some(buf) => {
                     if let Some(p) = &self.progress {
@@ -108,6 +106,18 @@ impl ChunkStream {
                 }
             }
         }
+    }
+}
+
+/// The error of reading `table`. Text the session's encoding (UTF-8) cannot hold can only
+/// come from a `SQL_ASCII` database, which stores any bytes and leaves the check to the
+/// output: the server refuses to send it, and the error says what to do.
+fn read_error(table: &QualifiedName) -> impl FnOnce(tokio_postgres::Error) -> Error + '_ {
+    move |e| match e.code() {
+        Some(&SqlState::CHARACTER_NOT_IN_REPERTOIRE) => Error::NotUtf8 {
+            table: table.to_string(),
+        },
+        _ => pg(format!("reading table {table}"))(e),
     }
 }
 

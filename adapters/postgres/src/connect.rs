@@ -190,14 +190,17 @@ impl ConnectionTarget {
     }
 
     /// Connects, with TLS as `sslmode` says, driving the connection on the current runtime.
+    /// The session runs with [`PINNED_SETTINGS`], whatever the role's or the database's
+    /// defaults are.
     pub async fn connect(&self) -> Result<Client> {
         let over_socket = matches!(self.config.get_hosts().first(), Some(Host::Unix(_)));
         let connect_error = |e: tokio_postgres::Error| Error::Connect {
             target: self.to_string(),
             message: describe(&e),
         };
+        let mut config = self.config.clone();
+        config.options(with_pinned_settings(self.config.get_options()));
         let client = if over_socket || self.tls.mode == SslMode::Disable {
-            let mut config = self.config.clone();
             config.ssl_mode(DriverSslMode::Disable);
             let (client, connection) = config.connect(NoTls).await.map_err(connect_error)?;
             tokio::spawn(async move {
@@ -207,7 +210,6 @@ impl ConnectionTarget {
             });
             client
         } else {
-            let mut config = self.config.clone();
             config.ssl_mode(match self.tls.mode {
                 SslMode::Allow | SslMode::Prefer => DriverSslMode::Prefer,
                 _ => DriverSslMode::Require,
@@ -299,6 +301,48 @@ impl fmt::Display for ConnectionTarget {
     }
 }
 
+/// The settings every session phony opens runs with, sent in the startup packet (they
+/// override `ALTER DATABASE … SET` and `ALTER ROLE … SET` defaults). Rows travel as text:
+/// their text must not depend on who connects to which database, or a snapshot would hold
+/// π as `3.14159265359` under `extra_float_digits = -3`, dates a `--target` cannot read
+/// back under `DateStyle = 'SQL, DMY'`, or timestamps in the zone of whoever took it.
+/// `row_security = off` makes a query that a row-level security policy would filter fail
+/// instead: a snapshot never holds, and a restore never rewrites, only the rows a policy
+/// shows. Timeouts meant for applications' queries do not cut a capture or a restore short
+/// (restores set their own `lock_timeout`), as pg_dump does.
+pub const PINNED_SETTINGS: &[(&str, &str)] = &[
+    ("client_encoding", "UTF8"),
+    ("DateStyle", "ISO, MDY"),
+    ("IntervalStyle", "postgres"),
+    ("extra_float_digits", "3"),
+    ("bytea_output", "hex"),
+    ("standard_conforming_strings", "on"),
+    ("TimeZone", "UTC"),
+    ("row_security", "off"),
+    ("statement_timeout", "0"),
+    ("idle_in_transaction_session_timeout", "0"),
+];
+
+/// The `options` startup parameter (`-c name=value …`, spaces and backslashes escaped)
+/// setting [`PINNED_SETTINGS`] after `given` (the connection string's own options), so
+/// that they win.
+pub fn with_pinned_settings(given: Option<&str>) -> String {
+    let mut out = given.unwrap_or("").trim().to_owned();
+    for (name, value) in PINNED_SETTINGS {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str("-c ");
+        for c in format!("{name}={value}").chars() {
+            if c == ' ' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Removes the password of `conn` from a parse error message, should the parser echo it.
 fn redact_error(message: &str, conn: &str) -> String {
     match password_of(conn) {
@@ -332,6 +376,15 @@ mod tests {
     fn malformed_strings_are_refused_without_echoing_secrets() {
         let err = ConnectionTarget::parse(Some("postgres://u:s3cret@h:notaport/d")).unwrap_err();
         assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn pinned_settings_come_after_the_given_options_and_are_escaped() {
+        let options = with_pinned_settings(Some("-c work_mem=8MB"));
+        assert!(options.starts_with("-c work_mem=8MB -c client_encoding=UTF8 "));
+        assert!(options.contains(" -c DateStyle=ISO,\\ MDY "), "{options}");
+        assert!(options.contains(" -c row_security=off "), "{options}");
+        assert!(with_pinned_settings(None).starts_with("-c client_encoding=UTF8"));
     }
 
     #[test]

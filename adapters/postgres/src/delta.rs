@@ -19,7 +19,7 @@ use futures::{SinkExt, TryStreamExt};
 use phony_core::{row, Backend, BlobId, BlobRef, ChunkParams, QualifiedName, Store, TableEntry};
 use tokio_postgres::{Client, CopyInSink};
 
-use crate::catalog::TableInfo;
+use crate::catalog::{TableInfo, COLUMN_TYPE_OF_A};
 use crate::chunk_stream::{copy_out_sql, decoded_chunks, Bound, ChunkStream};
 use crate::error::{pg, Error, Result};
 use crate::sql::{column_list, columns_of, ident, ident_list, literal, qualified};
@@ -253,12 +253,14 @@ impl KeyFilter {
 }
 
 /// Key types whose `::text` form (what the tracking triggers log) is exactly their COPY
-/// text, whatever the session's settings.
+/// text, whatever the session's settings, and whose equal values are spelled the same (a
+/// collation of their own, nondeterministic maybe, is part of the type's name here: see
+/// [`key_types`]).
 fn text_stable(sql_type: &str) -> bool {
     matches!(
         sql_type,
         "smallint" | "integer" | "bigint" | "text" | "uuid" | "oid"
-    ) || sql_type.starts_with("character varying")
+    ) || (sql_type.starts_with("character varying") && !sql_type.contains(" COLLATE "))
 }
 
 /// The logged keys of a table since a mark, as a filter, when its key types allow.
@@ -442,7 +444,8 @@ fn changed_keys_sql(entry: &TableEntry, types: &[String], relids: usize, snap: u
     )
 }
 
-/// The SQL types of a table's key columns, in key order.
+/// The SQL types of a table's key columns, in key order, with their collations (see
+/// [`COLUMN_TYPE_OF_A`]).
 pub(crate) async fn key_types(
     client: &impl tokio_postgres::GenericClient,
     entry: &TableEntry,
@@ -451,8 +454,10 @@ pub(crate) async fn key_types(
     for k in &entry.key {
         let row = client
             .query_one(
-                "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a
-                 WHERE a.attrelid = $1::text::regclass AND a.attname = $2",
+                &format!(
+                    "SELECT {COLUMN_TYPE_OF_A} FROM pg_catalog.pg_attribute a
+                     WHERE a.attrelid = $1::text::regclass AND a.attname = $2"
+                ),
                 &[&qualified(&entry.table), k],
             )
             .await

@@ -48,6 +48,19 @@ pub enum Error {
         "the database holds {count} large object(s) (pg_largeobject), which snapshots do not capture and restores leave as they are; pass --skip-large-objects to snapshot without them"
     )]
     LargeObjects { count: i64 },
+    /// A row-level security policy applies to the role on `table`: it would see (and a
+    /// snapshot would hold, a restore would rewrite) only the rows the policy shows.
+    #[error(
+        "{context}: row-level security applies to this role on table {table}, so it cannot read every row; connect as a role with BYPASSRLS or a superuser (or as the table's owner, if the table is not FORCE ROW LEVEL SECURITY)"
+    )]
+    RowSecurity { context: String, table: String },
+
+    /// A `SQL_ASCII` database holds bytes in `table` that are not UTF-8, which the server
+    /// will not send to a UTF-8 session: phony keeps rows as UTF-8 text.
+    #[error(
+        "table {table} holds text that is not valid UTF-8 (the database's encoding is SQL_ASCII, which stores any bytes); phony keeps rows as UTF-8, so convert that text (or the database) to UTF-8 first"
+    )]
+    NotUtf8 { table: String },
 
     /// pg_dump is missing, too old or failed.
     #[error("{0}")]
@@ -123,8 +136,24 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
 /// Wraps a driver error with a verb-phrase context.
 pub fn pg(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {
     let context = context.into();
-    move |e| Error::Postgres {
-        context,
-        message: describe(&e),
+    move |e| match row_security_table(&e) {
+        Some(table) => Error::RowSecurity { context, table },
+        None => Error::Postgres {
+            context,
+            message: describe(&e),
+        },
     }
+}
+
+/// The table of a "query would be affected by row-level security policy for table …"
+/// refusal (what `row_security = off` answers where a policy would filter rows).
+fn row_security_table(e: &tokio_postgres::Error) -> Option<String> {
+    let db = e.as_db_error()?;
+    if db.code() != &tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE {
+        return None;
+    }
+    let name = db
+        .message()
+        .strip_prefix("query would be affected by row-level security policy for table ")?;
+    Some(name.trim_matches('"').to_owned())
 }

@@ -1,11 +1,15 @@
 //! A fingerprint of a database's state that ignores physical row order: the normalised
-//! schema dump, each table's rows sorted, each sequence's state. Two databases with equal
-//! fingerprints hold the same schema, rows and sequences.
+//! schema dump, each table's rows sorted, each sequence's state, the database's encoding,
+//! locale and settings. Two databases with equal fingerprints hold the same schema, rows and
+//! sequences, under the same settings.
 
 use std::collections::BTreeMap;
 
+use phony_core::DatabaseProperties;
+
 use crate::catalog;
 use crate::connect::ConnectionTarget;
+use crate::database;
 use crate::error::{pg, Result};
 use crate::schema_dump::{normalize, PgDump};
 use crate::sql::qualified;
@@ -19,6 +23,8 @@ pub struct Fingerprint {
     pub tables: BTreeMap<String, (i64, String)>,
     /// Per sequence: `(last_value, is_called)`.
     pub sequences: BTreeMap<String, (i64, bool)>,
+    /// The database's encoding, locale and `ALTER DATABASE … SET` settings.
+    pub database: DatabaseProperties,
 }
 
 impl Fingerprint {
@@ -69,6 +75,7 @@ impl Fingerprint {
                 .map_err(pg(format!("reading {seq}")))?;
             sequences.insert(seq.to_string(), (row.get(0), row.get(1)));
         }
+        let database = database::properties(&client).await?;
         client
             .batch_execute("COMMIT")
             .await
@@ -77,6 +84,7 @@ impl Fingerprint {
             schema,
             tables,
             sequences,
+            database,
         })
     }
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use phony_core::{Backend, RootManifest, Store, TableEntry};
 
 use crate::connect::ConnectionTarget;
+use crate::database;
 use crate::error::{pg, Error, Result};
 use crate::restore::{
     hold_event_triggers_off, load_table, refresh_materialized_views, set_sequences, text_blob,
@@ -96,14 +97,29 @@ pub async fn restore_into_new<B: Backend + 'static>(
             .await;
     }
     let partial = format!("{prefix}{:08x}", rand_tag());
+    // The snapshot's encoding and locale (older snapshots: the server's defaults).
+    let create = match &root.database {
+        Some(props) => database::create_sql(&partial, props),
+        None => format!("CREATE DATABASE {}", ident(&partial)),
+    };
     admin
-        .batch_execute(&format!("CREATE DATABASE {}", ident(&partial)))
+        .batch_execute(&create)
         .await
         .map_err(pg(format!("creating database {partial}")))?;
     let building = target
         .with_dbname(&partial)
         .with_application_name("phony restore");
     let result = load(&building, store, root, &pre_data, &post_data, opts).await;
+    // The database's settings once it is loaded: they are for its users' sessions, and
+    // may be ones the loading must not run under (`default_transaction_read_only`).
+    let result = match (result, &root.database) {
+        (Ok(report), Some(props)) if !props.settings.is_empty() => admin
+            .batch_execute(&database::set_settings_sql(&partial, &props.settings))
+            .await
+            .map(|()| report)
+            .map_err(pg(format!("setting the settings of database {partial}"))),
+        (result, _) => result,
+    };
     let result = match result {
         Ok(report) => rename(&admin, &partial, target.dbname())
             .await

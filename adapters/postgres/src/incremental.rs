@@ -47,7 +47,8 @@ pub(crate) struct TableLog {
     pub logged: Logged,
     /// Log entries naming it (a key changed twice counts twice).
     pub entries: i64,
-    /// SQL types of the key columns, in key order (`format_type`).
+    /// SQL types of the key columns, in key order, with their collations (see
+    /// [`crate::catalog::COLUMN_TYPE_OF_A`]).
     pub key_types: Vec<String>,
     /// Whether every key column is an integer the rows can be patched by.
     pub integer_key: bool,
@@ -82,12 +83,13 @@ pub(crate) async fn table_logs(
              FROM r LEFT JOIN LATERAL (
                  SELECT array_agg(a.attname::text ORDER BY k.ord) AS names,
                         array_agg(a.atttypid ORDER BY k.ord) AS oids,
-                        array_agg(pg_catalog.format_type(a.atttypid, a.atttypmod) ORDER BY k.ord) AS types
+                        array_agg({key_type} ORDER BY k.ord) AS types
                  FROM pg_catalog.pg_index i
                  CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
                  JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attnum = k.attnum
                  WHERE i.indrelid = r.oid AND i.indisprimary) AS k ON true",
-                since = tracking::since_mark("$2::text")
+                since = tracking::since_mark("$2::text"),
+                key_type = crate::catalog::COLUMN_TYPE_OF_A,
             ),
             &[&names, &mark.snap],
         )

@@ -4,6 +4,7 @@
 //!
 //! - [`connect`]: connection strings, libpq's environment defaults (or none), password-free display.
 //! - [`tls`]: TLS with libpq's `sslmode` meanings.
+//! - [`database`]: the database's encoding, locale and settings, kept with each snapshot.
 //! - [`capture`]: one consistent, online read of a database into a phony store.
 //! - [`restore`]: an atomic rewrite of a database into a snapshot's state.
 //! - [`fingerprint`]: a database's state, comparable regardless of physical row order.
@@ -21,6 +22,7 @@ pub mod catalog;
 mod chunk_stream;
 pub mod connect;
 pub mod conninfo;
+pub mod database;
 pub mod delta;
 pub mod error;
 pub mod fingerprint;

@@ -261,6 +261,7 @@ mod tests {
             tables: vec![],
             sequences: vec![],
             materialized_views: vec![QualifiedName::new("public", "mv")],
+            database: None,
         }
     }
 

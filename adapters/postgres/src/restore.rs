@@ -21,9 +21,10 @@ use crate::capture::Progress;
 use crate::catalog::{self, PHONY_SCHEMA};
 use crate::chunk_stream::decoded_chunks;
 use crate::connect::ConnectionTarget;
+use crate::database;
 use crate::delta::{self, TableChange};
 use crate::error::{describe, pg, BlockingSession, Error, Result};
-use crate::schema_dump::{normalize, PgDump, Section};
+use crate::schema_dump::{normalize, with_utf8_client_encoding, PgDump, Section};
 use crate::session::Session;
 use crate::sql::{ident, ident_list, literal, qualified};
 use crate::tracking;
@@ -241,9 +242,10 @@ pub async fn restore_in<B: Backend + 'static>(
     let root_id = root.encode().id;
     // pg_dump's scripts (the full path) set session settings: kept to be set back after.
     let names = script_settings(&[&pre_data, &post_data]);
-    let (probe, settings) = tokio::try_join!(
+    let (probe, settings, database_settings) = tokio::try_join!(
         tracking::probe(session, &root_id),
-        session_settings(session, &names)
+        session_settings(session, &names),
+        database::settings(session)
     )?;
     let tracked = probe.tracked;
     let mark = if opts.full { None } else { probe.mark.clone() };
@@ -388,6 +390,15 @@ pub async fn restore_in<B: Backend + 'static>(
             result = tracking::reset_after_full_restore(client, &root_id).await;
         }
         if let Err(e) = result {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
+    }
+    // The database's own settings, which no schema comparison or change log sees.
+    if let (Some(props), false) = (&root.database, opts.dry_run) {
+        if let Err(e) =
+            database::restore_settings(client, target.dbname(), &database_settings, props).await
+        {
             let _ = client.batch_execute("ROLLBACK").await;
             return Err(e);
         }
@@ -1051,17 +1062,20 @@ pub(crate) async fn refresh_materialized_views(client: &Client, root: &RootManif
     Ok(())
 }
 
+/// A stored schema script, to run on a UTF-8 session (see [`with_utf8_client_encoding`]).
 pub(crate) async fn text_blob<B: Backend>(
     store: &Store<B>,
     r: &phony_core::BlobRef,
 ) -> Result<String> {
     let plain = store.get_plain(&r.id, r.bytes).await?;
-    String::from_utf8(plain).map_err(|_| {
-        Error::Store(phony_core::Error::Corrupt {
-            id: r.id,
-            reason: "schema text is not UTF-8".into(),
+    String::from_utf8(plain)
+        .map(with_utf8_client_encoding)
+        .map_err(|_| {
+            Error::Store(phony_core::Error::Corrupt {
+                id: r.id,
+                reason: "schema text is not UTF-8".into(),
+            })
         })
-    })
 }
 
 /// Streams a table's chunks from the store into `COPY … FROM STDIN`, fetching and

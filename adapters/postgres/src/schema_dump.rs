@@ -8,7 +8,7 @@ use std::process::Stdio;
 use tokio::process::Command;
 
 use crate::catalog::PHONY_SCHEMA;
-use crate::connect::ConnectionTarget;
+use crate::connect::{with_pinned_settings, ConnectionTarget};
 use crate::error::{pg, Error, Result};
 use crate::sql::literal;
 
@@ -123,10 +123,14 @@ impl PgDump {
         snapshot: Option<&str>,
     ) -> Result<String> {
         let mut cmd = Command::new(&self.path);
+        // UTF-8 whatever the database's encoding (the script is stored as text and run on
+        // UTF-8 sessions), and the settings phony's own sessions pin (a default's constant
+        // is printed in the session's time zone, say).
         cmd.arg("--schema-only")
             .arg("--no-password")
             .arg("--format=custom")
             .arg("--compress=0")
+            .arg("--encoding=UTF8")
             .arg(format!("--exclude-schema={PHONY_SCHEMA}"));
         if let Some(s) = section {
             cmd.arg(s.arg());
@@ -176,6 +180,7 @@ impl PgDump {
     ) -> Result<Vec<u8>> {
         use tokio::io::AsyncWriteExt;
         target.configure_libpq_command(&mut cmd);
+        cmd.env("PGOPTIONS", with_pinned_settings(None));
         cmd.stdin(if input.is_some() {
             Stdio::piped()
         } else {
@@ -321,11 +326,35 @@ pub fn strip_meta_commands(script: &str) -> String {
     out
 }
 
-/// The dump without comments and blank lines: what two equal schemas share exactly.
+/// The line by which a pg_dump script sets its session's client encoding.
+const CLIENT_ENCODING: &str = "SET client_encoding = ";
+
+/// The script with its `SET client_encoding = …;` lines setting `UTF8`: the sessions that
+/// run a stored script go on to load rows, which are UTF-8 (snapshots taken before pg_dump
+/// was asked for UTF-8 set the database's encoding there, and a restore of a `LATIN1`
+/// database then read `Grüße` as `GrÃ¼Ãe`). Such a script is ASCII (a capture refuses
+/// pg_dump output that is not UTF-8), so it means the same under either encoding.
+pub fn with_utf8_client_encoding(script: String) -> String {
+    if !script.lines().any(|l| l.starts_with(CLIENT_ENCODING)) {
+        return script;
+    }
+    let mut out = String::with_capacity(script.len());
+    for line in script.split_inclusive('\n') {
+        match line.starts_with(CLIENT_ENCODING) {
+            true => out.push_str("SET client_encoding = 'UTF8';\n"),
+            false => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// The dump without comments, blank lines and the client encoding it was written in: what
+/// two equal schemas share exactly.
 pub fn normalize(script: &str) -> String {
     script
         .lines()
         .filter(|l| !l.starts_with("--") && !l.starts_with('\\') && !l.trim().is_empty())
+        .filter(|l| !l.starts_with(CLIENT_ENCODING))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -351,6 +380,17 @@ mod tests {
         assert!(!list_has_triggers(
             "3364; 2606 16440 CONSTRAINT public a b postgres\n"
         ));
+    }
+
+    #[test]
+    fn stored_scripts_set_utf8_as_the_client_encoding() {
+        let latin1 =
+            "SET lock_timeout = 0;\nSET client_encoding = 'LATIN1';\nCREATE TABLE t (a text);\n";
+        let utf8 =
+            "SET lock_timeout = 0;\nSET client_encoding = 'UTF8';\nCREATE TABLE t (a text);\n";
+        assert_eq!(with_utf8_client_encoding(latin1.to_owned()), utf8);
+        assert_eq!(with_utf8_client_encoding(utf8.to_owned()), utf8);
+        assert_eq!(normalize(latin1), normalize(utf8));
     }
 
     #[test]

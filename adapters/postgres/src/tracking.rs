@@ -33,10 +33,13 @@ use crate::sql::{ident, literal, qualified};
 pub const TRIGGER_PREFIX: &str = "phony_track_";
 
 /// Output settings under which row images are written and read back, so that an image
-/// always parses to the same values.
+/// always parses to the same values, and is the text phony's own sessions print for the
+/// row (see [`crate::connect::PINNED_SETTINGS`]): a row changed and changed back by a
+/// session in another time zone compares equal to its image.
 pub(crate) const IMAGE_SETTINGS: &str =
     "SET LOCAL datestyle = 'ISO, MDY'; SET LOCAL intervalstyle = 'postgres'; \
-     SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = 'hex';";
+     SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = 'hex'; \
+     SET LOCAL timezone = 'UTC';";
 
 const INSTALL: &str = r#"
 CREATE SCHEMA phony;
@@ -285,7 +288,7 @@ fn table_triggers_sql(table: &QualifiedName, oid: u32, key: &[String]) -> String
         let f = format!("phony.t{oid}");
         sql += &format!(
             "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql
-             SET datestyle = 'ISO, MDY' SET intervalstyle = 'postgres' SET extra_float_digits = 3 SET bytea_output = 'hex'
+             SET datestyle = 'ISO, MDY' SET intervalstyle = 'postgres' SET extra_float_digits = 3 SET bytea_output = 'hex' SET timezone = 'UTC'
              AS $fn$
              BEGIN
                  -- Old rows with their image (the row as it was), new keys without one.
@@ -778,7 +781,8 @@ pub(crate) struct LoggedRelation {
     /// Quoted, schema-qualified name (`regclass` text).
     pub name: String,
     pub table: QualifiedName,
-    /// Primary key columns (none: the table has no primary key) and their types.
+    /// Primary key columns (none: the table has no primary key) and their types, with
+    /// their collations (see [`crate::catalog::COLUMN_TYPE_OF_A`]).
     pub key: Vec<String>,
     pub key_types: Vec<String>,
     /// Stored (not generated) columns, in order.
@@ -856,7 +860,7 @@ pub(crate) async fn logged_relations(
                         o.relid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(c.relid))
                         OR c.relid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(o.relid)))),
                     ARRAY(SELECT a.attname::text {key_of_c}),
-                    ARRAY(SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) {key_of_c}),
+                    ARRAY(SELECT {key_type} {key_of_c}),
                     ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
                           WHERE a.attrelid = c.relid AND a.attnum > 0 AND NOT a.attisdropped
                             AND a.attgenerated = ''
@@ -869,6 +873,7 @@ pub(crate) async fn logged_relations(
             unknown = literal(crate::delta::UNKNOWN_IMAGE),
             in_place = in_place_sql("c.relid"),
             key_of_c = KEY_COLUMNS_OF_C,
+            key_type = crate::catalog::COLUMN_TYPE_OF_A,
         ))
         .await
         .map_err(pg(context))?;

@@ -273,13 +273,14 @@ pub(crate) async fn ages(
         return Ok(Ages::Content);
     };
     let ty = &types[0];
+    let array = crate::catalog::array_type(ty);
     // The thresholds must read back as they were printed, in ascending order: otherwise the
     // key type's text or order is not what the capture saw.
     let ok: bool = reader
         .query_one(
             &format!(
-                "SELECT $1::text[]::{ty}[]::text[] = $1::text[] AND coalesce((
-                   SELECT bool_and(x < y) FROM (SELECT $1::text[]::{ty}[] AS a) AS th,
+                "SELECT ($1::text[]::{array})::text[] = $1::text[] AND coalesce((
+                   SELECT bool_and(x < y) FROM (SELECT $1::text[]::{array} AS a) AS th,
                      unnest(th.a[1:pg_catalog.cardinality(th.a) - 1], th.a[2:]) AS u(x, y)), true)"
             ),
             &[&thresholds],
@@ -297,7 +298,7 @@ pub(crate) async fn ages(
     let rows = reader
         .query(
             &format!(
-                "SELECT pg_catalog.width_bucket({k}, (SELECT $1::text[]::{ty}[])), \
+                "SELECT pg_catalog.width_bucket({k}, (SELECT $1::text[]::{array})), \
                  count(*) FILTER (WHERE {old}), count(*) FILTER (WHERE NOT ({old})) \
                  FROM ONLY {t} AS t GROUP BY 1"
             ),
@@ -675,11 +676,12 @@ fn flagged_sql(
         }
     }
     if !middle.is_empty() {
+        let array = crate::catalog::array_type(ty);
         let list = |f: &dyn Fn(&(usize, String, String)) -> String| {
             middle.iter().map(f).collect::<Vec<_>>().join(", ")
         };
         let ranges = format!(
-            "unnest(ARRAY[{}]::int4[], ARRAY[{}]::{ty}[], ARRAY[{}]::{ty}[]) AS r(i, lo, hi)",
+            "unnest(ARRAY[{}]::int4[], ARRAY[{}]::{array}, ARRAY[{}]::{array}) AS r(i, lo, hi)",
             list(&|m| m.0.to_string()),
             list(&|m| m.1.clone()),
             list(&|m| m.2.clone()),

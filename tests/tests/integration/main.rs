@@ -5,9 +5,13 @@
 mod consistency;
 mod corpus;
 mod diff;
+mod encodings;
 mod incremental;
+mod key_equality;
 mod objects;
+mod rls;
 mod roundtrip;
+mod settings;
 mod tls;
 mod tracking;
 mod xmin;
