@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, SinkExt, TryStreamExt};
+use phony_core::diff::schema::SchemaChange;
 use phony_core::{Backend, CapturePoint, RootManifest, Store, TableEntry};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
@@ -123,6 +124,9 @@ pub struct RestoreReport {
     /// Whether the live schema differed from the snapshot's (`None`: not checked, as with
     /// `full`, or the check failed).
     pub schema_changed: Option<bool>,
+    /// When it differed: the schema objects the full path drops (`Dropped`), creates
+    /// (`Added`) or replaces (`Altered`), from the live schema to the snapshot's.
+    pub schema_changes: Vec<SchemaChange>,
     /// The change log said what changed since the database held the snapshot (so the
     /// schema did not change): no schema comparison was needed.
     pub tracked: bool,
@@ -310,9 +314,10 @@ pub async fn restore_in<B: Backend + 'static>(
         if let (Some(check), Ok(()) | Err(DeltaError::Fallback(_))) = (&schema, &delta) {
             match check.clone().await {
                 Ok(None) => report.schema_changed = Some(false),
-                Ok(Some(why)) => {
+                Ok(Some(differs)) => {
                     report.schema_changed = Some(true);
-                    verdict = Some(why);
+                    report.schema_changes = differs.changes;
+                    verdict = Some(differs.why);
                 }
                 Err(why) => verdict = Some(why),
             }
@@ -405,7 +410,15 @@ async fn locked_error(client: &Client, target: &ConnectionTarget, opts: &Restore
 /// The comparison of the live schema with the snapshot's, shared by the delta path (which
 /// waits for it before its first write) and the caller (which reports it): `Ok(None)`
 /// when they are the same, else why not.
-type SchemaCheck<'a> = Shared<BoxFuture<'a, std::result::Result<Option<String>, String>>>;
+type SchemaCheck<'a> = Shared<BoxFuture<'a, std::result::Result<Option<Differs>, String>>>;
+
+/// How the live schema differs from the snapshot's.
+#[derive(Debug, Clone)]
+struct Differs {
+    why: String,
+    /// The objects that differ, from the live schema to the snapshot's.
+    changes: Vec<SchemaChange>,
+}
 
 /// Waits for the schema's verdict, when it is being compared: the delta path writes only
 /// once the live schema is known to be the snapshot's.
@@ -414,32 +427,45 @@ async fn schema_agrees(schema: Option<&SchemaCheck<'_>>) -> Result<()> {
         None => Ok(()),
         Some(check) => match check.clone().await {
             Ok(None) => Ok(()),
-            Ok(Some(why)) | Err(why) => Err(Error::Internal(why)),
+            Ok(Some(Differs { why, .. })) | Err(why) => Err(Error::Internal(why)),
         },
     }
 }
 
-/// Why the live schema differs from the snapshot's, or `None` when it is the same.
+/// How the live schema differs from the snapshot's, or `None` when it is the same.
 async fn schema_difference(
     target: &ConnectionTarget,
     version: u32,
     pre_data: &str,
     post_data: &str,
-) -> Result<Option<String>> {
+) -> Result<Option<Differs>> {
     let pg_dump = PgDump::find(version / 10000).await?;
     let (live_pre, live_post) = tokio::try_join!(
         pg_dump.dump(target, Some(Section::PreData), None),
         pg_dump.dump(target, Some(Section::PostData), None)
     )?;
-    if normalize(&live_pre) != normalize(pre_data) {
-        return Ok(Some("the schema changed since the snapshot".into()));
-    }
-    if normalize(&live_post) != normalize(post_data) {
-        return Ok(Some(
-            "keys, indexes or triggers changed since the snapshot".into(),
-        ));
-    }
-    Ok(None)
+    let why = if normalize(&live_pre) != normalize(pre_data) {
+        "the schema changed since the snapshot"
+    } else if normalize(&live_post) != normalize(post_data) {
+        "keys, indexes or triggers changed since the snapshot"
+    } else {
+        return Ok(None);
+    };
+    // Object by object, as `diff` shows them (pg_dump's headers name the objects; its
+    // `\restrict` lines are not SQL).
+    let script = |pre: &str, post: &str| -> String {
+        pre.lines()
+            .chain(post.lines())
+            .filter(|l| !l.starts_with('\\'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let live = script(&live_pre, &live_post);
+    let snapshot = script(pre_data, post_data);
+    Ok(Some(Differs {
+        why: why.to_owned(),
+        changes: phony_core::diff::schema::diff(&live, &snapshot),
+    }))
 }
 
 /// What change tracking knows, for the delta path.

@@ -201,6 +201,10 @@ pub struct RestoreView<'a> {
     pub bytes: u64,
     pub sequences: u64,
     pub changes: Vec<ChangeView<'a>>,
+    /// Full path, when the schema differed: the objects it drops (`dropped`), creates
+    /// (`added`) or replaces (`altered`), as `diff` shows them.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub schema_changes: &'a [phony_core::diff::schema::SchemaChange],
     pub terminated_sessions: u64,
     /// Without tracking: the tables and chunks the capture's point in time spared from
     /// comparison (absent when it was not used).
@@ -262,6 +266,7 @@ impl<'a> RestoreView<'a> {
                     updated: c.updated,
                 })
                 .collect(),
+            schema_changes: &report.schema_changes,
             terminated_sessions: report.terminated,
             row_ages: report.row_ages.map(|a| RowAgesView {
                 tables: a.tables,
@@ -291,10 +296,15 @@ pub fn restore_summary(
         "restored"
     };
     let into = format!("{database}{}", if created { " (created)" } else { "" });
+    // A dry run's time is what working out the plan took, not an estimate of the restore.
     let secs = report.duration.as_secs_f64();
+    let took = match report.dry_run {
+        true => format!("planned in {secs:.2}s"),
+        false => format!("in {secs:.2}s"),
+    };
     let mut out = match report.path {
         RestorePath::Delta if report.changes.is_empty() => format!(
-            "{verb} {} into {into}: no rows differ; {} sequences set, in {secs:.2}s\n",
+            "{verb} {} into {into}: no rows differ; {} sequences set, {took}\n",
             r.label(),
             report.sequences
         ),
@@ -303,7 +313,7 @@ pub fn restore_summary(
                 (d + c.deleted, i + c.inserted, u + c.updated)
             });
             format!(
-                "{verb} {} into {into} by rewriting {} of {} tables ({d} rows deleted, {i} inserted, {u} updated), {} sequences, in {secs:.2}s\n",
+                "{verb} {} into {into} by rewriting {} of {} tables ({d} rows deleted, {i} inserted, {u} updated), {} sequences, {took}\n",
                 r.label(),
                 report.changes.len(),
                 r.stats.tables,
@@ -311,7 +321,7 @@ pub fn restore_summary(
             )
         }
         RestorePath::Full => format!(
-            "{verb} {} into {into}{}: {} tables, {} rows, {} sequences in {secs:.2}s\n",
+            "{verb} {} into {into}{}: {} tables, {} rows, {} sequences, {took}\n",
             r.label(),
             report
                 .full_reason
@@ -332,6 +342,20 @@ pub fn restore_summary(
                 Cell::new(c.inserted).set_alignment(CellAlignment::Right),
                 Cell::new(c.updated).set_alignment(CellAlignment::Right),
             ]);
+        }
+        out += &t.to_string();
+        out.push('\n');
+    }
+    if report.dry_run && !report.schema_changes.is_empty() {
+        use phony_core::diff::schema::ObjectChange;
+        let mut t = new_table(&["WOULD", "OBJECT"]);
+        for c in &report.schema_changes {
+            let would = match c.change {
+                ObjectChange::Dropped => "drop",
+                ObjectChange::Added => "create",
+                ObjectChange::Altered => "replace",
+            };
+            t.add_row(vec![Cell::new(would), Cell::new(c.title())]);
         }
         out += &t.to_string();
         out.push('\n');

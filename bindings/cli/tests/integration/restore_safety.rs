@@ -305,3 +305,76 @@ async fn tracked_restore_counts_agree_with_the_dry_run_and_diff() {
         assert_eq!(restored["rows"], 4, "{restored}");
     }
 }
+
+/// A dry run says it planned (no estimate of the restore's time), and on the full path
+/// lists the schema objects the restore would drop, create and replace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_path_dry_run_lists_what_it_would_drop_and_create() {
+    let db = TestDb::new("dry_full").await;
+    db.exec(
+        "CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE old_t (id int);
+         INSERT INTO t VALUES (1)",
+    )
+    .await;
+    let store = TestStore::new().await;
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "create", "--name", "s"],
+    ));
+    db.exec("DROP TABLE old_t; CREATE TABLE extra (id int); ALTER TABLE t ADD COLUMN v text")
+        .await;
+    let before = db.fingerprint().await;
+
+    let out = ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "restore", "s", "--dry-run"],
+    ));
+    assert!(out.starts_with("would restore s ("), "{out}");
+    assert!(out.contains("planned in "), "{out}");
+    assert!(
+        !out.contains(" in 0.") || out.contains("planned in 0."),
+        "{out}"
+    );
+    let line = |would: &str, object: &str| {
+        out.lines().any(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words.first() == Some(&would) && words[1..].join(" ") == object
+        })
+    };
+    assert!(line("drop", "TABLE public.extra"), "{out}");
+    assert!(line("create", "TABLE public.old_t"), "{out}");
+    assert!(line("replace", "TABLE public.t"), "{out}");
+
+    let json: Value = serde_json::from_str(&ok(&phony(
+        &db.url(),
+        store.path(),
+        &["--json", "snapshot", "restore", "s", "--dry-run"],
+    )))
+    .unwrap();
+    let changes: Vec<(String, String)> = json["schema_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["change"].as_str().unwrap().to_owned(),
+                c["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        changes.contains(&("dropped".into(), "extra".into())),
+        "{json}"
+    );
+    assert!(
+        changes.contains(&("added".into(), "old_t".into())),
+        "{json}"
+    );
+    assert_same(
+        &db.fingerprint().await,
+        &before,
+        "a dry run changes nothing",
+    );
+}
