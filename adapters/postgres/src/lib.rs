@@ -25,6 +25,7 @@ pub mod fingerprint;
 pub mod fresh;
 pub mod identity;
 mod incremental;
+mod locks;
 pub mod patch;
 pub mod restore;
 pub mod schema_dump;

@@ -225,6 +225,19 @@ pub async fn restore_in<B: Backend + 'static>(
     root: &RootManifest,
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
+    match restore_session(session, target, store, root, opts).await {
+        Ok(report) => Ok(report),
+        Err(e) => Err(crate::locks::explain(session.client(), e).await),
+    }
+}
+
+async fn restore_session<B: Backend + 'static>(
+    session: &Session,
+    target: &ConnectionTarget,
+    store: &Arc<Store<B>>,
+    root: &RootManifest,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport> {
     let started = Instant::now();
     // Read the DDL before touching the database: a store problem must not cost a lock.
     let pre_data = text_blob(store, &root.pre_data).await?;

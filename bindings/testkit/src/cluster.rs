@@ -27,6 +27,8 @@ pub struct ClusterOptions {
     /// Require this password over TCP (scram-sha-256) for the `postgres` user instead of
     /// trusting every connection.
     pub password: Option<String>,
+    /// Server settings, as `-c name=value` (for example `max_locks_per_transaction`).
+    pub settings: Vec<(String, String)>,
 }
 
 /// A running throwaway cluster. Dropping it stops the server and deletes its files.
@@ -37,6 +39,7 @@ pub struct TempCluster {
     port: u16,
     run_as: Option<(u32, u32)>,
     password: Option<String>,
+    settings: Vec<(String, String)>,
     watchdog: Option<Child>,
 }
 
@@ -114,6 +117,7 @@ impl TempCluster {
             port,
             run_as,
             password: options.password,
+            settings: options.settings,
             watchdog: None,
         };
         cluster.watchdog = Some(cluster.spawn_watchdog(&data)?);
@@ -122,11 +126,14 @@ impl TempCluster {
     }
 
     fn start_server(&mut self, data: &Path) -> io::Result<()> {
-        let opts = format!(
+        let mut opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
             self.port,
             self.dir.path().display()
         );
+        for (name, value) in &self.settings {
+            opts += &format!(" -c {name}={value}");
+        }
         let mut pg_ctl = Command::new(self.bindir.join("pg_ctl"));
         pg_ctl
             .arg("-D")

@@ -56,6 +56,7 @@ fn unreachable_server_and_missing_database() {
 async fn wrong_password_is_refused_and_no_password_is_ever_printed_or_stored() {
     let cluster = TempCluster::start_with(ClusterOptions {
         password: Some("right-horse-battery".into()),
+        ..ClusterOptions::default()
     })
     .unwrap();
     let store = tempfile::tempdir().unwrap();

@@ -378,3 +378,64 @@ async fn a_full_path_dry_run_lists_what_it_would_drop_and_create() {
         "a dry run changes nothing",
     );
 }
+
+/// A database of more relations than the server's lock table holds: the restore says which
+/// setting to raise and to what, and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_table_too_small_names_the_setting_to_raise() {
+    let cluster = phony_testkit::TempCluster::start_with(phony_testkit::ClusterOptions {
+        settings: vec![("max_locks_per_transaction".into(), "10".into())],
+        ..Default::default()
+    })
+    .unwrap();
+    let url = cluster.url("postgres");
+    let client = phony_postgres::ConnectionTarget::parse(Some(&url))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    // 600 tables, each with a key and a TOAST table: 2,400 relations, in transactions small
+    // enough for the lock table (10 × 100 entries).
+    for batch in 0..30 {
+        let sql: String = (0..20)
+            .map(|i| {
+                let n = batch * 20 + i;
+                format!("CREATE TABLE t{n} (id int PRIMARY KEY, v text); INSERT INTO t{n} VALUES ({n}, 'x');")
+            })
+            .collect();
+        client.batch_execute(&sql).await.unwrap();
+    }
+    let store = TestStore::new().await;
+    ok(&phony(
+        &url,
+        store.path(),
+        &["snapshot", "create", "--name", "s"],
+    ));
+    client
+        .batch_execute("INSERT INTO t1 VALUES (2, 'y')")
+        .await
+        .unwrap();
+
+    let out = phony(
+        &url,
+        store.path(),
+        &["snapshot", "restore", "s", "--full", "--no-safety-snapshot"],
+    );
+    fails(
+        &out,
+        1,
+        &[
+            "lock table",
+            "max_locks_per_transaction 10",
+            "max_connections 100",
+            "set max_locks_per_transaction = 64",
+            "restart the server",
+        ],
+    );
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM t1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2, "nothing changed");
+}
