@@ -32,6 +32,9 @@ pub struct TableChange {
     pub deleted: u64,
     pub inserted: u64,
     pub updated: u64,
+    /// Why the table was reloaded whole (every row deleted, the snapshot's copied in)
+    /// rather than rewritten row by row; the counts are still the rows that differed.
+    pub reloaded: Option<String>,
 }
 
 mod from_log;
@@ -128,7 +131,8 @@ async fn restore_table_staged<B: Backend + 'static>(
         .await
         .map_err(pg("analyzing staged rows"))?;
 
-    finish(client, entry, &t, log).await.map(Some)
+    let reload = copy_all(client, store, entry, prefetch);
+    finish(client, entry, &t, log, reload).await.map(Some)
 }
 
 /// Applies the staged rows, logs the keys it touched (when tracking), drops the staging.
@@ -137,6 +141,8 @@ async fn finish(
     entry: &TableEntry,
     t: &str,
     log: Option<u32>,
+    // Reloads a table without a key whole (see [`apply_multiset`]); run only for those.
+    reload: impl std::future::Future<Output = Result<()>>,
 ) -> Result<TableChange> {
     if let Some(relid) = log {
         // Log what this restore is about to change, as the tracking triggers would have:
@@ -170,7 +176,7 @@ async fn finish(
             .map_err(pg("logging the rewritten rows"))?;
     }
     let change = if entry.key.is_empty() {
-        apply_multiset(client, entry, t).await?
+        apply_multiset(client, entry, t, reload).await?
     } else {
         let in_place = client
             .query_one(
@@ -348,7 +354,9 @@ pub(crate) async fn restore_table_keys<B: Backend + 'static>(
         .batch_execute(&format!("ANALYZE {LIVE}; ANALYZE {SNAP};"))
         .await
         .map_err(pg("analyzing staged rows"))?;
-    finish(client, entry, &t, log).await.map(Some)
+    finish(client, entry, &t, log, async { Ok(()) })
+        .await
+        .map(Some)
 }
 
 /// The chunks (0-based, ascending) whose key ranges hold a key the log names for `relids`
@@ -584,6 +592,7 @@ async fn apply_keyed(
             deleted,
             inserted: put.saturating_sub(updated),
             updated,
+            reloaded: None,
         });
     }
     let deleted = client
@@ -639,10 +648,22 @@ async fn apply_keyed(
         deleted,
         inserted,
         updated,
+        reloaded: None,
     })
 }
 
-async fn apply_multiset(client: &Client, entry: &TableEntry, t: &str) -> Result<TableChange> {
+/// Makes a table without a key hold the snapshot's rows, as a multiset of whole rows: the
+/// copies of each distinct row to remove and to add are counted first. Removing them means
+/// finding each one by its text among all the live rows; when they are many (at least half
+/// as many as the snapshot's rows), deleting every row and copying the snapshot's in
+/// (`reload`) costs less, and the table is reloaded instead (the counts stay the rows that
+/// differ).
+async fn apply_multiset(
+    client: &Client,
+    entry: &TableEntry,
+    t: &str,
+    reload: impl std::future::Future<Output = Result<()>>,
+) -> Result<TableChange> {
     let context = format!("rewriting rows of {}", entry.table);
     let cols = ident_list(&entry.columns);
     let s_cols: Vec<String> = entry
@@ -662,6 +683,34 @@ async fn apply_multiset(client: &Client, entry: &TableEntry, t: &str) -> Result<
         ))
         .await
         .map_err(pg(context.clone()))?;
+    let sums = client
+        .query_one(
+            &format!(
+                "SELECT coalesce(sum(n) FILTER (WHERE n > 0), 0)::int8, \
+                        coalesce(-sum(n) FILTER (WHERE n < 0), 0)::int8 FROM {MULTISET}"
+            ),
+            &[],
+        )
+        .await
+        .map_err(pg(context.clone()))?;
+    let (to_delete, to_insert) = (
+        sums.get::<_, i64>(0).max(0) as u64,
+        sums.get::<_, i64>(1).max(0) as u64,
+    );
+    if let Some(why) = reload_reason(to_delete + to_insert, entry.content.rows) {
+        client
+            .batch_execute(&format!("DROP TABLE {MULTISET}; DELETE FROM ONLY {t}"))
+            .await
+            .map_err(pg(context))?;
+        reload.await?;
+        return Ok(TableChange {
+            table: entry.table.clone(),
+            deleted: to_delete,
+            inserted: to_insert,
+            updated: 0,
+            reloaded: Some(why),
+        });
+    }
     let deleted = client
         .execute(
             &format!(
@@ -699,7 +748,48 @@ async fn apply_multiset(client: &Client, entry: &TableEntry, t: &str) -> Result<
         deleted,
         inserted,
         updated: 0,
+        reloaded: None,
     })
+}
+
+/// Why a table without a key is cheaper to reload than to rewrite `differing` of its
+/// snapshot's `rows` rows one by one, or `None` when it is not.
+fn reload_reason(differing: u64, rows: u64) -> Option<String> {
+    (differing > 0 && differing * 2 >= rows).then(|| {
+        format!(
+            "{differing} rows differ, against {rows} in the snapshot, and it has no key: \
+             reloading it costs less than finding each row among the live ones"
+        )
+    })
+}
+
+/// Copies every row of the snapshot's table into the live one (emptied by the caller).
+async fn copy_all<B: Backend + 'static>(
+    client: &Client,
+    store: &Arc<Store<B>>,
+    entry: &TableEntry,
+    prefetch: usize,
+) -> Result<()> {
+    let chunks = store.table_chunks(entry).await?;
+    let context = format!("reloading table {}", entry.table);
+    let sink = client
+        .copy_in::<_, Bytes>(&format!(
+            "COPY {} ({}) FROM STDIN",
+            qualified(&entry.table),
+            ident_list(&entry.columns)
+        ))
+        .await
+        .map_err(pg(context.clone()))?;
+    futures::pin_mut!(sink);
+    let blobs = decoded_chunks(store, chunks, prefetch);
+    futures::pin_mut!(blobs);
+    while let Some(plain) = blobs.try_next().await? {
+        sink.send(Bytes::from(plain))
+            .await
+            .map_err(pg(context.clone()))?;
+    }
+    sink.as_mut().finish().await.map_err(pg(context))?;
+    Ok(())
 }
 
 /// A live chunk seen by the first pass: its id and the keys of its first and last rows.
@@ -889,7 +979,9 @@ pub(crate) async fn apply_staged(
         .await
         .map_err(pg("analyzing staged rows"))?;
     let t = qualified(&entry.table);
-    finish(client, entry, &t, log).await.map(Some)
+    finish(client, entry, &t, log, async { Ok(()) })
+        .await
+        .map(Some)
 }
 
 fn push_line(out: &mut Vec<u8>, line: &[u8]) {

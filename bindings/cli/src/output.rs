@@ -234,6 +234,9 @@ pub struct ChangeView<'a> {
     pub deleted: u64,
     pub inserted: u64,
     pub updated: u64,
+    /// Why the table was reloaded whole instead of rewritten row by row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reloaded: Option<&'a str>,
 }
 
 impl<'a> RestoreView<'a> {
@@ -264,6 +267,7 @@ impl<'a> RestoreView<'a> {
                     deleted: c.deleted,
                     inserted: c.inserted,
                     updated: c.updated,
+                    reloaded: c.reloaded.as_deref(),
                 })
                 .collect(),
             schema_changes: &report.schema_changes,
@@ -345,6 +349,11 @@ pub fn restore_summary(
         }
         out += &t.to_string();
         out.push('\n');
+        for c in &report.changes {
+            if let Some(why) = &c.reloaded {
+                out += &format!("{} would be reloaded whole: {why}\n", c.table);
+            }
+        }
     }
     if report.dry_run && !report.schema_changes.is_empty() {
         use phony_core::diff::schema::ObjectChange;

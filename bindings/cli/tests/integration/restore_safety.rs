@@ -439,3 +439,67 @@ async fn a_lock_table_too_small_names_the_setting_to_raise() {
         .get(0);
     assert_eq!(n, 2, "nothing changed");
 }
+
+/// A table without a key where most rows differ is reloaded whole rather than matched row
+/// by row; one where few differ is not. The dry run says which and why, and the counts are
+/// the rows that differ either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyless_table_mostly_changed_is_reloaded_and_the_dry_run_says_why() {
+    let db = TestDb::new("reload").await;
+    db.exec(
+        "CREATE TABLE bulk (n int, v text); CREATE TABLE few (n int, v text);
+         INSERT INTO bulk SELECT g, 'b' || g FROM generate_series(1, 1000) g;
+         INSERT INTO few SELECT g, 'f' || g FROM generate_series(1, 1000) g;",
+    )
+    .await;
+    let store = TestStore::new().await;
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "create", "--name", "s"],
+    ));
+    let clean = db.fingerprint().await;
+    db.exec(
+        "DELETE FROM bulk WHERE n <= 600; INSERT INTO bulk SELECT g, 'new' FROM generate_series(1, 600) g;
+         UPDATE few SET v = 'changed' WHERE n = 7;",
+    )
+    .await;
+    let dirty = db.fingerprint().await;
+
+    let dry = ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "restore", "s", "--dry-run"],
+    ));
+    assert!(
+        dry.contains("public.bulk would be reloaded whole: 1200 rows differ, against 1000"),
+        "{dry}"
+    );
+    assert!(!dry.contains("public.few would be reloaded"), "{dry}");
+    assert_same(&db.fingerprint().await, &dirty, "a dry run changes nothing");
+
+    let restored: Value = serde_json::from_str(&ok(&phony(
+        &db.url(),
+        store.path(),
+        &["--json", "snapshot", "restore", "s"],
+    )))
+    .unwrap();
+    assert_same(&db.fingerprint().await, &clean, "after the restore");
+    let changes = restored["changes"].as_array().unwrap();
+    let of = |name: &str| changes.iter().find(|c| c["name"] == name).unwrap().clone();
+    let bulk = of("bulk");
+    assert_eq!(
+        (bulk["deleted"].as_u64(), bulk["inserted"].as_u64()),
+        (Some(600), Some(600))
+    );
+    assert!(
+        bulk["reloaded"].as_str().unwrap().contains("no key"),
+        "{bulk}"
+    );
+    let few = of("few");
+    assert_eq!(
+        (few["deleted"].as_u64(), few["inserted"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(few.get("reloaded").is_none(), "{few}");
+}
