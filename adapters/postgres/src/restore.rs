@@ -66,6 +66,10 @@ pub struct RestoreOptions {
     /// by then (its readers' locks would otherwise wait on those steps, or they on it). An
     /// error rolls the restore back.
     pub gate: Option<Gate>,
+    /// Set just before the restore sends its `COMMIT`: until then, stopping the process
+    /// (the connection closes) leaves the database as it was; from then on the restore
+    /// may have been committed.
+    pub committing: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// See [`RestoreOptions::gate`]: `Err` says why the restore must not go on.
@@ -102,6 +106,7 @@ impl Default for RestoreOptions {
             transactional_sequences: true,
             point: None,
             gate: None,
+            committing: None,
         }
     }
 }
@@ -404,6 +409,9 @@ async fn restore_session<B: Backend + 'static>(
         }
     }
     let end = if opts.dry_run { "ROLLBACK" } else { "COMMIT" };
+    if let (Some(flag), false) = (&opts.committing, opts.dry_run) {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     client
         .batch_execute(end)
         .await

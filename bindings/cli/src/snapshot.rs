@@ -77,6 +77,9 @@ struct Kept {
     labels: std::collections::BTreeMap<String, String>,
 }
 
+/// The id a safety snapshot's record is written under, once chosen.
+type SafetyId = Arc<std::sync::Mutex<Option<SnapshotId>>>;
+
 /// A snapshot taken beside a restore of the same database.
 struct Beside {
     /// See [`CaptureOptions::on_point_fixed`].
@@ -84,6 +87,8 @@ struct Beside {
     /// This run's own name for the capture's connections, which the restore's `--force`
     /// spares (see [`RestoreOptions::spare`]).
     application_name: String,
+    /// Where the snapshot's id is kept just before its record is written.
+    chosen: SafetyId,
 }
 
 /// Captures `target` and writes the snapshot's record, under the store's create lock (so no
@@ -105,9 +110,13 @@ async fn take_snapshot(
     let lock = crate::lease::LockHolder::acquire_create(store).await?;
     let started = Instant::now();
     let bar = Bar::new(!ctx.json, &format!("capturing {}", target.dbname()));
-    let (on_point_fixed, application_name) = match beside {
-        Some(b) => (Some(b.on_point_fixed), Some(b.application_name)),
-        None => (None, None),
+    let (on_point_fixed, application_name, chosen) = match beside {
+        Some(b) => (
+            Some(b.on_point_fixed),
+            Some(b.application_name),
+            Some(b.chosen),
+        ),
+        None => (None, None, None),
     };
     let opts = CaptureOptions {
         progress: bar.callback(),
@@ -146,6 +155,9 @@ async fn take_snapshot(
         stats,
     };
     lock.check()?;
+    if let Some(chosen) = chosen {
+        *chosen.lock().unwrap_or_else(|e| e.into_inner()) = Some(record.id);
+    }
     store
         .put_record(&record)
         .await
@@ -270,8 +282,21 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
         (false, _) if !safety_first => phony_postgres::restore(&target, &store, &root, &opts).await,
         (false, _) => {
             let labels = [("before_restore_of".to_owned(), record.id.to_string())].into();
-            let (taken, restored) =
-                restore_after_safety(ctx, &store, &target, &root, opts, labels).await;
+            let committing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let opts = RestoreOptions {
+                committing: Some(Arc::clone(&committing)),
+                ..opts
+            };
+            let chosen = SafetyId::default();
+            let both =
+                restore_after_safety(ctx, &store, &target, &root, opts, labels, chosen.clone());
+            let (taken, restored) = tokio::select! {
+                both = both => both,
+                _ = tokio::signal::ctrl_c() => {
+                    bar.finish();
+                    interrupted(&store, &chosen, &committing).await
+                }
+            };
             let taken =
                 taken.context("taking the safety snapshot (skip it with --no-safety-snapshot)")?;
             if let Err(e) = restored {
@@ -317,6 +342,34 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
         }
         Ok(())
     }
+}
+
+/// Ctrl-C during a restore with a safety snapshot: the process ends with exit code 130.
+/// Before the restore sent its commit, closing its connection rolls it back, so the safety
+/// snapshot of this run (if already written) is removed; after, both are kept.
+async fn interrupted(
+    store: &Arc<AppStore>,
+    chosen: &SafetyId,
+    committing: &std::sync::atomic::AtomicBool,
+) -> ! {
+    if committing.load(std::sync::atomic::Ordering::SeqCst) {
+        eprintln!(
+            "phony: interrupted while committing: the restore may have been committed; \
+             the state before is kept as a safety snapshot"
+        );
+        std::process::exit(130);
+    }
+    let id = *chosen.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(id) = id {
+        // Written, or about to be: the record is removed either way once it exists.
+        if let Ok(records) = store.records().await {
+            if records.iter().any(|r| r.id == id) {
+                let _ = store.delete_record(&id).await;
+            }
+        }
+    }
+    eprintln!("phony: interrupted, nothing changed");
+    std::process::exit(130);
 }
 
 /// The line that tells how to undo a restore into `target`: restore its safety snapshot
@@ -375,6 +428,7 @@ async fn restore_after_safety(
     root: &phony_core::RootManifest,
     opts: RestoreOptions,
     labels: std::collections::BTreeMap<String, String>,
+    chosen: SafetyId,
 ) -> (
     Result<SnapshotRecord>,
     phony_postgres::Result<phony_postgres::RestoreReport>,
@@ -406,6 +460,7 @@ async fn restore_after_safety(
         let beside = Beside {
             on_point_fixed,
             application_name,
+            chosen,
         };
         let taken = take_snapshot(ctx, store, target, kept, Some(beside)).await;
         let _ = done_tx.send(Some(

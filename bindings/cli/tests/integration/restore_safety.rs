@@ -503,3 +503,78 @@ async fn a_keyless_table_mostly_changed_is_reloaded_and_the_dry_run_says_why() {
     );
     assert!(few.get("reloaded").is_none(), "{few}");
 }
+
+/// Ctrl-C while the restore waits for a lock: nothing changed, so the safety snapshot the
+/// run already wrote is removed, and the exit code is 130.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_restore_leaves_no_safety_snapshot() {
+    let db = TestDb::new("ctrl_c").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        .await;
+    let store = TestStore::new().await;
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "create", "--name", "s"],
+    ));
+    db.exec("INSERT INTO t VALUES (2)").await;
+    let changed = db.fingerprint().await;
+    let holder = db.client().await;
+    holder
+        .batch_execute("BEGIN; UPDATE t SET id = id WHERE id = -1")
+        .await
+        .unwrap();
+    let watcher = db.client().await;
+    let child = crate::phony_cmd(
+        &db.url(),
+        store.path(),
+        &["snapshot", "restore", "s", "--lock-timeout", "60s"],
+    )
+    .spawn()
+    .unwrap();
+    // The safety snapshot is written, and the restore waits for the holder's lock.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let waiting = !watcher
+            .query(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
+                 AND application_name = 'phony restore' AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .is_empty();
+        let records = std::fs::read_dir(store.path().join("snapshots"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if waiting && records == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restore never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", crate::stderr(&out));
+    assert!(
+        crate::stderr(&out).contains("interrupted, nothing changed"),
+        "{}",
+        crate::stderr(&out)
+    );
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let list: Value = serde_json::from_str(&ok(&phony(
+        &db.url(),
+        store.path(),
+        &["--json", "snapshot", "list"],
+    )))
+    .unwrap();
+    assert_eq!(list["snapshots"].as_array().unwrap().len(), 1, "{list}");
+    assert_same(&db.fingerprint().await, &changed, "nothing changed");
+}
