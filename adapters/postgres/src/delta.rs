@@ -58,7 +58,7 @@ pub(crate) async fn restore_table<B: Backend + 'static>(
 ) -> Result<Option<TableChange>> {
     if !entry.key.is_empty() {
         if let Some(change) =
-            restore_keyed_by_segments(client, reader, store, entry, params, log).await?
+            restore_keyed_by_segments(client, reader, store, entry, params, log, prefetch).await?
         {
             return Ok(change);
         }
@@ -752,6 +752,36 @@ async fn apply_multiset(
     })
 }
 
+/// Why a keyed table whose differing rows take `staged` bytes (both sides) is cheaper to
+/// reload than to rewrite, its snapshot holding `bytes`; `None` when it is not.
+fn keyed_reload_reason(staged: u64, bytes: u64) -> Option<String> {
+    (staged > 0 && staged >= bytes).then(|| {
+        format!(
+            "the rows that differ take {staged} bytes staged, against {bytes} in the snapshot: \
+             reloading it costs less than rewriting them"
+        )
+    })
+}
+
+/// The rows `staged` deletes, inserts and updates, by key.
+fn staged_counts(entry: &TableEntry, staged: &Staged) -> TableChange {
+    let positions = crate::capture::key_positions(&entry.columns, &entry.key).unwrap_or_default();
+    let live: std::collections::HashSet<String> = row::lines(&staged.live)
+        .map(|l| row::key_text(l, &positions))
+        .collect();
+    let snap: std::collections::HashSet<String> = row::lines(&staged.snap)
+        .map(|l| row::key_text(l, &positions))
+        .collect();
+    let updated = live.intersection(&snap).count() as u64;
+    TableChange {
+        table: entry.table.clone(),
+        deleted: live.len() as u64 - updated,
+        inserted: snap.len() as u64 - updated,
+        updated,
+        reloaded: None,
+    }
+}
+
 /// Why a table without a key is cheaper to reload than to rewrite `differing` of its
 /// snapshot's `rows` rows one by one, or `None` when it is not.
 fn reload_reason(differing: u64, rows: u64) -> Option<String> {
@@ -825,6 +855,7 @@ async fn restore_keyed_by_segments<B: Backend + 'static>(
     entry: &TableEntry,
     params: ChunkParams,
     log: Option<u32>,
+    prefetch: usize,
 ) -> Result<Option<Option<TableChange>>> {
     let Some(positions) = crate::capture::key_positions(&entry.columns, &entry.key) else {
         return Ok(None);
@@ -897,7 +928,9 @@ async fn restore_keyed_by_segments<B: Backend + 'static>(
         }
         staged.rest(snap_rows);
     }
-    apply_staged(client, entry, staged, log).await.map(Some)
+    apply_staged(client, store, entry, staged, log, prefetch)
+        .await
+        .map(Some)
 }
 
 /// Rows to stage, COPY text: the live rows that differ from (or are missing in) the
@@ -947,14 +980,39 @@ impl Staged {
 /// rows that differ from (or are missing in) the snapshot, and `snap`, the snapshot's rows
 /// that differ from (or are missing among) the live ones, both COPY text. `None` when both
 /// are empty.
-pub(crate) async fn apply_staged(
+///
+/// When the rows that differ are most of the table (their staged bytes, both sides, at
+/// least the snapshot's bytes of it: a few huge rows, or most rows changed), staging and
+/// rewriting them costs more than deleting every row and copying the snapshot's in: the
+/// table is reloaded instead, and the counts are still the rows that differ.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn apply_staged<B: Backend + 'static>(
     client: &Client,
+    store: &Arc<Store<B>>,
     entry: &TableEntry,
     staged: Staged,
     log: Option<u32>,
+    prefetch: usize,
 ) -> Result<Option<TableChange>> {
     if staged.live.is_empty() && staged.snap.is_empty() {
         return Ok(None);
+    }
+    if let Some(why) = keyed_reload_reason(staged.bytes(), entry.content.bytes) {
+        let mut change = staged_counts(entry, &staged);
+        change.reloaded = Some(why);
+        let t = qualified(&entry.table);
+        let mut sql = String::new();
+        if let Some(relid) = log {
+            // The whole table, as a TRUNCATE logs it: other marks compare its content.
+            sql += &format!("INSERT INTO phony.changes (relid, key) VALUES ({relid}, NULL); ");
+        }
+        sql += &format!("DELETE FROM ONLY {t}");
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(pg(format!("reloading table {}", entry.table)))?;
+        copy_all(client, store, entry, prefetch).await?;
+        return Ok(Some(change));
     }
     for (name, rows) in [(LIVE, staged.live), (SNAP, staged.snap)] {
         create_temp(client, entry, name).await?;

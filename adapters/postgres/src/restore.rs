@@ -794,7 +794,9 @@ async fn compare_content<B: Backend + 'static>(
                     if summed {
                         ages.summed_chunks += compared;
                     }
-                    let change = delta::apply_staged(client, entry, staged, log).await?;
+                    let change =
+                        delta::apply_staged(client, store, entry, staged, log, opts.prefetch)
+                            .await?;
                     tracing::debug!("{}: applied at {:?}", entry.table, started.elapsed());
                     changes.push((i, change));
                 }

@@ -578,3 +578,63 @@ async fn an_interrupted_restore_leaves_no_safety_snapshot() {
     assert_eq!(list["snapshots"].as_array().unwrap().len(), 1, "{list}");
     assert_same(&db.fingerprint().await, &changed, "nothing changed");
 }
+
+/// A keyed table whose differing rows are most of its bytes (a few huge rows) is reloaded
+/// whole; one with a row changed among many is rewritten row by row. Counts are by key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_table_of_huge_changed_rows_is_reloaded_and_the_dry_run_says_why() {
+    let db = TestDb::new("reload_keyed").await;
+    db.exec(
+        "CREATE TABLE big (id int PRIMARY KEY, payload text);
+         CREATE TABLE small (id int PRIMARY KEY, v text);
+         INSERT INTO big SELECT g, repeat(md5(g::text), 30000) FROM generate_series(1, 3) g;
+         INSERT INTO small SELECT g, 's' || g FROM generate_series(1, 1000) g;",
+    )
+    .await;
+    let store = TestStore::new().await;
+    ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "create", "--name", "s"],
+    ));
+    let clean = db.fingerprint().await;
+    db.exec(
+        "UPDATE big SET payload = repeat(md5('x' || id), 30000) WHERE id <= 2;
+         UPDATE small SET v = 'changed' WHERE id = 7;",
+    )
+    .await;
+    let dry = ok(&phony(
+        &db.url(),
+        store.path(),
+        &["snapshot", "restore", "s", "--dry-run"],
+    ));
+    assert!(
+        dry.contains("public.big would be reloaded whole: the rows that differ"),
+        "{dry}"
+    );
+    assert!(!dry.contains("public.small would be reloaded"), "{dry}");
+
+    let restored: Value = serde_json::from_str(&ok(&phony(
+        &db.url(),
+        store.path(),
+        &["--json", "snapshot", "restore", "s"],
+    )))
+    .unwrap();
+    assert_same(&db.fingerprint().await, &clean, "after the restore");
+    let changes = restored["changes"].as_array().unwrap();
+    let of = |name: &str| changes.iter().find(|c| c["name"] == name).unwrap().clone();
+    let big = of("big");
+    assert_eq!(
+        (
+            big["deleted"].as_u64(),
+            big["inserted"].as_u64(),
+            big["updated"].as_u64()
+        ),
+        (Some(0), Some(0), Some(2)),
+        "{big}"
+    );
+    assert!(big["reloaded"].is_string(), "{big}");
+    let small = of("small");
+    assert_eq!(small["updated"].as_u64(), Some(1), "{small}");
+    assert!(small.get("reloaded").is_none(), "{small}");
+}
