@@ -337,6 +337,12 @@ pub fn restore_summary(
             report.sequences
         ),
     };
+    if report.dry_run && report.path == RestorePath::Delta {
+        out += match report.tracked {
+            true => "delta path: the change log names the rows changed since the database held this snapshot, and its schema did not change\n",
+            false => "delta path: the schema is the snapshot's, so only rows that differ are rewritten\n",
+        };
+    }
     if report.dry_run && !report.changes.is_empty() {
         let mut t = new_table(&["TABLE", "DELETE", "INSERT", "UPDATE"]);
         for c in &report.changes {

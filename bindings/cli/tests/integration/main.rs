@@ -6,6 +6,7 @@ mod commands;
 mod crash;
 mod diff;
 mod interruptions;
+mod restore_plan;
 mod restore_safety;
 mod retention;
 
