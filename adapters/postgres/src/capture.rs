@@ -151,7 +151,10 @@ pub async fn capture<B: Backend + 'static>(
     if let (Err(_), Some(p)) = (&result, &pending) {
         tracking::release_mark(&side, p).await;
     }
-    result
+    match result {
+        Ok(captured) => Ok(captured),
+        Err(e) => Err(crate::locks::explain(&side, e).await),
+    }
 }
 
 async fn capture_holding<B: Backend + 'static>(

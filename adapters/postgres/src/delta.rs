@@ -32,6 +32,9 @@ pub struct TableChange {
     pub deleted: u64,
     pub inserted: u64,
     pub updated: u64,
+    /// Why the table was reloaded whole (every row deleted, the snapshot's copied in)
+    /// rather than rewritten row by row; the counts are still the rows that differed.
+    pub reloaded: Option<String>,
 }
 
 mod from_log;
@@ -55,7 +58,7 @@ pub(crate) async fn restore_table<B: Backend + 'static>(
 ) -> Result<Option<TableChange>> {
     if !entry.key.is_empty() {
         if let Some(change) =
-            restore_keyed_by_segments(client, reader, store, entry, params, log).await?
+            restore_keyed_by_segments(client, reader, store, entry, params, log, prefetch).await?
         {
             return Ok(change);
         }
@@ -128,7 +131,8 @@ async fn restore_table_staged<B: Backend + 'static>(
         .await
         .map_err(pg("analyzing staged rows"))?;
 
-    finish(client, entry, &t, log).await.map(Some)
+    let reload = copy_all(client, store, entry, prefetch);
+    finish(client, entry, &t, log, reload).await.map(Some)
 }
 
 /// Applies the staged rows, logs the keys it touched (when tracking), drops the staging.
@@ -137,6 +141,8 @@ async fn finish(
     entry: &TableEntry,
     t: &str,
     log: Option<u32>,
+    // Reloads a table without a key whole (see [`apply_multiset`]); run only for those.
+    reload: impl std::future::Future<Output = Result<()>>,
 ) -> Result<TableChange> {
     if let Some(relid) = log {
         // Log what this restore is about to change, as the tracking triggers would have:
@@ -170,7 +176,7 @@ async fn finish(
             .map_err(pg("logging the rewritten rows"))?;
     }
     let change = if entry.key.is_empty() {
-        apply_multiset(client, entry, t).await?
+        apply_multiset(client, entry, t, reload).await?
     } else {
         let in_place = client
             .query_one(
@@ -350,7 +356,9 @@ pub(crate) async fn restore_table_keys<B: Backend + 'static>(
         .batch_execute(&format!("ANALYZE {LIVE}; ANALYZE {SNAP};"))
         .await
         .map_err(pg("analyzing staged rows"))?;
-    finish(client, entry, &t, log).await.map(Some)
+    finish(client, entry, &t, log, async { Ok(()) })
+        .await
+        .map(Some)
 }
 
 /// The chunks (0-based, ascending) whose key ranges hold a key the log names for `relids`
@@ -589,6 +597,7 @@ async fn apply_keyed(
             deleted,
             inserted: put.saturating_sub(updated),
             updated,
+            reloaded: None,
         });
     }
     let deleted = client
@@ -644,10 +653,22 @@ async fn apply_keyed(
         deleted,
         inserted,
         updated,
+        reloaded: None,
     })
 }
 
-async fn apply_multiset(client: &Client, entry: &TableEntry, t: &str) -> Result<TableChange> {
+/// Makes a table without a key hold the snapshot's rows, as a multiset of whole rows: the
+/// copies of each distinct row to remove and to add are counted first. Removing them means
+/// finding each one by its text among all the live rows; when they are many (at least half
+/// as many as the snapshot's rows), deleting every row and copying the snapshot's in
+/// (`reload`) costs less, and the table is reloaded instead (the counts stay the rows that
+/// differ).
+async fn apply_multiset(
+    client: &Client,
+    entry: &TableEntry,
+    t: &str,
+    reload: impl std::future::Future<Output = Result<()>>,
+) -> Result<TableChange> {
     let context = format!("rewriting rows of {}", entry.table);
     let cols = ident_list(&entry.columns);
     let s_cols: Vec<String> = entry
@@ -667,6 +688,34 @@ async fn apply_multiset(client: &Client, entry: &TableEntry, t: &str) -> Result<
         ))
         .await
         .map_err(pg(context.clone()))?;
+    let sums = client
+        .query_one(
+            &format!(
+                "SELECT coalesce(sum(n) FILTER (WHERE n > 0), 0)::int8, \
+                        coalesce(-sum(n) FILTER (WHERE n < 0), 0)::int8 FROM {MULTISET}"
+            ),
+            &[],
+        )
+        .await
+        .map_err(pg(context.clone()))?;
+    let (to_delete, to_insert) = (
+        sums.get::<_, i64>(0).max(0) as u64,
+        sums.get::<_, i64>(1).max(0) as u64,
+    );
+    if let Some(why) = reload_reason(to_delete + to_insert, entry.content.rows) {
+        client
+            .batch_execute(&format!("DROP TABLE {MULTISET}; DELETE FROM ONLY {t}"))
+            .await
+            .map_err(pg(context))?;
+        reload.await?;
+        return Ok(TableChange {
+            table: entry.table.clone(),
+            deleted: to_delete,
+            inserted: to_insert,
+            updated: 0,
+            reloaded: Some(why),
+        });
+    }
     let deleted = client
         .execute(
             &format!(
@@ -704,7 +753,78 @@ async fn apply_multiset(client: &Client, entry: &TableEntry, t: &str) -> Result<
         deleted,
         inserted,
         updated: 0,
+        reloaded: None,
     })
+}
+
+/// Why a keyed table whose differing rows take `staged` bytes (both sides) is cheaper to
+/// reload than to rewrite, its snapshot holding `bytes`; `None` when it is not.
+fn keyed_reload_reason(staged: u64, bytes: u64) -> Option<String> {
+    (staged > 0 && staged >= bytes).then(|| {
+        format!(
+            "the rows that differ take {staged} bytes staged, against {bytes} in the snapshot: \
+             reloading it costs less than rewriting them"
+        )
+    })
+}
+
+/// The rows `staged` deletes, inserts and updates, by key.
+fn staged_counts(entry: &TableEntry, staged: &Staged) -> TableChange {
+    let positions = crate::capture::key_positions(&entry.columns, &entry.key).unwrap_or_default();
+    let live: std::collections::HashSet<String> = row::lines(&staged.live)
+        .map(|l| row::key_text(l, &positions))
+        .collect();
+    let snap: std::collections::HashSet<String> = row::lines(&staged.snap)
+        .map(|l| row::key_text(l, &positions))
+        .collect();
+    let updated = live.intersection(&snap).count() as u64;
+    TableChange {
+        table: entry.table.clone(),
+        deleted: live.len() as u64 - updated,
+        inserted: snap.len() as u64 - updated,
+        updated,
+        reloaded: None,
+    }
+}
+
+/// Why a table without a key is cheaper to reload than to rewrite `differing` of its
+/// snapshot's `rows` rows one by one, or `None` when it is not.
+fn reload_reason(differing: u64, rows: u64) -> Option<String> {
+    (differing > 0 && differing * 2 >= rows).then(|| {
+        format!(
+            "{differing} rows differ, against {rows} in the snapshot, and it has no key: \
+             reloading it costs less than finding each row among the live ones"
+        )
+    })
+}
+
+/// Copies every row of the snapshot's table into the live one (emptied by the caller).
+async fn copy_all<B: Backend + 'static>(
+    client: &Client,
+    store: &Arc<Store<B>>,
+    entry: &TableEntry,
+    prefetch: usize,
+) -> Result<()> {
+    let chunks = store.table_chunks(entry).await?;
+    let context = format!("reloading table {}", entry.table);
+    let sink = client
+        .copy_in::<_, Bytes>(&format!(
+            "COPY {} ({}) FROM STDIN",
+            qualified(&entry.table),
+            ident_list(&entry.columns)
+        ))
+        .await
+        .map_err(pg(context.clone()))?;
+    futures::pin_mut!(sink);
+    let blobs = decoded_chunks(store, chunks, prefetch);
+    futures::pin_mut!(blobs);
+    while let Some(plain) = blobs.try_next().await? {
+        sink.send(Bytes::from(plain))
+            .await
+            .map_err(pg(context.clone()))?;
+    }
+    sink.as_mut().finish().await.map_err(pg(context))?;
+    Ok(())
 }
 
 /// A live chunk seen by the first pass: its id and the keys of its first and last rows.
@@ -740,6 +860,7 @@ async fn restore_keyed_by_segments<B: Backend + 'static>(
     entry: &TableEntry,
     params: ChunkParams,
     log: Option<u32>,
+    prefetch: usize,
 ) -> Result<Option<Option<TableChange>>> {
     let Some(positions) = crate::capture::key_positions(&entry.columns, &entry.key) else {
         return Ok(None);
@@ -812,7 +933,9 @@ async fn restore_keyed_by_segments<B: Backend + 'static>(
         }
         staged.rest(snap_rows);
     }
-    apply_staged(client, entry, staged, log).await.map(Some)
+    apply_staged(client, store, entry, staged, log, prefetch)
+        .await
+        .map(Some)
 }
 
 /// Rows to stage, COPY text: the live rows that differ from (or are missing in) the
@@ -862,14 +985,39 @@ impl Staged {
 /// rows that differ from (or are missing in) the snapshot, and `snap`, the snapshot's rows
 /// that differ from (or are missing among) the live ones, both COPY text. `None` when both
 /// are empty.
-pub(crate) async fn apply_staged(
+///
+/// When the rows that differ are most of the table (their staged bytes, both sides, at
+/// least the snapshot's bytes of it: a few huge rows, or most rows changed), staging and
+/// rewriting them costs more than deleting every row and copying the snapshot's in: the
+/// table is reloaded instead, and the counts are still the rows that differ.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn apply_staged<B: Backend + 'static>(
     client: &Client,
+    store: &Arc<Store<B>>,
     entry: &TableEntry,
     staged: Staged,
     log: Option<u32>,
+    prefetch: usize,
 ) -> Result<Option<TableChange>> {
     if staged.live.is_empty() && staged.snap.is_empty() {
         return Ok(None);
+    }
+    if let Some(why) = keyed_reload_reason(staged.bytes(), entry.content.bytes) {
+        let mut change = staged_counts(entry, &staged);
+        change.reloaded = Some(why);
+        let t = qualified(&entry.table);
+        let mut sql = String::new();
+        if let Some(relid) = log {
+            // The whole table, as a TRUNCATE logs it: other marks compare its content.
+            sql += &format!("INSERT INTO phony.changes (relid, key) VALUES ({relid}, NULL); ");
+        }
+        sql += &format!("DELETE FROM ONLY {t}");
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(pg(format!("reloading table {}", entry.table)))?;
+        copy_all(client, store, entry, prefetch).await?;
+        return Ok(Some(change));
     }
     for (name, rows) in [(LIVE, staged.live), (SNAP, staged.snap)] {
         create_temp(client, entry, name).await?;
@@ -894,7 +1042,9 @@ pub(crate) async fn apply_staged(
         .await
         .map_err(pg("analyzing staged rows"))?;
     let t = qualified(&entry.table);
-    finish(client, entry, &t, log).await.map(Some)
+    finish(client, entry, &t, log, async { Ok(()) })
+        .await
+        .map(Some)
 }
 
 fn push_line(out: &mut Vec<u8>, line: &[u8]) {

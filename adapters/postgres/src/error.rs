@@ -61,6 +61,20 @@ pub enum Error {
         "table {table} holds text that is not valid UTF-8 (the database's encoding is SQL_ASCII, which stores any bytes); phony keeps rows as UTF-8, so convert that text (or the database) to UTF-8 first"
     )]
     NotUtf8 { table: String },
+    /// The server's lock table (shared by all sessions) cannot hold the locks of one
+    /// transaction over every relation of the database.
+    #[error(
+        "the server's lock table is too small for one transaction over this database's {relations} relations: it holds max_locks_per_transaction {per_transaction} × (max_connections {connections} + max_prepared_transactions {prepared}) = {} locks, shared by all sessions; set max_locks_per_transaction = {suggested} in postgresql.conf and restart the server",
+        per_transaction * (connections + prepared)
+    )]
+    LockTable {
+        relations: u64,
+        per_transaction: u64,
+        connections: u64,
+        prepared: u64,
+        /// A `max_locks_per_transaction` that would do.
+        suggested: u64,
+    },
 
     /// pg_dump is missing, too old or failed.
     #[error("{0}")]

@@ -29,6 +29,7 @@ pub mod fingerprint;
 pub mod fresh;
 pub mod identity;
 mod incremental;
+mod locks;
 pub mod mask;
 pub mod patch;
 mod phase;

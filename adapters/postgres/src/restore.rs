@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, SinkExt, TryStreamExt};
+use phony_core::diff::schema::SchemaChange;
 use phony_core::{Backend, CapturePoint, RootManifest, Store, TableEntry};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
@@ -68,6 +69,10 @@ pub struct RestoreOptions {
     /// by then (its readers' locks would otherwise wait on those steps, or they on it). An
     /// error rolls the restore back.
     pub gate: Option<Gate>,
+    /// Set just before the restore sends its `COMMIT`: until then, stopping the process
+    /// (the connection closes) leaves the database as it was; from then on the restore
+    /// may have been committed.
+    pub committing: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// See [`RestoreOptions::gate`]: `Err` says why the restore must not go on.
@@ -105,6 +110,7 @@ impl Default for RestoreOptions {
             transactional_sequences: true,
             point: None,
             gate: None,
+            committing: None,
         }
     }
 }
@@ -127,6 +133,9 @@ pub struct RestoreReport {
     /// Whether the live schema differed from the snapshot's (`None`: not checked, as with
     /// `full`, or the check failed).
     pub schema_changed: Option<bool>,
+    /// When it differed: the schema objects the full path drops (`Dropped`), creates
+    /// (`Added`) or replaces (`Altered`), from the live schema to the snapshot's.
+    pub schema_changes: Vec<SchemaChange>,
     /// The change log said what changed since the database held the snapshot (so the
     /// schema did not change): no schema comparison was needed.
     pub tracked: bool,
@@ -225,6 +234,19 @@ pub async fn restore_in<B: Backend + 'static>(
     root: &RootManifest,
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
+    match restore_session(session, target, store, root, opts).await {
+        Ok(report) => Ok(report),
+        Err(e) => Err(crate::locks::explain(session.client(), e).await),
+    }
+}
+
+async fn restore_session<B: Backend + 'static>(
+    session: &Session,
+    target: &ConnectionTarget,
+    store: &Arc<Store<B>>,
+    root: &RootManifest,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport> {
     let started = Instant::now();
     // Read the DDL before touching the database: a store problem must not cost a lock.
     let pre_data = text_blob(store, &root.pre_data).await?;
@@ -315,9 +337,10 @@ pub async fn restore_in<B: Backend + 'static>(
         if let (Some(check), Ok(()) | Err(DeltaError::Fallback(_))) = (&schema, &delta) {
             match check.clone().await {
                 Ok(None) => report.schema_changed = Some(false),
-                Ok(Some(why)) => {
+                Ok(Some(differs)) => {
                     report.schema_changed = Some(true);
-                    verdict = Some(why);
+                    report.schema_changes = differs.changes;
+                    verdict = Some(differs.why);
                 }
                 Err(why) => verdict = Some(why),
             }
@@ -404,6 +427,9 @@ pub async fn restore_in<B: Backend + 'static>(
         }
     }
     let end = if opts.dry_run { "ROLLBACK" } else { "COMMIT" };
+    if let (Some(flag), false) = (&opts.committing, opts.dry_run) {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     client
         .batch_execute(end)
         .await
@@ -423,7 +449,15 @@ async fn locked_error(client: &Client, target: &ConnectionTarget, opts: &Restore
 /// The comparison of the live schema with the snapshot's, shared by the delta path (which
 /// waits for it before its first write) and the caller (which reports it): `Ok(None)`
 /// when they are the same, else why not.
-type SchemaCheck<'a> = Shared<BoxFuture<'a, std::result::Result<Option<String>, String>>>;
+type SchemaCheck<'a> = Shared<BoxFuture<'a, std::result::Result<Option<Differs>, String>>>;
+
+/// How the live schema differs from the snapshot's.
+#[derive(Debug, Clone)]
+struct Differs {
+    why: String,
+    /// The objects that differ, from the live schema to the snapshot's.
+    changes: Vec<SchemaChange>,
+}
 
 /// Waits for the schema's verdict, when it is being compared: the delta path writes only
 /// once the live schema is known to be the snapshot's.
@@ -432,32 +466,45 @@ async fn schema_agrees(schema: Option<&SchemaCheck<'_>>) -> Result<()> {
         None => Ok(()),
         Some(check) => match check.clone().await {
             Ok(None) => Ok(()),
-            Ok(Some(why)) | Err(why) => Err(Error::Internal(why)),
+            Ok(Some(Differs { why, .. })) | Err(why) => Err(Error::Internal(why)),
         },
     }
 }
 
-/// Why the live schema differs from the snapshot's, or `None` when it is the same.
+/// How the live schema differs from the snapshot's, or `None` when it is the same.
 async fn schema_difference(
     target: &ConnectionTarget,
     version: u32,
     pre_data: &str,
     post_data: &str,
-) -> Result<Option<String>> {
+) -> Result<Option<Differs>> {
     let pg_dump = PgDump::find(version / 10000).await?;
     let (live_pre, live_post) = tokio::try_join!(
         pg_dump.dump(target, Some(Section::PreData), None),
         pg_dump.dump(target, Some(Section::PostData), None)
     )?;
-    if normalize(&live_pre) != normalize(pre_data) {
-        return Ok(Some("the schema changed since the snapshot".into()));
-    }
-    if normalize(&live_post) != normalize(post_data) {
-        return Ok(Some(
-            "keys, indexes or triggers changed since the snapshot".into(),
-        ));
-    }
-    Ok(None)
+    let why = if normalize(&live_pre) != normalize(pre_data) {
+        "the schema changed since the snapshot"
+    } else if normalize(&live_post) != normalize(post_data) {
+        "keys, indexes or triggers changed since the snapshot"
+    } else {
+        return Ok(None);
+    };
+    // Object by object, as `diff` shows them (pg_dump's headers name the objects; its
+    // `\restrict` lines are not SQL).
+    let script = |pre: &str, post: &str| -> String {
+        pre.lines()
+            .chain(post.lines())
+            .filter(|l| !l.starts_with('\\'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let live = script(&live_pre, &live_post);
+    let snapshot = script(pre_data, post_data);
+    Ok(Some(Differs {
+        why: why.to_owned(),
+        changes: phony_core::diff::schema::diff(&live, &snapshot),
+    }))
 }
 
 /// What change tracking knows, for the delta path.
@@ -766,7 +813,9 @@ async fn compare_content<B: Backend + 'static>(
                     if summed {
                         ages.summed_chunks += compared;
                     }
-                    let change = delta::apply_staged(client, entry, staged, log).await?;
+                    let change =
+                        delta::apply_staged(client, store, entry, staged, log, opts.prefetch)
+                            .await?;
                     tracing::debug!("{}: applied at {:?}", entry.table, started.elapsed());
                     changes.push((i, change));
                 }

@@ -209,6 +209,10 @@ pub struct RestoreView<'a> {
     pub bytes: u64,
     pub sequences: u64,
     pub changes: Vec<ChangeView<'a>>,
+    /// Full path, when the schema differed: the objects it drops (`dropped`), creates
+    /// (`added`) or replaces (`altered`), as `diff` shows them.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub schema_changes: &'a [phony_core::diff::schema::SchemaChange],
     pub terminated_sessions: u64,
     /// Without tracking: the tables and chunks the capture's point in time spared from
     /// comparison (absent when it was not used).
@@ -238,6 +242,9 @@ pub struct ChangeView<'a> {
     pub deleted: u64,
     pub inserted: u64,
     pub updated: u64,
+    /// Why the table was reloaded whole instead of rewritten row by row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reloaded: Option<&'a str>,
 }
 
 impl<'a> RestoreView<'a> {
@@ -268,8 +275,10 @@ impl<'a> RestoreView<'a> {
                     deleted: c.deleted,
                     inserted: c.inserted,
                     updated: c.updated,
+                    reloaded: c.reloaded.as_deref(),
                 })
                 .collect(),
+            schema_changes: &report.schema_changes,
             terminated_sessions: report.terminated,
             row_ages: report.row_ages.map(|a| RowAgesView {
                 tables: a.tables,
@@ -299,10 +308,15 @@ pub fn restore_summary(
         "restored"
     };
     let into = format!("{database}{}", if created { " (created)" } else { "" });
+    // A dry run's time is what working out the plan took, not an estimate of the restore.
     let secs = report.duration.as_secs_f64();
+    let took = match report.dry_run {
+        true => format!("planned in {secs:.2}s"),
+        false => format!("in {secs:.2}s"),
+    };
     let mut out = match report.path {
         RestorePath::Delta if report.changes.is_empty() => format!(
-            "{verb} {} into {into}: no rows differ; {} set, in {secs:.2}s\n",
+            "{verb} {} into {into}: no rows differ; {} set, {took}\n",
             r.label(),
             count(report.sequences, "sequence", "sequences")
         ),
@@ -311,7 +325,7 @@ pub fn restore_summary(
                 (d + c.deleted, i + c.inserted, u + c.updated)
             });
             format!(
-                "{verb} {} into {into} by rewriting {} of {} ({} deleted, {i} inserted, {u} updated), {}, in {secs:.2}s\n",
+                "{verb} {} into {into} by rewriting {} of {} ({} deleted, {i} inserted, {u} updated), {}, {took}\n",
                 r.label(),
                 report.changes.len(),
                 count(r.stats.tables, "table", "tables"),
@@ -320,7 +334,7 @@ pub fn restore_summary(
             )
         }
         RestorePath::Full => format!(
-            "{verb} {} into {into}{}: {}, {}, {} in {secs:.2}s\n",
+            "{verb} {} into {into}{}: {}, {}, {}, {took}\n",
             r.label(),
             report
                 .full_reason
@@ -332,6 +346,12 @@ pub fn restore_summary(
             count(report.sequences, "sequence", "sequences")
         ),
     };
+    if report.dry_run && report.path == RestorePath::Delta {
+        out += match report.tracked {
+            true => "delta path: the change log names the rows changed since the database held this snapshot, and its schema did not change\n",
+            false => "delta path: the schema is the snapshot's, so only rows that differ are rewritten\n",
+        };
+    }
     if report.dry_run && !report.changes.is_empty() {
         let mut t = new_table(&["TABLE", "DELETE", "INSERT", "UPDATE"]);
         for c in &report.changes {
@@ -341,6 +361,25 @@ pub fn restore_summary(
                 Cell::new(c.inserted).set_alignment(CellAlignment::Right),
                 Cell::new(c.updated).set_alignment(CellAlignment::Right),
             ]);
+        }
+        out += &t.to_string();
+        out.push('\n');
+        for c in &report.changes {
+            if let Some(why) = &c.reloaded {
+                out += &format!("{} would be reloaded whole: {why}\n", c.table);
+            }
+        }
+    }
+    if report.dry_run && !report.schema_changes.is_empty() {
+        use phony_core::diff::schema::ObjectChange;
+        let mut t = new_table(&["WOULD", "OBJECT"]);
+        for c in &report.schema_changes {
+            let would = match c.change {
+                ObjectChange::Dropped => "drop",
+                ObjectChange::Added => "create",
+                ObjectChange::Altered => "replace",
+            };
+            t.add_row(vec![Cell::new(would), Cell::new(c.title())]);
         }
         out += &t.to_string();
         out.push('\n');

@@ -93,6 +93,9 @@ pub(crate) struct Kept {
     pub(crate) skip_large_objects: bool,
 }
 
+/// The id a safety snapshot's record is written under, once chosen.
+type SafetyId = Arc<std::sync::Mutex<Option<SnapshotId>>>;
+
 /// A snapshot taken beside a restore of the same database.
 pub(crate) struct Beside {
     /// See [`CaptureOptions::on_point_fixed`].
@@ -100,6 +103,8 @@ pub(crate) struct Beside {
     /// This run's own name for the capture's connections, which the restore's `--force`
     /// spares (see [`RestoreOptions::spare`]).
     application_name: String,
+    /// Where the snapshot's id is kept just before its record is written.
+    chosen: SafetyId,
 }
 
 /// Captures `target` and writes the snapshot's record, under the store's create lock (so no
@@ -126,9 +131,13 @@ pub(crate) async fn take_snapshot(
         _ => format!("reading {}", target.dbname()),
     };
     let bar = Bar::new(!ctx.json, &what);
-    let (on_point_fixed, application_name) = match beside {
-        Some(b) => (Some(b.on_point_fixed), Some(b.application_name)),
-        None => (None, None),
+    let (on_point_fixed, application_name, chosen) = match beside {
+        Some(b) => (
+            Some(b.on_point_fixed),
+            Some(b.application_name),
+            Some(b.chosen),
+        ),
+        None => (None, None, None),
     };
     let opts = CaptureOptions {
         progress: bar.callback(),
@@ -168,6 +177,9 @@ pub(crate) async fn take_snapshot(
         stats,
     };
     lock.check()?;
+    if let Some(chosen) = chosen {
+        *chosen.lock().unwrap_or_else(|e| e.into_inner()) = Some(record.id);
+    }
     store
         .put_record(&record)
         .await
@@ -296,8 +308,21 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
         (false, _) if !safety_first => phony_postgres::restore(&target, &store, &root, &opts).await,
         (false, _) => {
             let labels = [("before_restore_of".to_owned(), record.id.to_string())].into();
-            let (taken, restored) =
-                restore_after_safety(ctx, &store, &target, &root, opts, labels).await;
+            let committing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let opts = RestoreOptions {
+                committing: Some(Arc::clone(&committing)),
+                ..opts
+            };
+            let chosen = SafetyId::default();
+            let both =
+                restore_after_safety(ctx, &store, &target, &root, opts, labels, chosen.clone());
+            let (taken, restored) = tokio::select! {
+                both = both => both,
+                _ = tokio::signal::ctrl_c() => {
+                    bar.finish();
+                    interrupted(&store, &chosen, &committing).await
+                }
+            };
             let taken =
                 taken.context("taking the safety snapshot (skip it with --no-safety-snapshot)")?;
             if let Err(e) = restored {
@@ -351,6 +376,34 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
         }
         Ok(())
     }
+}
+
+/// Ctrl-C during a restore with a safety snapshot: the process ends with exit code 130.
+/// Before the restore sent its commit, closing its connection rolls it back, so the safety
+/// snapshot of this run (if already written) is removed; after, both are kept.
+async fn interrupted(
+    store: &Arc<AppStore>,
+    chosen: &SafetyId,
+    committing: &std::sync::atomic::AtomicBool,
+) -> ! {
+    if committing.load(std::sync::atomic::Ordering::SeqCst) {
+        eprintln!(
+            "phony: interrupted while committing: the restore may have been committed; \
+             the state before is kept as a safety snapshot"
+        );
+        std::process::exit(130);
+    }
+    let id = *chosen.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(id) = id {
+        // Written, or about to be: the record is removed either way once it exists.
+        if let Ok(records) = store.records().await {
+            if records.iter().any(|r| r.id == id) {
+                let _ = store.delete_record(&id).await;
+            }
+        }
+    }
+    eprintln!("phony: interrupted, nothing changed");
+    std::process::exit(130);
 }
 
 /// The line that tells how to undo a restore into `target`: restore its safety snapshot
@@ -409,6 +462,7 @@ async fn restore_after_safety(
     root: &phony_core::RootManifest,
     opts: RestoreOptions,
     labels: std::collections::BTreeMap<String, String>,
+    chosen: SafetyId,
 ) -> (
     Result<SnapshotRecord>,
     phony_postgres::Result<phony_postgres::RestoreReport>,
@@ -442,6 +496,7 @@ async fn restore_after_safety(
         let beside = Beside {
             on_point_fixed,
             application_name,
+            chosen,
         };
         let taken = take_snapshot(ctx, store, target, kept, Some(beside)).await;
         let _ = done_tx.send(Some(

@@ -27,6 +27,8 @@ pub struct ClusterOptions {
     /// Require this password over TCP (scram-sha-256) for the `postgres` user instead of
     /// trusting every connection.
     pub password: Option<String>,
+    /// Server settings, as `-c name=value` (for example `max_locks_per_transaction`).
+    pub settings: Vec<(String, String)>,
     /// Serve TLS (`ssl = on`) with this certificate and key (PEM).
     pub tls: Option<ServerTls>,
 }
@@ -47,6 +49,7 @@ pub struct TempCluster {
     run_as: Option<(u32, u32)>,
     password: Option<String>,
     tls: bool,
+    settings: Vec<(String, String)>,
     watchdog: Option<Child>,
 }
 
@@ -136,6 +139,7 @@ impl TempCluster {
             run_as,
             password: options.password,
             tls: options.tls.is_some(),
+            settings: options.settings,
             watchdog: None,
         };
         cluster.watchdog = Some(cluster.spawn_watchdog(&data)?);
@@ -149,6 +153,9 @@ impl TempCluster {
             self.port,
             self.dir.path().display()
         );
+        for (name, value) in &self.settings {
+            opts += &format!(" -c {name}={value}");
+        }
         if self.tls {
             let dir = self.dir.path().display();
             opts.push_str(&format!(

@@ -171,11 +171,13 @@ impl Inner {
             )
             .await
             .map_err(|e| pg("taking the kit's liveness lock", e))?;
-        // Dropping databases takes a while (each DROP waits for a checkpoint): not on the
-        // first test's time.
+        // Dropping databases takes a while (each DROP waits for a checkpoint): beside the
+        // baseline's build and capture, and awaited before the first checkout, so that a
+        // short test process never exits with the sweep half done (its leftovers would
+        // pile up faster than later sweeps removed them).
         let sweeper = maintenance(&base);
         let own = tag.clone();
-        tokio::spawn(async move {
+        let sweep = tokio::spawn(async move {
             if let Err(e) = sweep_orphans(&sweeper, &own).await {
                 tracing::debug!("sweeping databases of finished processes: {e}");
             }
@@ -232,6 +234,7 @@ impl Inner {
             .map_err(|e| pg("reading the schema", e))?
             .get(0);
         drop(lock);
+        let _ = sweep.await;
 
         let slots = match setup.strategy {
             Strategy::Serial => 1,
@@ -571,24 +574,36 @@ async fn clone_database(base: &ConnectionTarget, name: &str) -> Result<()> {
     }
 }
 
-/// Drops the databases of kits whose process is gone (their liveness lock is free).
+/// Drops at once, on as many connections.
+const SWEEPERS: usize = 4;
+
+/// Drops the databases of kits whose process is gone (their liveness lock is free), and
+/// any of the kit's databases a drop left half done (PostgreSQL 15.4+ marks an interrupted
+/// `DROP DATABASE`'s database invalid, `datconnlimit = -2`: nobody can connect to it, and
+/// only another `DROP DATABASE` removes it).
 async fn sweep_orphans(server: &ConnectionTarget, own_tag: &str) -> Result<()> {
     let keeper = server.connect().await?;
     let rows = keeper
         .query(
-            "SELECT datname::text FROM pg_catalog.pg_database
+            "SELECT datname::text, datconnlimit = -2 FROM pg_catalog.pg_database
              WHERE datname ~ '^phony_tk_[0-9a-f]{8}(_[0-9]+)?$' ORDER BY 1",
             &[],
         )
         .await
         .map_err(|e| pg("listing databases", e))?;
-    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    let mut tags: Vec<&str> = names
+    let found: Vec<(String, bool)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let mut tags: Vec<&str> = found
         .iter()
-        .filter_map(|n| n.get(PREFIX.len()..PREFIX.len() + 8))
+        .filter_map(|(n, _)| n.get(PREFIX.len()..PREFIX.len() + 8))
         .filter(|t| *t != own_tag)
         .collect();
     tags.dedup();
+    let mut doomed: Vec<&str> = found
+        .iter()
+        .filter(|(_, invalid)| *invalid)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let mut freed = Vec::new();
     for tag in tags {
         let free: bool = keeper
             .query_one(
@@ -601,12 +616,37 @@ async fn sweep_orphans(server: &ConnectionTarget, own_tag: &str) -> Result<()> {
         if !free {
             continue;
         }
-        for name in names.iter().filter(|n| n[PREFIX.len()..].starts_with(tag)) {
-            tracing::debug!("dropping {name}, left by a finished test process");
-            let _ = keeper
-                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .await;
+        freed.push(tag);
+        for (name, _) in found
+            .iter()
+            .filter(|(n, _)| n[PREFIX.len()..].starts_with(tag))
+        {
+            if !doomed.contains(&name.as_str()) {
+                doomed.push(name);
+            }
         }
+    }
+    // Each DROP DATABASE waits for a checkpoint: several at once share them.
+    for batch in doomed.chunks(SWEEPERS) {
+        let mut drops = tokio::task::JoinSet::new();
+        for name in batch {
+            let (server, name) = (server.clone(), (*name).to_owned());
+            drops.spawn(async move {
+                tracing::debug!("dropping {name}, left by a finished test process");
+                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                match server.connect().await {
+                    Ok(client) => {
+                        if let Err(e) = client.batch_execute(&sql).await {
+                            tracing::debug!("dropping {name}: {e}");
+                        }
+                    }
+                    Err(e) => tracing::debug!("dropping {name}: {e}"),
+                }
+            });
+        }
+        while drops.join_next().await.is_some() {}
+    }
+    for tag in freed {
         let _ = keeper
             .query_one(
                 "SELECT pg_catalog.pg_advisory_unlock(pg_catalog.hashtextextended($1, 0))",

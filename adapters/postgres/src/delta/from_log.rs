@@ -47,6 +47,7 @@ pub(crate) async fn restore_from_log(
         deleted: counts.get::<_, i64>(0) as u64,
         inserted: counts.get::<_, i64>(1) as u64,
         updated: counts.get::<_, i64>(2) as u64,
+        reloaded: None,
     };
     if let Some(put) = put.filter(|_| change.inserted + change.updated > 0) {
         client.execute(&put, &params).await.map_err(pg(&context))?;

@@ -9,6 +9,7 @@ mod diff;
 mod interruptions;
 mod messages;
 mod objects;
+mod restore_plan;
 mod restore_safety;
 mod retention;
 mod sync;

@@ -1,5 +1,6 @@
 //! Restores that must not hurt: `--force` beside the safety snapshot, a snapshot of
-//! another database, undo hints that undo, safety snapshots of restores that did nothing.
+//! another database, undo hints that undo, safety snapshots of restores that failed or
+//! were interrupted.
 
 use phony_tests::{assert_same, TestDb, TestStore};
 use serde_json::Value;
@@ -241,67 +242,77 @@ async fn a_snapshot_from_another_server_is_not_restored_over_a_namesake() {
     ));
 }
 
-/// A tracked restore counts rows whose content differs, as its dry run and `diff` do: rows
-/// changed and changed back, updated twice, or deleted and inserted again as they were.
+/// Ctrl-C while the restore waits for a lock: nothing changed, so the safety snapshot the
+/// run already wrote is removed, and the exit code is 130.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tracked_restore_counts_agree_with_the_dry_run_and_diff() {
-    let db = TestDb::new("counts").await;
-    db.exec(
-        "CREATE TABLE t (id int PRIMARY KEY, v text);
-         INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 20) g;",
-    )
-    .await;
+async fn an_interrupted_restore_leaves_no_safety_snapshot() {
+    let db = TestDb::new("ctrl_c").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        .await;
     let store = TestStore::new().await;
-    ok(&phony(&db.url(), store.path(), &["track", "on"]));
     ok(&phony(
         &db.url(),
         store.path(),
         &["snapshot", "create", "--name", "s"],
     ));
-    let counts = |v: &Value| -> (u64, u64, u64) {
-        let c = &v["changes"][0];
-        (
-            c["deleted"].as_u64().unwrap_or(0),
-            c["inserted"].as_u64().unwrap_or(0),
-            c["updated"].as_u64().unwrap_or(0),
-        )
-    };
-    let json = |args: &[&str]| -> Value {
-        let mut all = vec!["--json", "snapshot"];
-        all.extend_from_slice(args);
-        serde_json::from_str(&ok(&phony(&db.url(), store.path(), &all))).unwrap()
-    };
-    for extra in [&[][..], &["--no-safety-snapshot"]] {
-        db.exec(
-            "UPDATE t SET v = 'x' WHERE id = 1; UPDATE t SET v = 'v1' WHERE id = 1;
-             UPDATE t SET v = 'a' WHERE id = 2; UPDATE t SET v = 'b' WHERE id = 2;
-             UPDATE t SET v = 'c' WHERE id = 2;
-             DELETE FROM t WHERE id = 3; INSERT INTO t VALUES (3, 'v3');
-             UPDATE t SET v = 'z' WHERE id = 4;
-             INSERT INTO t VALUES (21, 'new'); DELETE FROM t WHERE id = 5;
-             INSERT INTO t VALUES (22, 'gone again'); DELETE FROM t WHERE id = 22;",
-        )
-        .await;
-        let diff = json(&["diff", "s"]);
-        let table = &diff["tables"][0];
-        // From the snapshot to now: the restore undoes it.
-        let diffed = (
-            table["rows_added"].as_u64().unwrap(),
-            table["rows_removed"].as_u64().unwrap(),
-            table["rows_changed"].as_u64().unwrap(),
+    db.exec("INSERT INTO t VALUES (2)").await;
+    let changed = db.fingerprint().await;
+    let holder = db.client().await;
+    holder
+        .batch_execute("BEGIN; UPDATE t SET id = id WHERE id = -1")
+        .await
+        .unwrap();
+    let watcher = db.client().await;
+    let child = crate::phony_cmd(
+        &db.url(),
+        store.path(),
+        &["snapshot", "restore", "s", "--lock-timeout", "60s"],
+    )
+    .spawn()
+    .unwrap();
+    // The safety snapshot is written, and the restore waits for the holder's lock.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let waiting = !watcher
+            .query(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
+                 AND application_name = 'phony restore' AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .is_empty();
+        let records = std::fs::read_dir(store.path().join("snapshots"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if waiting && records == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restore never waited"
         );
-        assert_eq!(diffed, (1, 1, 2), "{diff}");
-        let mut dry = vec!["restore", "s", "--dry-run"];
-        dry.extend_from_slice(extra);
-        assert_eq!(counts(&json(&dry)), (1, 1, 2), "dry run {extra:?}");
-        let mut args = vec!["restore", "s"];
-        args.extend_from_slice(extra);
-        let restored = json(&args);
-        assert_eq!(
-            counts(&restored),
-            (1, 1, 2),
-            "restore {extra:?}: {restored}"
-        );
-        assert_eq!(restored["rows"], 4, "{restored}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", crate::stderr(&out));
+    assert!(
+        crate::stderr(&out).contains("interrupted, nothing changed"),
+        "{}",
+        crate::stderr(&out)
+    );
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let list: Value = serde_json::from_str(&ok(&phony(
+        &db.url(),
+        store.path(),
+        &["--json", "snapshot", "list"],
+    )))
+    .unwrap();
+    assert_eq!(list["snapshots"].as_array().unwrap().len(), 1, "{list}");
+    assert_same(&db.fingerprint().await, &changed, "nothing changed");
 }
