@@ -186,6 +186,19 @@ pub fn is_fresh(modified: OffsetDateTime, now: OffsetDateTime, ttl: Duration) ->
     age.is_negative() || age <= ttl
 }
 
+/// Every snapshot record, for a collection to mark from: [`Error::UnreadableRecords`] when
+/// any cannot be read (damaged, or of a newer format), since the blobs it references are
+/// then unknown and none may be deleted.
+pub async fn all_records<B: Backend>(store: &Store<B>) -> Result<Vec<SnapshotRecord>> {
+    let scan = store.scan_records().await?;
+    if !scan.damaged.is_empty() {
+        return Err(Error::UnreadableRecords {
+            keys: scan.damaged.into_iter().map(|d| d.key).collect(),
+        });
+    }
+    Ok(scan.records)
+}
+
 /// Splits the blob key space (the first byte of an id) into inclusive ranges, enough that
 /// each holds about `budget` of `estimated_refs` references.
 pub fn partitions(estimated_refs: u64, budget: u64) -> Vec<(u8, u8)> {

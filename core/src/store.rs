@@ -522,6 +522,12 @@ impl<B: Backend> Store<B> {
             }
             Err(e) => return Err(e),
         };
+        if bytes.is_empty() {
+            return Err(Error::CorruptRecord {
+                what: key.to_owned(),
+                reason: "it is empty".into(),
+            });
+        }
         let record = SnapshotRecord::decode(key, &bytes)?;
         if record_key(&record.id) != key {
             return Err(Error::CorruptRecord {
@@ -582,13 +588,21 @@ impl<B: Backend> Store<B> {
                 Ok(Some(record)) => scan.records.push(record),
                 // Deleted between list and get.
                 Ok(None) => {}
-                Err(
-                    e @ (Error::CorruptRecord { .. }
-                    | Error::RecordFormat { .. }
-                    | Error::BadObject { .. }),
-                ) => scan.damaged.push(DamagedRecord {
+                Err(Error::CorruptRecord { reason, .. } | Error::BadObject { reason, .. }) => {
+                    scan.damaged.push(DamagedRecord {
+                        key,
+                        reason,
+                        newer_format: false,
+                    })
+                }
+                Err(Error::RecordFormat {
+                    found, supported, ..
+                }) => scan.damaged.push(DamagedRecord {
                     key,
-                    reason: e.to_string(),
+                    reason: format!(
+                        "it is of format {found}, newer than this phony reads (up to {supported}): upgrade phony to read it"
+                    ),
+                    newer_format: true,
                 }),
                 Err(e) => return Err(e),
             }
@@ -619,6 +633,30 @@ pub struct RecordScan {
     pub damaged: Vec<DamagedRecord>,
 }
 
+impl RecordScan {
+    /// The damaged records whose file name matches `reference`: a snapshot id, or a prefix
+    /// of its hex digits of at least [`crate::resolve::MIN_PREFIX`] (case-insensitive).
+    pub fn damaged_matching(&self, reference: &str) -> Vec<&DamagedRecord> {
+        let reference = reference.to_ascii_lowercase();
+        let hex = reference
+            .strip_prefix(SnapshotId::PREFIX)
+            .unwrap_or(&reference);
+        if hex.len() < crate::resolve::MIN_PREFIX || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Vec::new();
+        }
+        self.damaged
+            .iter()
+            .filter(|d| {
+                d.key
+                    .strip_prefix(RECORDS_PREFIX)
+                    .and_then(|name| name.strip_suffix(".json"))
+                    .and_then(|name| name.strip_prefix(SnapshotId::PREFIX))
+                    .is_some_and(|file_hex| file_hex.starts_with(hex))
+            })
+            .collect()
+    }
+}
+
 /// A snapshot record that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DamagedRecord {
@@ -626,6 +664,9 @@ pub struct DamagedRecord {
     pub key: String,
     /// Why it cannot be read.
     pub reason: String,
+    /// Whether it is sound as far as this build can tell, but of a newer format (then it
+    /// is kept: a newer phony reads it).
+    pub newer_format: bool,
 }
 
 /// Upper bound on a snapshot record's stored size (a record is a few KiB; labels are
@@ -790,6 +831,77 @@ mod tests {
             let err = store.get_plain(&ids[4], 1 << 20).await.unwrap_err();
             assert!(err.to_string().contains("missing"), "{err}");
             assert_eq!(store.get_plain(&ids[2], 1 << 20).await.unwrap(), version(2));
+        });
+    }
+
+    #[test]
+    fn damaged_records_are_reported_by_key_and_the_others_still_read() {
+        block_on(async {
+            let store = store().await;
+            let good = crate::testing::put_snapshot(&store, &[b"1\ta\n"], 7).await;
+            let other = crate::testing::put_snapshot(&store, &[b"1\tb\n"], 8).await;
+            let encoded = String::from_utf8(other.encode()).unwrap();
+            let put =
+                |key: &'static str, bytes: Vec<u8>| store.backend().put(key, Bytes::from(bytes));
+            put("snapshots/snap_000000000001.json", Vec::new())
+                .await
+                .unwrap();
+            put(
+                "snapshots/snap_000000000002.json",
+                encoded.as_bytes()[..40].to_vec(),
+            )
+            .await
+            .unwrap();
+            let newer = encoded.replacen("\"format\": 1", "\"format\": 99", 1);
+            put("snapshots/snap_000000000003.json", newer.into_bytes())
+                .await
+                .unwrap();
+            // The record of `other`, under another snapshot's name.
+            let misnamed = "snapshots/snap_000000000004.json";
+            put(misnamed, encoded.clone().into_bytes()).await.unwrap();
+
+            let scan = store.scan_records().await.unwrap();
+            let ids: Vec<SnapshotId> = scan.records.iter().map(|r| r.id).collect();
+            assert_eq!(ids.len(), 2, "{scan:?}");
+            assert!(ids.contains(&good.id) && ids.contains(&other.id));
+            let keys: Vec<&str> = scan.damaged.iter().map(|d| d.key.as_str()).collect();
+            assert_eq!(
+                keys,
+                [
+                    "snapshots/snap_000000000001.json",
+                    "snapshots/snap_000000000002.json",
+                    "snapshots/snap_000000000003.json",
+                    misnamed
+                ]
+            );
+            let newer: Vec<bool> = scan.damaged.iter().map(|d| d.newer_format).collect();
+            assert_eq!(newer, [false, false, true, false]);
+            assert!(
+                scan.damaged[3].reason.contains(&other.id.to_string()),
+                "{scan:?}"
+            );
+            assert_eq!(store.records().await.unwrap().len(), 2);
+
+            // Asked for by its id, a misnamed record is an error, not another snapshot.
+            let id: SnapshotId = "snap_000000000004".parse().unwrap();
+            let err = store.record(&id).await.unwrap_err();
+            assert!(err.to_string().contains(misnamed), "{err}");
+
+            assert_eq!(scan.damaged_matching("0000").len(), 4);
+            assert_eq!(scan.damaged_matching("SNAP_000000000004").len(), 1);
+            assert_eq!(scan.damaged_matching("000").len(), 0, "too short");
+            assert_eq!(scan.damaged_matching(&good.id.to_string()).len(), 0);
+
+            // Garbage collection refuses to mark from an incomplete set of records.
+            match crate::gc::all_records(&store).await {
+                Err(Error::UnreadableRecords { keys: got }) => assert_eq!(got, keys),
+                other => panic!("{other:?}"),
+            }
+            for key in &keys {
+                store.delete_record_key(key).await.unwrap();
+            }
+            assert_eq!(crate::gc::all_records(&store).await.unwrap().len(), 2);
+            assert!(store.delete_record_key("blobs/ab/cd").await.is_err());
         });
     }
 

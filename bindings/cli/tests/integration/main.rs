@@ -5,6 +5,7 @@ mod bad_input;
 mod commands;
 mod crash;
 mod diff;
+mod hostile_store;
 mod interruptions;
 mod retention;
 

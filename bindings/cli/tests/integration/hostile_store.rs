@@ -1,0 +1,171 @@
+//! Damaged and hostile stores: bad records, links out of the store, stale locks, and
+//! where a store may be created. One bad object never blocks the rest, and nothing is lost.
+
+use std::path::{Path, PathBuf};
+
+use phony_tests::{TestDb, TestStore};
+use serde_json::Value;
+
+use crate::{ok, phony, stderr, stdout};
+
+async fn small_db(label: &str) -> TestDb {
+    let db = TestDb::new(label).await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 50) g")
+        .await;
+    db
+}
+
+fn record_path(store: &Path, id: &str) -> PathBuf {
+    store.join("snapshots").join(format!("{id}.json"))
+}
+
+fn blob_path(store: &Path, hex: &str) -> PathBuf {
+    store.join("blobs").join(&hex[..2]).join(hex)
+}
+
+/// The lines of stderr, each asserted to be a warning.
+fn warnings(o: &std::process::Output) -> Vec<String> {
+    let err = stderr(o);
+    let lines: Vec<String> = err.lines().map(str::to_owned).collect();
+    for l in &lines {
+        assert!(l.starts_with("phony: warning: "), "{err}");
+    }
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_records_are_skipped_removed_on_request_and_keep_their_blobs() {
+    let db = small_db("bad_records").await;
+    let store = TestStore::new().await;
+    let dir = store.path();
+    let run = |args: &[&str]| phony(&db.url(), dir, args);
+    let a = ok(&run(&["snapshot", "create", "--name", "a"]))
+        .trim()
+        .to_owned();
+    db.exec("UPDATE t SET v = 'changed' WHERE id = 7").await;
+    let b = ok(&run(&["snapshot", "create", "--name", "b"]))
+        .trim()
+        .to_owned();
+
+    let b_text = std::fs::read_to_string(record_path(dir, &b)).unwrap();
+    let b_root = serde_json::from_str::<Value>(&b_text).unwrap()["root"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let empty = "snap_000000000001";
+    let truncated = "snap_000000000002";
+    let newer = "snap_000000000003";
+    let misnamed = "snap_000000000004";
+    std::fs::write(record_path(dir, empty), b"").unwrap();
+    std::fs::write(record_path(dir, truncated), &b_text[..40]).unwrap();
+    let format = serde_json::from_str::<Value>(&b_text).unwrap()["format"].clone();
+    std::fs::write(
+        record_path(dir, newer),
+        b_text.replacen(&format!("\"format\": {format}"), "\"format\": 99", 1),
+    )
+    .unwrap();
+    // b's record under another name: it references b's blobs.
+    std::fs::write(record_path(dir, misnamed), &b_text).unwrap();
+
+    // Every command about the sound snapshots works, with one warning per bad file.
+    let listed = run(&["snapshot", "list"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let out = stdout(&listed);
+    assert!(out.contains(&a) && out.contains(&b), "{out}");
+    assert!(!out.contains(misnamed), "{out}");
+    let lines = warnings(&listed);
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    for (line, id) in lines.iter().zip([empty, truncated, newer, misnamed]) {
+        assert!(line.contains(&format!("snapshots/{id}.json")), "{line}");
+    }
+    assert!(
+        lines[2].contains("format 99") && lines[2].contains("upgrade phony"),
+        "the newer record is named, not the store: {}",
+        lines[2]
+    );
+    assert!(
+        lines[0].contains("it is empty") && lines[0].contains("phony store verify --repair"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[3].contains(&b),
+        "the misnamed record says whose it is: {}",
+        lines[3]
+    );
+
+    for args in [
+        &["snapshot", "show", "a"][..],
+        &["snapshot", "diff", "a", "b"],
+        &["snapshot", "restore", "a", "--no-safety-snapshot"],
+        &["snapshot", "create", "--name", "c"],
+    ] {
+        let o = run(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert_eq!(warnings(&o).len(), 4, "{args:?}");
+    }
+
+    // b is deleted; the misnamed copy of its record may still reference its blobs, so a
+    // prune removes no blob while it is there, and says why.
+    let o = run(&["snapshot", "delete", "b"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pruned = run(&["snapshot", "prune", "--keep-last", "10"]);
+    assert!(pruned.status.success(), "{}", stderr(&pruned));
+    let out = stdout(&pruned);
+    assert!(
+        out.contains("unreferenced blobs stay")
+            && out.contains(&format!("snapshots/{misnamed}.json"))
+            && out.contains("verify --repair"),
+        "{out}"
+    );
+    assert!(blob_path(dir, &b_root).exists(), "b's root was kept");
+
+    // delete by the file's id: --force removes a record that cannot be read.
+    let o = run(&["snapshot", "delete", misnamed]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("phony: error: ")
+            && last.contains(&format!("snapshots/{misnamed}.json"))
+            && last.contains("--force"),
+        "{err}"
+    );
+    let o = run(&["snapshot", "delete", misnamed, "--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains(&format!("snapshots/{misnamed}.json")));
+    assert!(!record_path(dir, misnamed).exists());
+
+    // verify reports the rest; --repair removes the damaged ones and keeps the newer one.
+    let o = run(&["store", "verify"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stdout(&o).contains(&format!("damaged record snapshots/{empty}.json")));
+    let o = run(&["store", "verify", "--repair"]);
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "removing the damaged record snapshots/{empty}.json"
+        )) && err.contains(&format!(
+            "removing the damaged record snapshots/{truncated}.json"
+        )) && err.contains(&format!("keeping snapshots/{newer}.json")),
+        "{err}"
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the newer record is still there: {err}"
+    );
+    assert!(!record_path(dir, empty).exists() && !record_path(dir, truncated).exists());
+    assert!(
+        record_path(dir, newer).exists(),
+        "nothing of a newer phony is lost"
+    );
+
+    // Without it, the store is clean again and b's blobs are swept.
+    std::fs::remove_file(record_path(dir, newer)).unwrap();
+    ok(&run(&["store", "verify", "--repair"]));
+    let out = ok(&run(&["snapshot", "prune", "--keep-last", "10"]));
+    assert!(out.contains("freed"), "{out}");
+    assert!(!blob_path(dir, &b_root).exists(), "b's root was swept");
+    ok(&run(&["snapshot", "show", "a"]));
+}
