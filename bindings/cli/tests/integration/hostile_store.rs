@@ -169,3 +169,75 @@ async fn damaged_records_are_skipped_removed_on_request_and_keep_their_blobs() {
     assert!(!blob_path(dir, &b_root).exists(), "b's root was swept");
     ok(&run(&["snapshot", "show", "a"]));
 }
+
+/// The create locks in a store directory.
+fn create_locks(store: &Path) -> Vec<String> {
+    std::fs::read_dir(store.join("locks"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with("create-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lock_of_a_killed_create_is_taken_over_at_once_and_said_so() {
+    let db = small_db("stale_lock").await;
+    let store = TestStore::new().await;
+    let dir = store.path();
+    ok(&phony(&db.url(), dir, &["snapshot", "create"]));
+
+    // A create that holds its lock while it waits for a table, killed as Ctrl-C would.
+    let blocker = db.client().await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let mut child = crate::phony_cmd(&db.url(), dir, &["snapshot", "create"])
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while create_locks(dir).is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the create never took its lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let pid = child.id();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        create_locks(dir).len(),
+        1,
+        "the killed create left its lock"
+    );
+
+    // The lease (120 s) has not expired, but its holder is gone: prune does not wait.
+    let started = std::time::Instant::now();
+    let o = phony(
+        &db.url(),
+        dir,
+        &["snapshot", "prune", "--keep-last", "5", "--wait", "20s"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "prune waited {:?} for a dead process",
+        started.elapsed()
+    );
+    assert_eq!(
+        stderr(&o).trim_end(),
+        format!("phony: removed a stale lock of pid {pid} (no longer running)")
+    );
+    let out = stdout(&o);
+    assert!(
+        out.contains("freed") && !out.contains("still being created"),
+        "{out}"
+    );
+    assert!(create_locks(dir).is_empty());
+    // And the next command says nothing more.
+    ok(&phony(&db.url(), dir, &["snapshot", "create"]));
+}
