@@ -237,9 +237,13 @@ impl<B: Backend> Store<B> {
         self.backend.describe()
     }
 
-    /// Stored size of a blob, if present.
+    /// Stored size of a blob, if present; [`Error::Corrupt`] if its key holds something
+    /// else than an object (a symbolic link, a directory).
     pub async fn blob_size(&self, id: &BlobId) -> Result<Option<u64>> {
-        self.backend.head(&blob_key(id)).await
+        match self.backend.head(&blob_key(id)).await {
+            Err(Error::BadObject { reason, .. }) => Err(Error::Corrupt { id: *id, reason }),
+            other => other,
+        }
     }
 
     /// Whether blobs may be stored as deltas: stores of format 2 and newer (builds that
