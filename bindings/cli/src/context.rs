@@ -55,6 +55,19 @@ impl Context {
         }
     }
 
+    /// Opens the store if it exists: `None` if there is none yet.
+    pub async fn open_existing_store(&self) -> Result<Option<Arc<AppStore>>> {
+        let opened = match ObjectStoreBackend::from_location(&self.store, false) {
+            Ok(backend) => Store::open(backend).await,
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok(store) => Ok(Some(Arc::new(store))),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("opening the store at {}", self.store)),
+        }
+    }
+
     /// Opens the store, creating it if missing.
     pub async fn open_or_create_store(&self) -> Result<Arc<AppStore>> {
         let backend = ObjectStoreBackend::from_location(&self.store, true)?;

@@ -32,7 +32,20 @@ pub async fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<()> {
 
 async fn create(ctx: &Context, args: CreateArgs) -> Result<()> {
     let target = ctx.target()?;
-    let store = ctx.open_or_create_store().await?;
+    let store = match ctx.open_existing_store().await? {
+        Some(store) => store,
+        // A new store is made only once the database answers: a command that fails
+        // leaves nothing behind.
+        None => {
+            drop(
+                target
+                    .connect()
+                    .await
+                    .with_context(|| format!("capturing {target}"))?,
+            );
+            ctx.open_or_create_store().await?
+        }
+    };
     if let Some(name) = &args.name {
         check_name_free(&crate::context::records(&store).await?, name.as_str())?;
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use phony_tests::{TestDb, TestStore};
 use serde_json::Value;
 
-use crate::{ok, phony, stderr, stdout};
+use crate::{fails, ok, phony, stderr, stdout};
 
 async fn small_db(label: &str) -> TestDb {
     let db = TestDb::new(label).await;
@@ -240,4 +240,169 @@ async fn the_lock_of_a_killed_create_is_taken_over_at_once_and_said_so() {
     assert!(create_locks(dir).is_empty());
     // And the next command says nothing more.
     ok(&phony(&db.url(), dir, &["snapshot", "create"]));
+}
+
+/// Every blob file of a store, by its hex name.
+fn blob_names(store: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(store.join("blobs")).unwrap() {
+        for e in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            out.push(e.unwrap().file_name().into_string().unwrap());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_linked_to_dev_zero_or_sparse_fails_at_once_as_corrupt() {
+    let db = small_db("hostile_blob").await;
+    let store = TestStore::new().await;
+    let dir = store.path();
+    let run = |args: &[&str]| phony(&db.url(), dir, args);
+    let a = ok(&run(&["snapshot", "create", "--name", "a"]))
+        .trim()
+        .to_owned();
+    ok(&run(&["snapshot", "create", "--name", "b"]));
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(record_path(dir, &a)).unwrap()).unwrap();
+    let root = record["root"].as_str().unwrap().to_owned();
+    let path = blob_path(dir, &root);
+
+    for hostile in ["link", "sparse"] {
+        std::fs::remove_file(&path).unwrap();
+        if hostile == "link" {
+            std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        } else {
+            std::fs::File::create(&path)
+                .unwrap()
+                .set_len(1 << 30)
+                .unwrap();
+        }
+        let says = if hostile == "link" {
+            "symbolic link"
+        } else {
+            "more than"
+        };
+        for args in [
+            &["snapshot", "show", "a"][..],
+            &["snapshot", "diff", "a", "b"],
+            &["snapshot", "restore", "a", "--no-safety-snapshot"],
+        ] {
+            let started = std::time::Instant::now();
+            let o = run(args);
+            fails(&o, 1, &[&root, "corrupt", says]);
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "{hostile}: {args:?} took {:?}",
+                started.elapsed()
+            );
+        }
+        let o = run(&["store", "verify"]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(
+            stdout(&o).contains(&format!("blob {root} is corrupt")),
+            "{} / {}",
+            stdout(&o),
+            stderr(&o)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directories_linked_out_of_the_store_are_never_written_or_swept() {
+    let db = small_db("hostile_links").await;
+    let store = TestStore::new().await;
+    let dir = store.path();
+    let outside = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| phony(&db.url(), dir, args);
+    let a = ok(&run(&["snapshot", "create"])).trim().to_owned();
+    ok(&run(&["snapshot", "delete", &a]));
+
+    // blobs/xx pointing at a directory elsewhere, holding a file named like a blob.
+    let taken: Vec<String> = blob_names(dir).iter().map(|n| n[..2].to_owned()).collect();
+    let first = (0..=255u8)
+        .map(|b| format!("{b:02x}"))
+        .find(|p| !taken.contains(p))
+        .unwrap();
+    let foreign = outside.path().join(format!("{first}{}", "0".repeat(62)));
+    std::fs::write(&foreign, b"not phony's").unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.join("blobs").join(&first)).unwrap();
+    let o = run(&["snapshot", "prune", "--keep-last", "5"]);
+    fails(&o, 1, &[&format!("blobs/{first}"), "symbolic link"]);
+    assert_eq!(std::fs::read(&foreign).unwrap(), b"not phony's");
+    std::fs::remove_file(dir.join("blobs").join(&first)).unwrap();
+
+    // locks/ pointing elsewhere: no lock is written there.
+    let _ = std::fs::remove_dir_all(dir.join("locks"));
+    std::fs::remove_file(&foreign).unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.join("locks")).unwrap();
+    let o = run(&["snapshot", "create"]);
+    fails(&o, 1, &["locks in", "symbolic link"]);
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_is_created_only_by_a_create_that_can_succeed_and_only_where_meant() {
+    let db = small_db("store_creation").await;
+    let tmp = tempfile::tempdir().unwrap();
+
+    // A failed connection leaves no store behind.
+    let new = tmp.path().join("new");
+    let o = phony(
+        "postgres://postgres@127.0.0.1:1/nowhere",
+        &new,
+        &["snapshot", "create"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!new.exists(), "the failed create made {}", new.display());
+
+    // A missing parent is not created.
+    let deep = tmp.path().join("nonexistent/deep/store");
+    let o = phony(&db.url(), &deep, &["snapshot", "create"]);
+    fails(
+        &o,
+        1,
+        &["parent directory", "nonexistent/deep", "does not exist"],
+    );
+    assert!(!tmp.path().join("nonexistent").exists());
+
+    // A file is not a store.
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    for args in [&["snapshot", "create"][..], &["snapshot", "list"]] {
+        let o = phony(&db.url(), &file, args);
+        fails(&o, 1, &["is a file, not a store directory"]);
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
+
+    // A directory of other things is not made a store.
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), b"mine").unwrap();
+    let o = phony(&db.url(), &other, &["snapshot", "create"]);
+    fails(
+        &o,
+        1,
+        &["is not a phony store (no phony-store.json) and is not empty"],
+    );
+    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1);
+
+    // An empty directory, or a new one in an existing parent, becomes a store.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    ok(&phony(&db.url(), &empty, &["snapshot", "create"]));
+    ok(&phony(&db.url(), &new, &["snapshot", "create"]));
+    ok(&phony(&db.url(), &new, &["snapshot", "create"]));
+
+    // A config of format 0 is refused, naming both versions.
+    let config = new.join("phony-store.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let format = serde_json::from_str::<Value>(&text).unwrap()["format"].clone();
+    std::fs::write(
+        &config,
+        text.replacen(&format!("\"format\": {format}"), "\"format\": 0", 1),
+    )
+    .unwrap();
+    let o = phony(&db.url(), &new, &["snapshot", "list"]);
+    fails(&o, 1, &["format 0", &format!("formats 1 to {format}")]);
 }
