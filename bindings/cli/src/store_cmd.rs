@@ -181,6 +181,8 @@ fn verify_text(r: &VerifyReport) -> String {
 
 async fn stats(ctx: &Context) -> Result<()> {
     let store = ctx.open_store().await?;
+    // Counted without the records that cannot be read: say which.
+    crate::context::scan_records(&store).await?;
     let s = phony_core::stats::store_stats(&store)
         .await
         .context("measuring the store (if a snapshot is damaged, see `phony store verify`)")?;

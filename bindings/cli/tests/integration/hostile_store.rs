@@ -99,6 +99,7 @@ async fn damaged_records_are_skipped_removed_on_request_and_keep_their_blobs() {
         &["snapshot", "diff", "a", "b"],
         &["snapshot", "restore", "a", "--no-safety-snapshot"],
         &["snapshot", "create", "--name", "c"],
+        &["store", "stats"],
     ] {
         let o = run(args);
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
