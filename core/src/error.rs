@@ -58,6 +58,11 @@ pub enum Error {
         supported: u32,
     },
 
+    /// Garbage collection needs every snapshot record, and these cannot be read: what they
+    /// reference is unknown, so nothing is deleted.
+    #[error("the snapshot record(s) {} cannot be read, so the blobs they reference are unknown: no blob is deleted while they remain", keys.join(", "))]
+    UnreadableRecords { keys: Vec<String> },
+
     /// The store was written by a newer format than this build reads.
     #[error("the store uses format {found}, but this phony reads formats up to {supported}; upgrade phony to use it")]
     UnsupportedFormat { found: u32, supported: u32 },

@@ -27,7 +27,9 @@
 //! store's lease period; live processes rewrite theirs four times a period and stop
 //! (a writer before writing its record, a collector before deleting) if they could not
 //! for half a period. A lock left by a killed process goes stale and is ignored, and
-//! removed by whoever sees it.
+//! removed by whoever sees it; sooner, when its body shows a holder of the reader's own
+//! host, boot and pid namespace whose pid is gone ([`Lock::holder_is_gone`]): a process
+//! that has exited neither writes a record nor deletes a blob, so its lock protects nothing.
 //!
 //! # Delta bases
 //!
@@ -61,6 +63,9 @@ use crate::store::{blob_id_of_key, Backend, BlobKind, ListEntry, Store};
 
 /// Where lock objects live.
 pub const LOCKS_PREFIX: &str = "locks/";
+
+/// Upper bound on a lock object's size (a lock is a few hundred bytes).
+pub const MAX_LOCK_LEN: u64 = 64 << 10;
 
 /// Blob ids held in memory at once while marking (32 bytes each, about 64 MiB with the
 /// set's overhead).
@@ -104,6 +109,11 @@ pub struct Lock {
     /// The holder's clock when it started (informational).
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
+    /// Among which processes `pid` names one: the holder's boot and pid namespace
+    /// (`<boot id>/<pid namespace>` on Linux); absent where unknown, and in locks of older
+    /// builds. See [`Lock::holder_is_gone`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 impl Lock {
@@ -129,10 +139,26 @@ impl Lock {
         let token_ok = !lock.token.is_empty()
             && lock.token.len() <= 64
             && lock.token.bytes().all(|b| b.is_ascii_hexdigit());
-        if !token_ok || lock.host.len() > 255 {
+        let scope_ok = lock.scope.as_ref().is_none_or(|s| s.len() <= 255);
+        if !token_ok || lock.host.len() > 255 || !scope_ok {
             return Err(corrupt("malformed token or host".into()));
         }
         Ok(lock)
+    }
+
+    /// Whether this lock's holder is known to have died, so that its lock protects nothing
+    /// and may be removed at once rather than after its lease: it ran on `host` in `scope`
+    /// (the reader's own host and scope, see [`Lock::scope`]), where `running(pid)` says
+    /// no process has its pid any more. A lock without a scope, or of another host or
+    /// scope, is never judged so: only its lease can expire.
+    pub fn holder_is_gone(
+        &self,
+        host: &str,
+        scope: Option<&str>,
+        running: impl FnOnce(u32) -> bool,
+    ) -> bool {
+        let same_scope = scope.is_some() && self.scope.as_deref() == scope;
+        self.host == host && same_scope && !running(self.pid)
     }
 
     /// "pid 123 on host" for messages.
@@ -184,6 +210,19 @@ pub fn scan_locks(entries: &[ListEntry], own_key: &str, ttl: Duration) -> Result
 pub fn is_fresh(modified: OffsetDateTime, now: OffsetDateTime, ttl: Duration) -> bool {
     let age = now - modified;
     age.is_negative() || age <= ttl
+}
+
+/// Every snapshot record, for a collection to mark from: [`Error::UnreadableRecords`] when
+/// any cannot be read (damaged, or of a newer format), since the blobs it references are
+/// then unknown and none may be deleted.
+pub async fn all_records<B: Backend>(store: &Store<B>) -> Result<Vec<SnapshotRecord>> {
+    let scan = store.scan_records().await?;
+    if !scan.damaged.is_empty() {
+        return Err(Error::UnreadableRecords {
+            keys: scan.damaged.into_iter().map(|d| d.key).collect(),
+        });
+    }
+    Ok(scan.records)
 }
 
 /// Splits the blob key space (the first byte of an id) into inclusive ranges, enough that
@@ -419,6 +458,7 @@ mod tests {
             pid: 42,
             host: "ci-runner".into(),
             started_at: OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap(),
+            scope: None,
         };
         assert_eq!(lock.key(), "locks/gc-0123abcd.json");
         assert_eq!(LockKind::of_key(&lock.key()), Some(LockKind::Gc));
@@ -442,6 +482,36 @@ mod tests {
         assert_eq!(Lock::decode("l", text.as_bytes()).unwrap(), lock);
         let bad = text.replace("0123abcd", "../../x");
         assert!(Lock::decode("l", bad.as_bytes()).is_err());
+        let scoped = Lock {
+            scope: Some("b00t/pid:[4026531836]".into()),
+            ..lock
+        };
+        assert_eq!(Lock::decode("l", &scoped.encode()).unwrap(), scoped);
+    }
+
+    #[test]
+    fn a_lock_is_known_dead_only_in_the_same_host_and_scope_with_its_pid_gone() {
+        let lock = Lock {
+            kind: LockKind::Create,
+            token: "01".into(),
+            pid: 4242,
+            host: "box".into(),
+            started_at: OffsetDateTime::UNIX_EPOCH,
+            scope: Some("boot/ns".into()),
+        };
+        let gone = |_| false;
+        let running = |_| true;
+        assert!(lock.holder_is_gone("box", Some("boot/ns"), gone));
+        assert!(!lock.holder_is_gone("box", Some("boot/ns"), running));
+        assert!(!lock.holder_is_gone("other", Some("boot/ns"), gone));
+        assert!(!lock.holder_is_gone("box", Some("boot/other-ns"), gone));
+        assert!(!lock.holder_is_gone("box", None, gone));
+        let unscoped = Lock {
+            scope: None,
+            ..lock
+        };
+        assert!(!unscoped.holder_is_gone("box", None, gone));
+        assert!(!unscoped.holder_is_gone("box", Some("boot/ns"), gone));
     }
 
     #[test]

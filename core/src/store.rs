@@ -28,6 +28,10 @@ use crate::id::{BlobId, SnapshotId};
 use crate::manifest::{BlobRef, ManifestNode, RootManifest, TableEntry};
 use crate::record::SnapshotRecord;
 
+mod records;
+
+pub use records::{DamagedRecord, RecordScan, MAX_RECORD_LEN};
+
 /// An object listed by [`Backend::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListEntry {
@@ -237,9 +241,13 @@ impl<B: Backend> Store<B> {
         self.backend.describe()
     }
 
-    /// Stored size of a blob, if present.
+    /// Stored size of a blob, if present; [`Error::Corrupt`] if its key holds something
+    /// else than an object (a symbolic link, a directory).
     pub async fn blob_size(&self, id: &BlobId) -> Result<Option<u64>> {
-        self.backend.head(&blob_key(id)).await
+        match self.backend.head(&blob_key(id)).await {
+            Err(Error::BadObject { reason, .. }) => Err(Error::Corrupt { id: *id, reason }),
+            other => other,
+        }
     }
 
     /// Whether blobs may be stored as deltas: stores of format 2 and newer (builds that
@@ -502,39 +510,6 @@ impl<B: Backend> Store<B> {
         self.backend.delete(&marker_key(id, base)).await
     }
 
-    /// Reads one snapshot record, or `None` if it does not exist (any more). A record that
-    /// cannot be read, or names another snapshot than its key, is an error naming it.
-    pub async fn record(&self, id: &SnapshotId) -> Result<Option<SnapshotRecord>> {
-        self.record_at(&record_key(id)).await
-    }
-
-    /// Reads the record at `key`, checking that it is the record of the snapshot `key`
-    /// names (see [`Store::record`]).
-    async fn record_at(&self, key: &str) -> Result<Option<SnapshotRecord>> {
-        let bytes = match self.backend.get(key, MAX_RECORD_LEN).await {
-            Ok(bytes) => bytes,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(Error::BadObject { reason, .. }) => {
-                return Err(Error::CorruptRecord {
-                    what: key.to_owned(),
-                    reason,
-                })
-            }
-            Err(e) => return Err(e),
-        };
-        let record = SnapshotRecord::decode(key, &bytes)?;
-        if record_key(&record.id) != key {
-            return Err(Error::CorruptRecord {
-                what: key.to_owned(),
-                reason: format!(
-                    "it is the record of {}, which its file name does not match",
-                    record.id
-                ),
-            });
-        }
-        Ok(Some(record))
-    }
-
     /// The keys of every snapshot record, sorted.
     pub async fn record_keys(&self) -> Result<Vec<String>> {
         let mut keys: Vec<String> = self
@@ -563,74 +538,7 @@ impl<B: Backend> Store<B> {
     pub async fn delete_record(&self, id: &SnapshotId) -> Result<()> {
         self.backend.delete(&record_key(id)).await
     }
-
-    /// Every readable snapshot record, newest first; damaged ones are left out (see
-    /// [`Store::scan_records`] for them). Not for garbage collection, which must know
-    /// about every record.
-    pub async fn records(&self) -> Result<Vec<SnapshotRecord>> {
-        Ok(self.scan_records().await?.records)
-    }
-
-    /// Every snapshot record: the readable ones newest first, and the damaged ones (empty,
-    /// truncated, of an unknown format, larger than [`MAX_RECORD_LEN`], or naming another
-    /// snapshot than their key) by key. A damaged record does not stop the others from
-    /// being read; only a failing backend does.
-    pub async fn scan_records(&self) -> Result<RecordScan> {
-        let mut scan = RecordScan::default();
-        for key in self.record_keys().await? {
-            match self.record_at(&key).await {
-                Ok(Some(record)) => scan.records.push(record),
-                // Deleted between list and get.
-                Ok(None) => {}
-                Err(
-                    e @ (Error::CorruptRecord { .. }
-                    | Error::RecordFormat { .. }
-                    | Error::BadObject { .. }),
-                ) => scan.damaged.push(DamagedRecord {
-                    key,
-                    reason: e.to_string(),
-                }),
-                Err(e) => return Err(e),
-            }
-        }
-        scan.records
-            .sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-        Ok(scan)
-    }
-
-    /// Removes a damaged record by its key (only keys under `snapshots/` that
-    /// [`Store::scan_records`] reported).
-    pub async fn delete_record_key(&self, key: &str) -> Result<()> {
-        if !key.starts_with(RECORDS_PREFIX) || !key.ends_with(".json") {
-            return Err(Error::Invalid(format!(
-                "{key} is not a snapshot record's key"
-            )));
-        }
-        self.backend.delete(key).await
-    }
 }
-
-/// The snapshot records of a store, as [`Store::scan_records`] found them.
-#[derive(Debug, Clone, Default)]
-pub struct RecordScan {
-    /// The readable records, newest first.
-    pub records: Vec<SnapshotRecord>,
-    /// The records that cannot be read, by key.
-    pub damaged: Vec<DamagedRecord>,
-}
-
-/// A snapshot record that cannot be read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DamagedRecord {
-    /// Its key, `snapshots/….json`.
-    pub key: String,
-    /// Why it cannot be read.
-    pub reason: String,
-}
-
-/// Upper bound on a snapshot record's stored size (a record is a few KiB; labels are
-/// bounded well below this).
-pub const MAX_RECORD_LEN: u64 = 4 << 20;
 
 /// Upper bound on `phony-store.json`'s size.
 pub const MAX_CONFIG_LEN: u64 = 1 << 20;

@@ -102,6 +102,8 @@ impl<B: Backend> Checker<'_, B> {
         let stored = match self.store.get_encoded(id, limit).await {
             Ok(s) => s,
             Err(e) if e.is_not_found() => return Ok(Err(Problem::Missing)),
+            // Larger than it can be, or not a file.
+            Err(e @ Error::Corrupt { .. }) => return Ok(Err(Problem::Corrupt(reason(id, e)))),
             Err(e) => return Err(e),
         };
         self.bytes_read += stored.len() as u64;
@@ -135,10 +137,12 @@ impl<B: Backend> Checker<'_, B> {
         let problem = if self.read_data {
             self.read(&r.id, r.bytes).await?.err()
         } else {
-            match self.store.blob_size(&r.id).await? {
-                None => Some(Problem::Missing),
-                Some(0) => Some(Problem::Corrupt("empty object".into())),
-                Some(_) => self.missing_base(&r.id).await?.map(Problem::MissingBase),
+            match self.store.blob_size(&r.id).await {
+                Ok(None) => Some(Problem::Missing),
+                Ok(Some(0)) => Some(Problem::Corrupt("empty object".into())),
+                Ok(Some(_)) => self.missing_base(&r.id).await?.map(Problem::MissingBase),
+                Err(e @ Error::Corrupt { .. }) => Some(Problem::Corrupt(reason(&r.id, e))),
+                Err(e) => return Err(e),
             }
         };
         self.checked.insert(r.id, problem.clone());
@@ -153,7 +157,12 @@ impl<B: Backend> Checker<'_, B> {
             let exists = match self.present.get(&base) {
                 Some(exists) => *exists,
                 None => {
-                    let exists = self.store.blob_size(&base).await?.is_some();
+                    let exists = match self.store.blob_size(&base).await {
+                        Ok(size) => size.is_some(),
+                        // Not a blob: as good as missing for the deltas on it.
+                        Err(Error::Corrupt { .. }) => false,
+                        Err(e) => return Err(e),
+                    };
                     self.present.insert(base, exists);
                     exists
                 }

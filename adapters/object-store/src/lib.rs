@@ -55,18 +55,37 @@ impl ObjectStoreBackend {
         }
     }
 
-    /// A store in a local directory. With `create`, the directory is created if missing;
-    /// without, a missing directory is [`Error::NotFound`].
+    /// A store in a local directory. With `create`, the directory is created if missing
+    /// (its parent must exist: a mistyped path does not silently become a tree of new
+    /// directories), and an existing one must be a store already or empty; without, a
+    /// missing directory is [`Error::NotFound`]. A path that is a file is
+    /// [`Error::Invalid`] either way.
     pub fn local(dir: &std::path::Path, create: bool) -> Result<Self> {
         let description = dir.display().to_string();
-        if create {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::backend(format!("creating store directory {description}"), e)
-            })?;
-        } else if !dir.is_dir() {
-            return Err(Error::NotFound {
-                what: format!("phony store at {description}"),
-            });
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {
+                if create {
+                    check_can_hold_a_store(dir, &description)?;
+                }
+            }
+            Ok(_) => {
+                return Err(Error::Invalid(format!(
+                    "{description} is a file, not a store directory"
+                )))
+            }
+            // Missing, or below a file (which creating it then reports).
+            Err(e) if is_missing(&e) && create => create_store_dir(dir, &description)?,
+            Err(e) if is_missing(&e) => {
+                return Err(Error::NotFound {
+                    what: format!("phony store at {description}"),
+                })
+            }
+            Err(e) => {
+                return Err(Error::backend(
+                    format!("opening store directory {description}"),
+                    e,
+                ))
+            }
         }
         // The same layout as object_store's LocalFileSystem, which earlier versions used.
         let root = std::fs::canonicalize(dir)
@@ -97,6 +116,56 @@ impl ObjectStoreBackend {
         }
         Self::local(std::path::Path::new(location), create)
     }
+}
+
+fn is_missing(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+    )
+}
+
+/// Creates the directory of a new store; its parent must exist.
+fn create_store_dir(dir: &std::path::Path, description: &str) -> Result<()> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        // Created by a concurrent writer meanwhile.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = dir
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| ".".to_owned(), |p| p.display().to_string());
+            Err(Error::Invalid(format!(
+                "cannot create the store {description}: its parent directory {parent} does not exist (create it first)"
+            )))
+        }
+        Err(e) => Err(Error::backend(
+            format!("creating store directory {description}"),
+            e,
+        )),
+    }
+}
+
+/// Refuses to make a store of a directory that holds other things: one without the store's
+/// config and with entries (other than hidden ones, such as a writer's temporary files).
+fn check_can_hold_a_store(dir: &std::path::Path, description: &str) -> Result<()> {
+    let config = dir.join(phony_core::config::CONFIG_KEY);
+    if std::fs::symlink_metadata(&config).is_ok() {
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::backend(format!("reading store directory {description}"), e))?;
+    let populated = entries
+        .filter_map(|e| e.ok())
+        .any(|e| !e.file_name().to_string_lossy().starts_with('.'));
+    if populated {
+        return Err(Error::Invalid(format!(
+            "{description} is not a phony store (no {}) and is not empty; point --store at a new or empty directory",
+            phony_core::config::CONFIG_KEY
+        )));
+    }
+    Ok(())
 }
 
 /// Seconds and nanoseconds since the epoch as a timestamp (the epoch itself if out of

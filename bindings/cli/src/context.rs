@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use phony_core::{Store, StoreConfig};
+use phony_core::store::{DamagedRecord, RecordScan};
+use phony_core::{SnapshotRecord, Store, StoreConfig};
 use phony_object_store::ObjectStoreBackend;
 use phony_postgres::ConnectionTarget;
 
@@ -73,4 +74,41 @@ impl Context {
             .with_context(|| format!("opening the store at {}", self.store))?;
         Ok(Arc::new(store))
     }
+}
+
+/// Every readable snapshot record, newest first. A damaged record is skipped with one
+/// warning line on stderr naming it (once per process), so that one bad file does not
+/// stop commands about the others.
+pub async fn records(store: &AppStore) -> Result<Vec<SnapshotRecord>> {
+    Ok(scan_records(store).await?.records)
+}
+
+/// [`records`], with the damaged ones.
+pub async fn scan_records(store: &AppStore) -> Result<RecordScan> {
+    let scan = store
+        .scan_records()
+        .await
+        .context("reading the snapshot records")?;
+    for d in &scan.damaged {
+        warn_damaged(d);
+    }
+    Ok(scan)
+}
+
+fn warn_damaged(d: &DamagedRecord) {
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    if warned.contains(&d.key) {
+        return;
+    }
+    warned.push(d.key.clone());
+    let hint = if d.newer_format {
+        ""
+    } else {
+        " (remove it with `phony store verify --repair`)"
+    };
+    eprintln!(
+        "phony: warning: skipping the snapshot record {}: {}{hint}",
+        d.key, d.reason
+    );
 }

@@ -96,7 +96,7 @@ pub async fn run(ctx: &Context, args: DiffArgs) -> Result<()> {
             .exit();
     }
     let store = ctx.open_store().await?;
-    let records = store.records().await?;
+    let records = crate::context::records(&store).await?;
     let from_record = resolve(&records, &args.from)?;
     let from_root = store
         .root(&from_record.root)

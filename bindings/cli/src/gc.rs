@@ -15,13 +15,16 @@ use crate::lease::LockHolder;
 const POLL: Duration = Duration::from_millis(100);
 
 /// What a garbage collection did.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum GcOutcome {
     /// Unreferenced blobs were deleted.
     Swept(SweepReport),
     /// Nothing was deleted: snapshots were still being created when `wait` ran out.
     Postponed { creating: usize },
+    /// Nothing was deleted: these snapshot records cannot be read, so what they reference
+    /// is unknown (see `phony store verify --repair`).
+    Refused { damaged: Vec<String> },
 }
 
 /// Deletes every blob no snapshot references. Waits up to `wait` for snapshots being
@@ -46,16 +49,20 @@ pub async fn collect_garbage(store: &Arc<AppStore>, wait: Duration) -> Result<Gc
     // Records are read only now, after every create that started before our lock was
     // seen has written its record (or died).
     let result = async {
-        let records = store
-            .records()
-            .await
-            .context("reading the snapshot records")?;
+        let records = match gc::all_records(store).await {
+            Ok(records) => records,
+            Err(phony_core::Error::UnreadableRecords { keys }) => {
+                return Ok(GcOutcome::Refused { damaged: keys })
+            }
+            Err(e) => return Err(e).context("reading the snapshot records"),
+        };
         let mut check = holder.checker();
         gc::mark_and_sweep(store, &records, true, &mut check)
             .await
+            .map(GcOutcome::Swept)
             .context("collecting unreferenced blobs (nothing referenced was deleted)")
     }
     .await;
     holder.release().await;
-    Ok(GcOutcome::Swept(result?))
+    result
 }

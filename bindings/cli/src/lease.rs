@@ -1,6 +1,11 @@
 //! Holding a lock of the garbage-collection protocol (see `phony_core::gc`): write it,
 //! keep it fresh in the background, check it is still held, and remove it when done (also
 //! when the holder is dropped on an error path).
+//!
+//! A process killed while holding a lock (Ctrl-C, `kill -9`) cannot remove it. Others
+//! remove it once its lease expires, or at once when its body shows a process of this
+//! host, boot and pid namespace whose pid is not running any more (see
+//! [`Lock::holder_is_gone`]): saying so on stderr either way.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,7 +44,35 @@ fn new_lock(kind: LockKind) -> Lock {
         pid: std::process::id(),
         host: hostname(),
         started_at: OffsetDateTime::now_utc(),
+        scope: process_scope(),
     }
+}
+
+/// This process's boot and pid namespace (see [`Lock::scope`]), where the system says.
+fn process_scope() -> Option<String> {
+    static SCOPE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    SCOPE
+        .get_or_init(|| {
+            let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+            let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+            let scope = format!("{}/{}", boot.trim(), ns.to_str()?);
+            (scope.len() <= 255).then_some(scope)
+        })
+        .clone()
+}
+
+/// Whether a process with this pid exists (in this pid namespace). When unsure: yes.
+fn running(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return true;
+    };
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
 }
 
 fn hostname() -> String {
@@ -63,21 +96,55 @@ async fn write(store: &AppStore, lock: &Lock) -> phony_core::Result<()> {
     }
 }
 
-/// Lists the locks and sorts them as the holder of `own_key` sees them; removes stale ones
-/// (best effort: they belong to processes that died).
+/// Lists the locks and sorts them as the holder of `own_key` sees them; removes stale ones,
+/// whose lease expired or whose holder is known to have died (best effort, saying so).
 async fn scan(store: &AppStore, own_key: &str, ttl: Duration) -> Result<LockScan> {
     let entries = store
         .backend()
         .list(gc::LOCKS_PREFIX)
         .await
         .context("listing the store's locks")?;
-    let scan = gc::scan_locks(&entries, own_key, ttl)?;
+    let mut scan = gc::scan_locks(&entries, own_key, ttl)?;
     for key in &scan.stale {
+        let holder = read_lock(store, key).await;
         if let Err(e) = store.backend().delete(key).await {
             tracing::debug!("could not remove the stale lock {key}: {e}");
+            continue;
         }
+        let who = holder.map_or_else(|| key.clone(), |l| l.holder());
+        eprintln!("phony: removed a stale lock of {who} (its lease expired)");
+    }
+    let (host, scope) = (hostname(), process_scope());
+    for list in [&mut scan.creates, &mut scan.gcs] {
+        let mut kept = Vec::with_capacity(list.len());
+        for key in list.drain(..) {
+            let dead = match read_lock(store, &key).await {
+                Some(lock) if lock.holder_is_gone(&host, scope.as_deref(), running) => lock,
+                _ => {
+                    kept.push(key);
+                    continue;
+                }
+            };
+            match store.backend().delete(&key).await {
+                Ok(()) => eprintln!(
+                    "phony: removed a stale lock of pid {} (no longer running)",
+                    dead.pid
+                ),
+                Err(e) => {
+                    tracing::debug!("could not remove the lock {key} of a dead process: {e}");
+                    kept.push(key);
+                }
+            }
+        }
+        *list = kept;
     }
     Ok(scan)
+}
+
+/// The body of the lock at `key`, if it can be read (an empty or damaged one cannot).
+async fn read_lock(store: &AppStore, key: &str) -> Option<Lock> {
+    let bytes = store.backend().get(key, gc::MAX_LOCK_LEN).await.ok()?;
+    Lock::decode(key, &bytes).ok()
 }
 
 impl LockHolder {
@@ -230,6 +297,22 @@ mod tests {
             let err = check(&lapsed, ttl).unwrap_err();
             assert!(err.to_string().contains("could not be refreshed"), "{err}");
         }
+    }
+
+    #[test]
+    fn this_process_is_running_and_a_reaped_child_is_not() {
+        assert!(running(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!running(pid));
+        assert!(running(u32::MAX), "not a pid: assumed running");
+        let lock = new_lock(LockKind::Gc);
+        assert!(
+            lock.scope.is_some(),
+            "Linux gives a boot id and a pid namespace"
+        );
+        assert!(!lock.holder_is_gone(&hostname(), process_scope().as_deref(), running));
     }
 
     #[test]

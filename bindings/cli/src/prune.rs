@@ -133,12 +133,14 @@ async fn delete_planned(
 pub async fn prune(ctx: &Context, args: PruneArgs) -> Result<()> {
     let store = ctx.open_store().await?;
     let policy = policy_of(&args, &store)?;
-    let records = store.records().await?;
+    let scan = crate::context::scan_records(&store).await?;
+    let records = scan.records;
     let plan = PrunePlan::compute(&records, &policy, OffsetDateTime::now_utc());
     let removing = plan.removed().count();
     if !args.dry_run && !args.yes && removes_every_unpinned(&plan) {
         confirm_removing_all(removing)?;
     }
+    let damaged: Vec<String> = scan.damaged.into_iter().map(|d| d.key).collect();
 
     #[derive(Serialize)]
     struct Pruned<'a> {
@@ -158,9 +160,14 @@ pub async fn prune(ctx: &Context, args: PruneArgs) -> Result<()> {
         Postponed {
             creating: usize,
         },
+        Refused {
+            damaged: Vec<String>,
+        },
     }
 
-    let (removed, gc_view) = if args.dry_run {
+    let (removed, gc_view) = if args.dry_run && !damaged.is_empty() {
+        (removing, GcView::Refused { damaged })
+    } else if args.dry_run {
         let kept: Vec<SnapshotRecord> = records
             .iter()
             .filter(|r| !plan.removes(&r.id))
@@ -176,6 +183,7 @@ pub async fn prune(ctx: &Context, args: PruneArgs) -> Result<()> {
         let view = match outcome {
             GcOutcome::Swept(s) => GcView::Swept(s),
             GcOutcome::Postponed { creating } => GcView::Postponed { creating },
+            GcOutcome::Refused { damaged } => GcView::Refused { damaged },
         };
         (deleted.len(), view)
     };
@@ -216,6 +224,10 @@ pub async fn prune(ctx: &Context, args: PruneArgs) -> Result<()> {
             } else {
                 format!("{creating} snapshots were")
             }
+        ),
+        GcView::Refused { damaged } => format!(
+            "; unreferenced blobs stay: the damaged record(s) {} may reference them (remove damaged records with `phony store verify --repair`)",
+            damaged.join(", ")
         ),
     };
     let all = if removed > 0 && removed == records.len() {
@@ -308,7 +320,7 @@ pub async fn after_create(
     let Some(policy) = store.config().retention.filter(|p| !p.is_empty()) else {
         return Ok(None);
     };
-    let records = store.records().await?;
+    let records = crate::context::records(store).await?;
     let plan = PrunePlan::compute(&records, &policy, OffsetDateTime::now_utc());
     let deleted = delete_planned(store, &plan, Some(just_created)).await?;
     if deleted.is_empty() {
@@ -361,7 +373,7 @@ pub async fn set_pinned(ctx: &Context, reference: &str, pinned: bool) -> Result<
     // Rewriting a record is a write like a create: hold a create lock, so that a
     // collection running meanwhile sees the record.
     let lock = LockHolder::acquire_create(&store).await?;
-    let records = store.records().await?;
+    let records = crate::context::records(&store).await?;
     let found = resolve(&records, reference)?;
     let mut record = store
         .record(&found.id)

@@ -75,7 +75,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<()> {
     };
     let target = ctx.target()?;
     let store = ctx.open_or_create_store().await?;
-    let number = crate::sync::next_sync_number(&store.records().await?);
+    let number = crate::sync::next_sync_number(&crate::context::records(&store).await?);
     let command_name = Path::new(program)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

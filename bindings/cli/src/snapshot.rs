@@ -45,9 +45,22 @@ async fn interruptible(work: impl std::future::Future<Output = Result<()>>) -> R
 
 async fn create(ctx: &Context, args: CreateArgs) -> Result<()> {
     let target = ctx.target()?;
-    let store = ctx.open_or_create_store().await?;
+    let store = match ctx.open_existing_store().await? {
+        Some(store) => store,
+        // A new store is made only once the database answers: a command that fails
+        // leaves nothing behind.
+        None => {
+            drop(
+                target
+                    .connect()
+                    .await
+                    .with_context(|| format!("capturing {target}"))?,
+            );
+            ctx.open_or_create_store().await?
+        }
+    };
     if let Some(name) = &args.name {
-        check_name_free(&store.records().await?, name.as_str())?;
+        check_name_free(&crate::context::records(&store).await?, name.as_str())?;
     }
     let kept = Kept {
         name: args.name,
@@ -151,7 +164,7 @@ pub(crate) async fn take_snapshot(
         .with_context(|| format!("capturing {target}"))?;
     bar.finish();
 
-    let records = store.records().await?;
+    let records = crate::context::records(store).await?;
     if let Some(name) = &name {
         // Another snapshot may have taken the name while this one was captured.
         check_name_free(&records, name.as_str())?;
@@ -191,7 +204,7 @@ pub(crate) async fn take_snapshot(
 async fn list(ctx: &Context) -> Result<()> {
     // No store yet: no snapshots yet (and nothing is created).
     let records = match ctx.open_existing_store().await? {
-        Some(store) => store.records().await?,
+        Some(store) => crate::context::records(&store).await?,
         None => Vec::new(),
     };
     if ctx.json {
@@ -210,7 +223,7 @@ async fn list(ctx: &Context) -> Result<()> {
 
 async fn show(ctx: &Context, args: RefArgs) -> Result<()> {
     let store = ctx.open_store().await?;
-    let records = store.records().await?;
+    let records = crate::context::records(&store).await?;
     let record = resolve(&records, &args.snapshot)?;
     let root = store
         .root(&record.root)
@@ -248,7 +261,7 @@ async fn show(ctx: &Context, args: RefArgs) -> Result<()> {
 
 async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
     let store = ctx.open_store().await?;
-    let records = store.records().await?;
+    let records = crate::context::records(&store).await?;
     let record = resolve(&records, &args.snapshot)?.clone();
     let root = store
         .root(&record.root)
@@ -557,8 +570,25 @@ async fn restore_after_safety(
 
 async fn delete(ctx: &Context, args: DeleteArgs) -> Result<()> {
     let store = ctx.open_store().await?;
-    let records = store.records().await?;
-    let record = resolve(&records, &args.snapshot)?;
+    let scan = crate::context::scan_records(&store).await?;
+    let record = match resolve(&scan.records, &args.snapshot) {
+        Ok(record) => record,
+        Err(e @ phony_core::Error::SnapshotNotFound { .. }) => {
+            return match scan.damaged_matching(&args.snapshot).as_slice() {
+                [] => Err(e.into()),
+                [one] => delete_damaged(ctx, &store, one, args.force).await,
+                many => bail!(
+                    "{:?} matches several damaged records: {}",
+                    args.snapshot,
+                    many.iter()
+                        .map(|d| d.key.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+        }
+        Err(e) => return Err(e.into()),
+    };
     if record.pinned && !args.force {
         bail!(
             "snapshot {} is pinned; unpin it or pass --force to delete it anyway",
@@ -570,6 +600,33 @@ async fn delete(ctx: &Context, args: DeleteArgs) -> Result<()> {
         output::print_json(&serde_json::json!({ "deleted": record.id.to_string() }))
     } else {
         outln!("deleted {}", record.label())?;
+        Ok(())
+    }
+}
+
+/// Removes a record that cannot be read, with `--force` (nothing about it can be checked,
+/// not even whether it is pinned).
+async fn delete_damaged(
+    ctx: &Context,
+    store: &AppStore,
+    damaged: &phony_core::store::DamagedRecord,
+    force: bool,
+) -> Result<()> {
+    if !force {
+        bail!(
+            "the snapshot record {} cannot be read ({}); pass --force to delete it",
+            damaged.key,
+            damaged.reason
+        );
+    }
+    store
+        .delete_record_key(&damaged.key)
+        .await
+        .with_context(|| format!("deleting the damaged record {}", damaged.key))?;
+    if ctx.json {
+        output::print_json(&serde_json::json!({ "deleted": damaged.key }))
+    } else {
+        println!("deleted the damaged record {}", damaged.key);
         Ok(())
     }
 }

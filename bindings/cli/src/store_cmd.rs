@@ -29,6 +29,10 @@ pub struct VerifyArgs {
     /// Read every blob and check it against its hash (reads the whole store)
     #[arg(long)]
     pub read_data: bool,
+    /// Remove the snapshot records that cannot be read (saying which), so that garbage
+    /// collection can run again; records of a newer format are kept
+    #[arg(long)]
+    pub repair: bool,
 }
 
 #[derive(Debug, Args)]
@@ -79,12 +83,37 @@ async fn verify(ctx: &Context, args: VerifyArgs) -> Result<()> {
     let report = verify_store(&store, args.read_data)
         .await
         .context("verifying the store")?;
+    let repaired = if args.repair {
+        repair(&store, &report).await?
+    } else {
+        Vec::new()
+    };
     if ctx.json {
-        output::print_json(&report)?;
+        #[derive(serde::Serialize)]
+        struct Verified<'a> {
+            #[serde(flatten)]
+            report: &'a VerifyReport,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            removed_records: Option<&'a [String]>,
+        }
+        output::print_json(&Verified {
+            report: &report,
+            removed_records: args.repair.then_some(repaired.as_slice()),
+        })?;
     } else {
         out!("{}", verify_text(&report))?;
     }
     if report.is_clean() {
+        return Ok(());
+    }
+    let left = report.damaged_records.len() - repaired.len();
+    if report.damaged_blobs.is_empty() && report.broken_snapshots.is_empty() && left == 0 {
+        if !ctx.json {
+            outln!(
+                "removed {}",
+                output::count(repaired.len(), "damaged record", "damaged records")
+            )?;
+        }
         return Ok(());
     }
     Err(crate::failure::Coded {
@@ -98,6 +127,31 @@ async fn verify(ctx: &Context, args: VerifyArgs) -> Result<()> {
         ),
     }
     .into())
+}
+
+/// Removes the damaged records of `report` (not those of a newer format), saying so on
+/// stderr before each; returns their keys.
+async fn repair(store: &crate::context::AppStore, report: &VerifyReport) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for d in &report.damaged_records {
+        if d.newer_format {
+            eprintln!(
+                "phony: keeping {}: {} (a newer phony reads it)",
+                d.key, d.reason
+            );
+            continue;
+        }
+        eprintln!(
+            "phony: removing the damaged record {} ({})",
+            d.key, d.reason
+        );
+        store
+            .delete_record_key(&d.key)
+            .await
+            .with_context(|| format!("removing the damaged record {}", d.key))?;
+        removed.push(d.key.clone());
+    }
+    Ok(removed)
 }
 
 fn verify_text(r: &VerifyReport) -> String {
@@ -148,6 +202,8 @@ fn verify_text(r: &VerifyReport) -> String {
 
 async fn stats(ctx: &Context) -> Result<()> {
     let store = ctx.open_store().await?;
+    // Counted without the records that cannot be read: say which.
+    crate::context::scan_records(&store).await?;
     let s = phony_core::stats::store_stats(&store)
         .await
         .context("measuring the store (if a snapshot is damaged, see `phony store verify`)")?;

@@ -109,7 +109,7 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> Result<()> {
     drop((source_client, target_client));
 
     let store = ctx.open_or_create_store().await?;
-    let number = next_sync_number(&store.records().await?);
+    let number = next_sync_number(&crate::context::records(&store).await?);
     let labels: BTreeMap<String, String> = [
         ("sync".to_owned(), number.to_string()),
         ("source".to_owned(), source.to_string()),

@@ -30,8 +30,12 @@ pub struct TimelineArgs {
 }
 
 pub async fn run(ctx: &Context, args: TimelineArgs) -> Result<()> {
-    let store = ctx.open_store().await?;
-    let points = points(&store.records().await?);
+    // No store yet: only the present.
+    let records = match ctx.open_existing_store().await? {
+        Some(store) => crate::context::records(&store).await?,
+        None => Vec::new(),
+    };
+    let points = points(&records);
     if ctx.json {
         #[derive(Serialize)]
         struct Timeline {

@@ -169,3 +169,52 @@ async fn a_directory_linked_outside_the_store_is_never_written_or_swept() {
     assert!(std::fs::symlink_metadata(&link).is_err());
     assert!(foreign.exists());
 }
+
+#[test]
+fn a_store_directory_is_created_alone_and_never_over_other_things() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("missing/deep/store");
+    let err = ObjectStoreBackend::local(&deep, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("parent directory") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(!dir.path().join("missing").exists());
+
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    for create in [true, false] {
+        let err = ObjectStoreBackend::local(&file, create)
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("is a file, not a store directory"), "{err}");
+    }
+
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), b"mine").unwrap();
+    let err = ObjectStoreBackend::local(&other, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is not a phony store (no phony-store.json) and is not empty"),
+        "{err}"
+    );
+    assert!(
+        ObjectStoreBackend::local(&other, false).is_ok(),
+        "opening is not creating"
+    );
+
+    // Hidden entries (a concurrent writer's temporary files) do not count; a store does.
+    let fresh = dir.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    std::fs::write(fresh.join(".phony-store.json.1.0.tmp"), b"").unwrap();
+    ObjectStoreBackend::local(&fresh, true).unwrap();
+    std::fs::write(fresh.join("phony-store.json"), b"{}").unwrap();
+    std::fs::write(fresh.join("blobs"), b"").unwrap();
+    ObjectStoreBackend::local(&fresh, true).unwrap();
+    ObjectStoreBackend::local(&dir.path().join("new"), true).unwrap();
+    assert!(dir.path().join("new").is_dir());
+}

@@ -112,6 +112,7 @@ async fn a_killed_create_lists_nothing() {
     .spawn()
     .unwrap();
     let reading = copying(&watcher, "phony capture", &db.name).await;
+    let pid = child.id();
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(reading);
@@ -121,12 +122,17 @@ async fn a_killed_create_lists_nothing() {
         &["--json", "snapshot", "list"],
     ));
     assert!(list.contains("\"snapshots\": []"), "{list}");
-    // And the name is still free.
-    ok(&phony(
+    // And the name is still free; the killed create's lock is taken over at once.
+    let o = phony(
         &db.url(),
         store.path(),
         &["snapshot", "create", "--name", "s"],
-    ));
+    );
+    assert!(o.status.success(), "{}", crate::stderr(&o));
+    assert_eq!(
+        crate::stderr(&o).trim_end(),
+        format!("phony: removed a stale lock of pid {pid} (no longer running)")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@ mod commands;
 mod connection_strings;
 mod crash;
 mod diff;
+mod hostile_store;
 mod interruptions;
 mod messages;
 mod objects;

@@ -503,7 +503,13 @@ async fn creates_and_collections_wait_for_each_other() {
     fake_lock(s, "gc");
     fake_lock(s, "create");
     std::thread::sleep(Duration::from_millis(2500));
-    create(&db, s, &[]);
+    let o = phony(&db.url(), s, &["snapshot", "create"]);
+    assert!(o.status.success(), "{}", crate::stderr(&o));
+    assert_eq!(
+        crate::stderr(&o),
+        "phony: removed a stale lock of pid 1 on elsewhere (its lease expired)\n".repeat(2),
+        "whoever removes a stale lock says so"
+    );
     let out = json(&db, s, &["snapshot", "prune", "--keep-last", "1"]);
     assert_eq!(out["gc"]["status"], "swept", "{out}");
     assert!(
