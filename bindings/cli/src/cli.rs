@@ -19,7 +19,7 @@ pub struct Cli {
     )]
     pub database: Option<String>,
 
-    /// Where snapshots are stored: a directory or file:// URL
+    /// Where snapshots are stored: a directory, file:///path or s3://bucket/prefix (credentials from AWS_*)
     #[arg(
         long,
         global = true,

@@ -7,6 +7,7 @@ mod crash;
 mod diff;
 mod interruptions;
 mod retention;
+mod s3;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

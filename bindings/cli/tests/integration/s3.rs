@@ -1,0 +1,172 @@
+//! Stores on S3 (`--store s3://bucket/prefix`), against the S3-compatible test server and
+//! the real PostgreSQL: every command works as on a directory, and failures are one line.
+
+use std::path::Path;
+
+use phony_tests::s3::TestBucket;
+use phony_tests::{assert_same, TestDb};
+use serde_json::Value;
+
+use crate::{fails, ok, phony, phony_cmd};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_works_on_an_s3_store() {
+    let Some(bucket) = TestBucket::new("every_command_works_on_an_s3_store") else {
+        return;
+    };
+    let db = TestDb::rich("cli_s3").await;
+    let url = bucket.url("team/db");
+    let store = Path::new(&url);
+    let before = db.fingerprint().await;
+
+    let id = ok(&phony(
+        &db.url(),
+        store,
+        &["snapshot", "create", "--name", "clean"],
+    ));
+    assert!(id.trim().starts_with("snap_"), "{id}");
+    let keys = bucket.keys().await;
+    assert!(keys.iter().all(|k| k.starts_with("team/db/")), "{keys:?}");
+    assert!(
+        keys.contains(&"team/db/phony-store.json".to_owned()),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().any(|k| k.starts_with("team/db/blobs/")),
+        "{keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|k| k.contains("locks/")),
+        "locks released: {keys:?}"
+    );
+
+    let list = ok(&phony(&db.url(), store, &["snapshot", "list"]));
+    assert!(list.contains("clean"), "{list}");
+    let show = ok(&phony(&db.url(), store, &["snapshot", "show", "clean"]));
+    assert!(show.contains("orders"), "{show}");
+
+    db.exec("DELETE FROM public.orders; SELECT nextval('public.ticket_seq')")
+        .await;
+    let diff = ok(&phony(&db.url(), store, &["snapshot", "diff", "clean"]));
+    assert!(diff.contains("orders"), "{diff}");
+    ok(&phony(&db.url(), store, &["snapshot", "restore", "clean"]));
+    assert_same(&db.fingerprint().await, &before, "after a restore from S3");
+
+    // Pin, retention, prune with its garbage collection, verify and stats.
+    ok(&phony(&db.url(), store, &["snapshot", "pin", "clean"]));
+    ok(&phony(
+        &db.url(),
+        store,
+        &["store", "config", "--keep-last", "1"],
+    ));
+    db.exec("DELETE FROM public.customers WHERE id % 2 = 0")
+        .await;
+    ok(&phony(
+        &db.url(),
+        store,
+        &["snapshot", "create", "--name", "later"],
+    ));
+    ok(&phony(&db.url(), store, &["snapshot", "prune"]));
+    let list: Value = serde_json::from_str(&ok(&phony(
+        &db.url(),
+        store,
+        &["--json", "snapshot", "list"],
+    )))
+    .unwrap();
+    let names: Vec<_> = list["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(names.contains(&"clean".to_owned()), "pinned stays: {list}");
+    let verify = ok(&phony(
+        &db.url(),
+        store,
+        &["store", "verify", "--read-data"],
+    ));
+    assert!(!verify.to_lowercase().contains("missing"), "{verify}");
+    let stats = ok(&phony(&db.url(), store, &["store", "stats"]));
+    assert!(!stats.is_empty());
+    ok(&phony(&db.url(), store, &["snapshot", "unpin", "clean"]));
+    ok(&phony(
+        &db.url(),
+        store,
+        &["snapshot", "restore", "clean", "--no-safety-snapshot"],
+    ));
+    assert_same(&db.fingerprint().await, &before, "after a prune on S3");
+    ok(&phony(&db.url(), store, &["snapshot", "delete", "clean"]));
+    ok(&phony(
+        &db.url(),
+        store,
+        &["snapshot", "prune", "--keep-last", "0"],
+    ));
+    ok(&phony(&db.url(), store, &["store", "verify"]));
+    assert!(!bucket.keys().await.iter().any(|k| k.contains("locks/")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_s3_stores_fail_in_one_line_without_secrets() {
+    let Some(bucket) = TestBucket::new("bad_s3_stores_fail_in_one_line_without_secrets") else {
+        return;
+    };
+    let db = TestDb::new("cli_s3_bad").await;
+
+    let missing = format!("s3://{}-none/x", bucket.name);
+    let err = fails(
+        &phony(&db.url(), Path::new(&missing), &["snapshot", "create"]),
+        1,
+        &["does not exist"],
+    );
+    assert!(!err.contains("phony-test-secret"), "{err}");
+    let err = fails(
+        &phony(&db.url(), Path::new(&missing), &["snapshot", "list"]),
+        1,
+        &["does not exist"],
+    );
+    assert!(!err.contains("phony-test-secret"), "{err}");
+
+    fails(
+        &phony(&db.url(), Path::new("gs://bucket/x"), &["snapshot", "list"]),
+        1,
+        &["unsupported store location scheme \"gs\""],
+    );
+
+    // A prefix that holds something other than a store.
+    phony_core::Backend::put(
+        &bucket.backend(""),
+        "other/report.csv",
+        bytes::Bytes::from_static(b"a,b\n"),
+    )
+    .await
+    .unwrap();
+    let url = bucket.url("other");
+    fails(
+        &phony(&db.url(), Path::new(&url), &["snapshot", "create"]),
+        1,
+        &["holds objects", "no phony store"],
+    );
+    fails(
+        &phony(&db.url(), Path::new(&url), &["snapshot", "list"]),
+        1,
+        &["no phony store"],
+    );
+
+    // Nothing answers at the endpoint: said in seconds, in one line.
+    let started = std::time::Instant::now();
+    let out = phony_cmd(
+        &db.url(),
+        Path::new(&bucket.url("x")),
+        &["snapshot", "list"],
+    )
+    .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    .output()
+    .unwrap();
+    let err = fails(
+        &out,
+        1,
+        &["cannot reach the S3 endpoint http://127.0.0.1:9"],
+    );
+    assert!(!err.contains("phony-test-secret"), "{err}");
+    assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+}
