@@ -46,7 +46,7 @@ impl Context {
 
     /// Opens the store, creating it if missing.
     pub async fn open_or_create_store(&self) -> Result<Arc<AppStore>> {
-        open_or_create_store_at(&self.store).await
+        open_or_create_store_at(&self.store, StoreConfig::default()).await
     }
 }
 
@@ -65,9 +65,9 @@ pub async fn open_store_at(location: &str) -> Result<Arc<AppStore>> {
     }
 }
 
-/// Opens the store at `location`, creating it if missing. An S3 prefix that holds objects
-/// but no store is refused rather than mixed with one.
-pub async fn open_or_create_store_at(location: &str) -> Result<Arc<AppStore>> {
+/// Opens the store at `location`, creating it with `config` if missing. An S3 prefix that
+/// holds objects but no store is refused rather than mixed with one.
+pub async fn open_or_create_store_at(location: &str, config: StoreConfig) -> Result<Arc<AppStore>> {
     let backend = backend(location, true).await?;
     if backend.is_s3() {
         if let Err(e) = Store::open(backend.clone()).await {
@@ -85,7 +85,7 @@ pub async fn open_or_create_store_at(location: &str) -> Result<Arc<AppStore>> {
             }
         }
     }
-    let store = Store::open_or_init(backend, StoreConfig::default())
+    let store = Store::open_or_init(backend, config)
         .await
         .with_context(|| format!("opening the store at {location}"))?;
     Ok(Arc::new(store))

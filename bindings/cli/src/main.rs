@@ -5,6 +5,7 @@
 
 mod cli;
 mod context;
+mod copy;
 mod diff;
 mod gc;
 mod lease;

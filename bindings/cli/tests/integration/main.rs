@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod commands;
+mod copy;
 mod crash;
 mod diff;
 mod interruptions;
