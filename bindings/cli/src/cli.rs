@@ -80,6 +80,8 @@ pub enum SnapshotCommand {
     Unpin(RefArgs),
     /// Show what changed between two snapshots, or from a snapshot to the database now
     Diff(crate::diff::DiffArgs),
+    /// Write a snapshot as a plain SQL script that psql loads into an empty database
+    Export(crate::export::ExportArgs),
 }
 
 #[derive(Debug, Args)]

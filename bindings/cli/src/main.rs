@@ -7,6 +7,7 @@ mod cli;
 mod context;
 mod copy;
 mod diff;
+mod export;
 mod gc;
 mod lease;
 mod output;

@@ -27,6 +27,7 @@ pub async fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<()> {
         SnapshotCommand::Pin(args) => crate::prune::set_pinned(ctx, &args.snapshot, true).await,
         SnapshotCommand::Unpin(args) => crate::prune::set_pinned(ctx, &args.snapshot, false).await,
         SnapshotCommand::Diff(args) => crate::diff::run(ctx, args).await,
+        SnapshotCommand::Export(args) => crate::export::run(ctx, args).await,
     }
 }
 

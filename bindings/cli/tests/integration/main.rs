@@ -6,6 +6,7 @@ mod commands;
 mod copy;
 mod crash;
 mod diff;
+mod export;
 mod interruptions;
 mod retention;
 mod s3;
