@@ -18,6 +18,7 @@ use std::collections::HashSet;
 use std::future::Future;
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -511,25 +512,37 @@ impl<B: Backend> Store<B> {
         self.backend.delete(&record_key(id)).await
     }
 
-    /// Every snapshot record, newest first.
+    /// Every snapshot record, newest first. Records are read [`RECORD_READS`] at a time,
+    /// so that listing a store on S3 costs a few round trips, not one per snapshot.
     pub async fn records(&self) -> Result<Vec<SnapshotRecord>> {
-        let mut out = Vec::new();
-        for entry in self.backend.list(RECORDS_PREFIX).await? {
-            if !entry.key.ends_with(".json") {
-                continue;
-            }
-            let bytes = match self.backend.get(&entry.key).await {
-                Ok(b) => b,
-                // Deleted between list and get.
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e),
-            };
-            out.push(SnapshotRecord::decode(&entry.key, &bytes)?);
-        }
+        let keys: Vec<String> = self
+            .backend
+            .list(RECORDS_PREFIX)
+            .await?
+            .into_iter()
+            .map(|e| e.key)
+            .filter(|k| k.ends_with(".json"))
+            .collect();
+        let read: Vec<Option<SnapshotRecord>> = futures::stream::iter(keys)
+            .map(|key| async move {
+                match self.backend.get(&key).await {
+                    Ok(bytes) => SnapshotRecord::decode(&key, &bytes).map(Some),
+                    // Deleted between list and get.
+                    Err(e) if e.is_not_found() => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(RECORD_READS)
+            .try_collect()
+            .await?;
+        let mut out: Vec<SnapshotRecord> = read.into_iter().flatten().collect();
         out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
         Ok(out)
     }
 }
+
+/// How many snapshot records [`Store::records`] reads at once.
+pub const RECORD_READS: usize = 32;
 
 /// Upper bound on a manifest node's or root manifest's plain size.
 pub const MAX_MANIFEST_LEN: u64 = 256 << 20;
