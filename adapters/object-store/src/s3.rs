@@ -55,11 +55,29 @@ pub(crate) fn build(bucket: &str, prefix: &str) -> Result<Arc<dyn ObjectStore>> 
     }
 }
 
-/// The endpoint the variables name, if any (it holds no secret).
+/// The endpoint the variables name, if any.
 fn endpoint() -> Option<String> {
     ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+}
+
+/// An endpoint for messages: any `user:password@` in it left out.
+fn shown(endpoint: &str) -> String {
+    match endpoint.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let host = match rest[..authority_end].rsplit_once('@') {
+                Some((_, host)) => host,
+                None => &rest[..authority_end],
+            };
+            format!("{scheme}://{host}{}", &rest[authority_end..])
+        }
+        None => endpoint
+            .rsplit_once('@')
+            .map_or(endpoint, |(_, h)| h)
+            .to_owned(),
+    }
 }
 
 /// Checks that the bucket exists and answers, so that a missing bucket or refused
@@ -93,7 +111,7 @@ pub(crate) fn explain(context: String, bucket: &str, e: &object_store::Error) ->
     {
         format!(
             "cannot reach the S3 endpoint {} (check AWS_ENDPOINT_URL and the network)",
-            endpoint().unwrap_or_else(|| "of AWS".into())
+            endpoint().map_or_else(|| "of AWS".into(), |e| shown(&e))
         )
     } else {
         return Error::backend(context, OneLine::of(&text));
@@ -131,6 +149,16 @@ impl std::error::Error for OneLine {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_are_shown_without_credentials() {
+        assert_eq!(shown("http://127.0.0.1:5055"), "http://127.0.0.1:5055");
+        assert_eq!(
+            shown("https://key:secret@s3.example.com/x"),
+            "https://s3.example.com/x"
+        );
+        assert_eq!(shown("key:secret@host"), "host");
+    }
 
     #[test]
     fn long_multi_line_messages_become_one_short_line() {
