@@ -62,6 +62,11 @@ impl TestBucket {
         Some(TestBucket { name, endpoint })
     }
 
+    /// The test server's endpoint.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     /// `s3://<bucket>/<prefix>`.
     pub fn url(&self, prefix: &str) -> String {
         format!("s3://{}/{}", self.name, prefix.trim_matches('/'))
@@ -136,4 +141,54 @@ fn request(endpoint: &str, method: &str, path: &str) -> std::io::Result<u16> {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {response:.80}")))
+}
+
+/// A TCP relay in front of the S3 test server that can be cut, as if the server had been
+/// killed: every open connection is dropped and new ones are refused.
+#[derive(Debug)]
+pub struct CuttableRelay {
+    /// `http://127.0.0.1:<port>`: point `AWS_ENDPOINT_URL` here.
+    pub endpoint: String,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl CuttableRelay {
+    /// Starts relaying to the test server's endpoint (see [`endpoint`]).
+    pub async fn start(upstream: &str) -> Self {
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let (cut, mut cut_rx) = tokio::sync::watch::channel(false);
+        let conn_cut = cut.subscribe();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cut_rx.changed() => return,
+                    accepted = listener.accept() => {
+                        let Ok((mut client, _)) = accepted else { return };
+                        let upstream = upstream.clone();
+                        let mut cut = conn_cut.clone();
+                        tokio::spawn(async move {
+                            let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                                return;
+                            };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                                _ = cut.changed() => {}
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        CuttableRelay { endpoint, cut }
+    }
+
+    /// Drops every connection and refuses new ones from now on.
+    pub fn cut(&self) {
+        let _ = self.cut.send(true);
+    }
 }

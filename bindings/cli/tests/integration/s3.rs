@@ -170,3 +170,143 @@ async fn bad_s3_stores_fail_in_one_line_without_secrets() {
     assert!(!err.contains("phony-test-secret"), "{err}");
     assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
 }
+
+/// Asserts failure with exit code 1 and returns the error line (the last: a lock that could
+/// not be removed from a server that went away is warned about before it).
+fn failed(out: &std::process::Output) -> String {
+    let err = crate::stderr(out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.trim_end().lines().last().unwrap_or_default().to_owned();
+    assert!(last.starts_with("phony: error: "), "{err}");
+    assert!(!err.contains("phony-test-secret"), "{err}");
+    last
+}
+
+/// Waits until the bucket holds at least `n` blobs, while `child` runs.
+async fn wait_for_blobs(bucket: &TestBucket, child: &mut std::process::Child, n: usize) {
+    let started = std::time::Instant::now();
+    while bucket
+        .keys()
+        .await
+        .iter()
+        .filter(|k| k.contains("/blobs/"))
+        .count()
+        < n
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "it ended before the cut"
+        );
+        assert!(started.elapsed().as_secs() < 120);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The S3 server goes away in the middle of a snapshot, a copy and an export: each fails
+/// in one line and leaves no record (nor object); a rerun succeeds and reuses what arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_going_away_midway_leaves_no_record_and_a_rerun_reuses_what_arrived() {
+    let Some(bucket) = TestBucket::new("s3_going_away_midway") else {
+        return;
+    };
+    let db = TestDb::new("cli_s3_cut").await;
+    db.exec(
+        "CREATE TABLE big (id int PRIMARY KEY, a text, b text); \
+         INSERT INTO big SELECT g, md5(g::text), md5((g * 7)::text) || md5((g * 3)::text) \
+         FROM generate_series(1, 300000) g",
+    )
+    .await;
+    let url = bucket.url("cut");
+    let store = Path::new(&url);
+
+    // A snapshot.
+    let relay = phony_tests::s3::CuttableRelay::start(bucket.endpoint()).await;
+    let mut child = phony_cmd(&db.url(), store, &["snapshot", "create", "--name", "big"])
+        .env("AWS_ENDPOINT_URL", &relay.endpoint)
+        .spawn()
+        .unwrap();
+    wait_for_blobs(&bucket, &mut child, 10).await;
+    relay.cut();
+    let err = failed(&child.wait_with_output().unwrap());
+    assert!(err.contains("cannot reach the S3 endpoint"), "{err}");
+    let keys = bucket.keys().await;
+    assert!(
+        !keys.iter().any(|k| k.contains("/snapshots/")),
+        "no record: {keys:?}"
+    );
+    let rerun: Value = serde_json::from_str(&ok(&phony(
+        &db.url(),
+        store,
+        &["--json", "snapshot", "create", "--name", "big"],
+    )))
+    .unwrap();
+    assert!(
+        rerun["new_bytes"].as_u64().unwrap() < rerun["stored_bytes"].as_u64().unwrap(),
+        "the rerun reused what had arrived: {rerun}"
+    );
+    ok(&phony(&db.url(), store, &["store", "verify"]));
+
+    // A copy into S3.
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().display().to_string();
+    ok(&phony(&db.url(), store, &["store", "copy", &url, &local]));
+    let dest = bucket.url("copied");
+    let relay = phony_tests::s3::CuttableRelay::start(bucket.endpoint()).await;
+    let mut child = phony_cmd(&db.url(), store, &["store", "copy", &local, &dest])
+        .env("AWS_ENDPOINT_URL", &relay.endpoint)
+        .spawn()
+        .unwrap();
+    let before = bucket
+        .keys()
+        .await
+        .iter()
+        .filter(|k| k.contains("/blobs/"))
+        .count();
+    wait_for_blobs(&bucket, &mut child, before + 10).await;
+    relay.cut();
+    failed(&child.wait_with_output().unwrap());
+    assert!(!bucket
+        .keys()
+        .await
+        .iter()
+        .any(|k| k.starts_with("copied/snapshots/")));
+    let copied: Value = serde_json::from_str(&ok(&phony(
+        &db.url(),
+        store,
+        &["--json", "store", "copy", &local, &dest],
+    )))
+    .unwrap();
+    assert!(
+        copied["objects_skipped"].as_u64().unwrap() >= 10,
+        "{copied}"
+    );
+
+    // An export to S3: no object appears.
+    let relay = phony_tests::s3::CuttableRelay::start(bucket.endpoint()).await;
+    let target = format!("s3://{}/exports/big.sql", bucket.name);
+    let child = phony_cmd(
+        &db.url(),
+        store,
+        &["snapshot", "export", "big", "-o", &target],
+    )
+    .env("AWS_ENDPOINT_URL", &relay.endpoint)
+    .spawn()
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    relay.cut();
+    let out = child.wait_with_output().unwrap();
+    if !out.status.success() {
+        failed(&out);
+        assert!(!bucket
+            .keys()
+            .await
+            .iter()
+            .any(|k| k.starts_with("exports/")));
+    }
+    ok(&phony(
+        &db.url(),
+        store,
+        &["snapshot", "export", "big", "-o", &target, "--force"],
+    ));
+    assert!(bucket.keys().await.contains(&"exports/big.sql".to_owned()));
+}
