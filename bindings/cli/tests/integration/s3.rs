@@ -310,3 +310,102 @@ async fn s3_going_away_midway_leaves_no_record_and_a_rerun_reuses_what_arrived()
     ));
     assert!(bucket.keys().await.contains(&"exports/big.sql".to_owned()));
 }
+
+/// Writes a lock object as another live process would (fresh by its `Last-Modified`, the
+/// server's clock).
+async fn fake_lock(bucket: &TestBucket, prefix: &str, kind: &str) -> String {
+    let key = format!("{prefix}/locks/{kind}-00ff00ff.json");
+    let body = format!(
+        r#"{{"kind": "{kind}", "token": "00ff00ff", "pid": 1, "host": "elsewhere", "started_at": "2026-01-01T00:00:00Z"}}"#
+    );
+    phony_core::Backend::put(&bucket.backend(""), &key, bytes::Bytes::from(body))
+        .await
+        .unwrap();
+    key
+}
+
+/// Garbage collection on S3: creates and a prune at once leave every snapshot whole; a
+/// create waits for a collection's lock; locks go stale by the server's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_and_prunes_at_once_on_s3_leave_every_snapshot_whole() {
+    let Some(bucket) = TestBucket::new("creates_and_prunes_at_once_on_s3") else {
+        return;
+    };
+    let db = TestDb::new("cli_s3_gc").await;
+    db.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, v text); \
+         INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g",
+    )
+    .await;
+    let url = bucket.url("gc");
+    let s = Path::new(&url);
+    ok(&phony(&db.url(), s, &["snapshot", "create"]));
+    for round in 0..2 {
+        db.exec(&format!(
+            "UPDATE t SET v = md5(v) WHERE id % 7 = {round}; INSERT INTO t VALUES ({}, 'r')",
+            40000 + round
+        ))
+        .await;
+        let mut children: Vec<_> = (0..3)
+            .map(|_| {
+                phony_cmd(&db.url(), s, &["snapshot", "create"])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        children.push(
+            phony_cmd(&db.url(), s, &["snapshot", "prune", "--keep-last", "2"])
+                .spawn()
+                .unwrap(),
+        );
+        for c in children {
+            ok(&c.wait_with_output().unwrap());
+        }
+        let report: Value = serde_json::from_str(&ok(&phony(
+            &db.url(),
+            s,
+            &["--json", "store", "verify", "--read-data"],
+        )))
+        .unwrap();
+        assert!(
+            report["damaged_blobs"].as_array().unwrap().is_empty()
+                && report["broken_snapshots"].as_array().unwrap().is_empty(),
+            "round {round}: {report}"
+        );
+    }
+
+    // A collection running elsewhere: a create waits until its lock is gone.
+    let collecting = fake_lock(&bucket, "gc", "gc").await;
+    let mut child = phony_cmd(&db.url(), s, &["snapshot", "create"])
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(child.try_wait().unwrap().is_none(), "the create waits");
+    phony_core::Backend::delete(&bucket.backend(""), &collecting)
+        .await
+        .unwrap();
+    ok(&child.wait_with_output().unwrap());
+
+    // Locks of processes that died go stale after the lease period, by the server's clock.
+    ok(&phony(
+        &db.url(),
+        s,
+        &["store", "config", "--lease-ttl", "2s"],
+    ));
+    fake_lock(&bucket, "gc", "gc").await;
+    fake_lock(&bucket, "gc", "create").await;
+    tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
+    ok(&phony(&db.url(), s, &["snapshot", "create"]));
+    let out: Value = serde_json::from_str(&ok(&phony(
+        &db.url(),
+        s,
+        &["--json", "snapshot", "prune", "--keep-last", "1"],
+    )))
+    .unwrap();
+    assert_eq!(out["gc"]["status"], "swept", "{out}");
+    assert!(
+        !bucket.keys().await.iter().any(|k| k.contains("/locks/")),
+        "stale locks are removed"
+    );
+    ok(&phony(&db.url(), s, &["store", "verify", "--read-data"]));
+}
