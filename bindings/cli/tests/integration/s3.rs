@@ -409,3 +409,56 @@ async fn creates_and_prunes_at_once_on_s3_leave_every_snapshot_whole() {
     );
     ok(&phony(&db.url(), s, &["store", "verify", "--read-data"]));
 }
+
+/// Change tracking with an S3 store: tracked snapshots and restores, a restore into a new
+/// database, the safety snapshot undoing a restore.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracked_snapshots_and_restores_on_s3() {
+    let Some(bucket) = TestBucket::new("tracked_snapshots_and_restores_on_s3") else {
+        return;
+    };
+    let db = TestDb::rich("cli_s3_track").await;
+    let url = bucket.url("tracked");
+    let s = Path::new(&url);
+    ok(&phony(&db.url(), s, &["track", "on"]));
+    let clean = db.fingerprint().await;
+    ok(&phony(
+        &db.url(),
+        s,
+        &["snapshot", "create", "--name", "clean"],
+    ));
+    db.exec(
+        "DELETE FROM public.orders WHERE id = (SELECT max(id) FROM public.orders);
+         UPDATE public.customers SET name = name || '!' WHERE id % 2 = 0;
+         SELECT nextval('public.ticket_seq')",
+    )
+    .await;
+    let dirty = db.fingerprint().await;
+    let restored: Value = serde_json::from_str(&ok(&phony(
+        &db.url(),
+        s,
+        &["--json", "snapshot", "restore", "clean"],
+    )))
+    .unwrap();
+    assert_eq!(restored["path"], "delta", "{restored}");
+    assert_same(&db.fingerprint().await, &clean, "a tracked restore from S3");
+    let safety = restored["safety_snapshot"].as_str().unwrap().to_owned();
+    let copy = db.sibling_name("s3new");
+    ok(&phony(
+        &db.url(),
+        s,
+        &[
+            "snapshot",
+            "restore",
+            &safety,
+            "--target",
+            &db.url_of(&copy),
+        ],
+    ));
+    assert_same(
+        &db.fingerprint_of(&copy).await,
+        &dirty,
+        "the safety snapshot, restored from S3",
+    );
+    ok(&phony(&db.url(), s, &["track", "off"]));
+}
