@@ -13,8 +13,8 @@ use object_store::ObjectStoreExt;
 use phony_object_store::{ObjectStoreBackend, StoreLocation};
 
 /// The test server's endpoint, or `None` (after saying so) when S3 tests are to be
-/// skipped. Sets the `AWS_*` variables the S3 client reads (dummy credentials, the
-/// endpoint) where they are unset, so child processes inherit them too.
+/// skipped. Sets the `AWS_*` variables the S3 client reads, so child processes inherit
+/// them too: the endpoint always, dummy credentials where none are set.
 pub fn endpoint(test: &str) -> Option<String> {
     static ENDPOINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let endpoint = ENDPOINT.get_or_init(|| {
@@ -25,12 +25,14 @@ pub fn endpoint(test: &str) -> Option<String> {
             ("AWS_ACCESS_KEY_ID", "phony-test"),
             ("AWS_SECRET_ACCESS_KEY", "phony-test-secret"),
             ("AWS_REGION", "us-east-1"),
-            ("AWS_ENDPOINT_URL", endpoint.as_str()),
         ] {
             if std::env::var_os(key).is_none() {
                 std::env::set_var(key, value);
             }
         }
+        // Whatever endpoint the environment names, the tests talk to the test server.
+        std::env::remove_var("AWS_ENDPOINT_URL_S3");
+        std::env::set_var("AWS_ENDPOINT_URL", &endpoint);
         Some(endpoint)
     });
     if endpoint.is_none() {
