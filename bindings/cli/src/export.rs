@@ -86,83 +86,121 @@ pub async fn run(ctx: &Context, args: ExportArgs) -> Result<()> {
         .await
         .with_context(|| format!("reading snapshot {}", record.id))?;
     let target = target(&args.output, args.force).await?;
-    let compression = compression_of(&args.output);
 
-    let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
-    let writer = match &target {
-        Target::Stdout => spawn_writer(rx, compression, Box::new(std::io::stdout())),
-        Target::File(path) => {
-            let (tmp, file) = temporary_file(path)?;
-            let handle = spawn_writer(rx, compression, Box::new(std::io::BufWriter::new(file)));
-            let produced = phony_postgres::export::export_sql(&store, &record, &root, &tx).await;
-            drop(tx);
-            let written = handle.await.context("writing the export")?;
-            let result = finish(produced, written).and_then(|report| {
-                std::fs::rename(&tmp, path)
-                    .with_context(|| format!("renaming the export to {}", path.display()))?;
-                Ok(report)
-            });
-            if result.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            return print(ctx, &record, &args.output, result?);
-        }
-        Target::S3 {
-            store: s3,
-            key,
-            url,
-        } => {
-            let upload = s3
-                .put_multipart(key)
-                .await
-                .map_err(|e| anyhow::anyhow!("starting the upload to {url}: {e}"))?;
-            let (ptx, prx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
-            let uploader = tokio::spawn(upload_parts(prx, WriteMultipart::new(upload)));
-            let handle = spawn_writer(rx, compression, Box::new(ChannelWriter(ptx)));
-            let produced = phony_postgres::export::export_sql(&store, &record, &root, &tx).await;
-            drop(tx);
-            let written = handle.await.context("writing the export")?;
-            let upload = uploader
-                .await
-                .context("uploading the export")?
-                .map_err(|e| std::io::Error::other(format!("uploading to {url}: {e}")));
-            let (written, upload) = match (written, upload) {
-                (Ok(()), Ok(upload)) => (Ok(()), Some(upload)),
-                (Err(e), upload) => (Err(e), upload.ok()),
-                (Ok(()), Err(e)) => (Err(e), None),
-            };
-            let result = finish(produced, written);
-            // Completed only when the whole script went; otherwise no object appears.
-            match (result, upload) {
-                (Ok(report), Some(upload)) => {
-                    upload
-                        .finish()
-                        .await
-                        .map_err(|e| anyhow::anyhow!("completing the upload to {url}: {e}"))?;
-                    return print(ctx, &record, &args.output, report);
-                }
-                (result, upload) => {
-                    if let Some(upload) = upload {
-                        let _ = upload.abort().await;
-                    }
-                    return print(ctx, &record, &args.output, result?);
-                }
-            }
-        }
+    let job = Job {
+        store,
+        record,
+        root,
+        compression: compression_of(&args.output),
     };
-    let produced = phony_postgres::export::export_sql(&store, &record, &root, &tx).await;
-    drop(tx);
-    let written = writer.await.context("writing the export")?;
-    let report = finish(produced, written)?;
-    print(ctx, &record, &args.output, report)
+    let report = match target {
+        Target::Stdout => job.to_stdout().await?,
+        Target::File(path) => job.to_file(&path).await?,
+        Target::S3 { store, key, url } => job.to_s3(store.as_ref(), &key, &url).await?,
+    };
+    print(ctx, &job.record, &args.output, report)
+}
+
+/// One snapshot to export.
+struct Job {
+    store: Arc<crate::context::AppStore>,
+    record: phony_core::SnapshotRecord,
+    root: phony_core::RootManifest,
+    compression: Compression,
+}
+
+type Report = phony_postgres::export::ExportReport;
+
+impl Job {
+    /// Produces the script into `sink` (on a blocking writer); the producer's result and
+    /// the writer's.
+    async fn run(
+        &self,
+        sink: Box<dyn Write + Send>,
+    ) -> Result<(phony_postgres::Result<Report>, std::io::Result<()>)> {
+        let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+        let writer = spawn_writer(rx, self.compression, sink);
+        let produced =
+            phony_postgres::export::export_sql(&self.store, &self.record, &self.root, &tx).await;
+        drop(tx);
+        let written = writer.await.context("writing the export")?;
+        Ok((produced, written))
+    }
+
+    async fn to_stdout(&self) -> Result<Report> {
+        let (produced, written) = self.run(Box::new(std::io::stdout())).await?;
+        finish(produced, written)
+    }
+
+    /// Writes under a temporary name beside `path`, renamed when complete.
+    async fn to_file(&self, path: &Path) -> Result<Report> {
+        let (tmp, file) = temporary_file(path)?;
+        let (produced, written) = match self.run(Box::new(std::io::BufWriter::new(file))).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let result = finish(produced, written).and_then(|report| {
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("renaming the export to {}", path.display()))?;
+            Ok(report)
+        });
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// A multipart upload, completed only when the whole script went: otherwise aborted,
+    /// and no object appears.
+    async fn to_s3(
+        &self,
+        s3: &dyn ObjectStore,
+        key: &object_store::path::Path,
+        url: &str,
+    ) -> Result<Report> {
+        let upload = s3
+            .put_multipart(key)
+            .await
+            .map_err(|e| anyhow::anyhow!("starting the upload to {url}: {e}"))?;
+        let (ptx, prx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+        let uploader = tokio::spawn(upload_parts(prx, WriteMultipart::new(upload)));
+        let (produced, written) = self.run(Box::new(ChannelWriter(ptx))).await?;
+        let upload = uploader
+            .await
+            .context("uploading the export")?
+            .map_err(|e| std::io::Error::other(format!("uploading to {url}: {e}")));
+        let (written, upload) = match (written, upload) {
+            (Ok(()), Ok(upload)) => (Ok(()), Some(upload)),
+            (Err(e), upload) => (Err(e), upload.ok()),
+            (Ok(()), Err(e)) => (Err(e), None),
+        };
+        match (finish(produced, written), upload) {
+            (Ok(report), Some(upload)) => {
+                upload
+                    .finish()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("completing the upload to {url}: {e}"))?;
+                Ok(report)
+            }
+            (result, upload) => {
+                if let Some(upload) = upload {
+                    let _ = upload.abort().await;
+                }
+                result
+            }
+        }
+    }
 }
 
 /// The producer's result, unless the writer failed first (then the writer's error is the
 /// cause, and the producer only saw its channel close).
 fn finish(
-    produced: phony_postgres::Result<phony_postgres::export::ExportReport>,
+    produced: phony_postgres::Result<Report>,
     written: std::io::Result<()>,
-) -> Result<phony_postgres::export::ExportReport> {
+) -> Result<Report> {
     written.context("writing the export")?;
     produced.context("exporting the snapshot")
 }
@@ -171,7 +209,7 @@ fn print(
     ctx: &Context,
     record: &phony_core::SnapshotRecord,
     output: &str,
-    report: phony_postgres::export::ExportReport,
+    report: Report,
 ) -> Result<()> {
     if ctx.json && output != "-" {
         output::print_json(&serde_json::json!({
