@@ -194,3 +194,19 @@ impl CuttableRelay {
         let _ = self.cut.send(true);
     }
 }
+
+/// The endpoint of the test server that checks credentials (and knows none), or `None`
+/// (after saying so) when S3 tests are to be skipped; see [`endpoint`].
+pub fn auth_endpoint(test: &str) -> Option<String> {
+    endpoint(test)?;
+    let auth = std::env::var("PHONY_TEST_S3_AUTH_ENDPOINT")
+        .ok()
+        .filter(|v| !v.is_empty());
+    if auth.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("{test}: CI is set but PHONY_TEST_S3_AUTH_ENDPOINT is not: .ci/run starts that server");
+        }
+        eprintln!("{test}: skipped: set PHONY_TEST_S3_AUTH_ENDPOINT (see .ci/run)");
+    }
+    auth
+}

@@ -85,7 +85,7 @@ fn shown(endpoint: &str) -> String {
 pub(crate) async fn probe(store: &dyn ObjectStore, bucket: &str, location: &str) -> Result<()> {
     match store.list_with_delimiter(None).await {
         Ok(_) => Ok(()),
-        Err(e) => Err(explain(format!("opening {location}"), bucket, &e)),
+        Err(e) => Err(explain(location.to_owned(), bucket, &e)),
     }
 }
 

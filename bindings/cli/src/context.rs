@@ -68,7 +68,9 @@ pub async fn open_store_at(location: &str) -> Result<Arc<AppStore>> {
 /// Opens the store at `location`, creating it with `config` if missing. An S3 prefix that
 /// holds objects but no store is refused rather than mixed with one.
 pub async fn open_or_create_store_at(location: &str, config: StoreConfig) -> Result<Arc<AppStore>> {
-    let backend = backend(location, true).await?;
+    let backend = backend(location, true)
+        .await
+        .with_context(|| format!("opening the store at {location}"))?;
     if backend.is_s3() {
         if let Err(e) = Store::open(backend.clone()).await {
             if !e.is_not_found() {

@@ -462,3 +462,35 @@ async fn tracked_snapshots_and_restores_on_s3() {
     );
     ok(&phony(&db.url(), s, &["track", "off"]));
 }
+
+/// Credentials the server refuses: one line that says so, never the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_are_one_line_without_the_secret() {
+    let Some(endpoint) = phony_tests::s3::auth_endpoint("refused_credentials") else {
+        return;
+    };
+    let db = TestDb::new("cli_s3_auth").await;
+    for args in [
+        &["snapshot", "list"][..],
+        &["snapshot", "create"][..],
+        &["store", "copy", "s3://phony-auth/a", "memory://"][..],
+    ] {
+        let out = phony_cmd(&db.url(), Path::new("s3://phony-auth/a"), args)
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .env("AWS_ACCESS_KEY_ID", "AKIAPHONYWRONGKEY")
+            .env("AWS_SECRET_ACCESS_KEY", "phony-wrong-secret-value")
+            .output()
+            .unwrap();
+        let err = fails(
+            &out,
+            1,
+            &["access denied", "AWS_ACCESS_KEY_ID", "s3://phony-auth/a"],
+        );
+        assert!(!err.contains("phony-wrong-secret-value"), "{err}");
+        assert_eq!(
+            err.matches("s3://phony-auth/a").count(),
+            1,
+            "said once: {err}"
+        );
+    }
+}
