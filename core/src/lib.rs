@@ -25,6 +25,7 @@ pub mod bases;
 pub mod chunker;
 pub mod codec;
 pub mod config;
+pub mod copy;
 pub mod diff;
 pub mod error;
 pub mod gc;

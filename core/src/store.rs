@@ -543,6 +543,10 @@ impl<B: Backend> Store<B> {
 /// Upper bound on `phony-store.json`'s size.
 pub const MAX_CONFIG_LEN: u64 = 1 << 20;
 
+/// How many snapshot records [`Store::scan_records`] reads at once, so that listing a
+/// store on S3 costs a few round trips, not one per snapshot.
+pub const RECORD_READS: usize = 32;
+
 /// Upper bound on a manifest node's or root manifest's plain size.
 pub const MAX_MANIFEST_LEN: u64 = 256 << 20;
 

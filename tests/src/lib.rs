@@ -11,6 +11,8 @@ use phony_object_store::ObjectStoreBackend;
 use phony_postgres::{ConnectionTarget, Fingerprint, RestoreOptions, RestoreReport};
 use tokio_postgres::Client;
 
+pub mod s3;
+
 /// The server tests run against, as a URL to its maintenance database:
 /// `$PHONY_TEST_DATABASE_URL`, else the local server at 127.0.0.1:5432 if it answers, else a
 /// throwaway cluster from the installed PostgreSQL binaries, shared by the test process and
@@ -312,4 +314,15 @@ pub fn assert_same(actual: &Fingerprint, expected: &Fingerprint, what: &str) {
         actual.database, expected.database,
         "{what}: database encoding, locale or settings differ"
     );
+}
+
+/// An error and its causes on one line, as the CLI prints them.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        parts.push(c.to_string());
+        cause = c.source();
+    }
+    parts.join(": ")
 }

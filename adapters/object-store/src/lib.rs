@@ -1,9 +1,10 @@
 //! # phony-object-store
 //!
 //! phony's store [`Backend`]: a local directory (the default, through the file system
-//! directly, see `local.rs`), and on the [`object_store`] crate memory (for tests) and any
-//! other `object_store` implementation (S3 is a feature flag away, not a rewrite: every
-//! operation used here is one that S3 offers, including create-if-absent writes).
+//! directly, see `local.rs`), and on the [`object_store`] crate memory (for tests), an S3
+//! bucket (see `s3.rs`) and any other `object_store` implementation: every operation used
+//! here is one that S3 offers, including create-if-absent writes. [`StoreLocation`] parses
+//! where a store lives (`/path`, `file:///path`, `s3://bucket/prefix`, `memory://`).
 //!
 //! ```
 //! # async fn demo() -> phony_core::Result<()> {
@@ -29,14 +30,19 @@ use phony_core::{Backend, Error, ListEntry, Result};
 use time::OffsetDateTime;
 
 mod local;
+mod location;
+mod s3;
 
 use local::LocalDir;
+pub use location::StoreLocation;
 
 /// A store backend: a local directory, or any [`ObjectStore`].
 #[derive(Debug, Clone)]
 pub struct ObjectStoreBackend {
     inner: Inner,
     description: String,
+    /// The bucket, for a store on S3 (its errors are explained, see `s3::explain`).
+    bucket: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +58,7 @@ impl ObjectStoreBackend {
         ObjectStoreBackend {
             inner: Inner::Store(inner),
             description: description.into(),
+            bucket: None,
         }
     }
 
@@ -93,6 +100,7 @@ impl ObjectStoreBackend {
         Ok(ObjectStoreBackend {
             inner: Inner::Dir(Arc::new(LocalDir::new(root, description.clone()))),
             description,
+            bucket: None,
         })
     }
 
@@ -101,20 +109,59 @@ impl ObjectStoreBackend {
         Self::new(Arc::new(InMemory::new()), "memory")
     }
 
-    /// A store named by a location: a path, `file:///path` or `memory://`.
+    /// A store named by a location: a path, `file:///path`, `memory://` or
+    /// `s3://bucket/prefix` (see [`StoreLocation`]). Makes no request: see
+    /// [`ObjectStoreBackend::open`] for one that checks an S3 bucket answers.
     pub fn from_location(location: &str, create: bool) -> Result<Self> {
-        if location == "memory://" || location == "memory:" {
-            return Ok(Self::memory());
+        Self::for_location(&location.parse()?, create)
+    }
+
+    /// A store at a parsed location; makes no request.
+    pub fn for_location(location: &StoreLocation, create: bool) -> Result<Self> {
+        match location {
+            StoreLocation::Dir(dir) => Self::local(dir, create),
+            StoreLocation::Memory => Ok(Self::memory()),
+            StoreLocation::S3 { bucket, prefix } => Ok(ObjectStoreBackend {
+                inner: Inner::Store(s3::build(bucket, prefix)?),
+                description: location.to_string(),
+                bucket: Some(bucket.clone()),
+            }),
         }
-        if let Some(rest) = location.strip_prefix("file://") {
-            return Self::local(std::path::Path::new(rest), create);
+    }
+
+    /// A store at a location, checked: a missing directory (without `create`) is
+    /// [`Error::NotFound`]; an S3 bucket that does not exist, refuses the credentials or
+    /// cannot be reached fails with one line that says which.
+    pub async fn open(location: &StoreLocation, create: bool) -> Result<Self> {
+        let backend = Self::for_location(location, create)?;
+        if let (Inner::Store(store), Some(bucket)) = (&backend.inner, &backend.bucket) {
+            s3::probe(store.as_ref(), bucket, &backend.description).await?;
         }
-        if let Some((scheme, _)) = location.split_once("://") {
-            return Err(Error::Invalid(format!(
-                "unsupported store location scheme {scheme:?}: use a directory path, file:// or memory://"
-            )));
+        Ok(backend)
+    }
+
+    /// Whether the store lives in an S3 bucket.
+    pub fn is_s3(&self) -> bool {
+        self.bucket.is_some()
+    }
+
+    /// The object store underneath, unless the store is a local directory (which is
+    /// read and written through the file system directly).
+    pub fn object_store(&self) -> Option<Arc<dyn ObjectStore>> {
+        match &self.inner {
+            Inner::Dir(_) => None,
+            Inner::Store(store) => Some(Arc::clone(store)),
         }
-        Self::local(std::path::Path::new(location), create)
+    }
+
+    /// A failure of the object store as the store's error: a missing object is
+    /// [`Error::NotFound`]; S3 failures are explained in one line.
+    fn fail(&self, context: String, e: object_store::Error) -> Error {
+        match (e, &self.bucket) {
+            (object_store::Error::NotFound { .. }, _) => Error::NotFound { what: context },
+            (e, Some(bucket)) => s3::explain(context, bucket, &e),
+            (e, None) => Error::backend(context, e),
+        }
     }
 }
 
@@ -175,13 +222,6 @@ fn to_time(secs: i64, nanos: u32) -> OffsetDateTime {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-fn map_err(context: impl FnOnce() -> String, e: object_store::Error) -> Error {
-    match e {
-        object_store::Error::NotFound { .. } => Error::NotFound { what: context() },
-        other => Error::backend(context(), other),
-    }
-}
-
 impl Backend for ObjectStoreBackend {
     async fn put_if_absent(&self, key: &str, bytes: Bytes) -> Result<bool> {
         let store = match &self.inner {
@@ -198,10 +238,7 @@ impl Backend for ObjectStoreBackend {
         {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(map_err(
-                || format!("writing {key} in {}", self.description),
-                e,
-            )),
+            Err(e) => Err(self.fail(format!("writing {key} in {}", self.description), e)),
         }
     }
 
@@ -214,7 +251,7 @@ impl Backend for ObjectStoreBackend {
             .put(&Path::from(key), PutPayload::from(bytes))
             .await
             .map(|_| ())
-            .map_err(|e| map_err(|| format!("writing {key} in {}", self.description), e))
+            .map_err(|e| self.fail(format!("writing {key} in {}", self.description), e))
     }
 
     async fn get(&self, key: &str, max_len: u64) -> Result<Bytes> {
@@ -226,12 +263,12 @@ impl Backend for ObjectStoreBackend {
         let result = store
             .get(&Path::from(key))
             .await
-            .map_err(|e| map_err(context, e))?;
+            .map_err(|e| self.fail(context(), e))?;
         // The size is known before the body is read.
         if result.meta.size > max_len {
             return Err(Error::too_large(context(), result.meta.size, max_len));
         }
-        let bytes = result.bytes().await.map_err(|e| map_err(context, e))?;
+        let bytes = result.bytes().await.map_err(|e| self.fail(context(), e))?;
         if bytes.len() as u64 > max_len {
             return Err(Error::too_large(context(), bytes.len() as u64, max_len));
         }
@@ -250,10 +287,7 @@ impl Backend for ObjectStoreBackend {
         match store.get_opts(&Path::from(key), opts).await {
             Ok(r) => Ok(Some(r.meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(map_err(
-                || format!("checking {key} in {}", self.description),
-                e,
-            )),
+            Err(e) => Err(self.fail(format!("checking {key} in {}", self.description), e)),
         }
     }
 
@@ -264,10 +298,7 @@ impl Backend for ObjectStoreBackend {
         };
         match store.delete(&Path::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(map_err(
-                || format!("deleting {key} in {}", self.description),
-                e,
-            )),
+            Err(e) => Err(self.fail(format!("deleting {key} in {}", self.description), e)),
         }
     }
 
@@ -281,7 +312,7 @@ impl Backend for ObjectStoreBackend {
             .list(Some(&prefix_path))
             .try_collect()
             .await
-            .map_err(|e| map_err(|| format!("listing {prefix} in {}", self.description), e))?;
+            .map_err(|e| self.fail(format!("listing {prefix} in {}", self.description), e))?;
         Ok(metas
             .into_iter()
             .map(|m| ListEntry {

@@ -13,6 +13,7 @@
 //! - [`session`]: a connection that keeps its prepared statements, for repeated restores.
 //! - [`tracking`]: triggers that log changed rows, so restores and snapshots read only those.
 //! - [`patch`]: a diff between two snapshots as a SQL patch.
+//! - [`export`]: a snapshot as a plain SQL script that psql loads into an empty database.
 //!
 //! Everything phony installs lives in the schema [`catalog::PHONY_SCHEMA`], which is never
 //! captured, restored or fingerprinted.
@@ -25,6 +26,7 @@ pub mod conninfo;
 pub mod database;
 pub mod delta;
 pub mod error;
+pub mod export;
 pub mod fingerprint;
 pub mod fresh;
 pub mod identity;

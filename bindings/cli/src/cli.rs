@@ -19,7 +19,7 @@ pub struct Cli {
     )]
     pub database: Option<String>,
 
-    /// Where snapshots are stored: a directory or file:// URL
+    /// Where snapshots are stored: a directory, file:///path or s3://bucket/prefix (credentials from AWS_*)
     #[arg(
         long,
         global = true,
@@ -94,6 +94,8 @@ pub enum SnapshotCommand {
     Timeline(crate::timeline::TimelineArgs),
     /// Show what changed between two snapshots, or from a snapshot to the database now
     Diff(crate::diff::DiffArgs),
+    /// Write a snapshot as a plain SQL script that psql loads into an empty database
+    Export(crate::export::ExportArgs),
 }
 
 #[derive(Debug, Args)]

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use phony_core::store::{DamagedRecord, RecordScan};
+use phony_core::Backend as _;
 use phony_core::{SnapshotRecord, Store, StoreConfig};
-use phony_object_store::ObjectStoreBackend;
+use phony_object_store::{ObjectStoreBackend, StoreLocation};
 use phony_postgres::ConnectionTarget;
 
 use crate::cli::Cli;
@@ -41,38 +42,17 @@ impl Context {
 
     /// Opens the store, which must exist.
     pub async fn open_store(&self) -> Result<Arc<AppStore>> {
-        self.open_existing_store().await?.ok_or_else(|| {
-            crate::failure::Coded {
-                code: "not_found",
-                message: format!(
-                    "no phony store at {} (take a snapshot first, or point --store or PHONY_STORE at a store)",
-                    self.store
-                ),
-            }
-            .into()
-        })
+        open_store_at(&self.store).await
     }
 
     /// Opens the store if there is one; creates nothing.
     pub async fn open_existing_store(&self) -> Result<Option<Arc<AppStore>>> {
-        let opened = match ObjectStoreBackend::from_location(&self.store, false) {
-            Ok(backend) => Store::open(backend).await,
-            Err(e) => Err(e),
-        };
-        match opened {
-            Ok(store) => Ok(Some(Arc::new(store))),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("opening the store at {}", self.store)),
-        }
+        open_existing_store_at(&self.store).await
     }
 
     /// Opens the store, creating it if missing.
     pub async fn open_or_create_store(&self) -> Result<Arc<AppStore>> {
-        let backend = ObjectStoreBackend::from_location(&self.store, true)?;
-        let store = Store::open_or_init(backend, StoreConfig::default())
-            .await
-            .with_context(|| format!("opening the store at {}", self.store))?;
-        Ok(Arc::new(store))
+        open_or_create_store_at(&self.store, StoreConfig::default()).await
     }
 }
 
@@ -111,4 +91,63 @@ fn warn_damaged(d: &DamagedRecord) {
         "phony: warning: skipping the snapshot record {}: {}{hint}",
         d.key, d.reason
     );
+}
+
+/// Opens the store at `location`, which must exist.
+pub async fn open_store_at(location: &str) -> Result<Arc<AppStore>> {
+    open_existing_store_at(location).await?.ok_or_else(|| {
+        crate::failure::Coded {
+            code: "not_found",
+            message: format!(
+                "no phony store at {location} (take a snapshot first, or point --store or PHONY_STORE at a store)"
+            ),
+        }
+        .into()
+    })
+}
+
+/// Opens the store at `location` if there is one; creates nothing.
+pub async fn open_existing_store_at(location: &str) -> Result<Option<Arc<AppStore>>> {
+    let opened = match backend(location, false).await {
+        Ok(backend) => Store::open(backend).await,
+        Err(e) => Err(e),
+    };
+    match opened {
+        Ok(store) => Ok(Some(Arc::new(store))),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("opening the store at {location}")),
+    }
+}
+
+/// Opens the store at `location`, creating it with `config` if missing. An S3 prefix that
+/// holds objects but no store is refused rather than mixed with one.
+pub async fn open_or_create_store_at(location: &str, config: StoreConfig) -> Result<Arc<AppStore>> {
+    let backend = backend(location, true)
+        .await
+        .with_context(|| format!("opening the store at {location}"))?;
+    if backend.is_s3() {
+        if let Err(e) = Store::open(backend.clone()).await {
+            if !e.is_not_found() {
+                return Err(e).with_context(|| format!("opening the store at {location}"));
+            }
+            let found = backend.list("").await?;
+            if let Some(first) = found.first() {
+                anyhow::bail!(
+                    "{} holds objects ({} …) but no phony store (no {}): point --store at an empty prefix or an existing store",
+                    backend.describe(),
+                    first.key,
+                    phony_core::config::CONFIG_KEY
+                );
+            }
+        }
+    }
+    let store = Store::open_or_init(backend, config)
+        .await
+        .with_context(|| format!("opening the store at {location}"))?;
+    Ok(Arc::new(store))
+}
+
+async fn backend(location: &str, create: bool) -> phony_core::Result<ObjectStoreBackend> {
+    let location: StoreLocation = location.parse()?;
+    ObjectStoreBackend::open(&location, create).await
 }

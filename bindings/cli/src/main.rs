@@ -5,7 +5,9 @@
 
 mod cli;
 mod context;
+mod copy;
 mod diff;
+mod export;
 mod failure;
 mod gc;
 mod lease;

@@ -29,6 +29,7 @@ pub async fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<()> {
         SnapshotCommand::Unpin(args) => crate::prune::set_pinned(ctx, &args.snapshot, false).await,
         SnapshotCommand::Diff(args) => crate::diff::run(ctx, args).await,
         SnapshotCommand::Timeline(args) => crate::timeline::run(ctx, args).await,
+        SnapshotCommand::Export(args) => crate::export::run(ctx, args).await,
     }
 }
 

@@ -22,6 +22,8 @@ pub enum StoreCommand {
     Stats,
     /// Show the store's configuration, or set its retention policy and lease period
     Config(ConfigArgs),
+    /// Copy snapshots to another store (any kind to any kind), sending only what it lacks
+    Copy(crate::copy::CopyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +77,7 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> Result<()> {
         StoreCommand::Verify(args) => verify(ctx, args).await,
         StoreCommand::Stats => stats(ctx).await,
         StoreCommand::Config(args) => config(ctx, args).await,
+        StoreCommand::Copy(args) => crate::copy::run(ctx, args).await,
     }
 }
 

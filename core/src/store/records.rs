@@ -60,9 +60,21 @@ impl<B: Backend> Store<B> {
     /// snapshot than their key) by key. A damaged record does not stop the others from
     /// being read; only a failing backend does.
     pub async fn scan_records(&self) -> Result<RecordScan> {
+        use futures::StreamExt;
         let mut scan = RecordScan::default();
-        for key in self.record_keys().await? {
-            match self.record_at(&key).await {
+        // Read several at once: listing a store on S3 costs a few round trips, not one
+        // per snapshot.
+        let read: Vec<(String, Result<Option<SnapshotRecord>>)> =
+            futures::stream::iter(self.record_keys().await?)
+                .map(|key| async move {
+                    let got = self.record_at(&key).await;
+                    (key, got)
+                })
+                .buffered(super::RECORD_READS)
+                .collect()
+                .await;
+        for (key, got) in read {
+            match got {
                 Ok(Some(record)) => scan.records.push(record),
                 // Deleted between list and get.
                 Ok(None) => {}

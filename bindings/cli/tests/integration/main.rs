@@ -4,8 +4,10 @@
 mod bad_input;
 mod commands;
 mod connection_strings;
+mod copy;
 mod crash;
 mod diff;
+mod export;
 mod hostile_store;
 mod interruptions;
 mod messages;
@@ -13,6 +15,7 @@ mod objects;
 mod restore_plan;
 mod restore_safety;
 mod retention;
+mod s3;
 mod sync;
 
 use std::path::Path;
