@@ -59,6 +59,9 @@ pub struct CaptureOptions {
     /// Masking applied to rows as they are read (a sync from production); implies reading
     /// every row (no incremental capture).
     pub mask: Option<Arc<crate::mask::MaskPlan>>,
+    /// Write nothing to the database (no change-tracking marks) and read every row: for a
+    /// database whose snapshots this store does not keep, such as a sync's source.
+    pub read_only: bool,
     /// Snapshot a database that holds large objects, without them (a snapshot never holds
     /// them; without this, capture refuses such a database rather than leave them out
     /// silently).
@@ -87,6 +90,7 @@ impl Default for CaptureOptions {
             on_point_fixed: None,
             application_name: None,
             mask: None,
+            read_only: false,
             skip_large_objects: false,
         }
     }
@@ -146,7 +150,10 @@ pub async fn capture<B: Backend + 'static>(
     // With tracking, the snapshot holds its place among the marks from the moment its point
     // in time is fixed, so that no log entry its mark will need is pruned meanwhile.
     let side = target.connect().await?;
-    let pending = tracking::lock_marks(&side).await?;
+    let pending = match opts.read_only {
+        true => None,
+        false => tracking::lock_marks(&side).await?,
+    };
     let result = capture_holding(&target, &side, pending.as_ref(), store, opts).await;
     if let (Err(_), Some(p)) = (&result, &pending) {
         tracking::release_mark(&side, p).await;
@@ -192,7 +199,7 @@ async fn capture_holding<B: Backend + 'static>(
     if let Some(p) = pending {
         tracking::hold_mark(side, p, &point_in_time).await?;
     }
-    let tracked = tracking::valid(&coordinator).await?;
+    let tracked = !opts.read_only && tracking::valid(&coordinator).await?;
     let (server_version_num, server_version) = catalog::server_version(&coordinator).await?;
     // With tracking, the newest snapshot this database held since its last schema change is
     // a base: its schema and unchanged tables are reused, changed ranges re-read.

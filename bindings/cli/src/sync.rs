@@ -141,6 +141,7 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> Result<()> {
         &store,
         &CaptureOptions {
             incremental: false,
+            read_only: true,
             mask: plan,
             progress: bar.callback(),
             ..CaptureOptions::default()

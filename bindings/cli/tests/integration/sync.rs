@@ -52,6 +52,10 @@ async fn a_masked_sync_replaces_the_database_with_snapshots_either_side() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("mask-rules.txt");
     std::fs::write(&rules, RULES).unwrap();
+    // The source's own change tracking is left alone: a sync writes nothing there.
+    let source_store = TestStore::new().await;
+    ok(&phony(&source.url(), source_store.path(), &["track", "on"]));
+    let marks_before: i64 = source.value("SELECT count(*) FROM phony.marks").await;
 
     let out = ok(&phony(
         &staging.url(),
@@ -65,6 +69,11 @@ async fn a_masked_sync_replaces_the_database_with_snapshots_either_side() {
         ],
     ));
     assert!(out.contains("sync #1, 8 columns masked"), "{out}");
+    let marks_after: i64 = source.value("SELECT count(*) FROM phony.marks").await;
+    assert_eq!(
+        marks_after, marks_before,
+        "nothing is written to the source"
+    );
 
     // The staging database holds the source's tables, masked column by column.
     let c = staging.client().await;
