@@ -107,14 +107,26 @@ pub async fn open_store_at(location: &str) -> Result<Arc<AppStore>> {
 }
 
 /// Opens the store at `location` if there is one; creates nothing.
+/// A location that holds other things but no store is an error, not an empty store.
 pub async fn open_existing_store_at(location: &str) -> Result<Option<Arc<AppStore>>> {
-    let opened = match backend(location, false).await {
-        Ok(backend) => Store::open(backend).await,
-        Err(e) => Err(e),
+    let backend = match backend(location, false).await {
+        Ok(backend) => backend,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("opening the store at {location}")),
     };
-    match opened {
+    match Store::open(backend.clone()).await {
         Ok(store) => Ok(Some(Arc::new(store))),
-        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) if e.is_not_found() => {
+            if let Some(first) = backend.list("").await?.first() {
+                anyhow::bail!(
+                    "{} holds objects ({} …) but no phony store (no {})",
+                    backend.describe(),
+                    first.key,
+                    phony_core::config::CONFIG_KEY
+                );
+            }
+            Ok(None)
+        }
         Err(e) => Err(e).with_context(|| format!("opening the store at {location}")),
     }
 }

@@ -29,6 +29,9 @@ pub struct SnapshotView<'a> {
     pub new_bytes: u64,
     pub duration_ms: u64,
     pub root: String,
+    /// Free labels (`sync`, `command`, `exit_status`, `before_restore_of`, …).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: &'a std::collections::BTreeMap<String, String>,
 }
 
 impl<'a> SnapshotView<'a> {
@@ -49,6 +52,7 @@ impl<'a> SnapshotView<'a> {
             new_bytes: r.stats.new_bytes,
             duration_ms: r.stats.duration_ms,
             root: r.root.to_hex(),
+            labels: &r.labels,
         }
     }
 }

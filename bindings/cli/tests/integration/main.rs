@@ -56,7 +56,14 @@ pub fn stderr(o: &Output) -> String {
 /// Asserts success with nothing on stderr, and returns stdout.
 pub fn ok(o: &Output) -> String {
     assert!(o.status.success(), "phony failed: {}", stderr(o));
-    assert_eq!(stderr(o), "", "nothing on stderr on success");
+    // The one thing a successful command may say on stderr: that it took over the lock of
+    // a process that died (tests that kill phony leave those behind on purpose).
+    let err = stderr(o);
+    let other: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.starts_with("phony: removed a stale lock"))
+        .collect();
+    assert!(other.is_empty(), "nothing on stderr on success: {err:?}");
     stdout(o)
 }
 

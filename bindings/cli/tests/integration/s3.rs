@@ -66,7 +66,7 @@ async fn every_command_works_on_an_s3_store() {
         store,
         &["snapshot", "create", "--name", "later"],
     ));
-    ok(&phony(&db.url(), store, &["snapshot", "prune"]));
+    ok(&phony(&db.url(), store, &["snapshot", "prune", "--yes"]));
     let list: Value = serde_json::from_str(&ok(&phony(
         &db.url(),
         store,
@@ -99,7 +99,7 @@ async fn every_command_works_on_an_s3_store() {
     ok(&phony(
         &db.url(),
         store,
-        &["snapshot", "prune", "--keep-last", "0"],
+        &["snapshot", "prune", "--keep-last", "0", "--yes"],
     ));
     ok(&phony(&db.url(), store, &["store", "verify"]));
     assert!(!bucket.keys().await.iter().any(|k| k.contains("locks/")));
