@@ -118,10 +118,17 @@ pub async fn open_existing_store_at(location: &str) -> Result<Option<Arc<AppStor
         Ok(store) => Ok(Some(Arc::new(store))),
         Err(e) if e.is_not_found() => {
             if let Some(first) = backend.list("").await?.first() {
+                if backend.is_s3() {
+                    anyhow::bail!(
+                        "{} holds objects ({} …) but no phony store (no {})",
+                        backend.describe(),
+                        first.key,
+                        phony_core::config::CONFIG_KEY
+                    );
+                }
                 anyhow::bail!(
-                    "{} holds objects ({} …) but no phony store (no {})",
+                    "{} is not a phony store (no {}) and is not empty",
                     backend.describe(),
-                    first.key,
                     phony_core::config::CONFIG_KEY
                 );
             }

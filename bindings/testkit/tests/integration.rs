@@ -580,19 +580,26 @@ async fn databases_of_dead_processes_are_swept_before_the_first_checkout() {
         .unwrap();
     let kit = Testkit::from_setup(Setup::sql("CREATE TABLE t (x int)"));
     let _db = kit.checkout().await.unwrap();
-    let left: Vec<String> = admin
-        .query(
-            "SELECT datname::text FROM pg_database WHERE datname = ANY($1) ORDER BY 1",
-            &[&orphans
-                .iter()
-                .chain([&kept, &half_dropped])
-                .collect::<Vec<_>>()],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let names: Vec<&String> = orphans.iter().chain([&kept, &half_dropped]).collect();
+    let mut left: Vec<String> = Vec::new();
+    // Other kits of this test binary sweep too: an orphan one of them is dropping is left
+    // to it, so it may still be there for a moment.
+    for _ in 0..60 {
+        left = admin
+            .query(
+                "SELECT datname::text FROM pg_database WHERE datname = ANY($1) ORDER BY 1",
+                &[&names],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if left == [kept.clone()] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
     admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS {kept} WITH (FORCE)"))
         .await
