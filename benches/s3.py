@@ -95,7 +95,7 @@ class Moto:
             fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
             cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
             with open(self.log, "rb") as f:
-                requests = sum(1 for line in f if b'HTTP/1.1" ' in line)
+                requests = sum(1 for line in f if b' HTTP/1.' in line)
         except (OSError, ValueError, IndexError):
             return None
         return cpu, requests
