@@ -17,8 +17,9 @@ use time::OffsetDateTime;
 use crate::context::{AppStore, Context};
 use crate::gc::{collect_garbage, GcOutcome};
 use crate::lease::LockHolder;
-use crate::output::{self, SnapshotView};
+use crate::output;
 use crate::stdout::outln;
+use phony_engine::report::SnapshotView;
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
@@ -118,8 +119,7 @@ async fn delete_planned(
         // Read it again: someone may have pinned it meanwhile.
         match store.record(&entry.id).await? {
             Some(r) if !r.pinned => {
-                store
-                    .delete_record(&entry.id)
+                phony_engine::names::delete_snapshot(store, &r)
                     .await
                     .with_context(|| format!("deleting snapshot {}", entry.label))?;
                 deleted.push(entry.id);
@@ -349,8 +349,7 @@ pub async fn after_safety(
         // Read it again: someone may have pinned it meanwhile.
         if let Some(r) = store.record(&id).await? {
             if !r.pinned {
-                store
-                    .delete_record(&id)
+                phony_engine::names::delete_snapshot(store, &r)
                     .await
                     .with_context(|| format!("deleting safety snapshot {id}"))?;
                 deleted.push(id);

@@ -13,9 +13,10 @@ use time::OffsetDateTime;
 
 use crate::cli::{CreateArgs, DeleteArgs, RefArgs, RestoreArgs, SnapshotCommand};
 use crate::context::{AppStore, Context};
-use crate::output::{self, SnapshotView, TableView};
+use crate::output;
 use crate::progress::Bar;
 use crate::stdout::{out, outln};
+use phony_engine::report::{Deleted, RestoreView, SnapshotList, SnapshotShow, SnapshotView};
 
 pub async fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<()> {
     match cmd {
@@ -191,13 +192,22 @@ pub(crate) async fn take_snapshot(
         stats,
     };
     lock.check()?;
+    // Of two creates racing for one name, only one writes its claim (and its record).
+    let claim = match &record.name {
+        Some(name) => Some(phony_engine::names::claim(store, name, record.id).await?),
+        None => None,
+    };
     if let Some(chosen) = chosen {
         *chosen.lock().unwrap_or_else(|e| e.into_inner()) = Some(record.id);
     }
-    store
-        .put_record(&record)
-        .await
-        .context("writing the snapshot record")?;
+    if let Err(e) = store.put_record(&record).await {
+        if let Some(claim) = claim {
+            if let Err(r) = phony_engine::names::release(store, claim).await {
+                tracing::warn!("releasing the name of {}: {r}", record.id);
+            }
+        }
+        return Err(anyhow::Error::new(e).context("writing the snapshot record"));
+    }
     lock.release().await;
     Ok(record)
 }
@@ -209,13 +219,7 @@ async fn list(ctx: &Context) -> Result<()> {
         None => Vec::new(),
     };
     if ctx.json {
-        #[derive(Serialize)]
-        struct List<'a> {
-            snapshots: Vec<SnapshotView<'a>>,
-        }
-        output::print_json(&List {
-            snapshots: records.iter().map(SnapshotView::of).collect(),
-        })
+        output::print_json(&SnapshotList::of(&records))
     } else {
         outln!("{}", output::snapshot_list(&records))?;
         Ok(())
@@ -231,29 +235,7 @@ async fn show(ctx: &Context, args: RefArgs) -> Result<()> {
         .await
         .with_context(|| format!("reading snapshot {}", record.id))?;
     if ctx.json {
-        #[derive(Serialize)]
-        struct Show<'a> {
-            #[serde(flatten)]
-            snapshot: SnapshotView<'a>,
-            table_list: Vec<TableView<'a>>,
-            sequence_list: &'a [phony_core::SequenceState],
-        }
-        let table_list = root
-            .tables
-            .iter()
-            .map(|t| TableView {
-                schema: &t.table.schema,
-                name: &t.table.name,
-                rows: t.content.rows,
-                bytes: t.content.bytes,
-                key: &t.key,
-            })
-            .collect();
-        output::print_json(&Show {
-            snapshot: SnapshotView::of(record),
-            table_list,
-            sequence_list: &root.sequences,
-        })
+        output::print_json(&SnapshotShow::of(record, &root))
     } else {
         out!("{}", output::snapshot_show(record, &root))?;
         Ok(())
@@ -377,7 +359,7 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
     let report =
         result.with_context(|| format!("restoring {} into {}", record.id, target.dbname()))?;
     if ctx.json {
-        let mut view = output::RestoreView::of(&record, target.dbname(), created, &report);
+        let mut view = RestoreView::of(&record, target.dbname(), created, &report);
         view.safety_snapshot = safety.as_ref().map(|s| s.id.to_string());
         output::print_json(&view)
     } else {
@@ -596,9 +578,11 @@ async fn delete(ctx: &Context, args: DeleteArgs) -> Result<()> {
             record.label()
         );
     }
-    store.delete_record(&record.id).await?;
+    phony_engine::names::delete_snapshot(&store, record).await?;
     if ctx.json {
-        output::print_json(&serde_json::json!({ "deleted": record.id.to_string() }))
+        output::print_json(&Deleted {
+            deleted: &record.id.to_string(),
+        })
     } else {
         outln!("deleted {}", record.label())?;
         Ok(())
@@ -625,7 +609,9 @@ async fn delete_damaged(
         .await
         .with_context(|| format!("deleting the damaged record {}", damaged.key))?;
     if ctx.json {
-        output::print_json(&serde_json::json!({ "deleted": damaged.key }))
+        output::print_json(&Deleted {
+            deleted: &damaged.key,
+        })
     } else {
         println!("deleted the damaged record {}", damaged.key);
         Ok(())

@@ -1,0 +1,19 @@
+//! phony's snapshot lifecycle, as one library API callable from any tokio program.
+//!
+//! The command line, the test kit and the coming REST service all reach a store through
+//! [`Engine`]: it opens a store from its URL, lists and shows snapshots, claims names so
+//! that two creates racing for one name have exactly one winner ([`names`]), and builds
+//! the report types whose JSON every binding returns ([`report`]).
+//!
+//! It sits between the adapters (`phony-postgres`, `phony-object-store`) and the
+//! bindings; `phony-core` stays free of I/O.
+
+mod error;
+pub mod list;
+pub mod names;
+mod open;
+pub mod report;
+
+pub use error::{Error, Result};
+pub use list::ListFilter;
+pub use open::{Engine, EngineStore};
