@@ -18,6 +18,26 @@ pub enum Error {
         config_key: &'static str,
     },
 
+    /// A step of the lifecycle could not read or write the store.
+    #[error("{doing}")]
+    Storage {
+        doing: &'static str,
+        #[source]
+        source: phony_core::Error,
+    },
+
+    /// Capturing the database failed (`target` is shown without its password).
+    #[error("capturing {target}")]
+    Capture {
+        target: String,
+        #[source]
+        source: phony_postgres::Error,
+    },
+
+    /// Stopped by its [`crate::Cancel`] before it changed anything.
+    #[error("cancelled, nothing changed")]
+    Cancelled,
+
     /// The store, its records or its objects.
     #[error(transparent)]
     Store(#[from] phony_core::Error),

@@ -8,12 +8,17 @@
 //! It sits between the adapters (`phony-postgres`, `phony-object-store`) and the
 //! bindings; `phony-core` stays free of I/O.
 
+mod cancel;
+pub mod create;
 mod error;
+pub mod lease;
 pub mod list;
 pub mod names;
 mod open;
 pub mod report;
 
+pub use cancel::Cancel;
+pub use create::{Create, CreateOptions, CreatePhase};
 pub use error::{Error, Result};
 pub use list::ListFilter;
 pub use open::{Engine, EngineStore};

@@ -14,6 +14,8 @@ pub struct SnapshotView<'a> {
     pub created_at: String,
     pub origin: phony_core::Origin,
     pub pinned: bool,
+    /// Free labels (key → value), e.g. a sync's number or a wrapped command's exit status.
+    pub labels: &'a std::collections::BTreeMap<String, String>,
     pub database: &'a str,
     pub server_version: &'a str,
     pub tables: u64,
@@ -37,6 +39,7 @@ impl<'a> SnapshotView<'a> {
             created_at: r.created_at.format(&Rfc3339).unwrap_or_default(),
             origin: r.origin,
             pinned: r.pinned,
+            labels: &r.labels,
             database: &r.source.database,
             server_version: &r.source.server_version,
             tables: r.stats.tables,

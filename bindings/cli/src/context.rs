@@ -54,6 +54,11 @@ impl Context {
     }
 }
 
+/// Where the engine's notices go: one line each on stderr.
+pub fn notify() -> phony_engine::lease::Notify {
+    Arc::new(|line: &str| eprintln!("phony: {line}"))
+}
+
 /// Every readable snapshot record, newest first. A damaged record is skipped with one
 /// warning line on stderr naming it (once per process), so that one bad file does not
 /// stop commands about the others.
@@ -73,7 +78,8 @@ pub async fn scan_records(store: &AppStore) -> Result<RecordScan> {
     Ok(scan)
 }
 
-fn warn_damaged(d: &DamagedRecord) {
+/// Says once per process, on stderr, that the record `d` is skipped.
+pub fn warn_damaged(d: &DamagedRecord) {
     static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
     if warned.contains(&d.key) {

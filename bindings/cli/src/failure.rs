@@ -114,7 +114,9 @@ pub fn code(e: &anyhow::Error) -> &'static str {
             use phony_engine::Error as E;
             return match e {
                 E::NoStore { .. } => "not_found",
-                E::Store(e) => core_code(e),
+                E::Cancelled => "cancelled",
+                E::Capture { source: e, .. } => postgres_code(e),
+                E::Store(e) | E::Storage { source: e, .. } => core_code(e),
                 E::Postgres(e) => postgres_code(e),
                 _ => "internal",
             };

@@ -9,7 +9,7 @@ use phony_core::gc::{self, SweepReport};
 use serde::Serialize;
 
 use crate::context::AppStore;
-use crate::lease::LockHolder;
+use phony_engine::lease::LockHolder;
 
 /// How often a collector waiting for creates to finish looks again.
 const POLL: Duration = Duration::from_millis(100);
@@ -31,7 +31,7 @@ pub enum GcOutcome {
 /// created to finish (new ones wait for this collection meanwhile), and postpones the
 /// sweep if they do not.
 pub async fn collect_garbage(store: &Arc<AppStore>, wait: Duration) -> Result<GcOutcome> {
-    let holder = LockHolder::acquire_gc(store).await?;
+    let holder = LockHolder::acquire_gc(store, &crate::context::notify()).await?;
     let deadline = Instant::now() + wait;
     loop {
         let scan = holder.scan().await?;

@@ -10,7 +10,6 @@ mod diff;
 mod export;
 mod failure;
 mod gc;
-mod lease;
 mod output;
 mod progress;
 mod prune;

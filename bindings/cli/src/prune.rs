@@ -16,9 +16,9 @@ use time::OffsetDateTime;
 
 use crate::context::{AppStore, Context};
 use crate::gc::{collect_garbage, GcOutcome};
-use crate::lease::LockHolder;
 use crate::output;
 use crate::stdout::outln;
+use phony_engine::lease::LockHolder;
 use phony_engine::report::SnapshotView;
 
 #[derive(Debug, Args)]
@@ -371,7 +371,7 @@ pub async fn set_pinned(ctx: &Context, reference: &str, pinned: bool) -> Result<
     let store = ctx.open_store().await?;
     // Rewriting a record is a write like a create: hold a create lock, so that a
     // collection running meanwhile sees the record.
-    let lock = LockHolder::acquire_create(&store).await?;
+    let lock = LockHolder::acquire_create(&store, &crate::context::notify()).await?;
     let records = crate::context::records(&store).await?;
     let found = resolve(&records, reference)?;
     let mut record = store

@@ -1,6 +1,7 @@
 //! phony-engine against real stores (a directory on disk).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cancel;
 mod golden;
 mod names;
 
