@@ -16,6 +16,7 @@ pub mod list;
 pub mod names;
 mod open;
 pub mod report;
+mod restore;
 
 pub use cancel::Cancel;
 pub use create::{Create, CreateOptions, CreatePhase};

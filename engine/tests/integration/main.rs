@@ -4,6 +4,7 @@
 mod cancel;
 mod golden;
 mod names;
+mod restore;
 
 use phony_core::SnapshotRecord;
 
