@@ -26,9 +26,29 @@ pub enum Error {
         source: phony_core::Error,
     },
 
+    /// The snapshot was deleted while this operation was working on it.
+    #[error("snapshot {label} was deleted meanwhile")]
+    Vanished { label: String },
+
+    /// Rewriting a snapshot's record (to pin or unpin it) failed.
+    #[error("writing the record of {label}")]
+    Rewriting {
+        label: String,
+        #[source]
+        source: phony_core::Error,
+    },
+
     /// Capturing the database failed (`target` is shown without its password).
     #[error("capturing {target}")]
     Capture {
+        target: String,
+        #[source]
+        source: phony_postgres::Error,
+    },
+
+    /// Reading the live database (for a comparison) failed.
+    #[error("reading {target}")]
+    Reading {
         target: String,
         #[source]
         source: phony_postgres::Error,

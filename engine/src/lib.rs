@@ -11,10 +11,13 @@
 mod cancel;
 pub mod create;
 mod error;
+pub mod gc;
 pub mod lease;
 pub mod list;
+mod live;
 pub mod names;
 mod open;
+mod pin;
 pub mod report;
 mod restore;
 
@@ -22,4 +25,6 @@ pub use cancel::Cancel;
 pub use create::{Create, CreateOptions, CreatePhase};
 pub use error::{Error, Result};
 pub use list::ListFilter;
+pub use live::LiveCapture;
 pub use open::{Engine, EngineStore};
+pub use pin::Pinned;

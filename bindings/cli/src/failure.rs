@@ -115,8 +115,10 @@ pub fn code(e: &anyhow::Error) -> &'static str {
             return match e {
                 E::NoStore { .. } => "not_found",
                 E::Cancelled => "cancelled",
-                E::Capture { source: e, .. } => postgres_code(e),
-                E::Store(e) | E::Storage { source: e, .. } => core_code(e),
+                E::Capture { source: e, .. } | E::Reading { source: e, .. } => postgres_code(e),
+                E::Store(e) | E::Storage { source: e, .. } | E::Rewriting { source: e, .. } => {
+                    core_code(e)
+                }
                 E::Postgres(e) => postgres_code(e),
                 _ => "internal",
             };

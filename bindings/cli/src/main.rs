@@ -9,7 +9,6 @@ mod copy;
 mod diff;
 mod export;
 mod failure;
-mod gc;
 mod output;
 mod progress;
 mod prune;

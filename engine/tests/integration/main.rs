@@ -3,7 +3,9 @@
 
 mod cancel;
 mod golden;
+mod live;
 mod names;
+mod pin;
 mod restore;
 
 use phony_core::SnapshotRecord;
