@@ -5,14 +5,12 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use phony_core::store::{DamagedRecord, RecordScan};
-use phony_core::Backend as _;
-use phony_core::{SnapshotRecord, Store, StoreConfig};
-use phony_object_store::{ObjectStoreBackend, StoreLocation};
+use phony_core::{SnapshotRecord, StoreConfig};
 use phony_postgres::ConnectionTarget;
 
 use crate::cli::Cli;
 
-pub type AppStore = Store<ObjectStoreBackend>;
+pub type AppStore = phony_engine::EngineStore;
 
 /// Flags and environment, resolved.
 #[derive(Debug)]
@@ -56,6 +54,11 @@ impl Context {
     }
 }
 
+/// Where the engine's notices go: one line each on stderr.
+pub fn notify() -> phony_engine::lease::Notify {
+    Arc::new(|line: &str| eprintln!("phony: {line}"))
+}
+
 /// Every readable snapshot record, newest first. A damaged record is skipped with one
 /// warning line on stderr naming it (once per process), so that one bad file does not
 /// stop commands about the others.
@@ -75,7 +78,8 @@ pub async fn scan_records(store: &AppStore) -> Result<RecordScan> {
     Ok(scan)
 }
 
-fn warn_damaged(d: &DamagedRecord) {
+/// Says once per process, on stderr, that the record `d` is skipped.
+pub fn warn_damaged(d: &DamagedRecord) {
     static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
     if warned.contains(&d.key) {
@@ -109,31 +113,8 @@ pub async fn open_store_at(location: &str) -> Result<Arc<AppStore>> {
 /// Opens the store at `location` if there is one; creates nothing.
 /// A location that holds other things but no store is an error, not an empty store.
 pub async fn open_existing_store_at(location: &str) -> Result<Option<Arc<AppStore>>> {
-    let backend = match backend(location, false).await {
-        Ok(backend) => backend,
-        Err(e) if e.is_not_found() => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("opening the store at {location}")),
-    };
-    match Store::open(backend.clone()).await {
-        Ok(store) => Ok(Some(Arc::new(store))),
-        Err(e) if e.is_not_found() => {
-            if let Some(first) = backend.list("").await?.first() {
-                if backend.is_s3() {
-                    anyhow::bail!(
-                        "{} holds objects ({} …) but no phony store (no {})",
-                        backend.describe(),
-                        first.key,
-                        phony_core::config::CONFIG_KEY
-                    );
-                }
-                anyhow::bail!(
-                    "{} is not a phony store (no {}) and is not empty",
-                    backend.describe(),
-                    phony_core::config::CONFIG_KEY
-                );
-            }
-            Ok(None)
-        }
+    match phony_engine::Engine::open_existing(location).await {
+        Ok(engine) => Ok(engine.map(|e| Arc::clone(e.store()))),
         Err(e) => Err(e).with_context(|| format!("opening the store at {location}")),
     }
 }
@@ -141,32 +122,9 @@ pub async fn open_existing_store_at(location: &str) -> Result<Option<Arc<AppStor
 /// Opens the store at `location`, creating it with `config` if missing. An S3 prefix that
 /// holds objects but no store is refused rather than mixed with one.
 pub async fn open_or_create_store_at(location: &str, config: StoreConfig) -> Result<Arc<AppStore>> {
-    let backend = backend(location, true)
-        .await
-        .with_context(|| format!("opening the store at {location}"))?;
-    if backend.is_s3() {
-        if let Err(e) = Store::open(backend.clone()).await {
-            if !e.is_not_found() {
-                return Err(e).with_context(|| format!("opening the store at {location}"));
-            }
-            let found = backend.list("").await?;
-            if let Some(first) = found.first() {
-                anyhow::bail!(
-                    "{} holds objects ({} …) but no phony store (no {}): point --store at an empty prefix or an existing store",
-                    backend.describe(),
-                    first.key,
-                    phony_core::config::CONFIG_KEY
-                );
-            }
-        }
+    match phony_engine::Engine::open_or_create(location, config).await {
+        Ok(engine) => Ok(Arc::clone(engine.store())),
+        Err(e @ phony_engine::Error::ForeignObjects { .. }) => Err(anyhow::anyhow!("{e}")),
+        Err(e) => Err(e).with_context(|| format!("opening the store at {location}")),
     }
-    let store = Store::open_or_init(backend, config)
-        .await
-        .with_context(|| format!("opening the store at {location}"))?;
-    Ok(Arc::new(store))
-}
-
-async fn backend(location: &str, create: bool) -> phony_core::Result<ObjectStoreBackend> {
-    let location: StoreLocation = location.parse()?;
-    ObjectStoreBackend::open(&location, create).await
 }

@@ -9,8 +9,8 @@ use phony_core::StoreConfig;
 use serde::Serialize;
 
 use crate::context::{open_or_create_store_at, open_store_at, Context};
-use crate::lease::LockHolder;
 use crate::output;
+use phony_engine::lease::LockHolder;
 
 #[derive(Debug, Args)]
 pub struct CopyArgs {
@@ -62,7 +62,7 @@ pub async fn run(ctx: &Context, args: CopyArgs) -> Result<()> {
         ..*from.config()
     };
     let to = open_or_create_store_at(&args.to, config).await?;
-    let lock = LockHolder::acquire_create(&to).await?;
+    let lock = LockHolder::acquire_create(&to, &crate::context::notify()).await?;
     let mut check = lock.checker();
     let result = copy_snapshots(&from, &to, &chosen, &mut check).await;
     lock.release().await;

@@ -2,6 +2,7 @@
 //! to the database as it is now.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, CommandFactory};
@@ -102,6 +103,7 @@ pub async fn run(ctx: &Context, args: DiffArgs) -> Result<()> {
         .root(&from_record.root)
         .await
         .with_context(|| format!("reading snapshot {}", from_record.id))?;
+    let mut live = None;
     let (to_side, to_root): (Side<'_>, RootManifest) = match &args.to {
         Some(reference) => {
             let r = resolve(&records, reference)?;
@@ -125,16 +127,20 @@ pub async fn run(ctx: &Context, args: DiffArgs) -> Result<()> {
                 skip_large_objects: true,
                 ..CaptureOptions::default()
             };
-            let captured = phony_postgres::capture(&target, &store, &opts)
-                .await
-                .with_context(|| format!("reading {target}"))?;
+            // Held until the comparison is done: no garbage collection deletes a blob
+            // the capture reuses while the diff reads it.
+            let captured = phony_engine::Engine::from_store(Arc::clone(&store))
+                .capture_live(&target, &opts, &crate::context::notify())
+                .await?;
             bar.finish();
+            let manifest = captured.manifest.clone();
+            live = Some(captured);
             (
                 Side::Database {
                     database: target.dbname().to_owned(),
                     live: true,
                 },
-                captured.manifest,
+                manifest,
             )
         }
     };
@@ -152,7 +158,12 @@ pub async fn run(ctx: &Context, args: DiffArgs) -> Result<()> {
     };
     let diff = phony_core::diff::diff_with(&store, &from_root, &to_root, &opts, &BlockingPool)
         .await
-        .context("comparing the snapshots")?;
+        .context("comparing the snapshots");
+    if let Some(live) = live {
+        live.check()?;
+        live.release().await;
+    }
+    let diff = diff?;
     let from_side = side(from_record);
     if args.sql {
         let sql = phony_postgres::patch::patch(&diff, &to_root).context("writing the SQL patch")?;

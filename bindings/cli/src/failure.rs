@@ -110,24 +110,42 @@ pub fn code(e: &anyhow::Error) -> &'static str {
         if let Some(e) = cause.downcast_ref::<phony_core::Error>() {
             return core_code(e);
         }
-        if let Some(e) = cause.downcast_ref::<phony_postgres::Error>() {
-            use phony_postgres::Error as P;
+        if let Some(e) = cause.downcast_ref::<phony_engine::Error>() {
+            use phony_engine::Error as E;
             return match e {
-                P::Connect { .. } => "connection",
-                P::Postgres { .. } => "database",
-                P::Locked { .. } => "locked",
-                P::PgDump(_) => "pg_dump",
-                P::InvalidTarget(_) => "usage",
-                P::Patch(_) => "unsupported",
-                P::Mask(_) => "usage",
-                P::Store(e) => core_code(e),
-                P::Internal(_) => "internal",
-                #[allow(unreachable_patterns)]
+                E::NoStore { .. } => "not_found",
+                E::NotAStore { .. } | E::ForeignObjects { .. } => "usage",
+                E::Cancelled => "cancelled",
+                E::Capture { source: e, .. } | E::Reading { source: e, .. } => postgres_code(e),
+                E::Store(e) | E::Storage { source: e, .. } | E::Rewriting { source: e, .. } => {
+                    core_code(e)
+                }
+                E::Postgres(e) => postgres_code(e),
                 _ => "internal",
             };
         }
+        if let Some(e) = cause.downcast_ref::<phony_postgres::Error>() {
+            return postgres_code(e);
+        }
     }
     "internal"
+}
+
+fn postgres_code(e: &phony_postgres::Error) -> &'static str {
+    use phony_postgres::Error as P;
+    match e {
+        P::Connect { .. } => "connection",
+        P::Postgres { .. } => "database",
+        P::Locked { .. } => "locked",
+        P::PgDump(_) => "pg_dump",
+        P::InvalidTarget(_) => "usage",
+        P::Patch(_) => "unsupported",
+        P::Mask(_) => "usage",
+        P::Store(e) => core_code(e),
+        P::Internal(_) => "internal",
+        #[allow(unreachable_patterns)]
+        _ => "internal",
+    }
 }
 
 fn core_code(e: &phony_core::Error) -> &'static str {

@@ -9,8 +9,6 @@ mod copy;
 mod diff;
 mod export;
 mod failure;
-mod gc;
-mod lease;
 mod output;
 mod progress;
 mod prune;

@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use phony_core::gc::{self, SweepReport};
-use phony_core::resolve::resolve;
 use phony_core::retention::{KeepReason, PlanEntry, SafetyRetention};
 use phony_core::{PrunePlan, RetentionPolicy, SnapshotId, SnapshotRecord};
 use serde::Serialize;
@@ -15,10 +14,10 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::context::{AppStore, Context};
-use crate::gc::{collect_garbage, GcOutcome};
-use crate::lease::LockHolder;
-use crate::output::{self, SnapshotView};
+use crate::output;
 use crate::stdout::outln;
+use phony_engine::gc::{collect_garbage, GcOutcome};
+use phony_engine::report::SnapshotView;
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
@@ -118,8 +117,7 @@ async fn delete_planned(
         // Read it again: someone may have pinned it meanwhile.
         match store.record(&entry.id).await? {
             Some(r) if !r.pinned => {
-                store
-                    .delete_record(&entry.id)
+                phony_engine::names::delete_snapshot(store, &r)
                     .await
                     .with_context(|| format!("deleting snapshot {}", entry.label))?;
                 deleted.push(entry.id);
@@ -179,7 +177,7 @@ pub async fn prune(ctx: &Context, args: PruneArgs) -> Result<()> {
         (removing, GcView::WouldFree(sweep))
     } else {
         let deleted = delete_planned(&store, &plan, None).await?;
-        let outcome = collect_garbage(&store, args.wait).await?;
+        let outcome = collect_garbage(&store, args.wait, &crate::context::notify()).await?;
         let view = match outcome {
             GcOutcome::Swept(s) => GcView::Swept(s),
             GcOutcome::Postponed { creating } => GcView::Postponed { creating },
@@ -326,7 +324,7 @@ pub async fn after_create(
     if deleted.is_empty() {
         return Ok(None);
     }
-    let gc = collect_garbage(store, Duration::ZERO).await?;
+    let gc = collect_garbage(store, Duration::ZERO, &crate::context::notify()).await?;
     Ok(Some(AutoPruned {
         removed: deleted.iter().map(|id| id.to_string()).collect(),
         gc,
@@ -349,8 +347,7 @@ pub async fn after_safety(
         // Read it again: someone may have pinned it meanwhile.
         if let Some(r) = store.record(&id).await? {
             if !r.pinned {
-                store
-                    .delete_record(&id)
+                phony_engine::names::delete_snapshot(store, &r)
                     .await
                     .with_context(|| format!("deleting safety snapshot {id}"))?;
                 deleted.push(id);
@@ -360,7 +357,7 @@ pub async fn after_safety(
     if deleted.is_empty() {
         return Ok(None);
     }
-    let gc = collect_garbage(store, Duration::ZERO).await?;
+    let gc = collect_garbage(store, Duration::ZERO, &crate::context::notify()).await?;
     Ok(Some(AutoPruned {
         removed: deleted.iter().map(|id| id.to_string()).collect(),
         gc,
@@ -370,25 +367,15 @@ pub async fn after_safety(
 /// `phony snapshot pin|unpin`.
 pub async fn set_pinned(ctx: &Context, reference: &str, pinned: bool) -> Result<()> {
     let store = ctx.open_store().await?;
-    // Rewriting a record is a write like a create: hold a create lock, so that a
-    // collection running meanwhile sees the record.
-    let lock = LockHolder::acquire_create(&store).await?;
-    let records = crate::context::records(&store).await?;
-    let found = resolve(&records, reference)?;
-    let mut record = store
-        .record(&found.id)
-        .await?
-        .with_context(|| format!("snapshot {} was deleted meanwhile", found.label()))?;
-    let changed = record.pinned != pinned;
-    if changed {
-        record.pinned = pinned;
-        lock.check()?;
-        store
-            .put_record(&record)
-            .await
-            .with_context(|| format!("writing the record of {}", record.label()))?;
-    }
-    lock.release().await;
+    let on_damaged: phony_engine::create::OnDamaged = Arc::new(crate::context::warn_damaged);
+    let phony_engine::Pinned { record, changed } = phony_engine::Engine::from_store(store)
+        .set_pinned(
+            reference,
+            pinned,
+            &crate::context::notify(),
+            Some(&on_damaged),
+        )
+        .await?;
     if ctx.json {
         output::print_json(&SnapshotView::of(&record))
     } else {

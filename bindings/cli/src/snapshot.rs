@@ -1,21 +1,19 @@
 //! `phony snapshot …`
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
-use phony_core::manifest::MANIFEST_FORMAT;
 use phony_core::resolve::{check_name_free, resolve};
 use phony_core::{Origin, SnapshotId, SnapshotRecord};
-use phony_postgres::{CaptureOptions, ConnectionTarget, RestoreOptions};
+use phony_postgres::{ConnectionTarget, RestoreOptions};
 use serde::Serialize;
-use time::OffsetDateTime;
 
 use crate::cli::{CreateArgs, DeleteArgs, RefArgs, RestoreArgs, SnapshotCommand};
 use crate::context::{AppStore, Context};
-use crate::output::{self, SnapshotView, TableView};
+use crate::output;
 use crate::progress::Bar;
 use crate::stdout::{out, outln};
+use phony_engine::report::{Deleted, RestoreView, SnapshotList, SnapshotShow, SnapshotView};
 
 pub async fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<()> {
     match cmd {
@@ -38,11 +36,25 @@ pub async fn run(ctx: &Context, cmd: SnapshotCommand) -> Result<()> {
 /// capture's snapshot is never listed (its record is written last). The command then says
 /// "interrupted, nothing changed" and exits 130.
 async fn interruptible(work: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    let interrupted = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        // A restore beside its safety snapshot answers Ctrl-C itself (it removes that
+        // snapshot): it must not be dropped halfway through.
+        if SAFETY_ANSWERS_CTRL_C.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         done = work => done,
-        Ok(()) = tokio::signal::ctrl_c() => Err(crate::failure::Cancelled::INTERRUPTED.into()),
+        () = interrupted => Err(crate::failure::Cancelled::INTERRUPTED.into()),
     }
 }
+
+/// Set once a restore's own Ctrl-C handling (see [`interrupted`]) is in place.
+static SAFETY_ANSWERS_CTRL_C: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 async fn create(ctx: &Context, args: CreateArgs) -> Result<()> {
     let target = ctx.target()?;
@@ -121,8 +133,8 @@ pub(crate) struct Beside {
     chosen: SafetyId,
 }
 
-/// Captures `target` and writes the snapshot's record, under the store's create lock (so no
-/// garbage collection deletes a blob the snapshot is about to reference).
+/// Captures `target` and writes the snapshot's record (see [`phony_engine::Engine::create`]),
+/// showing its progress.
 /// `beside`: see [`Beside`].
 pub(crate) async fn take_snapshot(
     ctx: &Context,
@@ -138,8 +150,6 @@ pub(crate) async fn take_snapshot(
         labels,
         skip_large_objects,
     } = kept;
-    let lock = crate::lease::LockHolder::acquire_create(store).await?;
-    let started = Instant::now();
     let what = match origin {
         Origin::Safety => format!("safety snapshot: reading {}", target.dbname()),
         _ => format!("reading {}", target.dbname()),
@@ -153,52 +163,26 @@ pub(crate) async fn take_snapshot(
         ),
         None => (None, None, None),
     };
-    let opts = CaptureOptions {
-        progress: bar.callback(),
-        on_point_fixed,
-        application_name,
-        skip_large_objects,
-        ..CaptureOptions::default()
-    };
-    let captured = phony_postgres::capture(target, store, &opts)
-        .await
-        .with_context(|| format!("capturing {target}"))?;
-    bar.finish();
-
-    let records = crate::context::records(store).await?;
-    if let Some(name) = &name {
-        // Another snapshot may have taken the name while this one was captured.
-        check_name_free(&records, name.as_str())?;
-    }
-    let id = loop {
-        let id = SnapshotId::from_random(rand::random());
-        if !records.iter().any(|r| r.id == id) {
-            break id;
-        }
-    };
-    let mut stats = captured.stats;
-    stats.duration_ms = started.elapsed().as_millis() as u64;
-    let record = SnapshotRecord {
-        format: MANIFEST_FORMAT,
-        id,
+    let create = phony_engine::Create {
         name,
-        created_at: OffsetDateTime::now_utc(),
-        root: captured.root,
-        pinned: pin,
+        pin,
         origin,
         labels,
-        source: captured.source,
-        stats,
+        skip_large_objects,
     };
-    lock.check()?;
-    if let Some(chosen) = chosen {
-        *chosen.lock().unwrap_or_else(|e| e.into_inner()) = Some(record.id);
-    }
-    store
-        .put_record(&record)
-        .await
-        .context("writing the snapshot record")?;
-    lock.release().await;
+    let opts = phony_engine::CreateOptions {
+        progress: bar.callback(),
+        notify: Some(crate::context::notify()),
+        on_damaged: Some(Arc::new(crate::context::warn_damaged)),
+        on_point_fixed,
+        application_name,
+        chosen,
+        ..Default::default()
+    };
+    let record = phony_engine::Engine::from_store(Arc::clone(store))
+        .create(target, create, opts)
+        .await?;
+    bar.finish();
     Ok(record)
 }
 
@@ -209,13 +193,7 @@ async fn list(ctx: &Context) -> Result<()> {
         None => Vec::new(),
     };
     if ctx.json {
-        #[derive(Serialize)]
-        struct List<'a> {
-            snapshots: Vec<SnapshotView<'a>>,
-        }
-        output::print_json(&List {
-            snapshots: records.iter().map(SnapshotView::of).collect(),
-        })
+        output::print_json(&SnapshotList::of(&records))
     } else {
         outln!("{}", output::snapshot_list(&records))?;
         Ok(())
@@ -231,29 +209,7 @@ async fn show(ctx: &Context, args: RefArgs) -> Result<()> {
         .await
         .with_context(|| format!("reading snapshot {}", record.id))?;
     if ctx.json {
-        #[derive(Serialize)]
-        struct Show<'a> {
-            #[serde(flatten)]
-            snapshot: SnapshotView<'a>,
-            table_list: Vec<TableView<'a>>,
-            sequence_list: &'a [phony_core::SequenceState],
-        }
-        let table_list = root
-            .tables
-            .iter()
-            .map(|t| TableView {
-                schema: &t.table.schema,
-                name: &t.table.name,
-                rows: t.content.rows,
-                bytes: t.content.bytes,
-                key: &t.key,
-            })
-            .collect();
-        output::print_json(&Show {
-            snapshot: SnapshotView::of(record),
-            table_list,
-            sequence_list: &root.sequences,
-        })
+        output::print_json(&SnapshotShow::of(record, &root))
     } else {
         out!("{}", output::snapshot_show(record, &root))?;
         Ok(())
@@ -330,6 +286,7 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
             let chosen = SafetyId::default();
             let both =
                 restore_after_safety(ctx, &store, &target, &root, opts, labels, chosen.clone());
+            SAFETY_ANSWERS_CTRL_C.store(true, std::sync::atomic::Ordering::SeqCst);
             let (taken, restored) = tokio::select! {
                 both = both => both,
                 _ = tokio::signal::ctrl_c() => {
@@ -377,7 +334,7 @@ async fn restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
     let report =
         result.with_context(|| format!("restoring {} into {}", record.id, target.dbname()))?;
     if ctx.json {
-        let mut view = output::RestoreView::of(&record, target.dbname(), created, &report);
+        let mut view = RestoreView::of(&record, target.dbname(), created, &report);
         view.safety_snapshot = safety.as_ref().map(|s| s.id.to_string());
         output::print_json(&view)
     } else {
@@ -409,10 +366,17 @@ async fn interrupted(
     }
     let id = *chosen.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(id) = id {
-        // Written, or about to be: the record is removed either way once it exists.
-        if let Ok(records) = store.records().await {
-            if records.iter().any(|r| r.id == id) {
-                let _ = store.delete_record(&id).await;
+        // Written, or about to be: its write, already handed to the store, may land a moment
+        // after this (on a local disk it finishes on a thread of its own). The record is
+        // removed once it exists; a write that failed leaves nothing to remove.
+        for _ in 0..50 {
+            match store.record(&id).await {
+                Ok(Some(_)) => {
+                    let _ = store.delete_record(&id).await;
+                    break;
+                }
+                Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                Err(_) => break,
             }
         }
     }
@@ -596,9 +560,11 @@ async fn delete(ctx: &Context, args: DeleteArgs) -> Result<()> {
             record.label()
         );
     }
-    store.delete_record(&record.id).await?;
+    phony_engine::names::delete_snapshot(&store, record).await?;
     if ctx.json {
-        output::print_json(&serde_json::json!({ "deleted": record.id.to_string() }))
+        output::print_json(&Deleted {
+            deleted: &record.id.to_string(),
+        })
     } else {
         outln!("deleted {}", record.label())?;
         Ok(())
@@ -625,7 +591,9 @@ async fn delete_damaged(
         .await
         .with_context(|| format!("deleting the damaged record {}", damaged.key))?;
     if ctx.json {
-        output::print_json(&serde_json::json!({ "deleted": damaged.key }))
+        output::print_json(&Deleted {
+            deleted: &damaged.key,
+        })
     } else {
         println!("deleted the damaged record {}", damaged.key);
         Ok(())

@@ -134,7 +134,8 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> Result<()> {
 
     // The source's chunks are kept from garbage collection by a create lock until the
     // database holds them.
-    let lock = crate::lease::LockHolder::acquire_create(&store).await?;
+    let lock =
+        phony_engine::lease::LockHolder::acquire_create(&store, &crate::context::notify()).await?;
     let bar = Bar::new(!ctx.json, &format!("reading {}", source.dbname()));
     let captured = phony_postgres::capture(
         &source,

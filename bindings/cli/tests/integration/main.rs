@@ -11,6 +11,7 @@ mod export;
 mod hostile_store;
 mod interruptions;
 mod messages;
+mod names;
 mod objects;
 mod restore_plan;
 mod restore_safety;

@@ -4,12 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
 use phony_core::gc::{self, SweepReport};
 use serde::Serialize;
 
-use crate::context::AppStore;
-use crate::lease::LockHolder;
+use crate::lease::{LockHolder, Notify};
+use crate::{EngineStore as AppStore, Error, Result};
 
 /// How often a collector waiting for creates to finish looks again.
 const POLL: Duration = Duration::from_millis(100);
@@ -30,8 +29,13 @@ pub enum GcOutcome {
 /// Deletes every blob no snapshot references. Waits up to `wait` for snapshots being
 /// created to finish (new ones wait for this collection meanwhile), and postpones the
 /// sweep if they do not.
-pub async fn collect_garbage(store: &Arc<AppStore>, wait: Duration) -> Result<GcOutcome> {
-    let holder = LockHolder::acquire_gc(store).await?;
+/// Notices about others' stale locks go to `notify`.
+pub async fn collect_garbage(
+    store: &Arc<AppStore>,
+    wait: Duration,
+    notify: &Notify,
+) -> Result<GcOutcome> {
+    let holder = LockHolder::acquire_gc(store, notify).await?;
     let deadline = Instant::now() + wait;
     loop {
         let scan = holder.scan().await?;
@@ -54,13 +58,21 @@ pub async fn collect_garbage(store: &Arc<AppStore>, wait: Duration) -> Result<Gc
             Err(phony_core::Error::UnreadableRecords { keys }) => {
                 return Ok(GcOutcome::Refused { damaged: keys })
             }
-            Err(e) => return Err(e).context("reading the snapshot records"),
+            Err(source) => {
+                return Err(Error::Storage {
+                    doing: "reading the snapshot records",
+                    source,
+                })
+            }
         };
         let mut check = holder.checker();
         gc::mark_and_sweep(store, &records, true, &mut check)
             .await
             .map(GcOutcome::Swept)
-            .context("collecting unreferenced blobs (nothing referenced was deleted)")
+            .map_err(|source| Error::Storage {
+                doing: "collecting unreferenced blobs (nothing referenced was deleted)",
+                source,
+            })
     }
     .await;
     holder.release().await;

@@ -5,12 +5,11 @@
 //! A process killed while holding a lock (Ctrl-C, `kill -9`) cannot remove it. Others
 //! remove it once its lease expires, or at once when its body shows a process of this
 //! host, boot and pid namespace whose pid is not running any more (see
-//! [`Lock::holder_is_gone`]): saying so on stderr either way.
+//! [`Lock::holder_is_gone`]): saying so through the caller's [`Notify`] either way.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
 use bytes::Bytes;
 use phony_core::gc::{self, Lock, LockKind, LockScan};
 use phony_core::Backend;
@@ -18,7 +17,11 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::context::AppStore;
+use crate::{EngineStore as AppStore, Error, Result};
+
+/// Where a lock holder tells people what it did to others' locks (one line each, such as
+/// "removed a stale lock of pid 42 (no longer running)").
+pub type Notify = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// How often a create waiting for a garbage collection looks again.
 const WAIT_POLL: Duration = Duration::from_millis(200);
@@ -27,6 +30,7 @@ const WAIT_POLL: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub struct LockHolder {
     store: Arc<AppStore>,
+    notify: NotifyDebug,
     lock: Lock,
     ttl: Duration,
     /// When the last successful write of the lock started.
@@ -34,6 +38,20 @@ pub struct LockHolder {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     released: bool,
+}
+
+/// [`Notify`], shown as a name in a holder's `Debug`.
+#[derive(Clone)]
+struct NotifyDebug(Notify);
+
+impl std::fmt::Debug for NotifyDebug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Notify")
+    }
+}
+
+fn storage(doing: &'static str) -> impl FnOnce(phony_core::Error) -> Error {
+    move |source| Error::Storage { doing, source }
 }
 
 fn new_lock(kind: LockKind) -> Lock {
@@ -98,12 +116,12 @@ async fn write(store: &AppStore, lock: &Lock) -> phony_core::Result<()> {
 
 /// Lists the locks and sorts them as the holder of `own_key` sees them; removes stale ones,
 /// whose lease expired or whose holder is known to have died (best effort, saying so).
-async fn scan(store: &AppStore, own_key: &str, ttl: Duration) -> Result<LockScan> {
+async fn scan(store: &AppStore, own_key: &str, ttl: Duration, notify: &Notify) -> Result<LockScan> {
     let entries = store
         .backend()
         .list(gc::LOCKS_PREFIX)
         .await
-        .context("listing the store's locks")?;
+        .map_err(storage("listing the store's locks"))?;
     let mut scan = gc::scan_locks(&entries, own_key, ttl)?;
     for key in &scan.stale {
         let holder = read_lock(store, key).await;
@@ -112,7 +130,9 @@ async fn scan(store: &AppStore, own_key: &str, ttl: Duration) -> Result<LockScan
             continue;
         }
         let who = holder.map_or_else(|| key.clone(), |l| l.holder());
-        eprintln!("phony: removed a stale lock of {who} (its lease expired)");
+        notify(&format!(
+            "removed a stale lock of {who} (its lease expired)"
+        ));
     }
     let (host, scope) = (hostname(), process_scope());
     for list in [&mut scan.creates, &mut scan.gcs] {
@@ -126,10 +146,10 @@ async fn scan(store: &AppStore, own_key: &str, ttl: Duration) -> Result<LockScan
                 }
             };
             match store.backend().delete(&key).await {
-                Ok(()) => eprintln!(
-                    "phony: removed a stale lock of pid {} (no longer running)",
+                Ok(()) => notify(&format!(
+                    "removed a stale lock of pid {} (no longer running)",
                     dead.pid
-                ),
+                )),
                 Err(e) => {
                     tracing::debug!("could not remove the lock {key} of a dead process: {e}");
                     kept.push(key);
@@ -150,17 +170,17 @@ async fn read_lock(store: &AppStore, key: &str) -> Option<Lock> {
 impl LockHolder {
     /// Takes a create lock: after this, no garbage collection deletes a blob this process
     /// relies on until the lock is released. Waits while a garbage collection is sweeping.
-    pub async fn acquire_create(store: &Arc<AppStore>) -> Result<Self> {
+    pub async fn acquire_create(store: &Arc<AppStore>, notify: &Notify) -> Result<Self> {
         let ttl = store.config().gc.lease_ttl();
         let lock = new_lock(LockKind::Create);
         loop {
             let started = Instant::now();
             write(store, &lock)
                 .await
-                .context("writing the snapshot's lock")?;
-            let scan = scan(store, &lock.key(), ttl).await?;
+                .map_err(storage("writing the snapshot's lock"))?;
+            let scan = scan(store, &lock.key(), ttl, notify).await?;
             if scan.gcs.is_empty() {
-                return Ok(Self::start(store.clone(), lock, ttl, started));
+                return Ok(Self::start(store.clone(), lock, ttl, started, notify));
             }
             // A collector is (or may be) deleting: step back so that it is not kept
             // waiting for us, and come back when it is done.
@@ -174,17 +194,23 @@ impl LockHolder {
     }
 
     /// Takes a gc lock (the caller then waits for create locks to go, see [`Self::scan`]).
-    pub async fn acquire_gc(store: &Arc<AppStore>) -> Result<Self> {
+    pub async fn acquire_gc(store: &Arc<AppStore>, notify: &Notify) -> Result<Self> {
         let ttl = store.config().gc.lease_ttl();
         let lock = new_lock(LockKind::Gc);
         let started = Instant::now();
         write(store, &lock)
             .await
-            .context("writing the garbage collection's lock")?;
-        Ok(Self::start(store.clone(), lock, ttl, started))
+            .map_err(storage("writing the garbage collection's lock"))?;
+        Ok(Self::start(store.clone(), lock, ttl, started, notify))
     }
 
-    fn start(store: Arc<AppStore>, lock: Lock, ttl: Duration, started: Instant) -> Self {
+    fn start(
+        store: Arc<AppStore>,
+        lock: Lock,
+        ttl: Duration,
+        started: Instant,
+        notify: &Notify,
+    ) -> Self {
         let refreshed = Arc::new(Mutex::new(started));
         let (stop, mut stopped) = oneshot::channel();
         let task = {
@@ -205,6 +231,7 @@ impl LockHolder {
         };
         LockHolder {
             store,
+            notify: NotifyDebug(notify.clone()),
             lock,
             ttl,
             refreshed,
@@ -216,7 +243,7 @@ impl LockHolder {
 
     /// The other locks, as this holder sees them.
     pub async fn scan(&self) -> Result<LockScan> {
-        scan(&self.store, &self.lock.key(), self.ttl).await
+        scan(&self.store, &self.lock.key(), self.ttl, &self.notify.0).await
     }
 
     /// Fails if the lock may have gone stale in others' eyes (it could not be refreshed
@@ -285,6 +312,7 @@ impl Drop for LockHolder {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

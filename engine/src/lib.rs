@@ -1,0 +1,30 @@
+//! phony's snapshot lifecycle, as one library API callable from any tokio program.
+//!
+//! The command line, the test kit and the coming REST service all reach a store through
+//! [`Engine`]: it opens a store from its URL, lists and shows snapshots, claims names so
+//! that two creates racing for one name have exactly one winner ([`names`]), and builds
+//! the report types whose JSON every binding returns ([`report`]).
+//!
+//! It sits between the adapters (`phony-postgres`, `phony-object-store`) and the
+//! bindings; `phony-core` stays free of I/O.
+
+mod cancel;
+pub mod create;
+mod error;
+pub mod gc;
+pub mod lease;
+pub mod list;
+mod live;
+pub mod names;
+mod open;
+mod pin;
+pub mod report;
+mod restore;
+
+pub use cancel::Cancel;
+pub use create::{Create, CreateOptions, CreatePhase};
+pub use error::{Error, Result};
+pub use list::ListFilter;
+pub use live::LiveCapture;
+pub use open::{Engine, EngineStore};
+pub use pin::Pinned;

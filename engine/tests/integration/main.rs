@@ -1,0 +1,18 @@
+//! phony-engine against real stores (a directory on disk).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cancel;
+mod golden;
+mod live;
+mod names;
+mod pin;
+mod restore;
+
+use phony_core::SnapshotRecord;
+
+/// A fixed record, as a store holds it.
+pub const RECORD: &str = include_str!("../golden/record.json");
+
+pub fn record() -> SnapshotRecord {
+    SnapshotRecord::decode("record.json", RECORD.as_bytes()).unwrap()
+}
