@@ -19,9 +19,12 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 use crate::catalog::{self, TableInfo};
+pub use crate::chunk_stream::Progress;
+pub use options::CaptureOptions;
+use options::{lock, Tally};
 use crate::chunk_stream::{copy_out_sql, Bound, ChunkStream};
 use crate::connect::ConnectionTarget;
-use crate::delta;
+use crate::keys::{self, chunk_ref, key_positions};
 use crate::error::{pg, Error, Result};
 use crate::incremental::{
     self, base_tree, encode_successor, read_base, store_tree, BaseTree, PatchJob, TableLog,
@@ -31,66 +34,7 @@ use crate::sql::{literal, qualified};
 use crate::tracking;
 use crate::xmin;
 
-/// Reports progress: plain bytes read so far are added in steps.
-pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
-
-/// How to capture.
-#[derive(Clone)]
-pub struct CaptureOptions {
-    /// Connections reading rows in parallel.
-    pub workers: usize,
-    /// Chunks being hashed, compressed or written at once, per reader.
-    pub in_flight: usize,
-    /// Called as rows are read.
-    pub progress: Option<Progress>,
-    /// With change tracking on, reuse the newest snapshot this database held and re-read only
-    /// what the log says changed.
-    pub incremental: bool,
-    /// Called once, when what the capture holds no longer depends on what other sessions
-    /// write (its point in time is fixed, its sequences read), with whether it is
-    /// incremental (re-reads only what the log names, so it ends soon).
-    pub on_point_fixed: Option<Arc<dyn Fn(bool) + Send + Sync>>,
-    /// The `application_name` of every connection the capture opens (pg_dump's too);
-    /// default `phony capture`. A restore that runs beside this capture and terminates
-    /// other sessions spares the ones with this name (see [`RestoreOptions::spare`]).
-    ///
-    /// [`RestoreOptions::spare`]: crate::RestoreOptions::spare
-    pub application_name: Option<String>,
-    /// Masking applied to rows as they are read (a sync from production); implies reading
-    /// every row (no incremental capture).
-    pub mask: Option<Arc<crate::mask::MaskPlan>>,
-    /// Snapshot a database that holds large objects, without them (a snapshot never holds
-    /// them; without this, capture refuses such a database rather than leave them out
-    /// silently).
-    pub skip_large_objects: bool,
-}
-
-impl std::fmt::Debug for CaptureOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CaptureOptions")
-            .field("workers", &self.workers)
-            .field("in_flight", &self.in_flight)
-            .finish()
-    }
-}
-
-impl Default for CaptureOptions {
-    fn default() -> Self {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        CaptureOptions {
-            workers: cores.clamp(2, 4),
-            in_flight: cores * 2,
-            progress: None,
-            incremental: true,
-            on_point_fixed: None,
-            application_name: None,
-            mask: None,
-            skip_large_objects: false,
-        }
-    }
-}
+pub(crate) mod options;
 
 /// A finished capture: the root manifest is stored; the caller writes the record.
 #[derive(Debug, Clone)]
@@ -114,25 +58,6 @@ pub enum TableMode {
     Ranges,
     /// Only the changed rows were read, and merged into the base's chunks.
     Patched,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Tally {
-    blobs: u64,
-    new_blobs: u64,
-    stored_bytes: u64,
-    new_bytes: u64,
-}
-
-impl Tally {
-    pub(crate) fn add(&mut self, s: Stored) {
-        self.blobs += 1;
-        self.stored_bytes += s.stored_bytes;
-        if s.new {
-            self.new_blobs += 1;
-            self.new_bytes += s.stored_bytes;
-        }
-    }
 }
 
 /// Captures the database at `target` into `store`.
@@ -323,10 +248,6 @@ async fn capture_holding<B: Backend + 'static>(
         },
         modes,
     })
-}
-
-pub(crate) fn lock(t: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
-    t.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn join<T>(h: JoinHandle<T>) -> Result<T> {
@@ -520,10 +441,10 @@ async fn plan_table<B: Backend>(
             let types = if log.key_types.len() == info.key.len() {
                 log.key_types
             } else {
-                delta::key_types(client, entry).await?
+                keys::key_types(client, entry).await?
             };
             let wanted =
-                delta::affected_chunks(client, entry, &base.chunks, &types, &log.relids, mark)
+                keys::affected_chunks(client, entry, &base.chunks, &types, &log.relids, mark)
                     .await?;
             let mut runs: Vec<(usize, usize)> = Vec::new();
             for i in wanted {
@@ -647,12 +568,12 @@ async fn read_job<B: Backend + 'static>(
             for &(a, b) in runs {
                 refs.extend_from_slice(&chunks[next..a]);
                 let lower = if a > 0 {
-                    Some(delta::chunk_key(&info.name, info.key.len(), &chunks[a])?)
+                    Some(keys::chunk_key(&info.name, info.key.len(), &chunks[a])?)
                 } else {
                     None
                 };
                 let upper = match chunks.get(b + 1) {
-                    Some(c) => Some(delta::chunk_key(&info.name, info.key.len(), c)?),
+                    Some(c) => Some(keys::chunk_key(&info.name, info.key.len(), c)?),
                     None => None,
                 };
                 let sql = copy_out_sql(
@@ -824,17 +745,6 @@ async fn read_chunks<B: Backend + 'static>(
     Ok(refs)
 }
 
-/// Where the key columns sit in a row, or `None` for a table without a (stored) key.
-pub(crate) fn key_positions(columns: &[String], key: &[String]) -> Option<Arc<[usize]>> {
-    if key.is_empty() {
-        return None;
-    }
-    key.iter()
-        .map(|k| columns.iter().position(|c| c == k))
-        .collect::<Option<Vec<_>>>()
-        .map(Arc::from)
-}
-
 async fn collect(
     pending: &mut VecDeque<JoinHandle<Result<(BlobRef, Stored)>>>,
     refs: &mut Vec<BlobRef>,
@@ -846,26 +756,6 @@ async fn collect(
         refs.push(r);
     }
     Ok(())
-}
-
-/// A chunk's reference: its id, size, and (for a keyed table) the keys of its first and
-/// last rows.
-pub(crate) fn chunk_ref(chunk: &RowChunk, key_positions: Option<&[usize]>) -> BlobRef {
-    let bounds = key_positions.and_then(|positions| {
-        let (first, last) = row::first_and_last(&chunk.data)?;
-        Some((
-            row::key_text(first, positions),
-            row::key_text(last, positions),
-        ))
-    });
-    let (first, last) = bounds.unzip();
-    BlobRef {
-        id: BlobId::of(&chunk.data),
-        rows: chunk.rows,
-        bytes: chunk.data.len() as u64,
-        first,
-        last,
-    }
 }
 
 /// Stores `chunk` unless the store has it: as a delta against `base` where the store

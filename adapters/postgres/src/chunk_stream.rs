@@ -11,7 +11,7 @@ use phony_core::{Backend, BlobRef, ChunkParams, QualifiedName, RowChunk, RowChun
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, CopyOutStream};
 
-use crate::capture::Progress;
+
 use crate::catalog::TableInfo;
 use crate::error::{pg, Error, Result};
 use crate::sql::{column_list, literal, qualified};
@@ -203,6 +203,9 @@ pub(crate) fn copy_out_sql(
         qualified(&table.name)
     )
 }
+
+/// Reports progress: plain bytes read so far are added in steps.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
 #[cfg(test)]
 mod tests {

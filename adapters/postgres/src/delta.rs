@@ -19,10 +19,11 @@ use futures::{SinkExt, TryStreamExt};
 use phony_core::{row, Backend, BlobId, BlobRef, ChunkParams, QualifiedName, Store, TableEntry};
 use tokio_postgres::{Client, CopyInSink};
 
-use crate::catalog::{TableInfo, COLUMN_TYPE_OF_A};
+use crate::catalog::TableInfo;
 use crate::chunk_stream::{copy_out_sql, decoded_chunks, Bound, ChunkStream};
-use crate::error::{pg, Error, Result};
+use crate::error::{pg, Result};
 use crate::sql::{column_list, columns_of, ident, ident_list, literal, qualified};
+use crate::keys::{affected_chunks, changed_keys_sql, key_types, key_values, Staged};
 use crate::tracking::{since_mark, Mark};
 
 /// What a delta restore changed (or, in a dry run, would change) in one table.
@@ -39,7 +40,7 @@ pub struct TableChange {
 
 mod from_log;
 
-pub(crate) use from_log::{restore_from_log, Logging, UNKNOWN_IMAGE};
+pub(crate) use from_log::{restore_from_log, Logging};
 
 const LIVE: &str = "pg_temp.phony_live";
 const SNAP: &str = "pg_temp.phony_snap";
@@ -280,7 +281,7 @@ async fn key_filter(
     if !types.iter().all(|t| text_stable(t)) {
         return Ok(None);
     }
-    let Some(positions) = crate::capture::key_positions(&entry.columns, &entry.key) else {
+    let Some(positions) = crate::keys::key_positions(&entry.columns, &entry.key) else {
         return Ok(None);
     };
     let rows = client
@@ -359,127 +360,6 @@ pub(crate) async fn restore_table_keys<B: Backend + 'static>(
     finish(client, entry, &t, log, async { Ok(()) })
         .await
         .map(Some)
-}
-
-/// The chunks (0-based, ascending) whose key ranges hold a key the log names for `relids`
-/// since `mark`. Chunk i holds the keys from its first key up to the next chunk's first;
-/// the first chunk also holds every smaller key.
-pub(crate) async fn affected_chunks(
-    client: &impl tokio_postgres::GenericClient,
-    entry: &TableEntry,
-    chunks: &[BlobRef],
-    types: &[String],
-    relids: &Vec<u32>,
-    mark: &Mark,
-) -> Result<Vec<usize>> {
-    let n = entry.key.len();
-    let mut index: Vec<i32> = Vec::with_capacity(chunks.len());
-    let mut bounds: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(chunks.len()); n];
-    for (i, c) in chunks.iter().enumerate() {
-        let fields = chunk_key(&entry.table, n, c)?;
-        index.push(i as i32 + 1);
-        for (col, f) in fields.into_iter().enumerate() {
-            bounds[col].push(f);
-        }
-    }
-    let changed = changed_keys_sql(entry, types, n + 2, n + 3);
-    let k: Vec<String> = (1..=n).map(|i| format!("k{i}")).collect();
-    let cols_b: Vec<String> = (0..n)
-        .map(|i| format!("b.k{}::{} AS k{}", i + 1, types[i], i + 1))
-        .collect();
-    let unnest_args: Vec<String> = (0..n).map(|i| format!("${}::text[]", i + 2)).collect();
-    let sql = format!(
-        "WITH b AS (SELECT i, {cols_b} FROM unnest($1::int4[], {unnest}) AS b(i, {k})),
-              c AS ({changed}),
-              u AS (SELECT {k}, i FROM b UNION ALL SELECT {k}, NULL FROM c)
-         SELECT DISTINCT coalesce(x, 1) FROM (
-             SELECT i, max(i) OVER (ORDER BY {k}, i IS NULL ROWS UNBOUNDED PRECEDING) AS x FROM u
-         ) z WHERE i IS NULL",
-        cols_b = cols_b.join(", "),
-        unnest = unnest_args.join(", "),
-        k = k.join(", "),
-    );
-    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&index];
-    for b in &bounds {
-        params.push(b);
-    }
-    params.push(relids);
-    params.push(&mark.snap);
-    let rows = client
-        .query(&sql, &params)
-        .await
-        .map_err(pg(format!("finding the changed rows of {}", entry.table)))?;
-    let mut wanted: Vec<usize> = rows
-        .iter()
-        .map(|r| (r.get::<_, i32>(0) as usize).saturating_sub(1))
-        .filter(|&i| i < chunks.len())
-        .collect();
-    wanted.sort_unstable();
-    wanted.dedup();
-    Ok(wanted)
-}
-
-/// A chunk's first key, unescaped, one value per key column.
-pub(crate) fn chunk_key(
-    table: &QualifiedName,
-    key_len: usize,
-    c: &BlobRef,
-) -> Result<Vec<Option<String>>> {
-    let first = c
-        .first
-        .as_deref()
-        .ok_or_else(|| Error::Internal(format!("snapshot of {table} has no chunk keys")))?;
-    let fields = key_values(first)?;
-    if fields.len() != key_len {
-        return Err(Error::Internal(format!(
-            "snapshot of {table} has malformed chunk keys"
-        )));
-    }
-    Ok(fields)
-}
-
-/// The distinct keys the log names for `relids` since a mark, typed, as columns k1…kn.
-/// `$relids` and `$snap` are the parameter numbers of the relid array and the mark.
-fn changed_keys_sql(entry: &TableEntry, types: &[String], relids: usize, snap: usize) -> String {
-    let cols: Vec<String> = (0..entry.key.len())
-        .map(|i| format!("key[{}]::{} AS k{}", i + 1, types[i], i + 1))
-        .collect();
-    format!(
-        "SELECT DISTINCT {} FROM phony.changes WHERE relid = ANY(${relids}::oid[]) \
-         AND key IS NOT NULL AND {}",
-        cols.join(", "),
-        since_mark(&format!("${snap}::text"))
-    )
-}
-
-/// The SQL types of a table's key columns, in key order, with their collations (see
-/// [`COLUMN_TYPE_OF_A`]).
-pub(crate) async fn key_types(
-    client: &impl tokio_postgres::GenericClient,
-    entry: &TableEntry,
-) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for k in &entry.key {
-        let row = client
-            .query_one(
-                &format!(
-                    "SELECT {COLUMN_TYPE_OF_A} FROM pg_catalog.pg_attribute a
-                     WHERE a.attrelid = $1::text::regclass AND a.attname = $2"
-                ),
-                &[&qualified(&entry.table), k],
-            )
-            .await
-            .map_err(pg(format!("reading the key type of {}", entry.table)))?;
-        out.push(row.get(0));
-    }
-    Ok(out)
-}
-
-/// The values of a key text (COPY fields joined by tabs), unescaped; `None` for NULL.
-fn key_values(text: &str) -> Result<Vec<Option<String>>> {
-    Ok(row::fields(text.as_bytes())
-        .map(|f| row::unescape(f).map(|v| String::from_utf8_lossy(&v).into_owned()))
-        .collect())
 }
 
 /// Matches one live chunk against the snapshot's; stages it when the snapshot lacks it.
@@ -770,7 +650,7 @@ fn keyed_reload_reason(staged: u64, bytes: u64) -> Option<String> {
 
 /// The rows `staged` deletes, inserts and updates, by key.
 fn staged_counts(entry: &TableEntry, staged: &Staged) -> TableChange {
-    let positions = crate::capture::key_positions(&entry.columns, &entry.key).unwrap_or_default();
+    let positions = crate::keys::key_positions(&entry.columns, &entry.key).unwrap_or_default();
     let live: std::collections::HashSet<String> = row::lines(&staged.live)
         .map(|l| row::key_text(l, &positions))
         .collect();
@@ -862,7 +742,7 @@ async fn restore_keyed_by_segments<B: Backend + 'static>(
     log: Option<u32>,
     prefetch: usize,
 ) -> Result<Option<Option<TableChange>>> {
-    let Some(positions) = crate::capture::key_positions(&entry.columns, &entry.key) else {
+    let Some(positions) = crate::keys::key_positions(&entry.columns, &entry.key) else {
         return Ok(None);
     };
     let snap = store.table_chunks(entry).await?;
@@ -938,49 +818,6 @@ async fn restore_keyed_by_segments<B: Backend + 'static>(
         .map(Some)
 }
 
-/// Rows to stage, COPY text: the live rows that differ from (or are missing in) the
-/// snapshot, and the snapshot's rows that differ from (or are missing among) the live ones.
-#[derive(Debug, Default)]
-pub(crate) struct Staged {
-    pub live: Vec<u8>,
-    pub snap: Vec<u8>,
-}
-
-impl Staged {
-    /// The bytes staged so far.
-    pub(crate) fn bytes(&self) -> u64 {
-        (self.live.len() + self.snap.len()) as u64
-    }
-
-    /// Compares `live` rows with the snapshot's rows of the same key range (`snap_rows`, by
-    /// key text at `positions`), taking out each one a live row has: equal rows are left
-    /// alone, the others staged.
-    pub(crate) fn compare<'a, R: AsRef<[u8]>>(
-        &mut self,
-        snap_rows: &mut HashMap<String, R>,
-        live: impl IntoIterator<Item = &'a [u8]>,
-        positions: &[usize],
-    ) {
-        for line in live {
-            match snap_rows.remove(&row::key_text(line, positions)) {
-                Some(same) if same.as_ref() == line => {}
-                Some(other) => {
-                    push_line(&mut self.live, line);
-                    push_line(&mut self.snap, other.as_ref());
-                }
-                None => push_line(&mut self.live, line),
-            }
-        }
-    }
-
-    /// Stages the snapshot's rows that no live row had.
-    pub(crate) fn rest<R: AsRef<[u8]>>(&mut self, snap_rows: HashMap<String, R>) {
-        for line in snap_rows.into_values() {
-            push_line(&mut self.snap, line.as_ref());
-        }
-    }
-}
-
 /// Makes a keyed table hold the snapshot's rows given the rows that differ: `live`, the live
 /// rows that differ from (or are missing in) the snapshot, and `snap`, the snapshot's rows
 /// that differ from (or are missing among) the live ones, both COPY text. `None` when both
@@ -1045,11 +882,6 @@ pub(crate) async fn apply_staged<B: Backend + 'static>(
     finish(client, entry, &t, log, async { Ok(()) })
         .await
         .map(Some)
-}
-
-fn push_line(out: &mut Vec<u8>, line: &[u8]) {
-    out.extend_from_slice(line);
-    out.push(b'\n');
 }
 
 /// Splits both chunk lists at the chunks they share, in order. `None` when shared chunks

@@ -32,7 +32,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
-use crate::capture::{chunk_ref, key_positions, lock, CaptureOptions, Tally};
+use crate::capture::options::{lock, CaptureOptions, Tally};
+use crate::keys::{chunk_ref, key_positions};
 use crate::catalog::TableInfo;
 use crate::error::{pg, Error, Result};
 use crate::sql::{columns_of, ident, literal, qualified};

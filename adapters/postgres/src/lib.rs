@@ -31,6 +31,7 @@ pub mod fingerprint;
 pub mod fresh;
 pub mod identity;
 mod incremental;
+mod keys;
 mod locks;
 pub mod mask;
 pub mod patch;

@@ -18,7 +18,7 @@ use phony_core::{Backend, CapturePoint, RootManifest, Store, TableEntry};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-use crate::capture::Progress;
+use crate::chunk_stream::Progress;
 use crate::catalog::{self, PHONY_SCHEMA};
 use crate::chunk_stream::decoded_chunks;
 use crate::connect::ConnectionTarget;

@@ -34,7 +34,7 @@ use phony_core::{row, Backend, BlobId, BlobRef, CapturePoint, QualifiedName, Sto
 use tokio_postgres::Client;
 
 use crate::chunk_stream::decoded_chunks;
-use crate::delta::Staged;
+use crate::keys::Staged;
 use crate::error::{pg, Result};
 use crate::sql::{columns_of, ident, literal, qualified};
 
@@ -427,7 +427,7 @@ async fn examine_one<B: Backend + 'static>(
 ) -> Result<Outcome> {
     let chunks = store.table_chunks(entry).await?;
     let read = async {
-        let types = crate::delta::key_types(reader, entry).await?;
+        let types = crate::keys::key_types(reader, entry).await?;
         let started = std::time::Instant::now();
         let ages = ages(reader, entry, &chunks, &types, horizon, bit_xor).await?;
         tracing::debug!("{}: ages read in {:?}", entry.table, started.elapsed());
@@ -489,7 +489,7 @@ async fn examine_one<B: Backend + 'static>(
 pub(crate) fn thresholds(table: &QualifiedName, chunks: &[BlobRef]) -> Result<Option<Vec<String>>> {
     let mut out = Vec::with_capacity(chunks.len());
     for c in chunks {
-        match crate::delta::chunk_key(table, 1, c)?.pop().flatten() {
+        match crate::keys::chunk_key(table, 1, c)?.pop().flatten() {
             Some(v) => out.push(v),
             None => return Ok(None),
         }
@@ -518,7 +518,7 @@ pub(crate) async fn compare_flagged<B: Backend + 'static>(
     horizon: Horizon,
     prefetch: usize,
 ) -> Result<Option<Staged>> {
-    let Some(positions) = crate::capture::key_positions(&entry.columns, &entry.key) else {
+    let Some(positions) = crate::keys::key_positions(&entry.columns, &entry.key) else {
         return Ok(None);
     };
     let Some(thresholds) = thresholds(&entry.table, chunks)? else {

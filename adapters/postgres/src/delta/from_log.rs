@@ -67,11 +67,6 @@ pub(crate) enum Logging {
     Nothing,
 }
 
-/// The `img` of a log entry for a row that existed but whose image was not logged (restores
-/// of earlier versions logged their rewrites so): a restore to a mark before it reads the
-/// row from the snapshot in the store. Never a row's text, which always starts with `(`.
-pub(crate) const UNKNOWN_IMAGE: &str = "";
-
 /// The SQL of one relation's rewrite. Parameters: `$1` the relation id, `$2` the mark's
 /// snapshot. `rewrite` returns the rows the restore deletes, inserts and updates, and a
 /// fourth count that only forces every part of the statement to run; `put`, when rows are

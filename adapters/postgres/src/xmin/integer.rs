@@ -25,7 +25,7 @@ use tokio_postgres::Client;
 
 use super::{copy_out_bounded, Ages, Horizon, MAX_FLAGGED_BYTES};
 use crate::chunk_stream::decoded_chunks;
-use crate::delta::Staged;
+use crate::keys::Staged;
 use crate::error::{pg, Result};
 use crate::incremental::merge::parse_int;
 use crate::sql::{column_list, ident, literal, qualified};
@@ -212,7 +212,7 @@ pub(crate) async fn compare<B: Backend + 'static>(
     horizon: Horizon,
     prefetch: usize,
 ) -> Result<Option<Staged>> {
-    let Some(positions) = crate::capture::key_positions(&entry.columns, &entry.key) else {
+    let Some(positions) = crate::keys::key_positions(&entry.columns, &entry.key) else {
         return Ok(None);
     };
     let Some(mut news) = read_new(reader, entry, &integer.new).await? else {
