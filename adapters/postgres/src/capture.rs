@@ -20,19 +20,19 @@ use tokio_postgres::Client;
 
 use crate::catalog::{self, TableInfo};
 pub use crate::chunk_stream::Progress;
-pub use options::CaptureOptions;
-use options::{lock, Tally};
 use crate::chunk_stream::{copy_out_sql, Bound, ChunkStream};
 use crate::connect::ConnectionTarget;
-use crate::keys::{self, chunk_ref, key_positions};
 use crate::error::{pg, Error, Result};
 use crate::incremental::{
     self, base_tree, encode_successor, read_base, store_tree, BaseTree, PatchJob, TableLog,
 };
+use crate::keys::{self, chunk_ref, key_positions};
 use crate::schema_dump::{PgDump, Section};
 use crate::sql::{literal, qualified};
 use crate::tracking;
 use crate::xmin;
+pub use options::CaptureOptions;
+use options::{lock, Tally};
 
 pub(crate) mod options;
 

@@ -22,8 +22,8 @@ use tokio_postgres::{Client, CopyInSink};
 use crate::catalog::TableInfo;
 use crate::chunk_stream::{copy_out_sql, decoded_chunks, Bound, ChunkStream};
 use crate::error::{pg, Result};
-use crate::sql::{column_list, columns_of, ident, ident_list, literal, qualified};
 use crate::keys::{affected_chunks, changed_keys_sql, key_types, key_values, Staged};
+use crate::sql::{column_list, columns_of, ident, ident_list, literal, qualified};
 use crate::tracking::{since_mark, Mark};
 
 /// What a delta restore changed (or, in a dry run, would change) in one table.

@@ -6,7 +6,7 @@
 //! the btree's), only the rows of those keys are read: one query per table, on a reader
 //! inside the capture's snapshot, returns every changed key with its live row (or none), in
 //! key order and in exactly the COPY text a full read produces. Each base chunk whose key
-//! range holds a changed key is then patched in memory (see [`merge`]): its old rows of
+//! range holds a changed key is then patched in memory (see [`phony_core::merge`]): its old rows of
 //! those keys dropped, the live ones merged in, cut again if it outgrew a chunk. Every
 //! other chunk is kept as it is, and so is every manifest node that did not change.
 //!
@@ -16,8 +16,6 @@
 //!
 //! Tables with other keys take the range path of [`crate::capture`]; tables the log
 //! marks as rewritten whole, or without a key, are read whole.
-
-pub(crate) mod merge;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -33,12 +31,12 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 use crate::capture::options::{lock, CaptureOptions, Tally};
-use crate::keys::{chunk_ref, key_positions};
 use crate::catalog::TableInfo;
 use crate::error::{pg, Error, Result};
+use crate::keys::{chunk_ref, key_positions};
 use crate::sql::{columns_of, ident, literal, qualified};
 use crate::tracking::{self, Logged, Mark};
-use merge::{chunk_of, parse_key, parse_key_text, Changed, Key, Merge};
+use phony_core::merge::{chunk_of, parse_key, parse_key_text, Changed, Key, Merge};
 
 /// What the change log says about one table since the base snapshot's mark.
 #[derive(Debug, Clone)]

@@ -122,7 +122,12 @@ pub(crate) fn chunk_key(
 
 /// The distinct keys the log names for `relids` since a mark, typed, as columns k1…kn.
 /// `$relids` and `$snap` are the parameter numbers of the relid array and the mark.
-pub(crate) fn changed_keys_sql(entry: &TableEntry, types: &[String], relids: usize, snap: usize) -> String {
+pub(crate) fn changed_keys_sql(
+    entry: &TableEntry,
+    types: &[String],
+    relids: usize,
+    snap: usize,
+) -> String {
     let cols: Vec<String> = (0..entry.key.len())
         .map(|i| format!("key[{}]::{} AS k{}", i + 1, types[i], i + 1))
         .collect();

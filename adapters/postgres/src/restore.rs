@@ -18,9 +18,9 @@ use phony_core::{Backend, CapturePoint, RootManifest, Store, TableEntry};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-use crate::chunk_stream::Progress;
 use crate::catalog::{self, PHONY_SCHEMA};
 use crate::chunk_stream::decoded_chunks;
+use crate::chunk_stream::Progress;
 use crate::connect::ConnectionTarget;
 use crate::database;
 use crate::delta::{self, TableChange};

@@ -34,8 +34,8 @@ use phony_core::{row, Backend, BlobId, BlobRef, CapturePoint, QualifiedName, Sto
 use tokio_postgres::Client;
 
 use crate::chunk_stream::decoded_chunks;
-use crate::keys::Staged;
 use crate::error::{pg, Result};
+use crate::keys::Staged;
 use crate::sql::{columns_of, ident, literal, qualified};
 
 pub(crate) mod integer;

@@ -25,10 +25,10 @@ use tokio_postgres::Client;
 
 use super::{copy_out_bounded, Ages, Horizon, MAX_FLAGGED_BYTES};
 use crate::chunk_stream::decoded_chunks;
-use crate::keys::Staged;
 use crate::error::{pg, Result};
-use crate::incremental::merge::parse_int;
+use crate::keys::Staged;
 use crate::sql::{column_list, ident, literal, qualified};
+use phony_core::merge::parse_int;
 
 /// Keys are counted and XORed per class of their low bits (`key & (CLASSES - 1)`).
 const CLASSES: usize = 16;
