@@ -38,7 +38,11 @@ use crate::error::{pg, Result};
 use crate::keys::Staged;
 use crate::sql::{columns_of, ident, literal, qualified};
 
+mod ages;
 pub(crate) mod integer;
+
+use ages::{copy_out_bounded, MAX_FLAGGED_BYTES};
+pub(crate) use ages::{Ages, Horizon};
 
 /// The server's identity: system identifier (text), timeline and database oid (int8), each
 /// NULL when the role may not read it (or, for the timeline, during recovery). Guarded, so
@@ -119,35 +123,6 @@ pub(crate) fn parse_snapshot(text: &str) -> Option<(u64, u64)> {
     (xmin <= xmax).then_some((xmin, xmax))
 }
 
-/// The capture snapshot's `xmin`, as the 32-bit transaction id rows carry: rows whose
-/// `xmin` precedes it are old.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Horizon(u32);
-
-impl Horizon {
-    /// SQL true when the row version whose `xid`-typed `xmin` is `xmin` was written before
-    /// the horizon: it is older by `age()`, which counts back from the current transaction
-    /// id modulo 2^32, as PostgreSQL orders ids, and gives the special ids (frozen,
-    /// bootstrap) the greatest age. A row more than 2^31 ids older than now reads as new:
-    /// compared, never wrongly trusted. (Cheaper than printing `xmin` and parsing it.)
-    pub(crate) fn old_sql(self, xmin: &str) -> String {
-        format!("pg_catalog.age({xmin}) > pg_catalog.age('{}'::xid)", self.0)
-    }
-
-    /// The same test in Rust, `now` being the current transaction id (for tests of the SQL).
-    #[cfg(test)]
-    fn precedes(self, xmin: u32, now: u32) -> bool {
-        let age = |x: u32| {
-            if x < 3 {
-                i32::MAX
-            } else {
-                now.wrapping_sub(x) as i32
-            }
-        };
-        age(xmin) > age(self.0)
-    }
-}
-
 /// Why the point cannot be trusted here, or the horizon when it can.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Trust {
@@ -215,24 +190,6 @@ fn decide(
         return untrusted("too many transactions since the capture");
     }
     Trust::Trusted(Horizon((cap_xmin & 0xFFFF_FFFF) as u32))
-}
-
-/// What a table's rows' ages say.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Ages {
-    /// Every row is one the capture read, and none is missing: the table is the snapshot's.
-    Unchanged,
-    /// These chunks (0-based, ascending) may differ; the others hold the live rows. With
-    /// `below`, rows sort before the first chunk's first key (they go with chunk 0). `old`:
-    /// each chunk's old rows; `integer`: what the scan found for an integer key.
-    Chunks {
-        flagged: Vec<usize>,
-        below: bool,
-        old: Vec<u64>,
-        integer: Option<integer::Integer>,
-    },
-    /// Compare the whole table's content.
-    Content,
 }
 
 /// Reads the ages of `entry`'s live rows, against the snapshot's `chunks`. `types`: the
@@ -325,33 +282,6 @@ pub(crate) async fn ages(
         }
     }
     Ok(Ages::of(chunks, old, &new, below, None))
-}
-
-impl Ages {
-    /// The verdict on a table from its chunks' `old` and `new` rows: the chunks that may
-    /// differ are those whose range holds a new row, or not as many old rows as the chunk
-    /// has (and chunk 0 when rows sort before it, `below`).
-    pub(crate) fn of(
-        chunks: &[BlobRef],
-        old: Vec<u64>,
-        new: &[u64],
-        below: bool,
-        integer: Option<integer::Integer>,
-    ) -> Ages {
-        let flagged: Vec<usize> = (0..chunks.len())
-            .filter(|&i| (i == 0 && below) || new[i] > 0 || old[i] != chunks[i].rows)
-            .collect();
-        if flagged.is_empty() {
-            Ages::Unchanged
-        } else {
-            Ages::Chunks {
-                flagged,
-                below,
-                old,
-                integer,
-            }
-        }
-    }
 }
 
 /// What reading a table's rows' ages found.
@@ -497,10 +427,6 @@ pub(crate) fn thresholds(table: &QualifiedName, chunks: &[BlobRef]) -> Result<Op
     Ok(Some(out))
 }
 
-/// The most a table's changed chunks (snapshot bytes) and the live rows read for them may
-/// hold in memory; beyond it the table's content is compared by the streaming path.
-pub(crate) const MAX_FLAGGED_BYTES: u64 = 64 << 20;
-
 /// Compares the `flagged` chunks with the live rows of their key ranges, in one query: new
 /// rows are read whole, old rows by key only (they are the snapshot's). `None` when the
 /// live rows contradict their ages (an old row the chunk lacks, or counts that differ
@@ -593,24 +519,6 @@ pub(crate) async fn compare_flagged<B: Backend + 'static>(
         return Ok(None);
     }
     Ok(Some(staged))
-}
-
-/// The output of a `COPY … TO STDOUT`, or `None` once it outgrows [`MAX_FLAGGED_BYTES`].
-pub(crate) async fn copy_out_bounded(
-    reader: &Client,
-    sql: &str,
-    context: &str,
-) -> Result<Option<Vec<u8>>> {
-    let stream = reader.copy_out(sql).await.map_err(pg(context))?;
-    futures::pin_mut!(stream);
-    let mut data = Vec::new();
-    while let Some(buf) = stream.try_next().await.map_err(pg(context))? {
-        data.extend_from_slice(&buf);
-        if data.len() as u64 > MAX_FLAGGED_BYTES {
-            return Ok(None);
-        }
-    }
-    Ok(Some(data))
 }
 
 /// `COPY` of the live rows in the key ranges of the `flagged` chunks: per row the chunk's
