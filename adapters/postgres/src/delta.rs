@@ -16,27 +16,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{SinkExt, TryStreamExt};
-use phony_core::{row, Backend, BlobId, BlobRef, ChunkParams, QualifiedName, Store, TableEntry};
+use phony_core::{row, Backend, BlobId, BlobRef, ChunkParams, Store, TableEntry};
 use tokio_postgres::{Client, CopyInSink};
 
 use crate::catalog::TableInfo;
 use crate::chunk_stream::{copy_out_sql, decoded_chunks, Bound, ChunkStream};
 use crate::error::{pg, Result};
 use crate::keys::{affected_chunks, changed_keys_sql, key_types, key_values, Staged};
+use crate::restore::plan::TableRewrite;
 use crate::sql::{column_list, columns_of, ident, ident_list, literal, qualified};
 use crate::tracking::{since_mark, Mark};
-
-/// What a delta restore changed (or, in a dry run, would change) in one table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableChange {
-    pub table: QualifiedName,
-    pub deleted: u64,
-    pub inserted: u64,
-    pub updated: u64,
-    /// Why the table was reloaded whole (every row deleted, the snapshot's copied in)
-    /// rather than rewritten row by row; the counts are still the rows that differed.
-    pub reloaded: Option<String>,
-}
 
 mod from_log;
 
@@ -56,7 +45,7 @@ pub(crate) async fn restore_table<B: Backend + 'static>(
     params: ChunkParams,
     prefetch: usize,
     log: Option<u32>,
-) -> Result<Option<TableChange>> {
+) -> Result<Option<TableRewrite>> {
     if !entry.key.is_empty() {
         if let Some(change) =
             restore_keyed_by_segments(client, reader, store, entry, params, log, prefetch).await?
@@ -77,7 +66,7 @@ async fn restore_table_staged<B: Backend + 'static>(
     params: ChunkParams,
     prefetch: usize,
     log: Option<u32>,
-) -> Result<Option<TableChange>> {
+) -> Result<Option<TableRewrite>> {
     let t = qualified(&entry.table);
     let snapshot_chunks = store.table_chunks(entry).await?;
     let mut unmatched: HashMap<BlobId, usize> = HashMap::new();
@@ -144,7 +133,7 @@ async fn finish(
     log: Option<u32>,
     // Reloads a table without a key whole (see [`apply_multiset`]); run only for those.
     reload: impl std::future::Future<Output = Result<()>>,
-) -> Result<TableChange> {
+) -> Result<TableRewrite> {
     if let Some(relid) = log {
         // Log what this restore is about to change, as the tracking triggers would have:
         // each differing key with its current row (its image), so other marks stay valid.
@@ -321,7 +310,7 @@ pub(crate) async fn restore_table_keys<B: Backend + 'static>(
     mark: &Mark,
     prefetch: usize,
     log: Option<u32>,
-) -> Result<Option<TableChange>> {
+) -> Result<Option<TableRewrite>> {
     let t = qualified(&entry.table);
     let chunks = store.table_chunks(entry).await?;
     let types = key_types(client, entry).await?;
@@ -428,7 +417,7 @@ async fn apply_keyed(
     entry: &TableEntry,
     t: &str,
     in_place: bool,
-) -> Result<TableChange> {
+) -> Result<TableRewrite> {
     let key = &entry.key;
     let cols = ident_list(&entry.columns);
     let s_cols: Vec<String> = entry
@@ -472,7 +461,7 @@ async fn apply_keyed(
             )
             .await
             .map_err(pg(context))?;
-        return Ok(TableChange {
+        return Ok(TableRewrite {
             table: entry.table.clone(),
             deleted,
             inserted: put.saturating_sub(updated),
@@ -528,7 +517,7 @@ async fn apply_keyed(
         )
         .await
         .map_err(pg(context))?;
-    Ok(TableChange {
+    Ok(TableRewrite {
         table: entry.table.clone(),
         deleted,
         inserted,
@@ -548,7 +537,7 @@ async fn apply_multiset(
     entry: &TableEntry,
     t: &str,
     reload: impl std::future::Future<Output = Result<()>>,
-) -> Result<TableChange> {
+) -> Result<TableRewrite> {
     let context = format!("rewriting rows of {}", entry.table);
     let cols = ident_list(&entry.columns);
     let s_cols: Vec<String> = entry
@@ -588,7 +577,7 @@ async fn apply_multiset(
             .await
             .map_err(pg(context))?;
         reload.await?;
-        return Ok(TableChange {
+        return Ok(TableRewrite {
             table: entry.table.clone(),
             deleted: to_delete,
             inserted: to_insert,
@@ -628,7 +617,7 @@ async fn apply_multiset(
         .batch_execute(&format!("DROP TABLE {MULTISET}"))
         .await
         .map_err(pg(context))?;
-    Ok(TableChange {
+    Ok(TableRewrite {
         table: entry.table.clone(),
         deleted,
         inserted,
@@ -649,7 +638,7 @@ fn keyed_reload_reason(staged: u64, bytes: u64) -> Option<String> {
 }
 
 /// The rows `staged` deletes, inserts and updates, by key.
-fn staged_counts(entry: &TableEntry, staged: &Staged) -> TableChange {
+fn staged_counts(entry: &TableEntry, staged: &Staged) -> TableRewrite {
     let positions = crate::keys::key_positions(&entry.columns, &entry.key).unwrap_or_default();
     let live: std::collections::HashSet<String> = row::lines(&staged.live)
         .map(|l| row::key_text(l, &positions))
@@ -658,7 +647,7 @@ fn staged_counts(entry: &TableEntry, staged: &Staged) -> TableChange {
         .map(|l| row::key_text(l, &positions))
         .collect();
     let updated = live.intersection(&snap).count() as u64;
-    TableChange {
+    TableRewrite {
         table: entry.table.clone(),
         deleted: live.len() as u64 - updated,
         inserted: snap.len() as u64 - updated,
@@ -741,7 +730,7 @@ async fn restore_keyed_by_segments<B: Backend + 'static>(
     params: ChunkParams,
     log: Option<u32>,
     prefetch: usize,
-) -> Result<Option<Option<TableChange>>> {
+) -> Result<Option<Option<TableRewrite>>> {
     let Some(positions) = crate::keys::key_positions(&entry.columns, &entry.key) else {
         return Ok(None);
     };
@@ -835,7 +824,7 @@ pub(crate) async fn apply_staged<B: Backend + 'static>(
     staged: Staged,
     log: Option<u32>,
     prefetch: usize,
-) -> Result<Option<TableChange>> {
+) -> Result<Option<TableRewrite>> {
     if staged.live.is_empty() && staged.snap.is_empty() {
         return Ok(None);
     }

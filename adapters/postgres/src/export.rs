@@ -17,7 +17,7 @@ use tokio::sync::mpsc::Sender;
 
 use crate::chunk_stream::decoded_chunks;
 use crate::error::{Error, Result};
-use crate::restore::text_blob;
+use crate::restore::full_path::text_blob;
 use crate::sql::{ident_list, literal, qualified};
 
 /// How many chunks are fetched and decoded ahead of the one being written.

@@ -47,7 +47,6 @@ mod xmin;
 pub use capture::{capture, CaptureOptions, Captured, Progress, TableMode};
 pub use connect::{ConnectionTarget, Environment};
 pub use conninfo::SslMode;
-pub use delta::TableChange;
 pub use error::{BlockingSession, Error, Result};
 pub use fingerprint::Fingerprint;
 pub use fresh::{database_exists, restore_into_new};
@@ -56,5 +55,6 @@ pub use mask::MaskPlan;
 pub use phase::{Phase, PhaseReport};
 pub use restore::{
     ensure_database, restore, restore_in, RestoreOptions, RestorePath, RestoreReport, RowAges,
+    TableRewrite,
 };
 pub use session::Session;

@@ -1,7 +1,7 @@
 //! Rows put back from the change log's images, without reading the snapshot.
 
-use super::TableChange;
 use crate::error::{pg, Result};
+use crate::restore::plan::TableRewrite;
 use crate::session::Session;
 use crate::sql::{column_list, ident, ident_list, qualified};
 use crate::tracking::{since_mark, LoggedRelation, Mark};
@@ -24,7 +24,7 @@ pub(crate) async fn restore_from_log(
     rel: &LoggedRelation,
     mark: &Mark,
     logging: Logging,
-) -> Result<TableChange> {
+) -> Result<TableRewrite> {
     let context = format!("rewriting rows of {}", rel.name);
     let sql = Statements::new(rel, logging);
     let client = session.client();
@@ -42,7 +42,7 @@ pub(crate) async fn restore_from_log(
         .query_one(&rewrite, &params)
         .await
         .map_err(pg(&context))?;
-    let change = TableChange {
+    let change = TableRewrite {
         table: rel.table.clone(),
         deleted: counts.get::<_, i64>(0) as u64,
         inserted: counts.get::<_, i64>(1) as u64,
