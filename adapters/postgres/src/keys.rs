@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use phony_core::{row, BlobId, BlobRef, QualifiedName, RowChunk, TableEntry};
 
-use crate::catalog::COLUMN_TYPE_OF_A;
 use crate::error::{pg, Error, Result};
+use crate::read::catalog::COLUMN_TYPE_OF_A;
 use crate::sql::qualified;
 use crate::tracking::{since_mark, Mark};
 

@@ -18,31 +18,30 @@
 //! Everything phony installs lives in the schema [`catalog::PHONY_SCHEMA`], which is never
 //! captured, restored or fingerprinted.
 
-pub mod capture;
-pub mod catalog;
-mod chunk_stream;
+// Layers, each importing only from the ones above it (no import circles):
+// foundation (error, sql, phase, locks), connecting (conninfo, tls, connect, session),
+// the database (database, identity), read::catalog and read::schema_dump, tracking, keys,
+// read (chunk streams, capture, incremental, row ages), write (rewrite, restore, fresh,
+// export, patch), and what reads both (fingerprint, mask).
 pub mod connect;
 pub mod conninfo;
 pub mod database;
-pub mod delta;
 pub mod error;
-pub mod export;
 pub mod fingerprint;
-pub mod fresh;
 pub mod identity;
-mod incremental;
 mod keys;
 mod locks;
 pub mod mask;
-pub mod patch;
 mod phase;
-pub mod restore;
-pub mod schema_dump;
+mod read;
 pub mod session;
 mod sql;
 pub mod tls;
 pub mod tracking;
-mod xmin;
+mod write;
+
+pub use read::{capture, catalog, schema_dump};
+pub use write::{export, fresh, patch, restore};
 
 pub use capture::{capture, CaptureOptions, Captured, Progress, TableMode};
 pub use connect::{ConnectionTarget, Environment};

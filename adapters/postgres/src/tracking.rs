@@ -24,8 +24,8 @@
 use phony_core::{BlobId, QualifiedName};
 use tokio_postgres::{Client, GenericClient};
 
-use crate::catalog::PHONY_SCHEMA;
 use crate::error::{pg, Error, Result};
+use crate::read::catalog::PHONY_SCHEMA;
 use crate::session::Session;
 use crate::sql::{ident, literal, qualified};
 
@@ -782,7 +782,7 @@ pub(crate) struct LoggedRelation {
     pub name: String,
     pub table: QualifiedName,
     /// Primary key columns (none: the table has no primary key) and their types, with
-    /// their collations (see [`crate::catalog::COLUMN_TYPE_OF_A`]).
+    /// their collations (see [`crate::read::catalog::COLUMN_TYPE_OF_A`]).
     pub key: Vec<String>,
     pub key_types: Vec<String>,
     /// Stored (not generated) columns, in order.
@@ -873,7 +873,7 @@ pub(crate) async fn logged_relations(
             unknown = literal(UNKNOWN_IMAGE),
             in_place = in_place_sql("c.relid"),
             key_of_c = KEY_COLUMNS_OF_C,
-            key_type = crate::catalog::COLUMN_TYPE_OF_A,
+            key_type = crate::read::catalog::COLUMN_TYPE_OF_A,
         ))
         .await
         .map_err(pg(context))?;

@@ -1,11 +1,11 @@
 //! What a capture is asked to do, and what it has stored so far: shared by the full read
-//! ([`super`]) and the incremental one ([`crate::incremental`]).
+//! ([`super`]) and the incremental one ([`crate::read::incremental`]).
 
 use std::sync::{Arc, Mutex};
 
 use phony_core::Stored;
 
-use crate::chunk_stream::Progress;
+use crate::read::chunk_stream::Progress;
 
 /// How to capture.
 #[derive(Clone)]

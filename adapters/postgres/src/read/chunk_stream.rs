@@ -11,8 +11,8 @@ use phony_core::{Backend, BlobRef, ChunkParams, QualifiedName, RowChunk, RowChun
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, CopyOutStream};
 
-use crate::catalog::TableInfo;
 use crate::error::{pg, Error, Result};
+use crate::read::catalog::TableInfo;
 use crate::sql::{column_list, literal, qualified};
 
 /// The chunks of a `COPY … TO STDOUT`, as they are cut.

@@ -20,11 +20,11 @@ use crate::database;
 pub use crate::database::database_exists;
 use crate::database::maintenance;
 use crate::error::{pg, Error, Result};
-use crate::restore::full_path::{
+use crate::sql::{ident, qualified};
+use crate::write::restore::full_path::{
     hold_event_triggers_off, load_table, refresh_materialized_views, set_sequences, text_blob,
 };
-use crate::restore::plan::{RestoreOptions, RestorePath, RestoreReport};
-use crate::sql::{ident, qualified};
+use crate::write::restore::plan::{RestoreOptions, RestorePath, RestoreReport};
 
 /// The prefix of the temporary names a new database is built under.
 fn partial_prefix(dbname: &str) -> String {

@@ -8,10 +8,10 @@ use futures::future::{BoxFuture, Shared};
 use phony_core::diff::schema::SchemaChange;
 use phony_core::{CapturePoint, QualifiedName};
 
-use crate::chunk_stream::Progress;
 use crate::connect::ConnectionTarget;
 use crate::error::{Error, Result};
-use crate::schema_dump::{normalize, PgDump, Section};
+use crate::read::chunk_stream::Progress;
+use crate::read::schema_dump::{normalize, PgDump, Section};
 
 /// How to restore.
 #[derive(Clone)]

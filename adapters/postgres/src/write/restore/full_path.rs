@@ -1,6 +1,6 @@
 //! The full path: every user schema dropped and the snapshot's DDL run, every table
 //! loaded, sequences set, materialized views refreshed; and the pieces a restore into a
-//! new database shares (see [`crate::fresh`]).
+//! new database shares (see [`crate::write::fresh`]).
 
 use std::sync::Arc;
 
@@ -10,10 +10,10 @@ use phony_core::{Backend, RootManifest, Store, TableEntry};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-use crate::catalog::{self, PHONY_SCHEMA};
-use crate::chunk_stream::decoded_chunks;
 use crate::error::{describe, pg, Error, Result};
-use crate::schema_dump::with_utf8_client_encoding;
+use crate::read::catalog::{self, PHONY_SCHEMA};
+use crate::read::chunk_stream::decoded_chunks;
+use crate::read::schema_dump::with_utf8_client_encoding;
 use crate::session::Session;
 use crate::sql::{ident, ident_list, literal, qualified};
 

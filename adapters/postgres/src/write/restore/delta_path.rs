@@ -9,12 +9,12 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::connect::ConnectionTarget;
-use crate::delta;
 use crate::error::{pg, Error, Result};
+use crate::read::xmin;
 use crate::session::Session;
 use crate::sql::qualified;
 use crate::tracking;
-use crate::xmin;
+use crate::write::rewrite;
 
 use super::full_path::{refresh_materialized_views, set_sequences_in};
 use super::plan::{
@@ -28,7 +28,7 @@ pub(crate) struct Tracking<'a> {
     /// The database held the snapshot at this mark; the log says what changed since.
     pub(crate) mark: Option<&'a tracking::Mark>,
     /// What rows put back from the log leave in the log, for other snapshots' marks.
-    pub(crate) logging: delta::Logging,
+    pub(crate) logging: rewrite::Logging,
     pub(crate) root: phony_core::BlobId,
 }
 
@@ -110,7 +110,7 @@ pub(crate) async fn restore_delta<B: Backend + 'static>(
                 .map_err(fallback)?;
             // Tables without a primary key, truncated ones, partition trees with entries at
             // several levels, and tables whose log has rows without images (see
-            // `delta::UNKNOWN_IMAGE`) are compared below, against the snapshot.
+            // `tracking::UNKNOWN_IMAGE`) are compared below, against the snapshot.
             let simple: Vec<_> = rels
                 .iter()
                 .filter(|r| !r.whole && r.tree.is_empty() && !r.key.is_empty() && !r.unknown)
@@ -119,7 +119,7 @@ pub(crate) async fn restore_delta<B: Backend + 'static>(
             // One call per relation, all on this session: their statements pipeline, and
             // the sequences' with them.
             let (changes, sequences) = tokio::join!(
-                futures::future::join_all(simple.iter().map(|rel| delta::restore_from_log(
+                futures::future::join_all(simple.iter().map(|rel| rewrite::restore_from_log(
                     session,
                     rel,
                     mark,
@@ -133,7 +133,7 @@ pub(crate) async fn restore_delta<B: Backend + 'static>(
             for (rel, change) in simple.iter().zip(changes) {
                 from_log.insert(rel.relid);
                 if change.deleted + change.inserted + change.updated > 0 {
-                    unlogged |= tracking.logging == delta::Logging::Nothing;
+                    unlogged |= tracking.logging == rewrite::Logging::Nothing;
                     report.tables += 1;
                     report.rows += change.deleted + change.inserted + change.updated;
                     report.changes.push(change);
@@ -173,7 +173,7 @@ pub(crate) async fn restore_delta<B: Backend + 'static>(
             match (logged, tracking.mark) {
                 (tracking::Logged::Unchanged, _) => {}
                 (tracking::Logged::Keys, Some(mark)) if !entry.key.is_empty() => {
-                    let change = delta::restore_table_keys(
+                    let change = rewrite::restore_table_keys(
                         client,
                         store,
                         entry,
@@ -286,7 +286,7 @@ pub(crate) async fn compare_content<B: Backend + 'static>(
         schema_agrees(schema).await?;
         for (entry, log) in tables {
             let change =
-                delta::restore_table(client, &reader, store, entry, params, opts.prefetch, *log)
+                rewrite::restore_table(client, &reader, store, entry, params, opts.prefetch, *log)
                     .await?;
             count_change(report, change);
         }
@@ -328,7 +328,7 @@ pub(crate) async fn compare_content<B: Backend + 'static>(
                         ages.summed_chunks += compared;
                     }
                     let change =
-                        delta::apply_staged(client, store, entry, staged, log, opts.prefetch)
+                        rewrite::apply_staged(client, store, entry, staged, log, opts.prefetch)
                             .await?;
                     tracing::debug!("{}: applied at {:?}", entry.table, started.elapsed());
                     changes.push((i, change));
@@ -345,7 +345,8 @@ pub(crate) async fn compare_content<B: Backend + 'static>(
         let (entry, log) = tables[i];
         ages.content_tables += 1;
         let change =
-            delta::restore_table(client, &reader, store, entry, params, opts.prefetch, log).await?;
+            rewrite::restore_table(client, &reader, store, entry, params, opts.prefetch, log)
+                .await?;
         changes.push((i, change));
     }
     changes.sort_by_key(|(i, _)| *i);

@@ -14,14 +14,14 @@ use futures::FutureExt;
 use phony_core::{Backend, RootManifest, Store};
 use tokio_postgres::Client;
 
-use crate::catalog;
 use crate::connect::ConnectionTarget;
 use crate::database;
-use crate::delta;
 use crate::error::{pg, BlockingSession, Error, Result};
+use crate::read::catalog;
 use crate::session::Session;
 use crate::sql::{ident, literal};
 use crate::tracking;
+use crate::write::rewrite;
 
 mod delta_path;
 pub(crate) mod full_path;
@@ -161,8 +161,8 @@ async fn restore_session<B: Backend + 'static>(
             // With them, the rewritten rows' images (read anyway, to rewrite only rows
             // that differ) are logged for them.
             logging: match opts.dry_run || probe.other_marks {
-                true => delta::Logging::Images,
-                false => delta::Logging::Nothing,
+                true => rewrite::Logging::Images,
+                false => rewrite::Logging::Nothing,
             },
             root: root_id,
         };

@@ -33,9 +33,9 @@ use futures::TryStreamExt;
 use phony_core::{row, Backend, BlobId, BlobRef, CapturePoint, QualifiedName, Store, TableEntry};
 use tokio_postgres::Client;
 
-use crate::chunk_stream::decoded_chunks;
 use crate::error::{pg, Result};
 use crate::keys::Staged;
+use crate::read::chunk_stream::decoded_chunks;
 use crate::sql::{columns_of, ident, literal, qualified};
 
 mod ages;
@@ -230,7 +230,7 @@ pub(crate) async fn ages(
         return Ok(Ages::Content);
     };
     let ty = &types[0];
-    let array = crate::catalog::array_type(ty);
+    let array = crate::read::catalog::array_type(ty);
     // The thresholds must read back as they were printed, in ascending order: otherwise the
     // key type's text or order is not what the capture saw.
     let ok: bool = reader
@@ -316,7 +316,7 @@ pub(crate) async fn examine<B: Backend + 'static>(
 ) -> Result<()> {
     // `bit_xor` came with PostgreSQL 14; a server that will not say takes the general path.
     let bit_xor = match readers.first() {
-        Some(reader) => crate::catalog::server_version(*reader)
+        Some(reader) => crate::read::catalog::server_version(*reader)
             .await
             .is_ok_and(|(version, _)| version >= 140_000),
         None => false,
@@ -584,7 +584,7 @@ fn flagged_sql(
         }
     }
     if !middle.is_empty() {
-        let array = crate::catalog::array_type(ty);
+        let array = crate::read::catalog::array_type(ty);
         let list = |f: &dyn Fn(&(usize, String, String)) -> String| {
             middle.iter().map(f).collect::<Vec<_>>().join(", ")
         };

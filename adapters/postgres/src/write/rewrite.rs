@@ -19,13 +19,13 @@ use futures::{SinkExt, TryStreamExt};
 use phony_core::{row, Backend, BlobId, BlobRef, ChunkParams, Store, TableEntry};
 use tokio_postgres::{Client, CopyInSink};
 
-use crate::catalog::TableInfo;
-use crate::chunk_stream::{copy_out_sql, decoded_chunks, Bound, ChunkStream};
 use crate::error::{pg, Result};
 use crate::keys::{affected_chunks, changed_keys_sql, key_types, key_values, Staged};
-use crate::restore::plan::TableRewrite;
+use crate::read::catalog::TableInfo;
+use crate::read::chunk_stream::{copy_out_sql, decoded_chunks, Bound, ChunkStream};
 use crate::sql::{column_list, columns_of, ident, ident_list, literal, qualified};
 use crate::tracking::{since_mark, Mark};
+use crate::write::restore::plan::TableRewrite;
 
 mod from_log;
 

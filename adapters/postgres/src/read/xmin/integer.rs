@@ -24,9 +24,9 @@ use phony_core::{row, Backend, BlobRef, Store, TableEntry};
 use tokio_postgres::Client;
 
 use super::ages::{copy_out_bounded, Ages, Horizon, Integer, Sums, CLASSES, MAX_FLAGGED_BYTES};
-use crate::chunk_stream::decoded_chunks;
 use crate::error::{pg, Result};
 use crate::keys::Staged;
+use crate::read::chunk_stream::decoded_chunks;
 use crate::sql::{column_list, ident, literal, qualified};
 use phony_core::merge::parse_int;
 

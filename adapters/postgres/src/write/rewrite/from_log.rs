@@ -1,10 +1,10 @@
 //! Rows put back from the change log's images, without reading the snapshot.
 
 use crate::error::{pg, Result};
-use crate::restore::plan::TableRewrite;
 use crate::session::Session;
 use crate::sql::{column_list, ident, ident_list, qualified};
 use crate::tracking::{since_mark, LoggedRelation, Mark};
+use crate::write::restore::plan::TableRewrite;
 
 /// Puts back, from the change log's row images, every row of `rel` that changed since the
 /// mark: no snapshot data is read. The caller has checked that `rel` has a primary key and

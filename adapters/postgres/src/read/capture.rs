@@ -18,19 +18,19 @@ use phony_core::{
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
-use crate::catalog::{self, TableInfo};
-pub use crate::chunk_stream::Progress;
-use crate::chunk_stream::{copy_out_sql, Bound, ChunkStream};
 use crate::connect::ConnectionTarget;
 use crate::error::{pg, Error, Result};
-use crate::incremental::{
+use crate::keys::{self, chunk_ref, key_positions};
+use crate::read::catalog::{self, TableInfo};
+pub use crate::read::chunk_stream::Progress;
+use crate::read::chunk_stream::{copy_out_sql, Bound, ChunkStream};
+use crate::read::incremental::{
     self, base_tree, encode_successor, read_base, store_tree, BaseTree, PatchJob, TableLog,
 };
-use crate::keys::{self, chunk_ref, key_positions};
-use crate::schema_dump::{PgDump, Section};
+use crate::read::schema_dump::{PgDump, Section};
+use crate::read::xmin;
 use crate::sql::{literal, qualified};
 use crate::tracking;
-use crate::xmin;
 pub use options::CaptureOptions;
 use options::{lock, Tally};
 
