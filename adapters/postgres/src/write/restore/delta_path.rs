@@ -110,7 +110,7 @@ pub(crate) async fn restore_delta<B: Backend + 'static>(
                 .map_err(fallback)?;
             // Tables without a primary key, truncated ones, partition trees with entries at
             // several levels, and tables whose log has rows without images (see
-            // `tracking::UNKNOWN_IMAGE`) are compared below, against the snapshot.
+            // `tracking::changes::UNKNOWN_IMAGE`) are compared below, against the snapshot.
             let simple: Vec<_> = rels
                 .iter()
                 .filter(|r| !r.whole && r.tree.is_empty() && !r.key.is_empty() && !r.unknown)
