@@ -9,6 +9,7 @@
 //!   tagged), verified against the BLAKE3 id.
 //! - [`manifest`]: chunk trees per table and the root manifest of a snapshot.
 //! - [`mask`]: masking rules applied to rows as they stream (syncs from production).
+//! - [`merge`]: a chunk patched with changed rows by integer key (incremental capture).
 //! - [`record`]: the snapshot record that makes a snapshot listed, written last.
 //! - [`config`]: the store's self-description and format version.
 //! - [`store`]: the store on top of a [`Backend`].
@@ -32,6 +33,7 @@ pub mod gc;
 pub mod id;
 pub mod manifest;
 pub mod mask;
+pub mod merge;
 pub mod record;
 pub mod resolve;
 pub mod retention;

@@ -4,6 +4,7 @@
 use phony_core::DatabaseProperties;
 use tokio_postgres::GenericClient;
 
+use crate::connect::ConnectionTarget;
 use crate::error::{pg, Result};
 use crate::session::Session;
 use crate::sql::{ident, literal};
@@ -200,6 +201,38 @@ pub(crate) async fn restore_settings(
             "setting the database's settings as the snapshot has them (ALTER DATABASE {} SET …, which needs its owner)",
             ident(name)
         )))
+}
+
+/// Whether database `target` exists.
+pub async fn database_exists(target: &ConnectionTarget) -> Result<bool> {
+    let client = maintenance(target).await?;
+    let row = client
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1",
+            &[&target.dbname()],
+        )
+        .await
+        .map_err(pg("looking up the target database"))?;
+    Ok(row.is_some())
+}
+
+/// A connection to the server's maintenance database (`postgres`, else `template1`).
+pub(crate) async fn maintenance(target: &ConnectionTarget) -> Result<tokio_postgres::Client> {
+    match target
+        .with_dbname("postgres")
+        .with_application_name("phony restore")
+        .connect()
+        .await
+    {
+        Ok(c) => Ok(c),
+        Err(_) => {
+            target
+                .with_dbname("template1")
+                .with_application_name("phony restore")
+                .connect()
+                .await
+        }
+    }
 }
 
 #[cfg(test)]

@@ -115,6 +115,15 @@ impl Error {
     }
 }
 
+impl From<phony_core::merge::MergeError> for Error {
+    fn from(e: phony_core::merge::MergeError) -> Self {
+        match e {
+            phony_core::merge::MergeError::Chunker(e) => Error::Store(e),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
 /// The context of a failed commit (see [`Error::may_have_committed`]).
 pub(crate) const COMMITTING: &str = "committing the restore";
 

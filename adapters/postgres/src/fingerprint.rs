@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 
 use phony_core::DatabaseProperties;
 
-use crate::catalog;
 use crate::connect::ConnectionTarget;
 use crate::database;
 use crate::error::{pg, Result};
-use crate::schema_dump::{normalize, PgDump};
+use crate::read::catalog;
+use crate::read::schema_dump::{normalize, PgDump};
 use crate::sql::qualified;
 
 /// The state of a database, comparable across databases.

@@ -7,8 +7,8 @@ use phony_core::mask::{ColumnShape, MaskKey, MaskRules, TableMask};
 use phony_core::QualifiedName;
 use tokio_postgres::GenericClient;
 
-use crate::catalog::TableInfo;
 use crate::error::{pg, Error, Result};
+use crate::read::catalog::TableInfo;
 
 /// Rules whose tables and columns exist, with what masking needs to know of each column.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::error::{pg, Error, Result};
-use crate::lease::{Release, TestDatabase};
+use crate::guard::{Release, TestDatabase};
 use crate::server::{default_server_url, url_with_dbname};
 use crate::setup::{SchemaChanges, Setup, Source, Strategy};
 use crate::slot::{Slot, LEASE_TABLE};

@@ -10,8 +10,8 @@
 
 pub mod cluster;
 mod error;
+mod guard;
 mod kit;
-mod lease;
 pub mod migrate;
 mod runtime;
 mod schema;
@@ -21,7 +21,7 @@ mod slot;
 
 pub use cluster::{ClusterOptions, ServerTls, TempCluster};
 pub use error::{Error, Result};
+pub use guard::TestDatabase;
 pub use kit::{ResetReport, Testkit};
-pub use lease::TestDatabase;
 pub use server::{default_server_url, shared_cluster};
 pub use setup::{SchemaChanges, Setup, Strategy};

@@ -11,9 +11,8 @@ use phony_core::{Backend, BlobRef, ChunkParams, QualifiedName, RowChunk, RowChun
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, CopyOutStream};
 
-use crate::capture::Progress;
-use crate::catalog::TableInfo;
 use crate::error::{pg, Error, Result};
+use crate::read::catalog::TableInfo;
 use crate::sql::{column_list, literal, qualified};
 
 /// The chunks of a `COPY … TO STDOUT`, as they are cut.
@@ -203,6 +202,9 @@ pub(crate) fn copy_out_sql(
         qualified(&table.name)
     )
 }
+
+/// Reports progress: plain bytes read so far are added in steps.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
 #[cfg(test)]
 mod tests {

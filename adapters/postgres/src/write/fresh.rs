@@ -17,44 +17,14 @@ use phony_core::{Backend, RootManifest, Store, TableEntry};
 
 use crate::connect::ConnectionTarget;
 use crate::database;
+pub use crate::database::database_exists;
+use crate::database::maintenance;
 use crate::error::{pg, Error, Result};
-use crate::restore::{
-    hold_event_triggers_off, load_table, refresh_materialized_views, set_sequences, text_blob,
-    RestoreOptions, RestorePath, RestoreReport,
-};
 use crate::sql::{ident, qualified};
-
-/// Whether database `target` exists.
-pub async fn database_exists(target: &ConnectionTarget) -> Result<bool> {
-    let client = maintenance(target).await?;
-    let row = client
-        .query_opt(
-            "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1",
-            &[&target.dbname()],
-        )
-        .await
-        .map_err(pg("looking up the target database"))?;
-    Ok(row.is_some())
-}
-
-/// A connection to the server's maintenance database (`postgres`, else `template1`).
-pub(crate) async fn maintenance(target: &ConnectionTarget) -> Result<tokio_postgres::Client> {
-    match target
-        .with_dbname("postgres")
-        .with_application_name("phony restore")
-        .connect()
-        .await
-    {
-        Ok(c) => Ok(c),
-        Err(_) => {
-            target
-                .with_dbname("template1")
-                .with_application_name("phony restore")
-                .connect()
-                .await
-        }
-    }
-}
+use crate::write::restore::full_path::{
+    hold_event_triggers_off, load_table, refresh_materialized_views, set_sequences, text_blob,
+};
+use crate::write::restore::plan::{RestoreOptions, RestorePath, RestoreReport};
 
 /// The prefix of the temporary names a new database is built under.
 fn partial_prefix(dbname: &str) -> String {

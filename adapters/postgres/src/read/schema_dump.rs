@@ -7,9 +7,9 @@ use std::process::Stdio;
 
 use tokio::process::Command;
 
-use crate::catalog::PHONY_SCHEMA;
 use crate::connect::{with_pinned_settings, ConnectionTarget};
 use crate::error::{pg, Error, Result};
+use crate::read::catalog::PHONY_SCHEMA;
 use crate::sql::literal;
 
 /// The environment variable that names a pg_dump binary explicitly.

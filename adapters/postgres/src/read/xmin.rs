@@ -33,12 +33,16 @@ use futures::TryStreamExt;
 use phony_core::{row, Backend, BlobId, BlobRef, CapturePoint, QualifiedName, Store, TableEntry};
 use tokio_postgres::Client;
 
-use crate::chunk_stream::decoded_chunks;
-use crate::delta::Staged;
 use crate::error::{pg, Result};
+use crate::keys::Staged;
+use crate::read::chunk_stream::decoded_chunks;
 use crate::sql::{columns_of, ident, literal, qualified};
 
+mod ages;
 pub(crate) mod integer;
+
+use ages::{copy_out_bounded, MAX_FLAGGED_BYTES};
+pub(crate) use ages::{Ages, Horizon};
 
 /// The server's identity: system identifier (text), timeline and database oid (int8), each
 /// NULL when the role may not read it (or, for the timeline, during recovery). Guarded, so
@@ -119,35 +123,6 @@ pub(crate) fn parse_snapshot(text: &str) -> Option<(u64, u64)> {
     (xmin <= xmax).then_some((xmin, xmax))
 }
 
-/// The capture snapshot's `xmin`, as the 32-bit transaction id rows carry: rows whose
-/// `xmin` precedes it are old.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Horizon(u32);
-
-impl Horizon {
-    /// SQL true when the row version whose `xid`-typed `xmin` is `xmin` was written before
-    /// the horizon: it is older by `age()`, which counts back from the current transaction
-    /// id modulo 2^32, as PostgreSQL orders ids, and gives the special ids (frozen,
-    /// bootstrap) the greatest age. A row more than 2^31 ids older than now reads as new:
-    /// compared, never wrongly trusted. (Cheaper than printing `xmin` and parsing it.)
-    pub(crate) fn old_sql(self, xmin: &str) -> String {
-        format!("pg_catalog.age({xmin}) > pg_catalog.age('{}'::xid)", self.0)
-    }
-
-    /// The same test in Rust, `now` being the current transaction id (for tests of the SQL).
-    #[cfg(test)]
-    fn precedes(self, xmin: u32, now: u32) -> bool {
-        let age = |x: u32| {
-            if x < 3 {
-                i32::MAX
-            } else {
-                now.wrapping_sub(x) as i32
-            }
-        };
-        age(xmin) > age(self.0)
-    }
-}
-
 /// Why the point cannot be trusted here, or the horizon when it can.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Trust {
@@ -217,24 +192,6 @@ fn decide(
     Trust::Trusted(Horizon((cap_xmin & 0xFFFF_FFFF) as u32))
 }
 
-/// What a table's rows' ages say.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Ages {
-    /// Every row is one the capture read, and none is missing: the table is the snapshot's.
-    Unchanged,
-    /// These chunks (0-based, ascending) may differ; the others hold the live rows. With
-    /// `below`, rows sort before the first chunk's first key (they go with chunk 0). `old`:
-    /// each chunk's old rows; `integer`: what the scan found for an integer key.
-    Chunks {
-        flagged: Vec<usize>,
-        below: bool,
-        old: Vec<u64>,
-        integer: Option<integer::Integer>,
-    },
-    /// Compare the whole table's content.
-    Content,
-}
-
 /// Reads the ages of `entry`'s live rows, against the snapshot's `chunks`. `types`: the
 /// SQL types of the key columns; `bit_xor`: whether the server has that aggregate (then an
 /// integer key's scan also reads what [`integer`] needs). Runs outside the restore
@@ -273,7 +230,7 @@ pub(crate) async fn ages(
         return Ok(Ages::Content);
     };
     let ty = &types[0];
-    let array = crate::catalog::array_type(ty);
+    let array = crate::read::catalog::array_type(ty);
     // The thresholds must read back as they were printed, in ascending order: otherwise the
     // key type's text or order is not what the capture saw.
     let ok: bool = reader
@@ -327,33 +284,6 @@ pub(crate) async fn ages(
     Ok(Ages::of(chunks, old, &new, below, None))
 }
 
-impl Ages {
-    /// The verdict on a table from its chunks' `old` and `new` rows: the chunks that may
-    /// differ are those whose range holds a new row, or not as many old rows as the chunk
-    /// has (and chunk 0 when rows sort before it, `below`).
-    pub(crate) fn of(
-        chunks: &[BlobRef],
-        old: Vec<u64>,
-        new: &[u64],
-        below: bool,
-        integer: Option<integer::Integer>,
-    ) -> Ages {
-        let flagged: Vec<usize> = (0..chunks.len())
-            .filter(|&i| (i == 0 && below) || new[i] > 0 || old[i] != chunks[i].rows)
-            .collect();
-        if flagged.is_empty() {
-            Ages::Unchanged
-        } else {
-            Ages::Chunks {
-                flagged,
-                below,
-                old,
-                integer,
-            }
-        }
-    }
-}
-
 /// What reading a table's rows' ages found.
 #[derive(Debug)]
 pub(crate) enum Outcome {
@@ -386,7 +316,7 @@ pub(crate) async fn examine<B: Backend + 'static>(
 ) -> Result<()> {
     // `bit_xor` came with PostgreSQL 14; a server that will not say takes the general path.
     let bit_xor = match readers.first() {
-        Some(reader) => crate::catalog::server_version(*reader)
+        Some(reader) => crate::read::catalog::server_version(*reader)
             .await
             .is_ok_and(|(version, _)| version >= 140_000),
         None => false,
@@ -427,7 +357,7 @@ async fn examine_one<B: Backend + 'static>(
 ) -> Result<Outcome> {
     let chunks = store.table_chunks(entry).await?;
     let read = async {
-        let types = crate::delta::key_types(reader, entry).await?;
+        let types = crate::keys::key_types(reader, entry).await?;
         let started = std::time::Instant::now();
         let ages = ages(reader, entry, &chunks, &types, horizon, bit_xor).await?;
         tracing::debug!("{}: ages read in {:?}", entry.table, started.elapsed());
@@ -489,17 +419,13 @@ async fn examine_one<B: Backend + 'static>(
 pub(crate) fn thresholds(table: &QualifiedName, chunks: &[BlobRef]) -> Result<Option<Vec<String>>> {
     let mut out = Vec::with_capacity(chunks.len());
     for c in chunks {
-        match crate::delta::chunk_key(table, 1, c)?.pop().flatten() {
+        match crate::keys::chunk_key(table, 1, c)?.pop().flatten() {
             Some(v) => out.push(v),
             None => return Ok(None),
         }
     }
     Ok(Some(out))
 }
-
-/// The most a table's changed chunks (snapshot bytes) and the live rows read for them may
-/// hold in memory; beyond it the table's content is compared by the streaming path.
-pub(crate) const MAX_FLAGGED_BYTES: u64 = 64 << 20;
 
 /// Compares the `flagged` chunks with the live rows of their key ranges, in one query: new
 /// rows are read whole, old rows by key only (they are the snapshot's). `None` when the
@@ -518,7 +444,7 @@ pub(crate) async fn compare_flagged<B: Backend + 'static>(
     horizon: Horizon,
     prefetch: usize,
 ) -> Result<Option<Staged>> {
-    let Some(positions) = crate::capture::key_positions(&entry.columns, &entry.key) else {
+    let Some(positions) = crate::keys::key_positions(&entry.columns, &entry.key) else {
         return Ok(None);
     };
     let Some(thresholds) = thresholds(&entry.table, chunks)? else {
@@ -595,24 +521,6 @@ pub(crate) async fn compare_flagged<B: Backend + 'static>(
     Ok(Some(staged))
 }
 
-/// The output of a `COPY … TO STDOUT`, or `None` once it outgrows [`MAX_FLAGGED_BYTES`].
-pub(crate) async fn copy_out_bounded(
-    reader: &Client,
-    sql: &str,
-    context: &str,
-) -> Result<Option<Vec<u8>>> {
-    let stream = reader.copy_out(sql).await.map_err(pg(context))?;
-    futures::pin_mut!(stream);
-    let mut data = Vec::new();
-    while let Some(buf) = stream.try_next().await.map_err(pg(context))? {
-        data.extend_from_slice(&buf);
-        if data.len() as u64 > MAX_FLAGGED_BYTES {
-            return Ok(None);
-        }
-    }
-    Ok(Some(data))
-}
-
 /// `COPY` of the live rows in the key ranges of the `flagged` chunks: per row the chunk's
 /// index, `t` for an old row (then only its key columns, the others NULL) or `f`, and the
 /// stored columns. Chunk i's range runs from its first key (or, for chunk 0 with `below`,
@@ -676,7 +584,7 @@ fn flagged_sql(
         }
     }
     if !middle.is_empty() {
-        let array = crate::catalog::array_type(ty);
+        let array = crate::read::catalog::array_type(ty);
         let list = |f: &dyn Fn(&(usize, String, String)) -> String| {
             middle.iter().map(f).collect::<Vec<_>>().join(", ")
         };

@@ -1,6 +1,7 @@
 //! Patching one chunk: its rows minus the changed keys, plus the live rows of those keys,
 //! in key order; cut again with the chunker when the result outgrows a chunk. Pure: bytes
-//! in, bytes out.
+//! in, bytes out. The PostgreSQL adapter's incremental capture feeds it the rows its change
+//! log names.
 //!
 //! Keys are integer columns only (`smallint`, `integer`, `bigint`), whose text COPY form
 //! parses to an `i64` and whose btree order is the order of those numbers; a composite key
@@ -8,24 +9,39 @@
 
 use std::cmp::Ordering;
 
-use phony_core::chunker::ROW_END;
-use phony_core::{row, ChunkParams, RowChunk, RowChunker};
+use crate::chunker::ROW_END;
+use crate::{row, ChunkParams, RowChunk, RowChunker};
 
-use crate::error::{Error, Result};
+/// Why a chunk could not be patched.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    /// The chunker refused its parameters.
+    #[error(transparent)]
+    Chunker(#[from] crate::Error),
+    /// Changed keys were fed out of ascending order (a bug in the caller).
+    #[error("changed keys out of order: {key:?} after {last:?}")]
+    OutOfOrder { key: Key, last: Option<Key> },
+    /// A row of the chunk being patched has no integer key (the chunk is not what it should
+    /// be).
+    #[error("a stored row has no integer key: {row:?}")]
+    NoIntegerKey { row: String },
+}
+
+type Result<T> = std::result::Result<T, MergeError>;
 
 /// A key's values, in key order.
-pub(crate) type Key = Vec<i64>;
+pub type Key = Vec<i64>;
 
 /// One changed key and the row that now has it, if any (a line without its `\n`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Changed {
+pub struct Changed {
     pub key: Key,
     pub row: Option<Vec<u8>>,
 }
 
 /// Parses the integer fields at `positions` of a COPY line into `out`, or `None` if one is
 /// missing, NULL or not an integer.
-pub(crate) fn parse_key(line: &[u8], positions: &[usize], out: &mut Key) -> Option<()> {
+pub fn parse_key(line: &[u8], positions: &[usize], out: &mut Key) -> Option<()> {
     out.clear();
     out.resize(positions.len(), 0);
     let last = positions.iter().copied().max()?;
@@ -40,13 +56,13 @@ pub(crate) fn parse_key(line: &[u8], positions: &[usize], out: &mut Key) -> Opti
 }
 
 /// A chunk's first key (key fields joined by tabs, as [`row::key_text`] writes them).
-pub(crate) fn parse_key_text(text: &str) -> Option<Key> {
+pub fn parse_key_text(text: &str) -> Option<Key> {
     row::fields(text.as_bytes()).map(parse_int).collect()
 }
 
 /// PostgreSQL's text form of an integer: an optional `-`, then ASCII digits (`None` for
 /// anything else, `\N` included).
-pub(crate) fn parse_int(field: &[u8]) -> Option<i64> {
+pub fn parse_int(field: &[u8]) -> Option<i64> {
     let (negative, digits) = match field.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, field),
@@ -71,7 +87,7 @@ pub(crate) fn parse_int(field: &[u8]) -> Option<i64> {
 
 /// The chunk whose key range holds `key`: the last whose first key is not above it (chunk
 /// 0 also holds every smaller key). `firsts` are the chunks' first keys, ascending.
-pub(crate) fn chunk_of(firsts: &[Key], key: &[i64]) -> usize {
+pub fn chunk_of(firsts: &[Key], key: &[i64]) -> usize {
     firsts
         .partition_point(|f| f.as_slice() <= key)
         .saturating_sub(1)
@@ -94,7 +110,7 @@ const PUSH_BYTES: usize = 64 << 10;
 /// it takes; the output is the chunk's rows with every fed key's old row dropped and its
 /// new row (if any) put in its place.
 #[derive(Debug)]
-pub(crate) struct Merge {
+pub struct Merge {
     positions: Vec<usize>,
     params: ChunkParams,
     base: bytes::Bytes,
@@ -112,7 +128,7 @@ pub(crate) struct Merge {
 impl Merge {
     /// Starts patching a chunk whose plain rows are `base` (empty for a table that had
     /// none).
-    pub(crate) fn new(base: bytes::Bytes, positions: &[usize], params: ChunkParams) -> Self {
+    pub fn new(base: bytes::Bytes, positions: &[usize], params: ChunkParams) -> Self {
         Merge {
             positions: positions.to_vec(),
             params,
@@ -127,13 +143,13 @@ impl Merge {
     }
 
     /// Merges the next changed keys (ascending, and above those fed before).
-    pub(crate) fn feed(&mut self, changes: &[Changed]) -> Result<()> {
+    pub fn feed(&mut self, changes: &[Changed]) -> Result<()> {
         for c in changes {
             if self.last.as_ref().is_some_and(|last| *last >= c.key) {
-                return Err(Error::Internal(format!(
-                    "changed keys out of order: {:?} after {:?}",
-                    c.key, self.last
-                )));
+                return Err(MergeError::OutOfOrder {
+                    key: c.key.clone(),
+                    last: self.last.clone(),
+                });
             }
             self.last = Some(c.key.clone());
             let run_start = self.pos;
@@ -167,13 +183,13 @@ impl Merge {
     }
 
     /// Chunks completed so far (only once the output has outgrown one chunk).
-    pub(crate) fn take_done(&mut self) -> Vec<RowChunk> {
+    pub fn take_done(&mut self) -> Vec<RowChunk> {
         std::mem::take(&mut self.done)
     }
 
     /// The rest of the chunks, and whether anything changed at all (if not, the output is
     /// the base chunk itself and nothing is returned).
-    pub(crate) fn finish(mut self) -> Result<(Vec<RowChunk>, bool)> {
+    pub fn finish(mut self) -> Result<(Vec<RowChunk>, bool)> {
         if !self.changed {
             return Ok((Vec::new(), false));
         }
@@ -208,10 +224,9 @@ impl Merge {
             let len = memchr::memchr(ROW_END, rest).unwrap_or(rest.len());
             let mut key = Key::new();
             parse_key(&rest[..len], &self.positions, &mut key).ok_or_else(|| {
-                Error::Internal(format!(
-                    "a stored row has no integer key: {:?}",
-                    String::from_utf8_lossy(&rest[..len.min(200)])
-                ))
+                MergeError::NoIntegerKey {
+                    row: String::from_utf8_lossy(&rest[..len.min(200)]).into_owned(),
+                }
             })?;
             self.head = Some((key, self.pos + (len + 1).min(rest.len())));
         }

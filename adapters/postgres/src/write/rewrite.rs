@@ -16,34 +16,23 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{SinkExt, TryStreamExt};
-use phony_core::{row, Backend, BlobId, BlobRef, ChunkParams, QualifiedName, Store, TableEntry};
+use phony_core::{row, Backend, BlobId, BlobRef, ChunkParams, Store, TableEntry};
 use tokio_postgres::{Client, CopyInSink};
 
-use crate::catalog::{TableInfo, COLUMN_TYPE_OF_A};
-use crate::chunk_stream::{copy_out_sql, decoded_chunks, Bound, ChunkStream};
-use crate::error::{pg, Error, Result};
+use crate::error::{pg, Result};
+use crate::keys::{affected_chunks, changed_keys_sql, key_types, key_values, Staged};
+use crate::read::catalog::TableInfo;
+use crate::read::chunk_stream::{copy_out_sql, decoded_chunks, Bound, ChunkStream};
 use crate::sql::{column_list, columns_of, ident, ident_list, literal, qualified};
 use crate::tracking::{since_mark, Mark};
+use crate::write::restore::plan::TableRewrite;
 
-/// What a delta restore changed (or, in a dry run, would change) in one table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableChange {
-    pub table: QualifiedName,
-    pub deleted: u64,
-    pub inserted: u64,
-    pub updated: u64,
-    /// Why the table was reloaded whole (every row deleted, the snapshot's copied in)
-    /// rather than rewritten row by row; the counts are still the rows that differed.
-    pub reloaded: Option<String>,
-}
-
+mod apply;
 mod from_log;
 
-pub(crate) use from_log::{restore_from_log, Logging, UNKNOWN_IMAGE};
+use apply::{apply_keyed, apply_multiset, key_eq, row_of, LIVE, SNAP};
 
-const LIVE: &str = "pg_temp.phony_live";
-const SNAP: &str = "pg_temp.phony_snap";
-const MULTISET: &str = "pg_temp.phony_multiset";
+pub(crate) use from_log::{restore_from_log, Logging};
 
 /// Makes `table` hold the snapshot's rows. Returns `None` when it already does.
 /// `log`: the relation id to log the rewritten keys under, when tracking.
@@ -55,7 +44,7 @@ pub(crate) async fn restore_table<B: Backend + 'static>(
     params: ChunkParams,
     prefetch: usize,
     log: Option<u32>,
-) -> Result<Option<TableChange>> {
+) -> Result<Option<TableRewrite>> {
     if !entry.key.is_empty() {
         if let Some(change) =
             restore_keyed_by_segments(client, reader, store, entry, params, log, prefetch).await?
@@ -76,7 +65,7 @@ async fn restore_table_staged<B: Backend + 'static>(
     params: ChunkParams,
     prefetch: usize,
     log: Option<u32>,
-) -> Result<Option<TableChange>> {
+) -> Result<Option<TableRewrite>> {
     let t = qualified(&entry.table);
     let snapshot_chunks = store.table_chunks(entry).await?;
     let mut unmatched: HashMap<BlobId, usize> = HashMap::new();
@@ -143,7 +132,7 @@ async fn finish(
     log: Option<u32>,
     // Reloads a table without a key whole (see [`apply_multiset`]); run only for those.
     reload: impl std::future::Future<Output = Result<()>>,
-) -> Result<TableChange> {
+) -> Result<TableRewrite> {
     if let Some(relid) = log {
         // Log what this restore is about to change, as the tracking triggers would have:
         // each differing key with its current row (its image), so other marks stay valid.
@@ -280,7 +269,7 @@ async fn key_filter(
     if !types.iter().all(|t| text_stable(t)) {
         return Ok(None);
     }
-    let Some(positions) = crate::capture::key_positions(&entry.columns, &entry.key) else {
+    let Some(positions) = crate::keys::key_positions(&entry.columns, &entry.key) else {
         return Ok(None);
     };
     let rows = client
@@ -320,7 +309,7 @@ pub(crate) async fn restore_table_keys<B: Backend + 'static>(
     mark: &Mark,
     prefetch: usize,
     log: Option<u32>,
-) -> Result<Option<TableChange>> {
+) -> Result<Option<TableRewrite>> {
     let t = qualified(&entry.table);
     let chunks = store.table_chunks(entry).await?;
     let types = key_types(client, entry).await?;
@@ -359,127 +348,6 @@ pub(crate) async fn restore_table_keys<B: Backend + 'static>(
     finish(client, entry, &t, log, async { Ok(()) })
         .await
         .map(Some)
-}
-
-/// The chunks (0-based, ascending) whose key ranges hold a key the log names for `relids`
-/// since `mark`. Chunk i holds the keys from its first key up to the next chunk's first;
-/// the first chunk also holds every smaller key.
-pub(crate) async fn affected_chunks(
-    client: &impl tokio_postgres::GenericClient,
-    entry: &TableEntry,
-    chunks: &[BlobRef],
-    types: &[String],
-    relids: &Vec<u32>,
-    mark: &Mark,
-) -> Result<Vec<usize>> {
-    let n = entry.key.len();
-    let mut index: Vec<i32> = Vec::with_capacity(chunks.len());
-    let mut bounds: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(chunks.len()); n];
-    for (i, c) in chunks.iter().enumerate() {
-        let fields = chunk_key(&entry.table, n, c)?;
-        index.push(i as i32 + 1);
-        for (col, f) in fields.into_iter().enumerate() {
-            bounds[col].push(f);
-        }
-    }
-    let changed = changed_keys_sql(entry, types, n + 2, n + 3);
-    let k: Vec<String> = (1..=n).map(|i| format!("k{i}")).collect();
-    let cols_b: Vec<String> = (0..n)
-        .map(|i| format!("b.k{}::{} AS k{}", i + 1, types[i], i + 1))
-        .collect();
-    let unnest_args: Vec<String> = (0..n).map(|i| format!("${}::text[]", i + 2)).collect();
-    let sql = format!(
-        "WITH b AS (SELECT i, {cols_b} FROM unnest($1::int4[], {unnest}) AS b(i, {k})),
-              c AS ({changed}),
-              u AS (SELECT {k}, i FROM b UNION ALL SELECT {k}, NULL FROM c)
-         SELECT DISTINCT coalesce(x, 1) FROM (
-             SELECT i, max(i) OVER (ORDER BY {k}, i IS NULL ROWS UNBOUNDED PRECEDING) AS x FROM u
-         ) z WHERE i IS NULL",
-        cols_b = cols_b.join(", "),
-        unnest = unnest_args.join(", "),
-        k = k.join(", "),
-    );
-    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&index];
-    for b in &bounds {
-        params.push(b);
-    }
-    params.push(relids);
-    params.push(&mark.snap);
-    let rows = client
-        .query(&sql, &params)
-        .await
-        .map_err(pg(format!("finding the changed rows of {}", entry.table)))?;
-    let mut wanted: Vec<usize> = rows
-        .iter()
-        .map(|r| (r.get::<_, i32>(0) as usize).saturating_sub(1))
-        .filter(|&i| i < chunks.len())
-        .collect();
-    wanted.sort_unstable();
-    wanted.dedup();
-    Ok(wanted)
-}
-
-/// A chunk's first key, unescaped, one value per key column.
-pub(crate) fn chunk_key(
-    table: &QualifiedName,
-    key_len: usize,
-    c: &BlobRef,
-) -> Result<Vec<Option<String>>> {
-    let first = c
-        .first
-        .as_deref()
-        .ok_or_else(|| Error::Internal(format!("snapshot of {table} has no chunk keys")))?;
-    let fields = key_values(first)?;
-    if fields.len() != key_len {
-        return Err(Error::Internal(format!(
-            "snapshot of {table} has malformed chunk keys"
-        )));
-    }
-    Ok(fields)
-}
-
-/// The distinct keys the log names for `relids` since a mark, typed, as columns k1…kn.
-/// `$relids` and `$snap` are the parameter numbers of the relid array and the mark.
-fn changed_keys_sql(entry: &TableEntry, types: &[String], relids: usize, snap: usize) -> String {
-    let cols: Vec<String> = (0..entry.key.len())
-        .map(|i| format!("key[{}]::{} AS k{}", i + 1, types[i], i + 1))
-        .collect();
-    format!(
-        "SELECT DISTINCT {} FROM phony.changes WHERE relid = ANY(${relids}::oid[]) \
-         AND key IS NOT NULL AND {}",
-        cols.join(", "),
-        since_mark(&format!("${snap}::text"))
-    )
-}
-
-/// The SQL types of a table's key columns, in key order, with their collations (see
-/// [`COLUMN_TYPE_OF_A`]).
-pub(crate) async fn key_types(
-    client: &impl tokio_postgres::GenericClient,
-    entry: &TableEntry,
-) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for k in &entry.key {
-        let row = client
-            .query_one(
-                &format!(
-                    "SELECT {COLUMN_TYPE_OF_A} FROM pg_catalog.pg_attribute a
-                     WHERE a.attrelid = $1::text::regclass AND a.attname = $2"
-                ),
-                &[&qualified(&entry.table), k],
-            )
-            .await
-            .map_err(pg(format!("reading the key type of {}", entry.table)))?;
-        out.push(row.get(0));
-    }
-    Ok(out)
-}
-
-/// The values of a key text (COPY fields joined by tabs), unescaped; `None` for NULL.
-fn key_values(text: &str) -> Result<Vec<Option<String>>> {
-    Ok(row::fields(text.as_bytes())
-        .map(|f| row::unescape(f).map(|v| String::from_utf8_lossy(&v).into_owned()))
-        .collect())
 }
 
 /// Matches one live chunk against the snapshot's; stages it when the snapshot lacks it.
@@ -529,234 +397,6 @@ async fn create_temp(client: &Client, entry: &TableEntry, name: &str) -> Result<
         .map_err(pg(format!("staging rows of {}", entry.table)))
 }
 
-fn row_of(alias: &str, columns: &[String]) -> String {
-    format!("ROW({})::text", column_list(alias, columns))
-}
-
-fn key_eq(a: &str, b: &str, key: &[String]) -> String {
-    key.iter()
-        .map(|k| format!("{a}.{k} = {b}.{k}", k = ident(k)))
-        .collect::<Vec<_>>()
-        .join(" AND ")
-}
-
-/// Rewrites the rows that differ between the staged live and snapshot rows: updated in
-/// place where `in_place` (see [`crate::tracking::in_place_sql`]), else deleted and
-/// inserted again.
-async fn apply_keyed(
-    client: &Client,
-    entry: &TableEntry,
-    t: &str,
-    in_place: bool,
-) -> Result<TableChange> {
-    let key = &entry.key;
-    let cols = ident_list(&entry.columns);
-    let s_cols: Vec<String> = entry
-        .columns
-        .iter()
-        .map(|c| format!("s.{}", ident(c)))
-        .collect();
-    let context = format!("rewriting rows of {}", entry.table);
-    if !in_place {
-        // Every live row that is not the snapshot's goes, then every snapshot row that is
-        // not live comes: no unique constraint sees a value held by two rows midway.
-        let same = format!(
-            "{} AND {} IS NOT DISTINCT FROM {}",
-            key_eq("s", "l", key),
-            row_of("s", &entry.columns),
-            row_of("l", &entry.columns)
-        );
-        let gone = client
-            .query_one(
-                &format!(
-                    "WITH d AS (DELETE FROM ONLY {t} AS t USING {LIVE} l WHERE {} \
-                                AND NOT EXISTS (SELECT 1 FROM {SNAP} s WHERE {same}) \
-                                RETURNING EXISTS (SELECT 1 FROM {SNAP} s WHERE {}) AS kept) \
-                     SELECT count(*) FILTER (WHERE NOT kept), count(*) FILTER (WHERE kept) FROM d",
-                    key_eq("t", "l", key),
-                    key_eq("s", "t", key)
-                ),
-                &[],
-            )
-            .await
-            .map_err(pg(context.clone()))?;
-        let (deleted, updated) = (gone.get::<_, i64>(0) as u64, gone.get::<_, i64>(1) as u64);
-        let put = client
-            .execute(
-                &format!(
-                    "INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE SELECT {} FROM {SNAP} s \
-                     WHERE NOT EXISTS (SELECT 1 FROM {LIVE} l WHERE {same})",
-                    s_cols.join(", ")
-                ),
-                &[],
-            )
-            .await
-            .map_err(pg(context))?;
-        return Ok(TableChange {
-            table: entry.table.clone(),
-            deleted,
-            inserted: put.saturating_sub(updated),
-            updated,
-            reloaded: None,
-        });
-    }
-    let deleted = client
-        .execute(
-            &format!(
-                "DELETE FROM ONLY {t} AS t USING {LIVE} l WHERE {} \
-                 AND NOT EXISTS (SELECT 1 FROM {SNAP} s WHERE {})",
-                key_eq("t", "l", key),
-                key_eq("s", "l", key)
-            ),
-            &[],
-        )
-        .await
-        .map_err(pg(context.clone()))?;
-    let non_key: Vec<&String> = entry.columns.iter().filter(|c| !key.contains(c)).collect();
-    let updated = if non_key.is_empty() {
-        0
-    } else {
-        let set: Vec<String> = non_key
-            .iter()
-            .map(|c| format!("{c} = s.{c}", c = ident(c)))
-            .collect();
-        client
-            .execute(
-                &format!(
-                    "UPDATE ONLY {t} AS t SET {} FROM {SNAP} s JOIN {LIVE} l ON {} \
-                     WHERE {} AND {} IS DISTINCT FROM {}",
-                    set.join(", "),
-                    key_eq("s", "l", key),
-                    key_eq("t", "s", key),
-                    row_of("s", &entry.columns),
-                    row_of("l", &entry.columns)
-                ),
-                &[],
-            )
-            .await
-            .map_err(pg(context.clone()))?
-    };
-    let inserted = client
-        .execute(
-            &format!(
-                "INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE SELECT {} FROM {SNAP} s \
-                 WHERE NOT EXISTS (SELECT 1 FROM {LIVE} l WHERE {})",
-                s_cols.join(", "),
-                key_eq("s", "l", key)
-            ),
-            &[],
-        )
-        .await
-        .map_err(pg(context))?;
-    Ok(TableChange {
-        table: entry.table.clone(),
-        deleted,
-        inserted,
-        updated,
-        reloaded: None,
-    })
-}
-
-/// Makes a table without a key hold the snapshot's rows, as a multiset of whole rows: the
-/// copies of each distinct row to remove and to add are counted first. Removing them means
-/// finding each one by its text among all the live rows; when they are many (at least half
-/// as many as the snapshot's rows), deleting every row and copying the snapshot's in
-/// (`reload`) costs less, and the table is reloaded instead (the counts stay the rows that
-/// differ).
-async fn apply_multiset(
-    client: &Client,
-    entry: &TableEntry,
-    t: &str,
-    reload: impl std::future::Future<Output = Result<()>>,
-) -> Result<TableChange> {
-    let context = format!("rewriting rows of {}", entry.table);
-    let cols = ident_list(&entry.columns);
-    let s_cols: Vec<String> = entry
-        .columns
-        .iter()
-        .map(|c| format!("z.{}", ident(c)))
-        .collect();
-    // How many copies of each distinct row to remove (n > 0) or add (n < 0).
-    client
-        .batch_execute(&format!(
-            "CREATE TEMP TABLE phony_multiset AS \
-             SELECT txt, sum(n)::int8 AS n FROM ( \
-               SELECT {} AS txt, 1 AS n FROM {LIVE} l UNION ALL SELECT {}, -1 FROM {SNAP} s \
-             ) x GROUP BY txt HAVING sum(n) <> 0",
-            row_of("l", &entry.columns),
-            row_of("s", &entry.columns)
-        ))
-        .await
-        .map_err(pg(context.clone()))?;
-    let sums = client
-        .query_one(
-            &format!(
-                "SELECT coalesce(sum(n) FILTER (WHERE n > 0), 0)::int8, \
-                        coalesce(-sum(n) FILTER (WHERE n < 0), 0)::int8 FROM {MULTISET}"
-            ),
-            &[],
-        )
-        .await
-        .map_err(pg(context.clone()))?;
-    let (to_delete, to_insert) = (
-        sums.get::<_, i64>(0).max(0) as u64,
-        sums.get::<_, i64>(1).max(0) as u64,
-    );
-    if let Some(why) = reload_reason(to_delete + to_insert, entry.content.rows) {
-        client
-            .batch_execute(&format!("DROP TABLE {MULTISET}; DELETE FROM ONLY {t}"))
-            .await
-            .map_err(pg(context))?;
-        reload.await?;
-        return Ok(TableChange {
-            table: entry.table.clone(),
-            deleted: to_delete,
-            inserted: to_insert,
-            updated: 0,
-            reloaded: Some(why),
-        });
-    }
-    let deleted = client
-        .execute(
-            &format!(
-                "DELETE FROM ONLY {t} WHERE ctid IN ( \
-                   SELECT z.ctid FROM ( \
-                     SELECT t2.ctid, {txt} AS txt, row_number() OVER (PARTITION BY {txt}) AS rn \
-                     FROM ONLY {t} AS t2 WHERE {txt} IN (SELECT txt FROM {MULTISET} WHERE n > 0) \
-                   ) z JOIN {MULTISET} d USING (txt) WHERE z.rn <= d.n)",
-                txt = row_of("t2", &entry.columns)
-            ),
-            &[],
-        )
-        .await
-        .map_err(pg(context.clone()))?;
-    let inserted = client
-        .execute(
-            &format!(
-                "INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE SELECT {} FROM ( \
-                   SELECT s.*, {txt} AS phony_txt, row_number() OVER (PARTITION BY {txt}) AS phony_rn \
-                   FROM {SNAP} s \
-                 ) z JOIN {MULTISET} d ON d.txt = z.phony_txt WHERE d.n < 0 AND z.phony_rn <= -d.n",
-                s_cols.join(", "),
-                txt = row_of("s", &entry.columns)
-            ),
-            &[],
-        )
-        .await
-        .map_err(pg(context.clone()))?;
-    client
-        .batch_execute(&format!("DROP TABLE {MULTISET}"))
-        .await
-        .map_err(pg(context))?;
-    Ok(TableChange {
-        table: entry.table.clone(),
-        deleted,
-        inserted,
-        updated: 0,
-        reloaded: None,
-    })
-}
-
 /// Why a keyed table whose differing rows take `staged` bytes (both sides) is cheaper to
 /// reload than to rewrite, its snapshot holding `bytes`; `None` when it is not.
 fn keyed_reload_reason(staged: u64, bytes: u64) -> Option<String> {
@@ -769,8 +409,8 @@ fn keyed_reload_reason(staged: u64, bytes: u64) -> Option<String> {
 }
 
 /// The rows `staged` deletes, inserts and updates, by key.
-fn staged_counts(entry: &TableEntry, staged: &Staged) -> TableChange {
-    let positions = crate::capture::key_positions(&entry.columns, &entry.key).unwrap_or_default();
+fn staged_counts(entry: &TableEntry, staged: &Staged) -> TableRewrite {
+    let positions = crate::keys::key_positions(&entry.columns, &entry.key).unwrap_or_default();
     let live: std::collections::HashSet<String> = row::lines(&staged.live)
         .map(|l| row::key_text(l, &positions))
         .collect();
@@ -778,24 +418,13 @@ fn staged_counts(entry: &TableEntry, staged: &Staged) -> TableChange {
         .map(|l| row::key_text(l, &positions))
         .collect();
     let updated = live.intersection(&snap).count() as u64;
-    TableChange {
+    TableRewrite {
         table: entry.table.clone(),
         deleted: live.len() as u64 - updated,
         inserted: snap.len() as u64 - updated,
         updated,
         reloaded: None,
     }
-}
-
-/// Why a table without a key is cheaper to reload than to rewrite `differing` of its
-/// snapshot's `rows` rows one by one, or `None` when it is not.
-fn reload_reason(differing: u64, rows: u64) -> Option<String> {
-    (differing > 0 && differing * 2 >= rows).then(|| {
-        format!(
-            "{differing} rows differ, against {rows} in the snapshot, and it has no key: \
-             reloading it costs less than finding each row among the live ones"
-        )
-    })
 }
 
 /// Copies every row of the snapshot's table into the live one (emptied by the caller).
@@ -861,8 +490,8 @@ async fn restore_keyed_by_segments<B: Backend + 'static>(
     params: ChunkParams,
     log: Option<u32>,
     prefetch: usize,
-) -> Result<Option<Option<TableChange>>> {
-    let Some(positions) = crate::capture::key_positions(&entry.columns, &entry.key) else {
+) -> Result<Option<Option<TableRewrite>>> {
+    let Some(positions) = crate::keys::key_positions(&entry.columns, &entry.key) else {
         return Ok(None);
     };
     let snap = store.table_chunks(entry).await?;
@@ -938,49 +567,6 @@ async fn restore_keyed_by_segments<B: Backend + 'static>(
         .map(Some)
 }
 
-/// Rows to stage, COPY text: the live rows that differ from (or are missing in) the
-/// snapshot, and the snapshot's rows that differ from (or are missing among) the live ones.
-#[derive(Debug, Default)]
-pub(crate) struct Staged {
-    pub live: Vec<u8>,
-    pub snap: Vec<u8>,
-}
-
-impl Staged {
-    /// The bytes staged so far.
-    pub(crate) fn bytes(&self) -> u64 {
-        (self.live.len() + self.snap.len()) as u64
-    }
-
-    /// Compares `live` rows with the snapshot's rows of the same key range (`snap_rows`, by
-    /// key text at `positions`), taking out each one a live row has: equal rows are left
-    /// alone, the others staged.
-    pub(crate) fn compare<'a, R: AsRef<[u8]>>(
-        &mut self,
-        snap_rows: &mut HashMap<String, R>,
-        live: impl IntoIterator<Item = &'a [u8]>,
-        positions: &[usize],
-    ) {
-        for line in live {
-            match snap_rows.remove(&row::key_text(line, positions)) {
-                Some(same) if same.as_ref() == line => {}
-                Some(other) => {
-                    push_line(&mut self.live, line);
-                    push_line(&mut self.snap, other.as_ref());
-                }
-                None => push_line(&mut self.live, line),
-            }
-        }
-    }
-
-    /// Stages the snapshot's rows that no live row had.
-    pub(crate) fn rest<R: AsRef<[u8]>>(&mut self, snap_rows: HashMap<String, R>) {
-        for line in snap_rows.into_values() {
-            push_line(&mut self.snap, line.as_ref());
-        }
-    }
-}
-
 /// Makes a keyed table hold the snapshot's rows given the rows that differ: `live`, the live
 /// rows that differ from (or are missing in) the snapshot, and `snap`, the snapshot's rows
 /// that differ from (or are missing among) the live ones, both COPY text. `None` when both
@@ -998,7 +584,7 @@ pub(crate) async fn apply_staged<B: Backend + 'static>(
     staged: Staged,
     log: Option<u32>,
     prefetch: usize,
-) -> Result<Option<TableChange>> {
+) -> Result<Option<TableRewrite>> {
     if staged.live.is_empty() && staged.snap.is_empty() {
         return Ok(None);
     }
@@ -1045,11 +631,6 @@ pub(crate) async fn apply_staged<B: Backend + 'static>(
     finish(client, entry, &t, log, async { Ok(()) })
         .await
         .map(Some)
-}
-
-fn push_line(out: &mut Vec<u8>, line: &[u8]) {
-    out.extend_from_slice(line);
-    out.push(b'\n');
 }
 
 /// Splits both chunk lists at the chunks they share, in order. `None` when shared chunks

@@ -7,7 +7,7 @@
 //! compressed and written only when the store does not have them yet: as a delta against
 //! the chunk it replaces in an earlier snapshot where one is known (see [`Successors`]).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use phony_core::manifest::{build_tree, MANIFEST_FORMAT};
@@ -18,83 +18,26 @@ use phony_core::{
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
-use crate::catalog::{self, TableInfo};
-use crate::chunk_stream::{copy_out_sql, Bound, ChunkStream};
 use crate::connect::ConnectionTarget;
-use crate::delta;
 use crate::error::{pg, Error, Result};
-use crate::incremental::{
+use crate::keys::{self, chunk_ref, key_positions};
+use crate::read::catalog::{self, TableInfo};
+pub use crate::read::chunk_stream::Progress;
+use crate::read::chunk_stream::{copy_out_sql, Bound, ChunkStream};
+use crate::read::incremental::{
     self, base_tree, encode_successor, read_base, store_tree, BaseTree, PatchJob, TableLog,
 };
-use crate::schema_dump::{PgDump, Section};
+use crate::read::schema_dump::{PgDump, Section};
+use crate::read::xmin;
 use crate::sql::{literal, qualified};
 use crate::tracking;
-use crate::xmin;
+pub use options::CaptureOptions;
+use options::{lock, Tally};
 
-/// Reports progress: plain bytes read so far are added in steps.
-pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+pub(crate) mod options;
+mod successors;
 
-/// How to capture.
-#[derive(Clone)]
-pub struct CaptureOptions {
-    /// Connections reading rows in parallel.
-    pub workers: usize,
-    /// Chunks being hashed, compressed or written at once, per reader.
-    pub in_flight: usize,
-    /// Called as rows are read.
-    pub progress: Option<Progress>,
-    /// With change tracking on, reuse the newest snapshot this database held and re-read only
-    /// what the log says changed.
-    pub incremental: bool,
-    /// Called once, when what the capture holds no longer depends on what other sessions
-    /// write (its point in time is fixed, its sequences read), with whether it is
-    /// incremental (re-reads only what the log names, so it ends soon).
-    pub on_point_fixed: Option<Arc<dyn Fn(bool) + Send + Sync>>,
-    /// The `application_name` of every connection the capture opens (pg_dump's too);
-    /// default `phony capture`. A restore that runs beside this capture and terminates
-    /// other sessions spares the ones with this name (see [`RestoreOptions::spare`]).
-    ///
-    /// [`RestoreOptions::spare`]: crate::RestoreOptions::spare
-    pub application_name: Option<String>,
-    /// Masking applied to rows as they are read (a sync from production); implies reading
-    /// every row (no incremental capture).
-    pub mask: Option<Arc<crate::mask::MaskPlan>>,
-    /// Write nothing to the database (no change-tracking marks) and read every row: for a
-    /// database whose snapshots this store does not keep, such as a sync's source.
-    pub read_only: bool,
-    /// Snapshot a database that holds large objects, without them (a snapshot never holds
-    /// them; without this, capture refuses such a database rather than leave them out
-    /// silently).
-    pub skip_large_objects: bool,
-}
-
-impl std::fmt::Debug for CaptureOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CaptureOptions")
-            .field("workers", &self.workers)
-            .field("in_flight", &self.in_flight)
-            .finish()
-    }
-}
-
-impl Default for CaptureOptions {
-    fn default() -> Self {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        CaptureOptions {
-            workers: cores.clamp(2, 4),
-            in_flight: cores * 2,
-            progress: None,
-            incremental: true,
-            on_point_fixed: None,
-            application_name: None,
-            mask: None,
-            read_only: false,
-            skip_large_objects: false,
-        }
-    }
-}
+use successors::{pairing, predecessor, Successors};
 
 /// A finished capture: the root manifest is stored; the caller writes the record.
 #[derive(Debug, Clone)]
@@ -118,25 +61,6 @@ pub enum TableMode {
     Ranges,
     /// Only the changed rows were read, and merged into the base's chunks.
     Patched,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Tally {
-    blobs: u64,
-    new_blobs: u64,
-    stored_bytes: u64,
-    new_bytes: u64,
-}
-
-impl Tally {
-    pub(crate) fn add(&mut self, s: Stored) {
-        self.blobs += 1;
-        self.stored_bytes += s.stored_bytes;
-        if s.new {
-            self.new_blobs += 1;
-            self.new_bytes += s.stored_bytes;
-        }
-    }
 }
 
 /// Captures the database at `target` into `store`.
@@ -332,10 +256,6 @@ async fn capture_holding<B: Backend + 'static>(
     })
 }
 
-pub(crate) fn lock(t: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
-    t.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 async fn join<T>(h: JoinHandle<T>) -> Result<T> {
     h.await
         .map_err(|e| Error::Internal(format!("capture task failed: {e}")))
@@ -527,10 +447,10 @@ async fn plan_table<B: Backend>(
             let types = if log.key_types.len() == info.key.len() {
                 log.key_types
             } else {
-                delta::key_types(client, entry).await?
+                keys::key_types(client, entry).await?
             };
             let wanted =
-                delta::affected_chunks(client, entry, &base.chunks, &types, &log.relids, mark)
+                keys::affected_chunks(client, entry, &base.chunks, &types, &log.relids, mark)
                     .await?;
             let mut runs: Vec<(usize, usize)> = Vec::new();
             for i in wanted {
@@ -556,20 +476,6 @@ fn same_table<'a>(manifest: &'a RootManifest, info: &TableInfo) -> Option<&'a Ta
         .tables
         .iter()
         .find(|e| e.table == info.name && e.columns == info.columns && e.key == info.key)
-}
-
-/// The newest snapshot in the store taken of a database named `dbname`, whose chunks new
-/// ones are stored against (see [`Successors`]); `None` when there is none.
-async fn predecessor<B: Backend>(store: &Store<B>, dbname: &str) -> Result<Option<RootManifest>> {
-    let records = store.records().await?;
-    let newest = records
-        .iter()
-        .filter(|r| r.source.database == dbname)
-        .max_by_key(|r| r.created_at);
-    match newest {
-        Some(r) => Ok(Some(store.root(&r.root).await?)),
-        None => Ok(None),
-    }
 }
 
 /// What a reader does with one table.
@@ -654,12 +560,12 @@ async fn read_job<B: Backend + 'static>(
             for &(a, b) in runs {
                 refs.extend_from_slice(&chunks[next..a]);
                 let lower = if a > 0 {
-                    Some(delta::chunk_key(&info.name, info.key.len(), &chunks[a])?)
+                    Some(keys::chunk_key(&info.name, info.key.len(), &chunks[a])?)
                 } else {
                     None
                 };
                 let upper = match chunks.get(b + 1) {
-                    Some(c) => Some(delta::chunk_key(&info.name, info.key.len(), c)?),
+                    Some(c) => Some(keys::chunk_key(&info.name, info.key.len(), c)?),
                     None => None,
                 };
                 let sql = copy_out_sql(
@@ -702,86 +608,6 @@ async fn read_job<B: Backend + 'static>(
         content,
     };
     Ok((entry, mode))
-}
-
-/// Tables larger than this (plain bytes, ~65,000 chunks) are read without pairing their
-/// chunks with an earlier snapshot's: the pairing holds the old chunks' references (a few
-/// hundred bytes each) while the table is read, and each reader pairs one table.
-const PAIRED_BYTES_MAX: u64 = 4 << 30;
-
-/// What a full read of a table pairs its new chunks and nodes with: the chunk tree of
-/// `predecessor`, the table in an earlier snapshot. Nothing for a table over
-/// [`PAIRED_BYTES_MAX`], or when that tree cannot be read (a damaged earlier snapshot
-/// must not fail this one).
-async fn pairing<B: Backend>(
-    store: &Store<B>,
-    predecessor: Option<&TableEntry>,
-) -> (Option<Successors>, Option<Vec<Vec<BlobId>>>) {
-    let Some(entry) = predecessor.filter(|e| e.content.bytes <= PAIRED_BYTES_MAX) else {
-        return (None, None);
-    };
-    match base_tree(store, &entry.content).await {
-        Ok(base) => (Some(Successors::new(base.chunks)), Some(base.levels)),
-        Err(e) => {
-            tracing::debug!(
-                "{}: stored without an earlier snapshot's chunks: {e}",
-                entry.table
-            );
-            (None, None)
-        }
-    }
-}
-
-/// The chunks an earlier snapshot held of the rows a read covers, in order: each new chunk
-/// is stored as a delta against the one it most likely replaces (where the store allows
-/// deltas and one pays, see [`codec::encode_delta`]), so that what a snapshot of a table
-/// with scattered small changes adds grows with the changes, not with the chunks they
-/// touch.
-///
-/// Chunk boundaries are cut by content, so most fall where they fell before: a new chunk
-/// that begins with the key an old one began with replaces that one; one that does not
-/// (its first row changed) most likely replaces the old chunk after the last one so
-/// matched. Without a key, the chunk at the same position.
-#[derive(Debug)]
-struct Successors {
-    chunks: Vec<BlobRef>,
-    by_first: HashMap<String, usize>,
-    /// The old chunk after the last one matched by its first key.
-    next: usize,
-    /// New chunks seen so far.
-    seen: usize,
-}
-
-impl Successors {
-    fn new(chunks: Vec<BlobRef>) -> Self {
-        let by_first = chunks
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.first.clone().map(|k| (k, i)))
-            .collect();
-        Successors {
-            chunks,
-            by_first,
-            next: 0,
-            seen: 0,
-        }
-    }
-
-    /// The old chunk the next new chunk most likely replaces, given the key of its first
-    /// row (`None` without a key).
-    fn base_of(&mut self, first: Option<String>) -> Option<BlobRef> {
-        let at = self.seen;
-        self.seen += 1;
-        let i = match first {
-            None => at,
-            Some(first) => match self.by_first.get(&first) {
-                Some(&i) => i,
-                None => self.next,
-            },
-        };
-        self.next = i + 1;
-        self.chunks.get(i).cloned()
-    }
 }
 
 /// Streams the rows `sql` returns into stored chunks, each new one stored against the old
@@ -831,17 +657,6 @@ async fn read_chunks<B: Backend + 'static>(
     Ok(refs)
 }
 
-/// Where the key columns sit in a row, or `None` for a table without a (stored) key.
-pub(crate) fn key_positions(columns: &[String], key: &[String]) -> Option<Arc<[usize]>> {
-    if key.is_empty() {
-        return None;
-    }
-    key.iter()
-        .map(|k| columns.iter().position(|c| c == k))
-        .collect::<Option<Vec<_>>>()
-        .map(Arc::from)
-}
-
 async fn collect(
     pending: &mut VecDeque<JoinHandle<Result<(BlobRef, Stored)>>>,
     refs: &mut Vec<BlobRef>,
@@ -853,26 +668,6 @@ async fn collect(
         refs.push(r);
     }
     Ok(())
-}
-
-/// A chunk's reference: its id, size, and (for a keyed table) the keys of its first and
-/// last rows.
-pub(crate) fn chunk_ref(chunk: &RowChunk, key_positions: Option<&[usize]>) -> BlobRef {
-    let bounds = key_positions.and_then(|positions| {
-        let (first, last) = row::first_and_last(&chunk.data)?;
-        Some((
-            row::key_text(first, positions),
-            row::key_text(last, positions),
-        ))
-    });
-    let (first, last) = bounds.unzip();
-    BlobRef {
-        id: BlobId::of(&chunk.data),
-        rows: chunk.rows,
-        bytes: chunk.data.len() as u64,
-        first,
-        last,
-    }
 }
 
 /// Stores `chunk` unless the store has it: as a delta against `base` where the store

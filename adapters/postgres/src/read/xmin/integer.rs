@@ -23,15 +23,12 @@ use futures::TryStreamExt;
 use phony_core::{row, Backend, BlobRef, Store, TableEntry};
 use tokio_postgres::Client;
 
-use super::{copy_out_bounded, Ages, Horizon, MAX_FLAGGED_BYTES};
-use crate::chunk_stream::decoded_chunks;
-use crate::delta::Staged;
+use super::ages::{copy_out_bounded, Ages, Horizon, Integer, Sums, CLASSES, MAX_FLAGGED_BYTES};
 use crate::error::{pg, Result};
-use crate::incremental::merge::parse_int;
+use crate::keys::Staged;
+use crate::read::chunk_stream::decoded_chunks;
 use crate::sql::{column_list, ident, literal, qualified};
-
-/// Keys are counted and XORed per class of their low bits (`key & (CLASSES - 1)`).
-const CLASSES: usize = 16;
+use phony_core::merge::parse_int;
 
 /// The most new rows (inserted or updated since the capture) a table may hold for this
 /// path; beyond it their tuple ids alone would be a burden, and the content is compared.
@@ -45,23 +42,6 @@ pub(crate) fn is_integer(ty: &str) -> bool {
 /// A key's class.
 fn class(key: i64) -> usize {
     (key & (CLASSES as i64 - 1)) as usize
-}
-
-/// The old rows of one class of a chunk: how many, and their keys' XOR.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Sums {
-    pub count: u64,
-    pub xor: i64,
-}
-
-/// What the scan of a table with an integer key found beyond the counts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Integer {
-    /// Per chunk that may differ, per class, its old rows' sums (the other chunks' are
-    /// not kept: a table's chunks can be many).
-    pub sums: HashMap<usize, [Sums; CLASSES]>,
-    /// The new rows: their chunk and tuple id (`ctid` as text).
-    pub new: Vec<(usize, String)>,
 }
 
 /// The scan of [`super::ages`] for an integer key, grouping by one `int8`: for an old row,
@@ -212,7 +192,7 @@ pub(crate) async fn compare<B: Backend + 'static>(
     horizon: Horizon,
     prefetch: usize,
 ) -> Result<Option<Staged>> {
-    let Some(positions) = crate::capture::key_positions(&entry.columns, &entry.key) else {
+    let Some(positions) = crate::keys::key_positions(&entry.columns, &entry.key) else {
         return Ok(None);
     };
     let Some(mut news) = read_new(reader, entry, &integer.new).await? else {

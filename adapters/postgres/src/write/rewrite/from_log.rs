@@ -1,10 +1,10 @@
 //! Rows put back from the change log's images, without reading the snapshot.
 
-use super::TableChange;
 use crate::error::{pg, Result};
 use crate::session::Session;
 use crate::sql::{column_list, ident, ident_list, qualified};
 use crate::tracking::{since_mark, LoggedRelation, Mark};
+use crate::write::restore::plan::TableRewrite;
 
 /// Puts back, from the change log's row images, every row of `rel` that changed since the
 /// mark: no snapshot data is read. The caller has checked that `rel` has a primary key and
@@ -24,7 +24,7 @@ pub(crate) async fn restore_from_log(
     rel: &LoggedRelation,
     mark: &Mark,
     logging: Logging,
-) -> Result<TableChange> {
+) -> Result<TableRewrite> {
     let context = format!("rewriting rows of {}", rel.name);
     let sql = Statements::new(rel, logging);
     let client = session.client();
@@ -42,7 +42,7 @@ pub(crate) async fn restore_from_log(
         .query_one(&rewrite, &params)
         .await
         .map_err(pg(&context))?;
-    let change = TableChange {
+    let change = TableRewrite {
         table: rel.table.clone(),
         deleted: counts.get::<_, i64>(0) as u64,
         inserted: counts.get::<_, i64>(1) as u64,
@@ -66,11 +66,6 @@ pub(crate) enum Logging {
     /// Nothing is logged (no other mark needs it).
     Nothing,
 }
-
-/// The `img` of a log entry for a row that existed but whose image was not logged (restores
-/// of earlier versions logged their rewrites so): a restore to a mark before it reads the
-/// row from the snapshot in the store. Never a row's text, which always starts with `(`.
-pub(crate) const UNKNOWN_IMAGE: &str = "";
 
 /// The SQL of one relation's rewrite. Parameters: `$1` the relation id, `$2` the mark's
 /// snapshot. `rewrite` returns the rows the restore deletes, inserts and updates, and a

@@ -15,10 +15,10 @@ use futures::TryStreamExt;
 use phony_core::{Backend, QualifiedName, RootManifest, SnapshotRecord, Store};
 use tokio::sync::mpsc::Sender;
 
-use crate::chunk_stream::decoded_chunks;
 use crate::error::{Error, Result};
-use crate::restore::text_blob;
+use crate::read::chunk_stream::decoded_chunks;
 use crate::sql::{ident_list, literal, qualified};
+use crate::write::restore::full_path::text_blob;
 
 /// How many chunks are fetched and decoded ahead of the one being written.
 const PREFETCH: usize = 8;

@@ -6,7 +6,7 @@
 //! the btree's), only the rows of those keys are read: one query per table, on a reader
 //! inside the capture's snapshot, returns every changed key with its live row (or none), in
 //! key order and in exactly the COPY text a full read produces. Each base chunk whose key
-//! range holds a changed key is then patched in memory (see [`merge`]): its old rows of
+//! range holds a changed key is then patched in memory (see [`phony_core::merge`]): its old rows of
 //! those keys dropped, the live ones merged in, cut again if it outgrew a chunk. Every
 //! other chunk is kept as it is, and so is every manifest node that did not change.
 //!
@@ -14,10 +14,8 @@
 //! replaces: as a delta against that one where the store allows deltas and one pays, so
 //! that what a snapshot adds grows with the changed rows, not with the chunks they touch.
 //!
-//! Tables with other keys take the range path of [`crate::capture`]; tables the log
+//! Tables with other keys take the range path of [`crate::read::capture`]; tables the log
 //! marks as rewritten whole, or without a key, are read whole.
-
-pub(crate) mod merge;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -32,12 +30,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
-use crate::capture::{chunk_ref, key_positions, lock, CaptureOptions, Tally};
-use crate::catalog::TableInfo;
 use crate::error::{pg, Error, Result};
+use crate::keys::{chunk_ref, key_positions};
+use crate::read::capture::options::{lock, CaptureOptions, Tally};
+use crate::read::catalog::TableInfo;
 use crate::sql::{columns_of, ident, literal, qualified};
 use crate::tracking::{self, Logged, Mark};
-use merge::{chunk_of, parse_key, parse_key_text, Changed, Key, Merge};
+use phony_core::merge::{chunk_of, parse_key, parse_key_text, Changed, Key, Merge};
 
 /// What the change log says about one table since the base snapshot's mark.
 #[derive(Debug, Clone)]
@@ -48,7 +47,7 @@ pub(crate) struct TableLog {
     /// Log entries naming it (a key changed twice counts twice).
     pub entries: i64,
     /// SQL types of the key columns, in key order, with their collations (see
-    /// [`crate::catalog::COLUMN_TYPE_OF_A`]).
+    /// [`crate::read::catalog::COLUMN_TYPE_OF_A`]).
     pub key_types: Vec<String>,
     /// Whether every key column is an integer the rows can be patched by.
     pub integer_key: bool,
@@ -89,7 +88,7 @@ pub(crate) async fn table_logs(
                  JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attnum = k.attnum
                  WHERE i.indrelid = r.oid AND i.indisprimary) AS k ON true",
                 since = tracking::since_mark("$2::text"),
-                key_type = crate::catalog::COLUMN_TYPE_OF_A,
+                key_type = crate::read::catalog::COLUMN_TYPE_OF_A,
             ),
             &[&names, &mark.snap],
         )
@@ -157,7 +156,7 @@ impl PatchJob {
 
 /// The query returning, in key order, every key the log names since the mark and the live
 /// row with that key (all `\N` when there is none): the key's values, a tab, then the row
-/// exactly as [`crate::chunk_stream::copy_out_sql`] prints it (same columns, same output
+/// exactly as [`crate::read::chunk_stream::copy_out_sql`] prints it (same columns, same output
 /// functions, same session settings).
 fn patch_sql(job: &PatchJob) -> String {
     let info = &job.info;
