@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio_postgres::config::{Host, SslMode as DriverSslMode};
@@ -12,6 +13,7 @@ use tokio_postgres::{Client, Config, NoTls};
 use crate::conninfo::{self, SslMode, TlsParams};
 use crate::error::{describe, Error, Result};
 use crate::tls::TlsSettings;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Whether a connection string is completed from the process's environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -33,6 +35,9 @@ pub struct ConnectionTarget {
     config: Config,
     tls: TlsSettings,
     environment: Environment,
+    /// The TLS connector, built on the first TLS connection (it reads certificate files)
+    /// and shared by the clones of this target, whose TLS settings are the same.
+    connector: Arc<OnceLock<MakeRustlsConnect>>,
 }
 
 impl fmt::Debug for ConnectionTarget {
@@ -157,6 +162,7 @@ impl ConnectionTarget {
             config,
             tls,
             environment,
+            connector: Arc::default(),
         })
     }
 
@@ -203,11 +209,7 @@ impl ConnectionTarget {
         let client = if over_socket || self.tls.mode == SslMode::Disable {
             config.ssl_mode(DriverSslMode::Disable);
             let (client, connection) = config.connect(NoTls).await.map_err(connect_error)?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!("connection closed: {e}");
-                }
-            });
+            drive(connection);
             client
         } else {
             config.ssl_mode(match self.tls.mode {
@@ -215,17 +217,22 @@ impl ConnectionTarget {
                 _ => DriverSslMode::Require,
             });
             let (client, connection) = config
-                .connect(self.tls.connector()?)
+                .connect(self.tls_connector()?)
                 .await
                 .map_err(connect_error)?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!("connection closed: {e}");
-                }
-            });
+            drive(connection);
             client
         };
         Ok(client)
+    }
+
+    /// The TLS connector for this target's settings, built once.
+    fn tls_connector(&self) -> Result<MakeRustlsConnect> {
+        if let Some(c) = self.connector.get() {
+            return Ok(c.clone());
+        }
+        let built = self.tls.connector()?;
+        Ok(self.connector.get_or_init(|| built).clone())
     }
 
     /// Makes a libpq tool (pg_dump) started by `cmd` reach this target as [`Self::connect`]
@@ -279,6 +286,19 @@ impl ConnectionTarget {
         }
         env
     }
+}
+
+/// Drives a connection on the current runtime until it closes.
+fn drive<F, E>(connection: F)
+where
+    F: std::future::Future<Output = std::result::Result<(), E>> + Send + 'static,
+    E: fmt::Display,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("connection closed: {e}");
+        }
+    });
 }
 
 impl fmt::Display for ConnectionTarget {
