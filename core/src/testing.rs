@@ -137,6 +137,7 @@ pub async fn put_snapshot<B: Backend>(store: &Store<B>, chunks: &[&[u8]], n: u8)
     let (post_id, _) = store.put_plain(b"").await.unwrap();
     let root = RootManifest {
         format: 1,
+        tool_version: None,
         server_version_num: 150000,
         pre_data: BlobRef::plain(pre_id, 0, pre.len() as u64),
         post_data: BlobRef::plain(post_id, 0, 0),
@@ -153,6 +154,7 @@ pub async fn put_snapshot<B: Backend>(store: &Store<B>, chunks: &[&[u8]], n: u8)
     let (root_id, _) = store.put_plain(&root.encode().plain).await.unwrap();
     let record = SnapshotRecord {
         format: 1,
+        tool_version: None,
         id: SnapshotId::from_random([n; 6]),
         name: None,
         created_at: OffsetDateTime::from_unix_timestamp(1_800_000_000 + n as i64).unwrap(),

@@ -61,6 +61,60 @@ pub enum Error {
         source: phony_postgres::Error,
     },
 
+    /// Reading a snapshot's root manifest failed.
+    #[error("reading snapshot {id}")]
+    ReadingSnapshot {
+        id: phony_core::SnapshotId,
+        #[source]
+        source: phony_core::Error,
+    },
+
+    /// An in-place restore of a snapshot taken of another database (or server), not asked
+    /// for (see `RestoreRequest::allow_other_database`).
+    #[error("not restoring {snapshot} into {database}: {why}")]
+    OtherDatabase {
+        snapshot: String,
+        database: String,
+        why: String,
+    },
+
+    /// The safety snapshot before a restore failed; the restore did not happen.
+    #[error("taking the safety snapshot")]
+    SafetySnapshot {
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A restore failed. `kept`: it may have been committed, and the state before is kept
+    /// as that snapshot; without, nothing changed.
+    #[error("restoring {id} into {database}{}", match kept {
+        Some(k) => format!(" (it may have been committed: the state before is kept as {k})"),
+        None => String::new(),
+    })]
+    Restore {
+        id: phony_core::SnapshotId,
+        database: String,
+        kept: Option<phony_core::SnapshotId>,
+        #[source]
+        source: phony_postgres::Error,
+    },
+
+    /// The snapshot `id` was taken, but the retention applied after it failed.
+    #[error("snapshot {id} was taken, but applying the store's retention policy failed")]
+    Retention {
+        id: phony_core::SnapshotId,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// Deleting a snapshot (by retention) failed.
+    #[error("deleting snapshot {id}")]
+    Deleting {
+        id: phony_core::SnapshotId,
+        #[source]
+        source: Box<Error>,
+    },
+
     /// Stopped by its [`crate::Cancel`] before it changed anything.
     #[error("cancelled, nothing changed")]
     Cancelled,
