@@ -137,7 +137,6 @@ pub async fn put_snapshot<B: Backend>(store: &Store<B>, chunks: &[&[u8]], n: u8)
     let (post_id, _) = store.put_plain(b"").await.unwrap();
     let root = RootManifest {
         format: 1,
-        tool_version: None,
         server_version_num: 150000,
         pre_data: BlobRef::plain(pre_id, 0, pre.len() as u64),
         post_data: BlobRef::plain(post_id, 0, 0),
