@@ -10,6 +10,7 @@
 
 mod cancel;
 pub mod create;
+mod diff;
 mod error;
 pub mod gc;
 pub mod lease;
@@ -26,7 +27,8 @@ mod safety;
 
 pub use cancel::Cancel;
 pub use create::{Create, CreateOptions, CreatePhase, Created, TOOL_VERSION};
-pub use error::{Error, Result};
+pub use diff::{DiffOptions, DiffTo};
+pub use error::{Error, ErrorKind, Result};
 pub use list::ListFilter;
 pub use live::LiveCapture;
 pub use open::{Engine, EngineStore};

@@ -215,15 +215,43 @@ pub fn finish(e: &anyhow::Error, json: bool) -> ExitCode {
     ExitCode::from(exit)
 }
 
-/// What the command line adds to a library error: the flag that would change the outcome.
+/// What the command line adds to a library error: the flag or command that would change
+/// the outcome (library messages name none).
 fn hint(e: &anyhow::Error) -> Option<String> {
     use phony_engine::Error as E;
-    e.chain().find_map(|c| match c.downcast_ref::<E>()? {
-        E::OtherDatabase { database, .. } => Some(format!(
-            "pass --allow-other-database to replace {database} anyway"
-        )),
-        E::SafetySnapshot { .. } => Some("skip it with --no-safety-snapshot".to_owned()),
-        _ => None,
+    use phony_postgres::Error as P;
+    e.chain().find_map(|c| {
+        if let Some(e) = c.downcast_ref::<E>() {
+            return match e {
+                E::OtherDatabase { database, .. } => Some(format!(
+                    "pass --allow-other-database to replace {database} anyway"
+                )),
+                E::SafetySnapshot { .. } => Some("skip it with --no-safety-snapshot".to_owned()),
+                E::ForeignObjects { .. } => {
+                    Some("point --store at an empty prefix or an existing store".to_owned())
+                }
+                E::NotAStore { .. } => Some("point --store at a new or empty directory".to_owned()),
+                _ => None,
+            };
+        }
+        if let Some(e) = c.downcast_ref::<P>() {
+            return match e {
+                P::Locked { .. } => Some(
+                    "retry later, raise --lock-timeout, or use --force to terminate them"
+                        .to_owned(),
+                ),
+                P::LargeObjects { .. } => {
+                    Some("pass --skip-large-objects to snapshot without them".to_owned())
+                }
+                _ => None,
+            };
+        }
+        match c.downcast_ref::<phony_core::Error>() {
+            Some(phony_core::Error::Invalid(m)) if m.contains("is not a phony store") => {
+                Some("point --store at a new or empty directory".to_owned())
+            }
+            _ => None,
+        }
     })
 }
 
@@ -290,6 +318,7 @@ mod tests {
         let e = anyhow::Error::new(phony_postgres::Error::Connect {
             target: "db".into(),
             message: "refused".into(),
+            code: None,
         })
         .context("capturing db");
         assert_eq!(code(&e), "connection");
