@@ -29,6 +29,9 @@ pub struct SnapshotView<'a> {
     pub new_bytes: u64,
     pub duration_ms: u64,
     pub root: String,
+    /// The version of phony that took it (absent: taken before versions were recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_version: Option<&'a str>,
 }
 
 impl<'a> SnapshotView<'a> {
@@ -50,6 +53,7 @@ impl<'a> SnapshotView<'a> {
             new_bytes: r.stats.new_bytes,
             duration_ms: r.stats.duration_ms,
             root: r.root.to_hex(),
+            tool_version: r.tool_version.as_deref(),
         }
     }
 }
