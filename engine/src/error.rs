@@ -113,6 +113,14 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// A prune without a policy, of a store without one.
+    #[error("no retention policy: the store has none and none was given")]
+    NoPolicy,
+
+    /// A prune whose plan keeps no unpinned snapshot, not confirmed.
+    #[error("this prune would remove {}, the undo of the last restore included", removing_what(*removing))]
+    ConfirmationRequired { removing: usize },
+
     /// Stopped by its [`crate::Cancel`] before it changed anything.
     #[error("cancelled, nothing changed")]
     Cancelled,
@@ -159,6 +167,8 @@ pub enum ErrorKind {
     SchemaUnsupported,
     /// A restore in place of a snapshot taken of another database, not asked for.
     OtherDatabase,
+    /// The request would remove every snapshot that is not pinned: it must say it means it.
+    ConfirmationRequired,
     /// Input that does not have the required form (a name, a URL, a location).
     Invalid,
     /// Anything else (the store could not be read or written, a task failed …).
@@ -189,6 +199,8 @@ impl Error {
             | Error::Retention { source, .. }
             | Error::Deleting { source, .. } => source.kind(),
             Error::Cancelled => ErrorKind::Cancelled,
+            Error::NoPolicy => ErrorKind::Invalid,
+            Error::ConfirmationRequired { .. } => ErrorKind::ConfirmationRequired,
         }
     }
 
@@ -243,6 +255,14 @@ fn postgres_kind(e: &phony_postgres::Error) -> ErrorKind {
         P::InvalidTarget(_) | P::Mask(_) => ErrorKind::Invalid,
         P::Store(e) => core_kind(e),
         _ => ErrorKind::Other,
+    }
+}
+
+fn removing_what(removing: usize) -> String {
+    if removing == 1 {
+        "the only snapshot that is not pinned".to_owned()
+    } else {
+        format!("all {removing} snapshots that are not pinned")
     }
 }
 

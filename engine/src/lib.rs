@@ -35,4 +35,4 @@ pub use open::{Engine, EngineStore};
 pub use pin::Pinned;
 pub use progress::{Part, ProgressSink, RunOptions, Step};
 pub use restore::{RestoreRequest, Restored};
-pub use retention::AutoPruned;
+pub use retention::{AutoPruned, PruneGc, PruneRequest, Pruned};

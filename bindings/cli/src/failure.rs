@@ -230,6 +230,10 @@ fn hint(e: &anyhow::Error) -> Option<String> {
                 E::ForeignObjects { .. } => {
                     Some("point --store at an empty prefix or an existing store".to_owned())
                 }
+                E::NoPolicy => Some(
+                    "pass --keep-last N and/or --expire-after DURATION, or give the store one with `phony store config --keep-last N --expire-after DURATION`"
+                        .to_owned(),
+                ),
                 E::NotAStore { .. } => Some("point --store at a new or empty directory".to_owned()),
                 _ => None,
             };

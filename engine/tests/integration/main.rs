@@ -8,6 +8,7 @@ mod golden;
 mod live;
 mod names;
 mod pin;
+mod prune;
 mod restore;
 
 use phony_core::SnapshotRecord;
