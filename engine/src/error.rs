@@ -113,6 +113,15 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// Turning change tracking on or off failed.
+    #[error("{doing} {database}")]
+    Tracking {
+        doing: &'static str,
+        database: String,
+        #[source]
+        source: phony_postgres::Error,
+    },
+
     /// A prune without a policy, of a store without one.
     #[error("no retention policy: the store has none and none was given")]
     NoPolicy,
@@ -193,6 +202,7 @@ impl Error {
             Error::Capture { source, .. }
             | Error::Reading { source, .. }
             | Error::Restore { source, .. }
+            | Error::Tracking { source, .. }
             | Error::Postgres(source) => postgres_kind(source),
             Error::OtherDatabase { .. } => ErrorKind::OtherDatabase,
             Error::SafetySnapshot { source }
@@ -210,6 +220,7 @@ impl Error {
             Error::Capture { source, .. }
             | Error::Reading { source, .. }
             | Error::Restore { source, .. }
+            | Error::Tracking { source, .. }
             | Error::Postgres(source) => source.sqlstate(),
             Error::SafetySnapshot { source }
             | Error::Retention { source, .. }

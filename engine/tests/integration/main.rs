@@ -6,6 +6,7 @@ mod diff;
 mod errors;
 mod golden;
 mod live;
+mod maintenance;
 mod names;
 mod pin;
 mod prune;
