@@ -94,7 +94,7 @@ pub enum Error {
         database: String,
         kept: Option<phony_core::SnapshotId>,
         #[source]
-        source: phony_postgres::Error,
+        source: Box<phony_postgres::Error>,
     },
 
     /// The snapshot `id` was taken, but the retention applied after it failed.
@@ -119,7 +119,7 @@ pub enum Error {
         doing: &'static str,
         database: String,
         #[source]
-        source: phony_postgres::Error,
+        source: Box<phony_postgres::Error>,
     },
 
     /// A prune without a policy, of a store without one.
@@ -201,9 +201,8 @@ impl Error {
             | Error::Store(source) => core_kind(source),
             Error::Capture { source, .. }
             | Error::Reading { source, .. }
-            | Error::Restore { source, .. }
-            | Error::Tracking { source, .. }
             | Error::Postgres(source) => postgres_kind(source),
+            Error::Restore { source, .. } | Error::Tracking { source, .. } => postgres_kind(source),
             Error::OtherDatabase { .. } => ErrorKind::OtherDatabase,
             Error::SafetySnapshot { source }
             | Error::Retention { source, .. }
@@ -219,9 +218,8 @@ impl Error {
         match self {
             Error::Capture { source, .. }
             | Error::Reading { source, .. }
-            | Error::Restore { source, .. }
-            | Error::Tracking { source, .. }
             | Error::Postgres(source) => source.sqlstate(),
+            Error::Restore { source, .. } | Error::Tracking { source, .. } => source.sqlstate(),
             Error::SafetySnapshot { source }
             | Error::Retention { source, .. }
             | Error::Deleting { source, .. } => source.sqlstate(),
@@ -279,3 +277,12 @@ fn removing_what(removing: usize) -> String {
 
 /// The engine's result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_error_stays_small_enough_to_return() {
+        // clippy's result_large_err warns callers from 128 bytes on.
+        assert!(std::mem::size_of::<super::Error>() < 128);
+    }
+}

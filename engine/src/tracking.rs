@@ -51,7 +51,7 @@ fn failed<'a>(
     move |source| Error::Tracking {
         doing,
         database: target.dbname().to_owned(),
-        source,
+        source: Box::new(source),
     }
 }
 

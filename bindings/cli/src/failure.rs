@@ -122,9 +122,8 @@ pub fn code(e: &anyhow::Error) -> &'static str {
                 E::NoStore { .. } => "not_found",
                 E::NotAStore { .. } | E::ForeignObjects { .. } => "usage",
                 E::Cancelled => "cancelled",
-                E::Capture { source: e, .. }
-                | E::Reading { source: e, .. }
-                | E::Restore { source: e, .. } => postgres_code(e),
+                E::Capture { source: e, .. } | E::Reading { source: e, .. } => postgres_code(e),
+                E::Restore { source: e, .. } | E::Tracking { source: e, .. } => postgres_code(e),
                 E::Store(e)
                 | E::Storage { source: e, .. }
                 | E::Rewriting { source: e, .. }
