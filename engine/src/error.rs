@@ -122,6 +122,21 @@ pub enum Error {
         source: Box<phony_postgres::Error>,
     },
 
+    /// A pinned snapshot, deleted without force.
+    #[error("snapshot {label} is pinned")]
+    Pinned { label: String },
+
+    /// The reference names only a record that cannot be read: deleting it needs force.
+    #[error("the snapshot record {key} cannot be read ({reason})")]
+    DamagedRecord { key: String, reason: String },
+
+    /// The reference matches several records that cannot be read.
+    #[error("{reference:?} matches several damaged records: {}", keys.join(", "))]
+    SeveralDamaged {
+        reference: String,
+        keys: Vec<String>,
+    },
+
     /// A prune without a policy, of a store without one.
     #[error("no retention policy: the store has none and none was given")]
     NoPolicy,
@@ -176,7 +191,8 @@ pub enum ErrorKind {
     SchemaUnsupported,
     /// A restore in place of a snapshot taken of another database, not asked for.
     OtherDatabase,
-    /// The request would remove every snapshot that is not pinned: it must say it means it.
+    /// The request would remove what is normally kept (every unpinned snapshot, a pinned
+    /// one, a record that cannot be checked): it must say it means it (force, confirm).
     ConfirmationRequired,
     /// Input that does not have the required form (a name, a URL, a location).
     Invalid,
@@ -209,6 +225,8 @@ impl Error {
             | Error::Deleting { source, .. } => source.kind(),
             Error::Cancelled => ErrorKind::Cancelled,
             Error::NoPolicy => ErrorKind::Invalid,
+            Error::Pinned { .. } | Error::DamagedRecord { .. } => ErrorKind::ConfirmationRequired,
+            Error::SeveralDamaged { .. } => ErrorKind::AmbiguousId,
             Error::ConfirmationRequired { .. } => ErrorKind::ConfirmationRequired,
         }
     }

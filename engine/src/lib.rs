@@ -30,6 +30,7 @@
 
 mod cancel;
 pub mod create;
+mod delete;
 mod diff;
 mod error;
 pub mod gc;
@@ -49,6 +50,7 @@ pub mod tracking;
 
 pub use cancel::Cancel;
 pub use create::{Create, CreateOptions, CreatePhase, Created, TOOL_VERSION};
+pub use delete::Removed;
 pub use diff::{DiffOptions, DiffTo};
 pub use error::{Error, ErrorKind, Result};
 pub use list::ListFilter;
