@@ -27,9 +27,10 @@ use crate::codec;
 use crate::error::Result;
 use crate::id::BlobId;
 
-/// How many blobs an [`Uploads`] remembers (~48 bytes each): past that, a blob stored twice
-/// by one capture is asked for as usual.
-pub const MAX_REMEMBERED: usize = 1 << 18;
+/// How many blobs an [`Uploads`] remembers (~48 bytes each, 12 MiB at most): past that, a
+/// blob one capture stores twice costs a request again (a refused write switches the
+/// capture to asking first, which is then only slower).
+const MAX_REMEMBERED: usize = 1 << 18;
 
 /// What one writer knows about the blobs of a store, to spare requests (see the module
 /// docs). Create one per capture, while holding the store's create lock.
