@@ -157,7 +157,7 @@ SELECT coalesce(pg_catalog.pg_describe_object(o.classid, o.objid, 0), 'an object
   WHEN 'pg_catalog.pg_class'::pg_catalog.regclass THEN (
     SELECT ARRAY[CASE c.relkind
         WHEN 'r' THEN 'TABLE' WHEN 'p' THEN 'TABLE' WHEN 'v' THEN 'VIEW'
-        WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
+        WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE' WHEN 't' THEN ''
         WHEN 'i' THEN CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
                                         WHERE k.conindid = c.oid AND k.contype IN ('p', 'u', 'x'))
                            THEN '' ELSE 'INDEX' END
