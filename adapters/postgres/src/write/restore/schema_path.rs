@@ -9,8 +9,10 @@
 //!    catalog says what goes with them, all of which comes back), give enums their labels;
 //! 2. the snapshot's pre-data definitions of those objects, in its order;
 //! 3. re-created and dropped tables loaded from the store; every other table brought to
-//!    the snapshot's rows as the delta path does (on this connection when the DDL above
-//!    holds its lock, else on readers, by rows' ages);
+//!    the snapshot's rows as the delta path does, before step 1 (readers read them, by
+//!    rows' ages, while the live schema still holds) or, when the live schema refuses the
+//!    snapshot's rows (a check or unique index the migration added), after step 2 (on this
+//!    connection for the tables the DDL locked);
 //! 4. the snapshot's post-data definitions (indexes, keys, foreign keys, triggers …) after
 //!    the rows, then sequences, materialized views, change tracking.
 //!
@@ -74,30 +76,56 @@ pub(crate) async fn restore_schema<B: Backend + 'static>(
     let live = plan::items(&inputs.differs.live_pre, &inputs.differs.live_post);
     let snap = plan::items(inputs.pre_data, inputs.post_data);
     // Decided before anything is written: a schema the plan cannot undo costs nothing.
-    let mut draft = plan::draft(&live, &snap).map_err(SchemaError::Fallback)?;
+    let draft = plan::draft(&live, &snap).map_err(SchemaError::Fallback)?;
     client
         .batch_execute("SAVEPOINT phony_schema")
         .await
         .map_err(|e| SchemaError::Fallback(pg("starting the schema restore")(e).to_string()))?;
-    let result = run(target, session, store, root, opts, inputs, &snap, &mut draft, report).await;
-    let outcome = match result {
-        Ok(Ok(())) => return Ok(()),
-        Ok(Err(why)) => SchemaError::Fallback(why),
-        Err(e @ Error::Store(_)) => SchemaError::Fatal(e),
-        Err(e) => SchemaError::Fallback(format!("the targeted schema restore failed: {e}")),
-    };
-    report.changes.clear();
-    report.tables = 0;
-    report.rows = 0;
-    report.sequences = 0;
-    report.row_ages = None;
-    if let Err(e) = client
-        .batch_execute("ROLLBACK TO SAVEPOINT phony_schema")
-        .await
-    {
-        return Err(SchemaError::Fatal(pg("undoing the schema restore")(e)));
+    // First with the rows compared before any DDL (readers go on reading every table); if
+    // the live schema refuses the snapshot's rows (a check or a unique index the migration
+    // added), again with the DDL first and the tables it locked compared on this connection.
+    let mut outcome = None;
+    for early in [true, false] {
+        let mut attempt = draft.clone();
+        let result = run(
+            target,
+            session,
+            store,
+            root,
+            opts,
+            inputs,
+            &snap,
+            &mut attempt,
+            early,
+            report,
+        )
+        .await;
+        let failed = match result {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(why)) => SchemaError::Fallback(why),
+            Err(e @ Error::Store(_)) => SchemaError::Fatal(e),
+            Err(e) => SchemaError::Fallback(format!("the targeted schema restore failed: {e}")),
+        };
+        report.changes.clear();
+        report.tables = 0;
+        report.rows = 0;
+        report.bytes = 0;
+        report.sequences = 0;
+        report.row_ages = None;
+        if let Err(e) = client
+            .batch_execute("ROLLBACK TO SAVEPOINT phony_schema")
+            .await
+        {
+            return Err(SchemaError::Fatal(pg("undoing the schema restore")(e)));
+        }
+        let retry = early && matches!(&failed, SchemaError::Fallback(why) if why.starts_with("the targeted schema restore failed"));
+        if !retry {
+            return Err(failed);
+        }
+        tracing::debug!("schema path: comparing rows after the DDL instead");
+        outcome = Some(failed);
     }
-    Err(outcome)
+    Err(outcome.unwrap_or_else(|| SchemaError::Fallback("the targeted schema restore failed".into())))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -110,6 +138,7 @@ async fn run<B: Backend + 'static>(
     inputs: &Inputs<'_>,
     snap: &[Item],
     draft: &mut plan::Draft,
+    early: bool,
     report: &mut RestoreReport,
 ) -> Result<std::result::Result<(), String>> {
     let client = session.client();
@@ -166,6 +195,19 @@ async fn run<B: Backend + 'static>(
             other => undo.push(other.clone()),
         }
     }
+    let params = store.config().chunking.params;
+    if early {
+        // The rows of every table kept, under the live schema, before any DDL locks them.
+        let kept: Vec<(&TableEntry, Option<u32>)> = root
+            .tables
+            .iter()
+            .filter(|t| !is_loaded(draft, t))
+            .map(|t| (t, None))
+            .collect();
+        if !kept.is_empty() {
+            compare_content(target, client, store, &kept, opts, None, report).await?;
+        }
+    }
     gate_open(opts).await?;
 
     // 1. Undo, from the last live object back.
@@ -206,16 +248,7 @@ async fn run<B: Backend + 'static>(
     run_items(client, snap, draft, Part::Pre).await?;
 
     // 3. Rows: loaded where the tables are new, compared everywhere else.
-    let loaded: Vec<&TableEntry> = root
-        .tables
-        .iter()
-        .filter(|t| {
-            draft
-                .loaded
-                .iter()
-                .any(|(s, n)| *s == t.table.schema && *n == t.table.name)
-        })
-        .collect();
+    let loaded: Vec<&TableEntry> = root.tables.iter().filter(|t| is_loaded(draft, t)).collect();
     for entry in &loaded {
         load_table(client, store, entry, opts).await?;
         report.tables += 1;
@@ -229,13 +262,15 @@ async fn run<B: Backend + 'static>(
             reloaded: Some("created again from the snapshot's definition".into()),
         });
     }
-    let held = locked_tables(client).await?;
+    let held = match early {
+        true => Vec::new(),
+        false => locked_tables(client).await?,
+    };
     let (here, elsewhere): (Vec<&TableEntry>, Vec<&TableEntry>) = root
         .tables
         .iter()
-        .filter(|t| !loaded.iter().any(|l| l.table == t.table))
+        .filter(|t| !early && !is_loaded(draft, t))
         .partition(|t| held.contains(&t.table));
-    let params = store.config().chunking.params;
     for entry in here {
         let change = crate::write::rewrite::restore_table_here(
             client,
@@ -281,6 +316,13 @@ async fn run<B: Backend + 'static>(
     }
     restore_session_settings(client, inputs.settings).await?;
     Ok(Ok(()))
+}
+
+fn is_loaded(draft: &plan::Draft, t: &TableEntry) -> bool {
+    draft
+        .loaded
+        .iter()
+        .any(|(s, n)| *s == t.table.schema && *n == t.table.name)
 }
 
 /// Runs the snapshot's objects of `part` that the plan creates, in the snapshot's order.

@@ -86,7 +86,7 @@ pub(crate) enum Why {
 }
 
 /// The draft plan, before the catalog says what a re-created table takes with it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Draft {
     /// Phase A, in order.
     pub(crate) undo: Vec<Undo>,
