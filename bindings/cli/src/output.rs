@@ -179,7 +179,11 @@ pub fn restore_summary(
         RestorePath::Schema => format!(
             "{verb} {} into {into} by rewriting {} and the rows of {}, {}, {took}\n",
             r.label(),
-            count(report.schema_changes.len() as u64, "schema object", "schema objects"),
+            count(
+                report.schema_changes.len() as u64,
+                "schema object",
+                "schema objects"
+            ),
             count(report.changes.len() as u64, "table", "tables"),
             count(report.sequences, "sequence", "sequences")
         ),

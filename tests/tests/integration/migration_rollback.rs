@@ -233,7 +233,10 @@ async fn a_check_the_snapshots_rows_break_is_dropped_before_they_come_back() {
     .await;
     let report = shop.roll_back(RestorePath::Schema, "a check").await;
     assert!(
-        report.changes.iter().any(|c| c.table.name == "orders" && c.updated > 0),
+        report
+            .changes
+            .iter()
+            .any(|c| c.table.name == "orders" && c.updated > 0),
         "{:?}",
         report.changes
     );
@@ -252,8 +255,8 @@ async fn migrations_the_schema_path_cannot_undo_take_the_full_path_and_say_why()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_migrations_end_where_the_full_path_ends() {
-    let steps = proptest::sample::subsequence((0..STEPS.len()).collect::<Vec<_>>(), 1..5)
-        .prop_shuffle();
+    let steps =
+        proptest::sample::subsequence((0..STEPS.len()).collect::<Vec<_>>(), 1..5).prop_shuffle();
     let shop = shop("mig_prop").await;
     run_cases(6, steps, |chosen| {
         let shop = &shop;
@@ -278,7 +281,11 @@ async fn random_migrations_end_where_the_full_path_ends() {
                 .await;
             assert_eq!(full.path, RestorePath::Full);
             let after_full = shop.db.fingerprint().await;
-            assert_same(&after_targeted, &after_full, &format!("{what}: against the full path"));
+            assert_same(
+                &after_targeted,
+                &after_full,
+                &format!("{what}: against the full path"),
+            );
             assert_same(&after_targeted, &shop.before, &what);
         }
     });

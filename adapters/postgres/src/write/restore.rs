@@ -38,8 +38,8 @@ use full_path::{
     DropError, Scripts,
 };
 use plan::{gate_open, schema_difference};
-use schema_path::SchemaError;
 pub use plan::{Gate, RestoreOptions, RestorePath, RestoreReport, RowAges, TableRewrite};
+use schema_path::SchemaError;
 
 /// Creates database `target` if it does not exist; returns whether it did.
 pub async fn ensure_database(target: &ConnectionTarget) -> Result<bool> {

@@ -118,14 +118,16 @@ pub(crate) async fn restore_schema<B: Backend + 'static>(
         {
             return Err(SchemaError::Fatal(pg("undoing the schema restore")(e)));
         }
-        let retry = early && matches!(&failed, SchemaError::Fallback(why) if why.starts_with("the targeted schema restore failed"));
+        let retry = early
+            && matches!(&failed, SchemaError::Fallback(why) if why.starts_with("the targeted schema restore failed"));
         if !retry {
             return Err(failed);
         }
         tracing::debug!("schema path: comparing rows after the DDL instead");
         outcome = Some(failed);
     }
-    Err(outcome.unwrap_or_else(|| SchemaError::Fallback("the targeted schema restore failed".into())))
+    Err(outcome
+        .unwrap_or_else(|| SchemaError::Fallback("the targeted schema restore failed".into())))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -207,7 +207,13 @@ pub(crate) fn draft(live: &[Item], snap: &[Item]) -> Result<Draft, String> {
                     }
                 }
                 let sql = simple_drop(&key);
-                undo.push((i, Undo::Drop { key: key.clone(), sql }));
+                undo.push((
+                    i,
+                    Undo::Drop {
+                        key: key.clone(),
+                        sql,
+                    },
+                ));
                 dropped.push(key);
             }
             Some(&s) if snap[s].object.lines == item.object.lines => {}
@@ -245,10 +251,7 @@ pub(crate) fn draft(live: &[Item], snap: &[Item]) -> Result<Draft, String> {
                     }
                     "TYPE" => {
                         let labels = enum_added(item, other).ok_or_else(|| {
-                            format!(
-                                "{} changed other than by added enum labels",
-                                item.title()
-                            )
+                            format!("{} changed other than by added enum labels", item.title())
                         })?;
                         undo.push((
                             i,
@@ -314,8 +317,10 @@ pub(crate) fn draft(live: &[Item], snap: &[Item]) -> Result<Draft, String> {
             if partitioned(item) {
                 return Err(format!("{} is partitioned or inherits", item.title()));
             }
-            d.loaded
-                .push((item.object.schema.clone().unwrap_or_default(), item.object.name.clone()));
+            d.loaded.push((
+                item.object.schema.clone().unwrap_or_default(),
+                item.object.name.clone(),
+            ));
         }
         d.create.insert(s);
     }
@@ -327,7 +332,11 @@ pub(crate) fn draft(live: &[Item], snap: &[Item]) -> Result<Draft, String> {
 /// Adds to the draft the snapshot's definitions of `keys` (what a re-created table takes
 /// with it, found in the catalog) and the comments and ACLs of every replaced object.
 pub(crate) fn complete(d: &mut Draft, snap: &[Item], keys: &[Key]) {
-    let at: HashMap<Key, usize> = snap.iter().enumerate().map(|(i, it)| (it.key(), i)).collect();
+    let at: HashMap<Key, usize> = snap
+        .iter()
+        .enumerate()
+        .map(|(i, it)| (it.key(), i))
+        .collect();
     for k in keys {
         if let Some(&i) = at.get(k) {
             d.create.insert(i);
@@ -339,8 +348,7 @@ pub(crate) fn complete(d: &mut Draft, snap: &[Item], keys: &[Key]) {
     for (i, item) in snap.iter().enumerate() {
         let kind = item.object.kind.as_str();
         if (kind == "COMMENT" || kind == "ACL" || kind == "SECURITY LABEL")
-            && d
-                .replaced
+            && d.replaced
                 .iter()
                 .any(|k| attached_to(&item.object.name, item.object.schema.as_ref(), k))
         {
@@ -362,9 +370,9 @@ pub(crate) fn attached_to(name: &str, schema: Option<&String>, key: &Key) -> boo
     match kind {
         "TABLE" | "VIEW" | "MATERIALIZED VIEW" => {
             name.starts_with(&format!("COLUMN {object}."))
-                || ["CONSTRAINT", "TRIGGER", "POLICY", "RULE"]
-                    .iter()
-                    .any(|w| name.starts_with(&format!("{w} ")) && name.ends_with(&format!(" ON {object}")))
+                || ["CONSTRAINT", "TRIGGER", "POLICY", "RULE"].iter().any(|w| {
+                    name.starts_with(&format!("{w} ")) && name.ends_with(&format!(" ON {object}"))
+                })
         }
         "CONSTRAINT" | "FK CONSTRAINT" | "TRIGGER" | "POLICY" | "RULE" => {
             let word = match kind {
@@ -372,9 +380,9 @@ pub(crate) fn attached_to(name: &str, schema: Option<&String>, key: &Key) -> boo
                 k => k,
             };
             // `table name`, split at any space: names may hold spaces.
-            object.match_indices(' ').any(|(i, _)| {
-                name == format!("{word} {} ON {}", &object[i + 1..], &object[..i])
-            })
+            object
+                .match_indices(' ')
+                .any(|(i, _)| name == format!("{word} {} ON {}", &object[i + 1..], &object[..i]))
         }
         _ => false,
     }
@@ -409,7 +417,9 @@ fn renamed<'a>(live: &Item, snap: &'a [Item], live_at: &HashMap<Key, usize>) -> 
 
 fn partitioned(item: &Item) -> bool {
     item.object.lines.iter().any(|l| {
-        l.starts_with("PARTITION BY ") || l.starts_with("INHERITS (") || l.contains(" PARTITION OF ")
+        l.starts_with("PARTITION BY ")
+            || l.starts_with("INHERITS (")
+            || l.contains(" PARTITION OF ")
     })
 }
 
@@ -508,7 +518,10 @@ fn parse_column(rest: &str) -> Column<'_> {
 /// (loosening) and after (tightening); `Err` when it must be re-created.
 fn table_changes(live: &Item, snap: &Item) -> Result<(Vec<String>, Vec<String>), Why> {
     let other = |s: &str| Why::Other(s.to_owned());
-    let (l, s) = match (parse_table(&live.object.lines), parse_table(&snap.object.lines)) {
+    let (l, s) = match (
+        parse_table(&live.object.lines),
+        parse_table(&snap.object.lines),
+    ) {
         (Some(l), Some(s)) => (l, s),
         _ => return Err(other("its definition is not a plain CREATE TABLE")),
     };
@@ -704,12 +717,28 @@ ALTER TABLE public.t OWNER TO postgres;
 
     #[test]
     fn comments_and_acls_follow_their_objects() {
-        let key = ("CONSTRAINT".to_owned(), Some("public".to_owned()), "my t c 1".to_owned());
-        assert!(attached_to("CONSTRAINT c 1 ON my t", Some(&"public".into()), &key));
+        let key = (
+            "CONSTRAINT".to_owned(),
+            Some("public".to_owned()),
+            "my t c 1".to_owned(),
+        );
+        assert!(attached_to(
+            "CONSTRAINT c 1 ON my t",
+            Some(&"public".into()),
+            &key
+        ));
         assert!(!attached_to("CONSTRAINT c 1 ON my t", None, &key));
-        let table = ("TABLE".to_owned(), Some("public".to_owned()), "t".to_owned());
+        let table = (
+            "TABLE".to_owned(),
+            Some("public".to_owned()),
+            "t".to_owned(),
+        );
         assert!(attached_to("COLUMN t.a", Some(&"public".into()), &table));
-        assert!(attached_to("TRIGGER x ON t", Some(&"public".into()), &table));
+        assert!(attached_to(
+            "TRIGGER x ON t",
+            Some(&"public".into()),
+            &table
+        ));
         assert!(!attached_to("TABLE tt", Some(&"public".into()), &table));
     }
 }
