@@ -51,6 +51,7 @@ const STEPS: &[(&str, &str)] = &[
     (
         "add column with default",
         "ALTER TABLE customers ADD COLUMN tier text NOT NULL DEFAULT 'standard';
+         COMMENT ON COLUMN customers.tier IS 'loyalty';
          UPDATE customers SET tier = 'gold' WHERE id % 7 = 0;",
     ),
     (

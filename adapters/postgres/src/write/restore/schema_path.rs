@@ -198,7 +198,20 @@ async fn run<B: Backend + 'static>(
         }
     }
     let params = store.config().chunking.params;
+    let loading = crate::Phase::Loading {
+        bytes: draft
+            .loaded
+            .iter()
+            .filter_map(|(s, n)| {
+                root.tables
+                    .iter()
+                    .find(|t| t.table.schema == *s && t.table.name == *n)
+            })
+            .map(|t| t.content.bytes)
+            .sum(),
+    };
     if early {
+        crate::phase::reached(&opts.phase, loading);
         // The rows of every table kept, under the live schema, before any DDL locks them.
         let kept: Vec<(&TableEntry, Option<u32>)> = root
             .tables
@@ -248,6 +261,9 @@ async fn run<B: Backend + 'static>(
 
     // 2. The snapshot's pre-data definitions.
     run_items(client, snap, draft, Part::Pre).await?;
+    if !early {
+        crate::phase::reached(&opts.phase, loading);
+    }
 
     // 3. Rows: loaded where the tables are new, compared everywhere else.
     let loaded: Vec<&TableEntry> = root.tables.iter().filter(|t| is_loaded(draft, t)).collect();
@@ -292,6 +308,7 @@ async fn run<B: Backend + 'static>(
     }
 
     // 4. What goes after the rows: checks and NOT NULLs, then the post-data definitions.
+    crate::phase::reached(&opts.phase, crate::Phase::IndexesAndConstraints);
     if !draft.tighten.is_empty() {
         let sql: Vec<String> = draft.tighten.iter().map(|s| format!("{s};")).collect();
         client

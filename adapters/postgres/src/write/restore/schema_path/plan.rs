@@ -228,6 +228,19 @@ pub(crate) fn draft(live: &[Item], snap: &[Item]) -> Result<Draft, String> {
                         }
                         match table_changes(item, other) {
                             Ok((loosen, tighten)) => {
+                                // Comments and ACLs of the columns it drops go with them.
+                                let prefix = format!(
+                                    "ALTER TABLE ONLY {} DROP COLUMN ",
+                                    create_target(other).unwrap_or_default()
+                                );
+                                for column in loosen.iter().filter_map(|l| l.strip_prefix(&prefix))
+                                {
+                                    dropped.push((
+                                        "COLUMN".into(),
+                                        key.1.clone(),
+                                        format!("{}.{column}", fmt_id(&key.2)),
+                                    ));
+                                }
                                 undo.push((i, Undo::Alter(loosen)));
                                 d.tighten.extend(tighten);
                             }
@@ -363,7 +376,34 @@ pub(crate) fn attached_to(name: &str, schema: Option<&String>, key: &Key) -> boo
     if schema != key.1.as_ref() {
         return false;
     }
-    let (kind, object) = (key.0.as_str(), key.2.as_str());
+    // Comments and ACLs name their object with pg_dump's quoting, the object's own header
+    // without: try both.
+    if named_in(name, key, |s| s.to_owned()) {
+        return true;
+    }
+    named_in(name, key, fmt_id)
+}
+
+/// A name as pg_dump's `fmtId` writes it: bare when lower case letters, digits and
+/// underscores (not first a digit), else quoted.
+fn fmt_id(name: &str) -> String {
+    let bare = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    match bare {
+        true => name.to_owned(),
+        false => crate::sql::ident(name),
+    }
+}
+
+fn named_in(name: &str, key: &Key, q: impl Fn(&str) -> String) -> bool {
+    let (kind, raw) = (key.0.as_str(), key.2.as_str());
+    let object = q(raw);
+    let object = object.as_str();
     if name == format!("{kind} {object}") {
         return true;
     }
@@ -380,9 +420,8 @@ pub(crate) fn attached_to(name: &str, schema: Option<&String>, key: &Key) -> boo
                 k => k,
             };
             // `table name`, split at any space: names may hold spaces.
-            object
-                .match_indices(' ')
-                .any(|(i, _)| name == format!("{word} {} ON {}", &object[i + 1..], &object[..i]))
+            raw.match_indices(' ')
+                .any(|(i, _)| name == format!("{word} {} ON {}", q(&raw[i + 1..]), q(&raw[..i])))
         }
         _ => false,
     }
@@ -740,5 +779,20 @@ ALTER TABLE public.t OWNER TO postgres;
             &table
         ));
         assert!(!attached_to("TABLE tt", Some(&"public".into()), &table));
+        let upper = (
+            "TABLE".to_owned(),
+            Some("public".to_owned()),
+            "My T".to_owned(),
+        );
+        assert!(attached_to(
+            "COLUMN \"My T\".a",
+            Some(&"public".into()),
+            &upper
+        ));
+        assert!(attached_to(
+            "TABLE \"My T\"",
+            Some(&"public".into()),
+            &upper
+        ));
     }
 }
