@@ -198,6 +198,8 @@ async fn run<B: Backend + 'static>(
         }
     }
     let params = store.config().chunking.params;
+    // Rows' ages are trusted against the tables the capture recorded, all of them.
+    let captured: Vec<&phony_core::QualifiedName> = root.tables.iter().map(|t| &t.table).collect();
     let loading = crate::Phase::Loading {
         bytes: draft
             .loaded
@@ -220,7 +222,17 @@ async fn run<B: Backend + 'static>(
             .map(|t| (t, None))
             .collect();
         if !kept.is_empty() {
-            compare_content(target, client, store, &kept, opts, None, report).await?;
+            compare_content(
+                target,
+                client,
+                store,
+                &kept,
+                Some(&captured),
+                opts,
+                None,
+                report,
+            )
+            .await?;
         }
     }
     gate_open(opts).await?;
@@ -304,7 +316,17 @@ async fn run<B: Backend + 'static>(
     if !elsewhere.is_empty() {
         let tables: Vec<(&TableEntry, Option<u32>)> =
             elsewhere.into_iter().map(|t| (t, None)).collect();
-        compare_content(target, client, store, &tables, opts, None, report).await?;
+        compare_content(
+            target,
+            client,
+            store,
+            &tables,
+            Some(&captured),
+            opts,
+            None,
+            report,
+        )
+        .await?;
     }
 
     // 4. What goes after the rows: checks and NOT NULLs, then the post-data definitions.
