@@ -39,7 +39,9 @@
 //! - `restore::plan`: what a restore is asked to do, what it reports, the schema's verdict.
 //! - `rewrite`: one table rewritten to the snapshot's rows, only those that differ.
 //! - `restore::full_path` (every schema replaced), `restore::delta_path` (only the rows
-//!   that differ), and [`restore`]: an atomic rewrite of a database into a snapshot's state.
+//!   that differ), `restore::schema_path` (after a migration: only the schema objects that
+//!   differ, and the rows), and [`restore`]: an atomic rewrite of a database into a
+//!   snapshot's state.
 //! - [`fresh`]: a restore into a database that does not exist yet.
 //! - [`export`]: a snapshot as a plain SQL script that psql loads into an empty database.
 //! - [`patch`]: a diff between two snapshots as a SQL patch.

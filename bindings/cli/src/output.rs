@@ -183,6 +183,17 @@ pub fn restore_summary(
                 count(report.sequences, "sequence", "sequences")
             )
         }
+        RestorePath::Schema => format!(
+            "{verb} {} into {into} by rewriting {} and the rows of {}, {}, {took}\n",
+            r.label(),
+            count(
+                report.schema_changes.len() as u64,
+                "schema object",
+                "schema objects"
+            ),
+            count(report.changes.len() as u64, "table", "tables"),
+            count(report.sequences, "sequence", "sequences")
+        ),
         RestorePath::Full => format!(
             "{verb} {} into {into}{}: {}, {}, {}, {took}\n",
             r.label(),
@@ -196,6 +207,9 @@ pub fn restore_summary(
             count(report.sequences, "sequence", "sequences")
         ),
     };
+    if report.dry_run && report.path == RestorePath::Schema {
+        out += "schema path: only the schema objects that differ (and what depends on them) are rewritten, then the rows that differ\n";
+    }
     if report.dry_run && report.path == RestorePath::Delta {
         out += match report.tracked {
             true => "delta path: the change log names the rows changed since the database held this snapshot, and its schema did not change\n",

@@ -8,6 +8,7 @@ mod diff;
 mod encodings;
 mod incremental;
 mod key_equality;
+mod migration_rollback;
 mod objects;
 mod rls;
 mod roundtrip;

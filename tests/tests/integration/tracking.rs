@@ -82,7 +82,7 @@ async fn switching_between_snapshots_stays_exact() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn schema_changes_take_the_full_path_and_tracking_follows() {
+async fn schema_changes_take_the_schema_path_and_tracking_follows() {
     let db = TestDb::rich("trk_schema").await;
     track_on(&db).await;
     let store = TestStore::new().await;
@@ -94,8 +94,8 @@ async fn schema_changes_take_the_full_path_and_tracking_follows() {
         .await;
     db.exec(CHANGES[2]).await;
     let r = db.restore(&store, &snap.manifest).await;
-    assert_eq!(r.path, RestorePath::Full);
-    assert_same(&db.fingerprint().await, &before, "after the full path");
+    assert_eq!(r.path, RestorePath::Schema, "{:?}", r.full_reason);
+    assert_same(&db.fingerprint().await, &before, "after the schema path");
 
     // Tracking is back on every table, and the next restore reads the log.
     let status = tracking::status(&db.client().await).await.unwrap();
@@ -371,7 +371,7 @@ async fn one_session_restores_again_and_again_across_schema_changes() {
         (CHANGES[0], RestorePath::Delta),
         (
             "ALTER TABLE public.orders ADD COLUMN coupon text",
-            RestorePath::Full,
+            RestorePath::Schema,
         ),
         (CHANGES[0], RestorePath::Delta),
     ];

@@ -1,5 +1,9 @@
 //! Restore: make a database's state equal to a snapshot's, in one transaction.
 //!
+//! When the schema differs, the targeted schema path (`schema_path`) rewrites only the
+//! objects that differ and what depends on them, and falls back to the full path when it
+//! cannot prove that right.
+//!
 //! The full path replaces every user schema: drop them, run the snapshot's pre-data DDL,
 //! load every table (COPY … FREEZE into the tables just created), run the post-data DDL
 //! (keys, indexes, foreign keys and triggers after the rows, as pg_restore does), set the
@@ -26,6 +30,7 @@ use crate::write::rewrite;
 mod delta_path;
 pub(crate) mod full_path;
 pub(crate) mod plan;
+mod schema_path;
 
 use delta_path::{restore_delta, DeltaError, Tracking};
 use full_path::{
@@ -34,6 +39,7 @@ use full_path::{
 };
 use plan::{gate_open, schema_difference};
 pub use plan::{Gate, RestoreOptions, RestorePath, RestoreReport, RowAges, TableRewrite};
+use schema_path::SchemaError;
 
 /// Creates database `target` if it does not exist; returns whether it did.
 pub async fn ensure_database(target: &ConnectionTarget) -> Result<bool> {
@@ -180,13 +186,15 @@ async fn restore_session<B: Backend + 'static>(
         let delta = delta.await;
         // The schema's verdict, when it was compared meanwhile, names the path taken.
         let mut verdict = None;
+        let mut differs = None;
         if let (Some(check), Ok(()) | Err(DeltaError::Fallback(_))) = (&schema, &delta) {
             match check.clone().await {
                 Ok(None) => report.schema_changed = Some(false),
-                Ok(Some(differs)) => {
+                Ok(Some(found)) => {
                     report.schema_changed = Some(true);
-                    report.schema_changes = differs.changes;
-                    verdict = Some(differs.why);
+                    report.schema_changes = found.changes.clone();
+                    verdict = Some(found.why.clone());
+                    differs = Some(found);
                 }
                 Err(why) => verdict = Some(why),
             }
@@ -203,8 +211,44 @@ async fn restore_session<B: Backend + 'static>(
             }
             Err(DeltaError::Fallback(reason)) => {
                 let reason = verdict.unwrap_or(reason);
-                tracing::info!("delta restore not possible, taking the full path: {reason}");
                 full_reason = Some(reason);
+                // A schema that differs: the objects that differ, when that can be undone.
+                if let Some(differs) = &differs {
+                    let inputs = schema_path::Inputs {
+                        differs,
+                        pre_data: &pre_data,
+                        post_data: &post_data,
+                        settings: &settings,
+                        tracked,
+                        root_id,
+                    };
+                    let started = Instant::now();
+                    match schema_path::restore_schema(
+                        &target,
+                        session,
+                        store,
+                        root,
+                        opts,
+                        &inputs,
+                        &mut report,
+                    )
+                    .await
+                    {
+                        Ok(()) => {
+                            tracing::debug!("schema path in {:?}", started.elapsed());
+                            report.path = RestorePath::Schema;
+                            full_reason = None;
+                        }
+                        Err(SchemaError::Fatal(e)) => {
+                            let _ = client.batch_execute("ROLLBACK").await;
+                            return Err(e);
+                        }
+                        Err(SchemaError::Fallback(why)) => full_reason = Some(why),
+                    }
+                }
+                if let Some(reason) = &full_reason {
+                    tracing::info!("delta restore not possible, taking the full path: {reason}");
+                }
             }
         }
     }

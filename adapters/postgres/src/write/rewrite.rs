@@ -124,6 +124,103 @@ async fn restore_table_staged<B: Backend + 'static>(
     finish(client, entry, &t, log, reload).await.map(Some)
 }
 
+/// [`restore_table`] on the restore's own connection, for a table whose locks (taken by the
+/// restore's own DDL) no other connection may wait for: the live rows are read first, the
+/// chunks the snapshot lacks kept in memory up to `cap` bytes, then staged and applied.
+/// Past `cap`, most of the table differs and it is reloaded whole.
+pub(crate) async fn restore_table_here<B: Backend + 'static>(
+    client: &Client,
+    store: &Arc<Store<B>>,
+    entry: &TableEntry,
+    params: ChunkParams,
+    prefetch: usize,
+    cap: usize,
+) -> Result<Option<TableRewrite>> {
+    let t = qualified(&entry.table);
+    let snapshot_chunks = store.table_chunks(entry).await?;
+    let mut unmatched: HashMap<BlobId, usize> = HashMap::new();
+    for c in &snapshot_chunks {
+        *unmatched.entry(c.id).or_default() += 1;
+    }
+    let info = TableInfo {
+        name: entry.table.clone(),
+        columns: entry.columns.clone(),
+        key: entry.key.clone(),
+        bytes: 0,
+    };
+    let sql = copy_out_sql(&info, &[], None, None);
+    let mut live = ChunkStream::open(client, &sql, &entry.table, params, None).await?;
+    let mut live_only: Vec<Bytes> = Vec::new();
+    let (mut held, mut overflow) = (0usize, false);
+    // Read to the end even past `cap`: a COPY left half-read blocks the connection.
+    while let Some(chunk) = live.next().await? {
+        let id = BlobId::of(&chunk.data);
+        match unmatched.get_mut(&id) {
+            Some(n) if *n > 0 => *n -= 1,
+            _ if overflow => {}
+            _ => {
+                held += chunk.data.len();
+                overflow = held > cap;
+                match overflow {
+                    true => live_only.clear(),
+                    false => live_only.push(chunk.data),
+                }
+            }
+        }
+    }
+    drop(live);
+    if overflow {
+        client
+            .batch_execute(&format!("DELETE FROM ONLY {t}"))
+            .await
+            .map_err(pg(format!("reloading table {}", entry.table)))?;
+        copy_all(client, store, entry, prefetch).await?;
+        return Ok(Some(TableRewrite {
+            table: entry.table.clone(),
+            deleted: 0,
+            inserted: entry.content.rows,
+            updated: 0,
+            reloaded: Some(format!(
+                "over {cap} bytes of its live rows differ: reloading it costs less"
+            )),
+        }));
+    }
+    let snapshot_only: Vec<BlobRef> = snapshot_chunks
+        .into_iter()
+        .filter(|c| match unmatched.get_mut(&c.id) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        })
+        .collect();
+    if live_only.is_empty() && snapshot_only.is_empty() {
+        return Ok(None);
+    }
+    create_temp(client, entry, LIVE).await?;
+    if !live_only.is_empty() {
+        let context = format!("staging live rows of {}", entry.table);
+        let sink = client
+            .copy_in::<_, Bytes>(&format!("COPY {LIVE} FROM STDIN"))
+            .await
+            .map_err(pg(context.clone()))?;
+        futures::pin_mut!(sink);
+        for data in live_only {
+            sink.send(data).await.map_err(pg(context.clone()))?;
+        }
+        sink.as_mut().finish().await.map_err(pg(context))?;
+    }
+    create_temp(client, entry, SNAP).await?;
+    stage_chunks(client, store, entry, snapshot_only, prefetch, None).await?;
+    client
+        .batch_execute(&format!("ANALYZE {LIVE}; ANALYZE {SNAP};"))
+        .await
+        .map_err(pg("analyzing staged rows"))?;
+    let reload = copy_all(client, store, entry, prefetch);
+    finish(client, entry, &t, None, reload).await.map(Some)
+}
+
 /// Applies the staged rows, logs the keys it touched (when tracking), drops the staging.
 async fn finish(
     client: &Client,

@@ -190,7 +190,7 @@ pub(crate) async fn restore_delta<B: Backend + 'static>(
             }
         }
         if !content.is_empty() {
-            compare_content(target, client, store, &content, opts, schema, report)
+            compare_content(target, client, store, &content, None, opts, schema, report)
                 .await
                 .map_err(fallback)?;
         }
@@ -256,12 +256,16 @@ pub(crate) fn count_change(report: &mut RestoreReport, change: Option<TableRewri
 /// Makes the `tables` (each with the relation id to log its rewrites under, when tracking)
 /// hold the snapshot's rows by comparing content, inside the restore transaction. With a
 /// trusted capture point, rows' ages say which tables and chunks to compare (`xmin`),
-/// read on two connections at once; the others are re-read whole.
+/// read on two connections at once; the others are re-read whole. `captured`: the tables
+/// whose identities the capture point recorded, when not `tables` (the schema path
+/// compares some of the snapshot's tables and loads the others).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn compare_content<B: Backend + 'static>(
     target: &ConnectionTarget,
     client: &Client,
     store: &Arc<Store<B>>,
     tables: &[(&TableEntry, Option<u32>)],
+    captured: Option<&[&phony_core::QualifiedName]>,
     opts: &RestoreOptions,
     schema: Option<&SchemaCheck<'_>>,
     report: &mut RestoreReport,
@@ -270,8 +274,10 @@ pub(crate) async fn compare_content<B: Backend + 'static>(
     let reader = connect_reader(target).await?;
     let trusted = match &opts.point {
         Some(point) => {
-            let names: Vec<&phony_core::QualifiedName> =
-                tables.iter().map(|(e, _)| &e.table).collect();
+            let names: Vec<&phony_core::QualifiedName> = match captured {
+                Some(names) => names.to_vec(),
+                None => tables.iter().map(|(e, _)| &e.table).collect(),
+            };
             match xmin::trust(&reader, point, &names).await {
                 xmin::Trust::Trusted(h) => Some(h),
                 xmin::Trust::Untrusted(why) => {

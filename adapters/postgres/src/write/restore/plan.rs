@@ -102,7 +102,8 @@ impl Default for RestoreOptions {
 pub struct RestoreReport {
     /// Which way the database was brought to the snapshot's state.
     pub path: RestorePath,
-    /// Why the full path was taken, when it was.
+    /// Why the full path was taken, when it was (after a schema change: which object kept
+    /// the targeted schema path from undoing it).
     pub full_reason: Option<String>,
     /// Full path: tables loaded. Delta path: tables rewritten.
     pub tables: u64,
@@ -160,6 +161,9 @@ pub enum RestorePath {
     Full,
     /// Only differing rows rewritten (the schema was unchanged).
     Delta,
+    /// Only the schema objects that differ (and what depends on them) rewritten, the
+    /// tables re-created among them reloaded, every other table's differing rows rewritten.
+    Schema,
 }
 
 impl RestorePath {
@@ -167,6 +171,7 @@ impl RestorePath {
         match self {
             RestorePath::Full => "full",
             RestorePath::Delta => "delta",
+            RestorePath::Schema => "schema",
         }
     }
 }
@@ -183,6 +188,9 @@ pub(crate) struct Differs {
     pub(crate) why: String,
     /// The objects that differ, from the live schema to the snapshot's.
     pub(crate) changes: Vec<SchemaChange>,
+    /// The live schema's pre-data and post-data DDL (the targeted schema path's input).
+    pub(crate) live_pre: String,
+    pub(crate) live_post: String,
 }
 
 /// Waits for the schema's verdict, when it is being compared: the delta path writes only
@@ -230,6 +238,8 @@ pub(crate) async fn schema_difference(
     Ok(Some(Differs {
         why: why.to_owned(),
         changes: phony_core::diff::schema::diff(&live, &snapshot),
+        live_pre,
+        live_post,
     }))
 }
 
