@@ -1,0 +1,91 @@
+//! The state every request and job shares.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use deadpool_postgres::Pool;
+use phony_engine::Engine;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::problem::{ApiResult, Problem};
+use crate::secrets::SecretKey;
+use crate::Config;
+
+/// The server's shared state.
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub pool: Pool,
+    pub key: SecretKey,
+    /// This server's number: its job listener's session holds an advisory lock on it.
+    pub server_id: i64,
+    /// Woken when a job may be claimable (a NOTIFY, a job ending here).
+    pub wake: Arc<tokio::sync::Notify>,
+    /// Becomes true when the server is asked to stop.
+    pub stopping: watch::Receiver<bool>,
+    pub metrics: Metrics,
+    engines: Mutex<HashMap<String, Engine>>,
+}
+
+pub type AppState = Arc<App>;
+
+impl App {
+    pub fn new(
+        config: Config,
+        pool: Pool,
+        key: SecretKey,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
+        App {
+            config,
+            pool,
+            key,
+            server_id: rand::random::<i64>() & 0x3fff_ffff_ffff_ffff,
+            wake: Arc::new(tokio::sync::Notify::new()),
+            stopping,
+            metrics: Metrics::default(),
+            engines: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Where project `id`'s store is.
+    pub fn store_location(&self, project_id: &str) -> String {
+        let root = &self.config.store_root;
+        if root.contains("://") {
+            format!("{}/{project_id}", root.trim_end_matches('/'))
+        } else {
+            std::path::Path::new(root)
+                .join(project_id)
+                .to_string_lossy()
+                .into_owned()
+        }
+    }
+
+    /// Project `id`'s store, opened (created on first use) and kept.
+    pub async fn engine(&self, project_id: &str) -> ApiResult<Engine> {
+        if let Some(e) = self.lock_engines().get(project_id) {
+            return Ok(e.clone());
+        }
+        let location = self.store_location(project_id);
+        let engine = Engine::open_or_create(&location, phony_core::StoreConfig::default())
+            .await
+            .map_err(|e| Problem::internal("opening the project's store", &crate::problem::chain(&e)))?;
+        self.lock_engines()
+            .insert(project_id.to_owned(), engine.clone());
+        Ok(engine)
+    }
+
+    /// Forgets a deleted project's store.
+    pub fn forget_engine(&self, project_id: &str) {
+        self.lock_engines().remove(project_id);
+    }
+
+    fn lock_engines(&self) -> std::sync::MutexGuard<'_, HashMap<String, Engine>> {
+        self.engines.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+}
