@@ -68,6 +68,11 @@ impl App {
             return Ok(e.clone());
         }
         let location = self.store_location(project_id);
+        if !location.contains("://") {
+            tokio::fs::create_dir_all(&location)
+                .await
+                .map_err(|e| Problem::internal("creating the project's store directory", &e))?;
+        }
         let engine = Engine::open_or_create(&location, phony_core::StoreConfig::default())
             .await
             .map_err(|e| Problem::internal("opening the project's store", &crate::problem::chain(&e)))?;

@@ -22,7 +22,7 @@ pub struct Config {
     /// The key that encrypts database URLs (`PHONY_SECRET_KEY`, 64 hex digits); without
     /// one, `<data_dir>/secret.key` (created with mode 0600).
     pub secret_key: Option<String>,
-    /// Jobs this server runs at once (one per project at a time).
+    /// Jobs this server runs at once (one per project at a time); 0: an API-only server.
     pub workers: usize,
     /// How often expired snapshots are deleted and jobs of dead servers marked failed.
     pub sweep_interval: Duration,

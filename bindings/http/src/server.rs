@@ -53,7 +53,7 @@ impl Server {
             ));
         }
         let sweeper = tokio::spawn(sweep::run(Arc::clone(&app)));
-        let workers: Vec<_> = (0..config.workers.max(1))
+        let workers: Vec<_> = (0..config.workers)
             .map(|_| tokio::spawn(jobs::worker(Arc::clone(&app))))
             .collect();
 
