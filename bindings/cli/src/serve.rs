@@ -10,7 +10,12 @@ use clap::Args;
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080", env = "PHONY_LISTEN")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080",
+        env = "PHONY_LISTEN"
+    )]
     pub listen: SocketAddr,
     /// The server's metadata database (created if missing, migrated at start)
     #[arg(
@@ -22,10 +27,20 @@ pub struct ServeArgs {
     )]
     pub meta: String,
     /// Where project stores go: a directory or s3://bucket/prefix (one store per project under it)
-    #[arg(long, value_name = "DIR|URL", env = "PHONY_STORE_ROOT", default_value = "./phony-data")]
+    #[arg(
+        long,
+        value_name = "DIR|URL",
+        env = "PHONY_STORE_ROOT",
+        default_value = "./phony-data"
+    )]
     pub store_root: String,
     /// The server's own files: the secret key file (if PHONY_SECRET_KEY is unset), finished exports
-    #[arg(long, value_name = "DIR", env = "PHONY_DATA_DIR", default_value = "./phony-data")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "PHONY_DATA_DIR",
+        default_value = "./phony-data"
+    )]
     pub data_dir: PathBuf,
     /// Jobs run at once by this server (0: an API-only server that runs none)
     #[arg(long, value_name = "N", default_value_t = 4)]
@@ -44,8 +59,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         meta_url: args.meta,
         store_root: args.store_root,
         data_dir: args.data_dir,
-        admin_token: std::env::var("PHONY_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
-        secret_key: std::env::var("PHONY_SECRET_KEY").ok().filter(|k| !k.is_empty()),
+        admin_token: std::env::var("PHONY_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+        secret_key: std::env::var("PHONY_SECRET_KEY")
+            .ok()
+            .filter(|k| !k.is_empty()),
         workers: args.workers,
         sweep_interval: args.sweep_interval,
         shutdown_grace: args.shutdown_grace,

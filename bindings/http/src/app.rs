@@ -75,7 +75,9 @@ impl App {
         }
         let engine = Engine::open_or_create(&location, phony_core::StoreConfig::default())
             .await
-            .map_err(|e| Problem::internal("opening the project's store", &crate::problem::chain(&e)))?;
+            .map_err(|e| {
+                Problem::internal("opening the project's store", &crate::problem::chain(&e))
+            })?;
         self.lock_engines()
             .insert(project_id.to_owned(), engine.clone());
         Ok(engine)

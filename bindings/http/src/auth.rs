@@ -1,8 +1,8 @@
 //! `Authorization: Bearer <token>`: who is asking, and what they may see.
 
 use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 
 use crate::app::AppState;
 use crate::problem::{ApiResult, Problem};
@@ -71,11 +71,15 @@ impl FromRequestParts<AppState> for Caller {
             )
             .await?;
         let Some(row) = row else {
-            return Err(Problem::unauthorized("the token is not valid (or was revoked)"));
+            return Err(Problem::unauthorized(
+                "the token is not valid (or was revoked)",
+            ));
         };
         let stored: Vec<u8> = row.get(2);
         if !same_hash(&stored, &hash) {
-            return Err(Problem::unauthorized("the token is not valid (or was revoked)"));
+            return Err(Problem::unauthorized(
+                "the token is not valid (or was revoked)",
+            ));
         }
         let project: Option<String> = row.get(1);
         Ok(Caller {

@@ -90,7 +90,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
                 "invalid_query",
                 inner(&e),
             )),
-            Err(e) => Err(Problem::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())),
+            Err(e) => Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                e.body_text(),
+            )),
         }
     }
 }

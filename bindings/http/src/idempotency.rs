@@ -159,10 +159,16 @@ async fn replay_or_claim(
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
     let headers = response.headers_mut();
-    if let Some(ct) = row.get::<_, Option<String>>(3).and_then(|v| HeaderValue::from_str(&v).ok()) {
+    if let Some(ct) = row
+        .get::<_, Option<String>>(3)
+        .and_then(|v| HeaderValue::from_str(&v).ok())
+    {
         headers.insert(header::CONTENT_TYPE, ct);
     }
-    if let Some(l) = row.get::<_, Option<String>>(4).and_then(|v| HeaderValue::from_str(&v).ok()) {
+    if let Some(l) = row
+        .get::<_, Option<String>>(4)
+        .and_then(|v| HeaderValue::from_str(&v).ok())
+    {
         headers.insert(header::LOCATION, l);
     }
     headers.insert("idempotency-replayed", HeaderValue::from_static("true"));

@@ -106,9 +106,7 @@ pub async fn enqueue(
             &[&new_id("job"), &project_id, &kind, params],
         )
         .await?;
-    client
-        .execute(&format!("NOTIFY {CHANNEL}"), &[])
-        .await?;
+    client.execute(&format!("NOTIFY {CHANNEL}"), &[]).await?;
     Ok(JobView::of(&row))
 }
 
@@ -195,7 +193,10 @@ pub async fn answer(
         "failed" | "cancelled" => {
             let problem = match &job.error {
                 Some(e) => Problem::from_body(e),
-                None => Problem::conflict("cancelled", "the job was cancelled before it changed anything"),
+                None => Problem::conflict(
+                    "cancelled",
+                    "the job was cancelled before it changed anything",
+                ),
             };
             Err(problem.with("job", json!(job)))
         }
@@ -414,7 +415,12 @@ async fn run(app: &AppState, job: Claimed) {
         Arc::clone(&progress),
         Arc::clone(&stopped_by_shutdown),
     ));
-    tracing::info!("job {} ({}) of {} started", job.id, job.kind, job.project_id);
+    tracing::info!(
+        "job {} ({}) of {} started",
+        job.id,
+        job.kind,
+        job.project_id
+    );
     let outcome = crate::work::execute(app, &job, &cancel, &progress).await;
     watcher.abort();
     let shutdown = stopped_by_shutdown.load(std::sync::atomic::Ordering::SeqCst);
@@ -521,7 +527,11 @@ async fn watch(
 
 /// Holds this server's advisory lock and listens for new jobs, reconnecting when the
 /// metadata database goes away; runs until aborted.
-pub async fn listen(app: AppState, url: String, mut locked: Option<tokio::sync::oneshot::Sender<()>>) {
+pub async fn listen(
+    app: AppState,
+    url: String,
+    mut locked: Option<tokio::sync::oneshot::Sender<()>>,
+) {
     let Ok(config) = crate::meta::config(&url) else {
         return;
     };
@@ -583,7 +593,10 @@ pub async fn download(
     if job.status != "succeeded" {
         return Err(Problem::conflict(
             "export_not_ready",
-            format!("the export is {}: its file is there once it succeeded", job.status),
+            format!(
+                "the export is {}: its file is there once it succeeded",
+                job.status
+            ),
         ));
     }
     let path = crate::work::export_path(&app, &id);

@@ -5,13 +5,14 @@
 use std::str::FromStr as _;
 use std::time::Duration;
 
-use tokio_postgres::NoTls;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
 
 use crate::{Error, Result};
 
 /// The migrations, in order: (version, name, SQL).
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
 
 /// The advisory lock key taken while migrating ('phony-mg').
 const MIGRATION_LOCK: i64 = 0x7068_6f6e_792d_6d67;
@@ -54,7 +55,9 @@ pub async fn ensure_database(url: &str) -> Result<()> {
 }
 
 /// One connection outside the pool (migrations, the job listener).
-pub async fn connect(config: &tokio_postgres::Config) -> std::result::Result<tokio_postgres::Client, tokio_postgres::Error> {
+pub async fn connect(
+    config: &tokio_postgres::Config,
+) -> std::result::Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, connection) = config.connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {

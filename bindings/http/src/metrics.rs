@@ -60,19 +60,28 @@ pub async fn track(State(app): State<AppState>, req: Request, next: Next) -> Res
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// `GET /metrics`.
 pub async fn metrics(State(app): State<AppState>) -> ApiResult<Response> {
     let mut out = String::new();
-    out.push_str("# HELP phony_http_requests_total HTTP requests answered, by route, method and status.\n");
+    out.push_str(
+        "# HELP phony_http_requests_total HTTP requests answered, by route, method and status.\n",
+    );
     out.push_str("# TYPE phony_http_requests_total counter\n");
     let mut durations = String::new();
-    durations.push_str("# HELP phony_http_request_duration_seconds Time spent answering requests.\n");
+    durations
+        .push_str("# HELP phony_http_request_duration_seconds Time spent answering requests.\n");
     durations.push_str("# TYPE phony_http_request_duration_seconds summary\n");
     {
-        let map = app.metrics.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let map = app
+            .metrics
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for ((route, method, status), t) in map.iter() {
             let labels = format!(
                 "route=\"{}\",method=\"{}\",status=\"{status}\"",
@@ -80,19 +89,37 @@ pub async fn metrics(State(app): State<AppState>) -> ApiResult<Response> {
                 escape(method)
             );
             let _ = writeln!(out, "phony_http_requests_total{{{labels}}} {}", t.count);
-            let _ = writeln!(durations, "phony_http_request_duration_seconds_sum{{{labels}}} {}", t.seconds);
-            let _ = writeln!(durations, "phony_http_request_duration_seconds_count{{{labels}}} {}", t.count);
+            let _ = writeln!(
+                durations,
+                "phony_http_request_duration_seconds_sum{{{labels}}} {}",
+                t.seconds
+            );
+            let _ = writeln!(
+                durations,
+                "phony_http_request_duration_seconds_count{{{labels}}} {}",
+                t.count
+            );
         }
     }
     out.push_str(&durations);
-    out.push_str("# HELP phony_job_duration_seconds Jobs this server ran, by kind and how they ended.\n");
+    out.push_str(
+        "# HELP phony_job_duration_seconds Jobs this server ran, by kind and how they ended.\n",
+    );
     out.push_str("# TYPE phony_job_duration_seconds summary\n");
     {
         let map = app.metrics.jobs.lock().unwrap_or_else(|e| e.into_inner());
         for ((kind, status), t) in map.iter() {
             let labels = format!("kind=\"{}\",status=\"{}\"", escape(kind), escape(status));
-            let _ = writeln!(out, "phony_job_duration_seconds_sum{{{labels}}} {}", t.seconds);
-            let _ = writeln!(out, "phony_job_duration_seconds_count{{{labels}}} {}", t.count);
+            let _ = writeln!(
+                out,
+                "phony_job_duration_seconds_sum{{{labels}}} {}",
+                t.seconds
+            );
+            let _ = writeln!(
+                out,
+                "phony_job_duration_seconds_count{{{labels}}} {}",
+                t.count
+            );
         }
     }
     out.push_str("# HELP phony_jobs Jobs in the metadata database, by kind and status.\n");
@@ -114,7 +141,10 @@ pub async fn metrics(State(app): State<AppState>) -> ApiResult<Response> {
         );
     }
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         out,
     )
         .into_response())

@@ -13,9 +13,7 @@ pub fn document() -> Value {
     let routes: Vec<Route> = table().into_iter().map(|(r, _)| r).collect();
     let mut paths = Map::new();
     for r in &routes {
-        let item = paths
-            .entry(r.path.to_owned())
-            .or_insert_with(|| json!({}));
+        let item = paths.entry(r.path.to_owned()).or_insert_with(|| json!({}));
         item[r.method] = operation(r);
     }
     json!({
@@ -119,7 +117,10 @@ fn open_object(required: &[&str], properties: Value) -> Value {
 }
 
 fn list_of(item: &str) -> Value {
-    open_object(&["items"], json!({ "items": { "type": "array", "items": reference(item) } }))
+    open_object(
+        &["items"],
+        json!({ "items": { "type": "array", "items": reference(item) } }),
+    )
 }
 
 fn schemas() -> Value {
@@ -151,7 +152,8 @@ fn schemas() -> Value {
     let mut detail = snapshot.clone();
     detail["properties"]["project_id"] = json!({ "type": "string" });
     detail["properties"]["table_list"] = json!({ "type": "array", "items": { "type": "object" } });
-    detail["properties"]["sequence_list"] = json!({ "type": "array", "items": { "type": "object" } });
+    detail["properties"]["sequence_list"] =
+        json!({ "type": "array", "items": { "type": "object" } });
     json!({
         "Problem": open_object(&["type", "title", "status", "detail", "code"], json!({
             "type": { "type": "string" },

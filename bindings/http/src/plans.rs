@@ -81,7 +81,9 @@ impl Plan {
 
 /// Every plan, lowest first.
 pub async fn all(client: &impl tokio_postgres::GenericClient) -> ApiResult<Vec<Plan>> {
-    let rows = client.query("SELECT * FROM plans ORDER BY rank", &[]).await?;
+    let rows = client
+        .query("SELECT * FROM plans ORDER BY rank", &[])
+        .await?;
     Ok(rows.iter().map(Plan::of).collect())
 }
 
@@ -94,11 +96,20 @@ pub async fn find(client: &impl tokio_postgres::GenericClient, name: &str) -> Ap
         .iter()
         .find(|p| p.name.eq_ignore_ascii_case(name))
         .cloned()
-        .ok_or_else(|| Problem::invalid("invalid_plan", format!("no plan {name:?}: choose one of {listed}")))
+        .ok_or_else(|| {
+            Problem::invalid(
+                "invalid_plan",
+                format!("no plan {name:?}: choose one of {listed}"),
+            )
+        })
 }
 
 /// Fails with `plan_required` naming the lowest plan with `feature` when `plan` lacks it.
-pub async fn require(client: &impl tokio_postgres::GenericClient, plan: &Plan, feature: Feature) -> ApiResult<()> {
+pub async fn require(
+    client: &impl tokio_postgres::GenericClient,
+    plan: &Plan,
+    feature: Feature,
+) -> ApiResult<()> {
     if plan.has(feature) {
         return Ok(());
     }

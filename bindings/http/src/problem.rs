@@ -40,7 +40,11 @@ impl Problem {
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     pub fn admin_required() -> Self {
@@ -83,7 +87,10 @@ impl Problem {
     /// The document, as JSON.
     pub fn body(&self) -> Value {
         let mut doc = Map::new();
-        doc.insert("type".into(), json!(format!("urn:phony:problem:{}", self.code)));
+        doc.insert(
+            "type".into(),
+            json!(format!("urn:phony:problem:{}", self.code)),
+        );
         doc.insert("title".into(), json!(self.title));
         doc.insert("status".into(), json!(self.status.as_u16()));
         doc.insert("detail".into(), json!(self.detail));
@@ -159,10 +166,9 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.body()).unwrap_or_default();
         let mut response = (self.status, body).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(PROBLEM_JSON),
-        );
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         response
     }
 }
@@ -175,7 +181,12 @@ impl From<deadpool_postgres::PoolError> for Problem {
 
 impl From<tokio_postgres::Error> for Problem {
     fn from(e: tokio_postgres::Error) -> Self {
-        if e.is_closed() || e.as_db_error().is_none() {
+        // Connection lost, server shutting down or restarting, out of connections: the
+        // metadata database is away for now, not wrong.
+        let away = e
+            .as_db_error()
+            .is_none_or(|d| matches!(&d.code().code()[..2], "08" | "57" | "53"));
+        if e.is_closed() || away {
             Problem::unavailable(&e)
         } else {
             Problem::internal("a metadata query", &e)
@@ -188,9 +199,9 @@ pub fn engine(e: phony_engine::Error, doing: &str) -> Problem {
     use phony_core::Error as Core;
     use phony_engine::Error as E;
     match &e {
-        E::Store(Core::NotFound { .. } | Core::SnapshotNotFound { .. } | Core::PrefixTooShort { .. }) => {
-            Problem::not_found("snapshot")
-        }
+        E::Store(
+            Core::NotFound { .. } | Core::SnapshotNotFound { .. } | Core::PrefixTooShort { .. },
+        ) => Problem::not_found("snapshot"),
         E::Store(Core::Ambiguous { .. }) => Problem::conflict("ambiguous_id", e.to_string()),
         E::Store(Core::AlreadyExists { .. }) => Problem::conflict("name_taken", e.to_string()),
         E::Cancelled => Problem::conflict("cancelled", e.to_string()),

@@ -67,8 +67,12 @@ pub fn parse_url(url: &str) -> ApiResult<ConnectionTarget> {
             "the database URL must start with postgres:// or postgresql://",
         ));
     }
-    ConnectionTarget::parse_with(Some(url), Environment::Ignore)
-        .map_err(|e| Problem::invalid("invalid_database_url", format!("the database URL is not valid: {e}")))
+    ConnectionTarget::parse_with(Some(url), Environment::Ignore).map_err(|e| {
+        Problem::invalid(
+            "invalid_database_url",
+            format!("the database URL is not valid: {e}"),
+        )
+    })
 }
 
 /// The project `id`, if the caller may see it (404 otherwise, as if absent).
@@ -88,7 +92,9 @@ pub async fn load(app: &AppState, caller: &Caller, id: &str) -> ApiResult<Projec
 /// Every project (the sweep's view).
 pub async fn all(app: &AppState) -> ApiResult<Vec<Project>> {
     let client = app.pool.get().await?;
-    let rows = client.query("SELECT * FROM projects ORDER BY created_at, id", &[]).await?;
+    let rows = client
+        .query("SELECT * FROM projects ORDER BY created_at, id", &[])
+        .await?;
     Ok(rows.iter().map(Project::of).collect())
 }
 
@@ -303,7 +309,8 @@ pub async fn delete(
             "a job of this project is running: cancel it or wait for it, then delete the project",
         ));
     }
-    tx.execute("DELETE FROM projects WHERE id = $1", &[&id]).await?;
+    tx.execute("DELETE FROM projects WHERE id = $1", &[&id])
+        .await?;
     tx.commit().await?;
     app.forget_engine(&id);
     Ok(StatusCode::NO_CONTENT)

@@ -196,13 +196,20 @@ pub fn router(app: AppState) -> Router {
             app.clone(),
             crate::idempotency::layer,
         ))
-        .layer(axum::middleware::from_fn_with_state(app.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            metrics::track,
+        ))
         .layer(DefaultBodyLimit::max(crate::body::MAX_BODY))
         .with_state(app)
 }
 
 async fn not_found() -> Problem {
-    Problem::new(StatusCode::NOT_FOUND, "not_found", "no such route (see /api/v1/openapi.json)")
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route (see /api/v1/openapi.json)",
+    )
 }
 
 async fn method_not_allowed() -> Problem {

@@ -130,9 +130,12 @@ async fn bootstrap_admin(config: &Config) -> Result<Option<String>> {
         .map_err(|e| Error::meta("connecting to the metadata database", e))?;
     let m = |e| Error::meta("creating the first admin token", e);
     let tx = client.transaction().await.map_err(m)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&0x7068_6f6e_792d_6164_i64])
-        .await
-        .map_err(m)?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&0x7068_6f6e_792d_6164_i64],
+    )
+    .await
+    .map_err(m)?;
     let generated = match &config.admin_token {
         Some(token) => {
             if token.len() < 32 {
@@ -141,7 +144,10 @@ async fn bootstrap_admin(config: &Config) -> Result<Option<String>> {
                 ));
             }
             let exists = tx
-                .query_opt("SELECT 1 FROM tokens WHERE hash = $1", &[&token_hash(token)])
+                .query_opt(
+                    "SELECT 1 FROM tokens WHERE hash = $1",
+                    &[&token_hash(token)],
+                )
                 .await
                 .map_err(m)?;
             if exists.is_none() {

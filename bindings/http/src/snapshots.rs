@@ -29,7 +29,7 @@ pub async fn records(engine: &Engine) -> ApiResult<Vec<SnapshotRecord>> {
         .list(&ListFilter::default())
         .await
         .map_err(|e| problem::engine(e, "reading the snapshot records"))?;
-    records.sort_by(|a, b| (b.created_at, b.id.to_string()).cmp(&(a.created_at, a.id.to_string())));
+    records.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id.to_string())));
     Ok(records)
 }
 
@@ -52,7 +52,11 @@ pub async fn find(
                 .await?;
             match indexed {
                 Some(row) => vec![row.get(0)],
-                None => projects::all(app).await?.into_iter().map(|p| p.id).collect(),
+                None => projects::all(app)
+                    .await?
+                    .into_iter()
+                    .map(|p| p.id)
+                    .collect(),
             }
         }
     };
@@ -119,7 +123,10 @@ fn no_location(_: &Value) -> Option<String> {
 
 /// Snapshots that count against a plan's limit: all but safety snapshots.
 fn counted(records: &[SnapshotRecord]) -> u64 {
-    records.iter().filter(|r| r.origin != Origin::Safety).count() as u64
+    records
+        .iter()
+        .filter(|r| r.origin != Origin::Safety)
+        .count() as u64
 }
 
 /// `POST /api/v1/projects/{id}/snapshots`: queues a create job (202; `?wait=` 201 with the
@@ -133,7 +140,8 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let project = projects::load(&app, &caller, &project_id).await?;
     if let Some(name) = &new.name {
-        SnapshotName::from_str(name).map_err(|e| Problem::invalid("invalid_name", e.to_string()))?;
+        SnapshotName::from_str(name)
+            .map_err(|e| Problem::invalid("invalid_name", e.to_string()))?;
     }
     check_labels(&new.labels)?;
     let engine = app.engine(&project.id).await?;
@@ -200,15 +208,21 @@ pub async fn list(
         .as_deref()
         .map(Origin::from_str)
         .transpose()
-        .map_err(|_| bad("origin is one of manual, safety, scheduled, sync-before, sync-after, sprint-end"))?;
+        .map_err(|_| {
+            bad("origin is one of manual, safety, scheduled, sync-before, sync-after, sprint-end")
+        })?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(bad("limit is between 1 and 1000"));
     }
     let after = match &q.cursor {
         Some(c) => {
-            let (nanos, id) = c.split_once('.').ok_or_else(|| bad("cursor is not one this server gave"))?;
-            let nanos: i128 = nanos.parse().map_err(|_| bad("cursor is not one this server gave"))?;
+            let (nanos, id) = c
+                .split_once('.')
+                .ok_or_else(|| bad("cursor is not one this server gave"))?;
+            let nanos: i128 = nanos
+                .parse()
+                .map_err(|_| bad("cursor is not one this server gave"))?;
             Some((nanos, id.to_owned()))
         }
         None => None,
@@ -228,7 +242,11 @@ pub async fn list(
         .collect();
     let more = kept.len() > limit;
     let page: Vec<&SnapshotRecord> = kept.into_iter().take(limit).collect();
-    let next_cursor = if more { page.last().map(|r| cursor_of(r)) } else { None };
+    let next_cursor = if more {
+        page.last().map(|r| cursor_of(r))
+    } else {
+        None
+    };
     let body = Page {
         items: page.iter().map(|r| SnapshotView::of(r)).collect(),
         next_cursor,
@@ -274,9 +292,11 @@ pub async fn update(
 ) -> ApiResult<Json<Value>> {
     let (_, engine, found) = find(&app, &caller, &id).await?;
     let new_name = match &patch.name {
-        Some(Some(n)) => Some(Some(
-            SnapshotName::from_str(n).map_err(|e| Problem::invalid("invalid_name", e.to_string()))?,
-        )),
+        Some(Some(n)) => {
+            Some(Some(SnapshotName::from_str(n).map_err(|e| {
+                Problem::invalid("invalid_name", e.to_string())
+            })?))
+        }
         Some(None) => Some(None),
         None => None,
     };
@@ -312,7 +332,8 @@ pub async fn update(
         if let Some(labels) = &patch.labels {
             record.labels = labels.clone();
         }
-        lock.check().map_err(|e| problem::engine(e.into(), "locking the store"))?;
+        lock.check()
+            .map_err(|e| problem::engine(e.into(), "locking the store"))?;
         store
             .put_record(&record)
             .await
@@ -343,7 +364,10 @@ pub async fn delete(
     if record.pinned {
         return Err(Problem::conflict(
             "snapshot_pinned",
-            format!("snapshot {} is pinned: unpin it (PATCH {{\"pin\": false}}) to delete it", record.label()),
+            format!(
+                "snapshot {} is pinned: unpin it (PATCH {{\"pin\": false}}) to delete it",
+                record.label()
+            ),
         ));
     }
     engine

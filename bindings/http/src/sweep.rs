@@ -94,7 +94,9 @@ pub async fn mark_orphans(app: &AppState) -> Result<(), Problem> {
             .await?;
         if n > 0 {
             tracing::warn!("marked {n} job(s) of a stopped server as failed");
-            client.execute(&format!("NOTIFY {}", crate::jobs::CHANNEL), &[]).await?;
+            client
+                .execute(&format!("NOTIFY {}", crate::jobs::CHANNEL), &[])
+                .await?;
         }
     }
     Ok(())
@@ -136,9 +138,11 @@ async fn expire(app: &AppState) -> Result<(), Problem> {
             }
         }
         if deleted > 0 {
-            let notify: phony_engine::lease::Notify = std::sync::Arc::new(|l: &str| tracing::info!("{l}"));
+            let notify: phony_engine::lease::Notify =
+                std::sync::Arc::new(|l: &str| tracing::info!("{l}"));
             if let Err(e) =
-                phony_engine::gc::collect_garbage(engine.store(), Duration::from_secs(5), &notify).await
+                phony_engine::gc::collect_garbage(engine.store(), Duration::from_secs(5), &notify)
+                    .await
             {
                 tracing::warn!("{}: collecting garbage: {e}", project.id);
             }

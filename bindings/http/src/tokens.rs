@@ -78,7 +78,12 @@ pub async fn create(
     }
     let client = app.pool.get().await?;
     let secret = new_token();
-    let row = insert(crate::snapshots::pg(&client), new.project_id.as_deref(), &secret).await?;
+    let row = insert(
+        crate::snapshots::pg(&client),
+        new.project_id.as_deref(),
+        &secret,
+    )
+    .await?;
     let view = TokenView::of(&row);
     Ok((
         StatusCode::CREATED,
@@ -119,7 +124,8 @@ pub async fn revoke(
     let mut client = app.pool.get().await?;
     let tx = client.transaction().await?;
     // One revocation at a time, so two cannot each leave the other as the last admin.
-    tx.execute("LOCK TABLE tokens IN SHARE ROW EXCLUSIVE MODE", &[]).await?;
+    tx.execute("LOCK TABLE tokens IN SHARE ROW EXCLUSIVE MODE", &[])
+        .await?;
     let row = tx
         .query_opt(
             "SELECT project_id FROM tokens WHERE id = $1 AND revoked_at IS NULL",

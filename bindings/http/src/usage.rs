@@ -75,10 +75,16 @@ pub async fn usage(
         project_id: project.id.clone(),
         plan: plan.name.clone(),
         snapshots: SnapshotCounts {
-            used: records.iter().filter(|r| r.origin != Origin::Safety).count() as u64,
+            used: records
+                .iter()
+                .filter(|r| r.origin != Origin::Safety)
+                .count() as u64,
             allowed: plan.snapshots_kept,
             pinned: records.iter().filter(|r| r.pinned).count() as u64,
-            safety: records.iter().filter(|r| r.origin == Origin::Safety).count() as u64,
+            safety: records
+                .iter()
+                .filter(|r| r.origin == Origin::Safety)
+                .count() as u64,
         },
         retention_days: plan.retention_days.or(project.retention_days),
         retention_expires_pinned: plan.retention_expires_pinned,

@@ -31,7 +31,10 @@ pub async fn execute(
         "create" => create(app, &project, &engine, job, cancel, progress).await,
         "restore" => restore(app, &project, &engine, job, cancel, progress).await,
         "export" => export(app, &engine, job, cancel, progress).await,
-        other => Err(Problem::internal("running a job", &format!("unknown kind {other}"))),
+        other => Err(Problem::internal(
+            "running a job",
+            &format!("unknown kind {other}"),
+        )),
     }
 }
 
@@ -254,10 +257,14 @@ async fn restore(
                 Some(taken)
             };
             set_phase(progress, "restoring");
-            match engine.restore_into(&target, &root, opts, Some(cancel)).await {
+            match engine
+                .restore_into(&target, &root, opts, Some(cancel))
+                .await
+            {
                 Ok(report) => (target, false, report, safety),
                 Err(e) => {
-                    let committed = matches!(&e, phony_engine::Error::Postgres(p) if p.may_have_committed());
+                    let committed =
+                        matches!(&e, phony_engine::Error::Postgres(p) if p.may_have_committed());
                     if let (Some(s), false) = (&safety, committed) {
                         // Nothing changed: the state before is the database's own.
                         if let Err(d) = engine.store().delete_record(&s.id).await {
@@ -300,7 +307,10 @@ pub struct ExportParams {
 
 /// Where a finished export's file is kept.
 pub fn export_path(app: &AppState, job_id: &str) -> std::path::PathBuf {
-    app.config.data_dir.join("exports").join(format!("{job_id}.sql"))
+    app.config
+        .data_dir
+        .join("exports")
+        .join(format!("{job_id}.sql"))
 }
 
 async fn export(
@@ -349,8 +359,12 @@ async fn export(
         }
         both = both => both,
     };
-    let report = report.map_err(|e| Problem::internal("exporting the snapshot", &problem::chain(&e)));
-    if let Err(e) = written.map_err(io).and(report.as_ref().map(|_| ()).map_err(Clone::clone)) {
+    let report =
+        report.map_err(|e| Problem::internal("exporting the snapshot", &problem::chain(&e)));
+    if let Err(e) = written
+        .map_err(io)
+        .and(report.as_ref().map(|_| ()).map_err(Clone::clone))
+    {
         let _ = tokio::fs::remove_file(&partial).await;
         return Err(e);
     }

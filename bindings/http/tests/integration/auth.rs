@@ -13,14 +13,24 @@ async fn every_token_sees_exactly_what_it_should() {
     let snap = h.snapshot(&a, json!({ "name": "mine" })).await;
     let other = h.snapshot(&a, json!({})).await;
     let b_snap = h.snapshot(&b, json!({})).await;
-    let job = h.get(&format!("/api/v1/projects/{}/jobs", a.id), &a.token).await.ok(200)["items"][0]["id"]
+    let job = h
+        .get(&format!("/api/v1/projects/{}/jobs", a.id), &a.token)
+        .await
+        .ok(200)["items"][0]["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let t = h.post("/api/v1/tokens", &h.admin, json!({ "project_id": a.id })).await;
+    let t = h
+        .post("/api/v1/tokens", &h.admin, json!({ "project_id": a.id }))
+        .await;
     let revoked = t.ok(201)["token"].as_str().unwrap().to_owned();
     let revoked_id = t.body["id"].as_str().unwrap().to_owned();
-    assert_eq!(h.delete(&format!("/api/v1/tokens/{revoked_id}"), &h.admin).await.status, 204);
+    assert_eq!(
+        h.delete(&format!("/api/v1/tokens/{revoked_id}"), &h.admin)
+            .await
+            .status,
+        204
+    );
 
     let resources = [
         format!("/api/v1/projects/{}", a.id),
@@ -54,13 +64,33 @@ async fn every_token_sees_exactly_what_it_should() {
     }
     // Writes of another project's things answer 404 too, and change nothing.
     let b_on_a = [
-        (Method::POST, format!("/api/v1/projects/{}/snapshots", a.id), Some(json!({}))),
-        (Method::PATCH, format!("/api/v1/snapshots/{snap}"), Some(json!({ "pin": true }))),
+        (
+            Method::POST,
+            format!("/api/v1/projects/{}/snapshots", a.id),
+            Some(json!({})),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/snapshots/{snap}"),
+            Some(json!({ "pin": true })),
+        ),
         (Method::DELETE, format!("/api/v1/snapshots/{snap}"), None),
-        (Method::POST, format!("/api/v1/snapshots/{snap}/restore"), Some(json!({}))),
-        (Method::POST, format!("/api/v1/snapshots/{snap}/export"), Some(json!({ "format": "sql" }))),
+        (
+            Method::POST,
+            format!("/api/v1/snapshots/{snap}/restore"),
+            Some(json!({})),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/snapshots/{snap}/export"),
+            Some(json!({ "format": "sql" })),
+        ),
         (Method::POST, format!("/api/v1/jobs/{job}/cancel"), None),
-        (Method::PATCH, format!("/api/v1/projects/{}", a.id), Some(json!({ "name": "mine-now" }))),
+        (
+            Method::PATCH,
+            format!("/api/v1/projects/{}", a.id),
+            Some(json!({ "name": "mine-now" })),
+        ),
     ];
     for (method, path, body) in b_on_a {
         let ans = h.call(method.clone(), &path, Some(&b.token), body).await;
@@ -74,9 +104,15 @@ async fn every_token_sees_exactly_what_it_should() {
         .await
         .problem(404, "not_found");
     // Admin-only routes.
-    for (method, path) in [(Method::GET, "/api/v1/tokens"), (Method::POST, "/api/v1/projects")] {
-        let body = (method == Method::POST).then(|| json!({ "name": "n", "database_url": "postgres://x@h/d" }));
-        h.call(method, path, Some(&a.token), body).await.problem(403, "admin_required");
+    for (method, path) in [
+        (Method::GET, "/api/v1/tokens"),
+        (Method::POST, "/api/v1/projects"),
+    ] {
+        let body = (method == Method::POST)
+            .then(|| json!({ "name": "n", "database_url": "postgres://x@h/d" }));
+        h.call(method, path, Some(&a.token), body)
+            .await
+            .problem(403, "admin_required");
     }
     // A's snapshot is still there, unpinned.
     let s = h.get(&format!("/api/v1/snapshots/{snap}"), &a.token).await;

@@ -12,17 +12,35 @@ async fn queued_jobs_are_cancelled_and_run_after_a_restart() {
     let mut h = start_with(|c| c.workers = 0).await;
     let p = h.project("TEAM", 5).await;
     let base = format!("/api/v1/projects/{}/snapshots", p.id);
-    let j1 = h.post(&base, &p.token, json!({ "name": "kept" })).await.ok(202)["id"].as_str().unwrap().to_owned();
-    let j2 = h.post(&base, &p.token, json!({})).await.ok(202)["id"].as_str().unwrap().to_owned();
-    let c = h.post(&format!("/api/v1/jobs/{j2}/cancel"), &p.token, json!({})).await;
+    let j1 = h
+        .post(&base, &p.token, json!({ "name": "kept" }))
+        .await
+        .ok(202)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let j2 = h.post(&base, &p.token, json!({})).await.ok(202)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let c = h
+        .post(&format!("/api/v1/jobs/{j2}/cancel"), &p.token, json!({}))
+        .await;
     assert_eq!(c.ok(200)["status"], "cancelled");
     h.post(&format!("/api/v1/jobs/{j2}/cancel"), &p.token, json!({}))
         .await
         .problem(409, "job_finished");
-    let list = h.get(&format!("/api/v1/projects/{}/jobs", p.id), &p.token).await;
+    let list = h
+        .get(&format!("/api/v1/projects/{}/jobs", p.id), &p.token)
+        .await;
     assert_eq!(list.ok(200)["items"][0]["id"], j2.as_str());
     assert_eq!(list.body["items"][1]["status"], "queued");
-    let queued = h.get(&format!("/api/v1/projects/{}/jobs?status=queued", p.id), &p.token).await;
+    let queued = h
+        .get(
+            &format!("/api/v1/projects/{}/jobs?status=queued", p.id),
+            &p.token,
+        )
+        .await;
     assert_eq!(queued.ok(200)["items"].as_array().unwrap().len(), 1);
 
     // Stopped and started again, with workers: the queued job runs.
@@ -46,8 +64,17 @@ async fn two_servers_on_one_metadata_database_never_run_a_job_twice() {
     let mut jobs = Vec::new();
     for p in &projects {
         for _ in 0..5 {
-            let a = h.post(&format!("/api/v1/projects/{}/snapshots", p.id), &p.token, json!({})).await;
-            jobs.push((a.ok(202)["id"].as_str().unwrap().to_owned(), p.token.clone()));
+            let a = h
+                .post(
+                    &format!("/api/v1/projects/{}/snapshots", p.id),
+                    &p.token,
+                    json!({}),
+                )
+                .await;
+            jobs.push((
+                a.ok(202)["id"].as_str().unwrap().to_owned(),
+                p.token.clone(),
+            ));
         }
     }
     let a = h.another(|c| c.workers = 3).await;
@@ -73,7 +100,9 @@ async fn two_servers_on_one_metadata_database_never_run_a_job_twice() {
         .get(0);
     assert!(servers >= 1);
     for p in &projects {
-        let list = h.get(&format!("/api/v1/projects/{}/snapshots", p.id), &p.token).await;
+        let list = h
+            .get(&format!("/api/v1/projects/{}/snapshots", p.id), &p.token)
+            .await;
         assert_eq!(list.ok(200)["items"].as_array().unwrap().len(), 5);
     }
     // Within a project, one job at a time.
@@ -111,16 +140,23 @@ async fn a_job_whose_server_died_is_marked_failed() {
         status = a.ok(200)["status"].as_str().unwrap().to_owned();
         if status == "failed" {
             assert_eq!(a.body["error"]["code"], "server_stopped");
-            assert!(a.body["error"]["detail"].as_str().unwrap().contains("rolled back"));
+            assert!(a.body["error"]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("rolled back"));
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status, "failed");
     // The project's queue moves on.
-    h.post(&format!("/api/v1/projects/{}/snapshots?wait=60", p.id), &p.token, json!({}))
-        .await
-        .ok(201);
+    h.post(
+        &format!("/api/v1/projects/{}/snapshots?wait=60", p.id),
+        &p.token,
+        json!({}),
+    )
+    .await
+    .ok(201);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -129,7 +165,13 @@ async fn a_stop_during_a_restore_finishes_it_or_rolls_it_back_and_marks_it() {
     let p = h.project("TEAM", 300_000).await;
     let snap = h.snapshot(&p, json!({})).await;
     p.db.exec("UPDATE items SET name = 'changed'").await;
-    let a = h.post(&format!("/api/v1/snapshots/{snap}/restore"), &p.token, json!({})).await;
+    let a = h
+        .post(
+            &format!("/api/v1/snapshots/{snap}/restore"),
+            &p.token,
+            json!({}),
+        )
+        .await;
     let job = a.ok(202)["id"].as_str().unwrap().to_owned();
     // Stop once it runs.
     let meta = h.meta.client().await;
@@ -146,11 +188,16 @@ async fn a_stop_during_a_restore_finishes_it_or_rolls_it_back_and_marks_it() {
     }
     h.stop().await;
     let row = meta
-        .query_one("SELECT status, error->>'code' FROM jobs WHERE id = $1", &[&job])
+        .query_one(
+            "SELECT status, error->>'code' FROM jobs WHERE id = $1",
+            &[&job],
+        )
         .await
         .unwrap();
     let (status, code): (String, Option<String>) = (row.get(0), row.get(1));
-    let changed = p.db.value::<i64>("SELECT count(*) FROM items WHERE name = 'changed'").await;
+    let changed =
+        p.db.value::<i64>("SELECT count(*) FROM items WHERE name = 'changed'")
+            .await;
     match status.as_str() {
         "succeeded" => assert_eq!(changed, 0),
         "failed" => {

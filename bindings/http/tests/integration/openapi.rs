@@ -15,7 +15,8 @@ fn committed_path() -> std::path::PathBuf {
 /// changes without it). `PHONY_UPDATE_OPENAPI=1` rewrites it.
 #[test]
 fn the_committed_openapi_document_is_the_generated_one() {
-    let generated = serde_json::to_string_pretty(&phony_server::openapi::document()).unwrap() + "\n";
+    let generated =
+        serde_json::to_string_pretty(&phony_server::openapi::document()).unwrap() + "\n";
     let path = committed_path();
     if std::env::var_os("PHONY_UPDATE_OPENAPI").is_some() {
         std::fs::write(&path, &generated).unwrap();
@@ -78,14 +79,19 @@ fn the_document_is_valid() {
     let mut refs = Vec::new();
     collect_refs(&doc, &mut refs);
     for r in &refs {
-        let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("odd $ref {r}"));
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("odd $ref {r}"));
         assert!(schemas.contains_key(name), "$ref {r} does not resolve");
     }
     let mut ids = HashSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             assert!(["get", "post", "patch", "delete", "put"].contains(&method.as_str()));
-            assert!(ids.insert(op["operationId"].as_str().unwrap().to_owned()), "duplicate operationId");
+            assert!(
+                ids.insert(op["operationId"].as_str().unwrap().to_owned()),
+                "duplicate operationId"
+            );
             assert!(!op["responses"].as_object().unwrap().is_empty());
             let declared: HashSet<&str> = op["parameters"]
                 .as_array()
@@ -124,7 +130,9 @@ fn collect_refs(v: &Value, out: &mut Vec<String>) {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_documented_route_is_served() {
     let h = start().await;
-    let served = h.call(Method::GET, "/api/v1/openapi.json", None, None).await;
+    let served = h
+        .call(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
     assert_eq!(served.ok(200), &phony_server::openapi::document());
     for (path, item) in served.body["paths"].as_object().unwrap() {
         let concrete = path

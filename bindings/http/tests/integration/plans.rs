@@ -12,9 +12,13 @@ async fn free_keeps_three_snapshots_pinned_ones_count_safety_ones_do_not() {
     let first = h.snapshot(&p, json!({ "pin": true })).await;
     h.snapshot(&p, json!({})).await;
     // A restore's safety snapshot does not count.
-    h.post(&format!("/api/v1/snapshots/{first}/restore?wait=60"), &p.token, json!({}))
-        .await
-        .ok(200);
+    h.post(
+        &format!("/api/v1/snapshots/{first}/restore?wait=60"),
+        &p.token,
+        json!({}),
+    )
+    .await
+    .ok(200);
     h.snapshot(&p, json!({})).await;
     let a = h.post(&base, &p.token, json!({})).await;
     let doc = a.problem(403, "plan_limit");
@@ -22,7 +26,9 @@ async fn free_keeps_three_snapshots_pinned_ones_count_safety_ones_do_not() {
     assert_eq!(doc["limit"], 3);
     assert!(doc["detail"].as_str().unwrap().contains("FREE"));
 
-    let usage = h.get(&format!("/api/v1/projects/{}/usage", p.id), &p.token).await;
+    let usage = h
+        .get(&format!("/api/v1/projects/{}/usage", p.id), &p.token)
+        .await;
     let u = usage.ok(200);
     assert_eq!(u["plan"], "FREE");
     assert_eq!(u["snapshots"]["used"], 3);
@@ -36,10 +42,16 @@ async fn free_keeps_three_snapshots_pinned_ones_count_safety_ones_do_not() {
     assert!(u["stored_share"].as_f64().unwrap() > 0.0);
 
     // The limit is the plan's: an upgrade makes room.
-    h.patch(&format!("/api/v1/projects/{}", p.id), &h.admin, json!({ "plan": "STARTER" }))
+    h.patch(
+        &format!("/api/v1/projects/{}", p.id),
+        &h.admin,
+        json!({ "plan": "STARTER" }),
+    )
+    .await
+    .ok(200);
+    h.post(&format!("{base}?wait=60"), &p.token, json!({}))
         .await
-        .ok(200);
-    h.post(&format!("{base}?wait=60"), &p.token, json!({})).await.ok(201);
+        .ok(201);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -48,7 +60,9 @@ async fn diff_needs_team_and_export_needs_business() {
     for plan in ["FREE", "STARTER"] {
         let p = h.project(plan, 3).await;
         let s = h.snapshot(&p, json!({})).await;
-        let a = h.get(&format!("/api/v1/snapshots/{s}/diff/live"), &p.token).await;
+        let a = h
+            .get(&format!("/api/v1/snapshots/{s}/diff/live"), &p.token)
+            .await;
         let doc = a.problem(403, "plan_required");
         assert_eq!(doc["required_plan"], "TEAM");
         assert_eq!(doc["plan"], plan);
@@ -57,17 +71,29 @@ async fn diff_needs_team_and_export_needs_business() {
         let p = h.project(plan, 3).await;
         let s = h.snapshot(&p, json!({})).await;
         let a = h
-            .post(&format!("/api/v1/snapshots/{s}/export"), &p.token, json!({ "format": "sql" }))
+            .post(
+                &format!("/api/v1/snapshots/{s}/export"),
+                &p.token,
+                json!({ "format": "sql" }),
+            )
             .await;
         assert_eq!(a.problem(403, "plan_required")["required_plan"], "BUSINESS");
     }
     let p = h.project("BUSINESS", 7).await;
     let s = h.snapshot(&p, json!({})).await;
-    h.post(&format!("/api/v1/snapshots/{s}/export"), &p.token, json!({ "format": "csv" }))
-        .await
-        .problem(422, "invalid_body");
+    h.post(
+        &format!("/api/v1/snapshots/{s}/export"),
+        &p.token,
+        json!({ "format": "csv" }),
+    )
+    .await
+    .problem(422, "invalid_body");
     let a = h
-        .post(&format!("/api/v1/snapshots/{s}/export?wait=60"), &p.token, json!({ "format": "sql" }))
+        .post(
+            &format!("/api/v1/snapshots/{s}/export?wait=60"),
+            &p.token,
+            json!({ "format": "sql" }),
+        )
         .await;
     let report = a.ok(200).clone();
     assert_eq!(report["rows"], 7);
@@ -78,7 +104,9 @@ async fn diff_needs_team_and_export_needs_business() {
     assert!(file.text.contains("item 7"));
     // Another project's token does not reach it.
     let other = h.project("BUSINESS", 1).await;
-    h.get(download, &other.token).await.problem(404, "not_found");
+    h.get(download, &other.token)
+        .await
+        .problem(404, "not_found");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -92,7 +120,9 @@ async fn the_sweep_expires_snapshots_past_retention_and_keeps_pinned_ones_on_bus
         let old_pinned = h.snapshot(p, json!({ "pin": true })).await;
         let fresh = h.snapshot(p, json!({})).await;
         // Age two of them by rewriting their records (the store is the source of truth).
-        let engine = phony_engine::Engine::open(&format!("{}/{}", h.config.store_root, p.id)).await.unwrap();
+        let engine = phony_engine::Engine::open(&format!("{}/{}", h.config.store_root, p.id))
+            .await
+            .unwrap();
         for id in [&old, &old_pinned] {
             let (mut r, _) = engine.show(id).await.unwrap();
             r.created_at -= time::Duration::days(400);
@@ -101,9 +131,13 @@ async fn the_sweep_expires_snapshots_past_retention_and_keeps_pinned_ones_on_bus
         ids.push((old, old_pinned, fresh));
     }
     // BUSINESS with a custom retention of 30 days.
-    h.patch(&format!("/api/v1/projects/{}", business.id), &h.admin, json!({ "retention_days": 30 }))
-        .await
-        .ok(200);
+    h.patch(
+        &format!("/api/v1/projects/{}", business.id),
+        &h.admin,
+        json!({ "retention_days": 30 }),
+    )
+    .await
+    .ok(200);
     let listed = |p: &super::support::TestProject| {
         let path = format!("/api/v1/projects/{}/snapshots", p.id);
         let token = p.token.clone();
@@ -127,7 +161,10 @@ async fn the_sweep_expires_snapshots_past_retention_and_keeps_pinned_ones_on_bus
             assert!(b.contains(&ids[1].1) && b.contains(&ids[1].2), "{b:?}");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "not expired: {f:?} {b:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not expired: {f:?} {b:?}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }

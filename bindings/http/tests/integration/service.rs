@@ -11,14 +11,20 @@ use super::support::start;
 #[tokio::test(flavor = "multi_thread")]
 async fn health_readiness_metrics_and_docs_answer() {
     let h = start().await;
-    assert_eq!(h.call(Method::GET, "/healthz", None, None).await.status, 200);
+    assert_eq!(
+        h.call(Method::GET, "/healthz", None, None).await.status,
+        200
+    );
     assert_eq!(h.call(Method::GET, "/readyz", None, None).await.status, 200);
     let plans = h.call(Method::GET, "/api/v1/plans", None, None).await;
     assert_eq!(plans.ok(200)["items"][0]["name"], "FREE");
     assert_eq!(plans.body["items"][0]["snapshots_kept"], 3);
     let docs = h.call(Method::GET, "/docs", None, None).await;
     assert_eq!(docs.status, 200);
-    assert!(docs.header("content-type").unwrap().starts_with("text/html"));
+    assert!(docs
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
     assert!(docs.text.contains("/api/v1/openapi.json"));
     // Nothing loaded from elsewhere.
     assert!(!docs.text.contains("<script src") && !docs.text.contains("https://"));
@@ -27,10 +33,23 @@ async fn health_readiness_metrics_and_docs_answer() {
     h.snapshot(&p, json!({})).await;
     let m = h.call(Method::GET, "/metrics", None, None).await;
     assert_eq!(m.status, 200);
-    assert!(m.text.contains(r#"phony_http_requests_total{route="/api/v1/projects",method="POST",status="201"} 1"#), "{}", m.text);
+    assert!(
+        m.text.contains(
+            r#"phony_http_requests_total{route="/api/v1/projects",method="POST",status="201"} 1"#
+        ),
+        "{}",
+        m.text
+    );
     assert!(m.text.contains("phony_http_request_duration_seconds_sum"));
-    assert!(m.text.contains(r#"phony_jobs{kind="create",status="succeeded"} 1"#), "{}", m.text);
-    assert!(m.text.contains(r#"phony_job_duration_seconds_count{kind="create",status="succeeded"} 1"#));
+    assert!(
+        m.text
+            .contains(r#"phony_jobs{kind="create",status="succeeded"} 1"#),
+        "{}",
+        m.text
+    );
+    assert!(m
+        .text
+        .contains(r#"phony_job_duration_seconds_count{kind="create",status="succeeded"} 1"#));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -55,7 +74,9 @@ async fn an_idempotency_key_gives_the_first_answer_again() {
     let again: serde_json::Value = again.json().await.unwrap();
     assert_eq!(first["id"], again["id"]);
     h.wait_job(first["id"].as_str().unwrap(), &p.token).await;
-    let list = h.get(&format!("/api/v1/projects/{}/jobs", p.id), &p.token).await;
+    let list = h
+        .get(&format!("/api/v1/projects/{}/jobs", p.id), &p.token)
+        .await;
     assert_eq!(list.ok(200)["items"].as_array().unwrap().len(), 1);
     // The same key on another path is refused.
     let other = h
@@ -101,18 +122,29 @@ async fn requests_recover_after_the_metadata_database_drops_every_connection() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         kill().await;
     });
-    assert!(statuses.iter().all(|s| [200, 503].contains(s)), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| [200, 503].contains(s)),
+        "{statuses:?}"
+    );
     // Recovered: answers, and jobs run (the listener reconnected).
     let mut ok = false;
     for _ in 0..50 {
-        if h.get(&format!("/api/v1/projects/{}", p.id), &p.token).await.status == 200 {
+        if h.get(&format!("/api/v1/projects/{}", p.id), &p.token)
+            .await
+            .status
+            == 200
+        {
             ok = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ok);
-    h.post(&format!("/api/v1/projects/{}/snapshots?wait=60", p.id), &p.token, json!({}))
-        .await
-        .ok(201);
+    h.post(
+        &format!("/api/v1/projects/{}/snapshots?wait=60", p.id),
+        &p.token,
+        json!({}),
+    )
+    .await
+    .ok(201);
 }

@@ -117,7 +117,13 @@ impl Harness {
         }
     }
 
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Answer {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
         call_at(&self.http, &self.base, method, path, token, body).await
     }
 
@@ -130,7 +136,8 @@ impl Harness {
     }
 
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> Answer {
-        self.call(Method::PATCH, path, Some(token), Some(body)).await
+        self.call(Method::PATCH, path, Some(token), Some(body))
+            .await
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> Answer {
@@ -170,7 +177,11 @@ impl Harness {
     /// Takes a snapshot and waits for it; its id.
     pub async fn snapshot(&self, p: &TestProject, body: Value) -> String {
         let a = self
-            .post(&format!("/api/v1/projects/{}/snapshots?wait=60", p.id), &p.token, body)
+            .post(
+                &format!("/api/v1/projects/{}/snapshots?wait=60", p.id),
+                &p.token,
+                body,
+            )
             .await;
         a.ok(201)["id"].as_str().unwrap().to_owned()
     }
