@@ -16,6 +16,8 @@
 //! - [`bases`]: which base each delta blob needs, from the markers written beside them.
 //! - [`resolve`]: ids, prefixes and names → one snapshot.
 //! - [`row`]: rows in PostgreSQL's text COPY format: fields, keys, unescaping.
+//! - [`schedule`]: when a scheduled snapshot is due (cron in an IANA zone, DST-safe).
+//! - [`sprint`]: sprint ends from Jira and Linear webhooks, verified by their signatures.
 //! - [`retention`]: which snapshots a policy keeps ([`PrunePlan`]).
 //! - [`gc`]: garbage collection of unreferenced blobs, safe against concurrent writers.
 //! - [`verify`]: store integrity, naming what is damaged and what it breaks.
@@ -38,6 +40,8 @@ pub mod record;
 pub mod resolve;
 pub mod retention;
 pub mod row;
+pub mod schedule;
+pub mod sprint;
 pub mod stats;
 pub mod store;
 #[cfg(test)]

@@ -203,6 +203,10 @@ pub struct SnapshotStats {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotRecord {
     pub format: u32,
+    /// The version of phony that created the snapshot ("0.1.0"); absent in records written
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_version: Option<String>,
     pub id: SnapshotId,
     pub name: Option<SnapshotName>,
     #[serde(with = "time::serde::rfc3339")]
@@ -318,6 +322,7 @@ mod tests {
     fn records_round_trip_and_newer_formats_are_refused() {
         let rec = SnapshotRecord {
             format: MANIFEST_FORMAT,
+            tool_version: None,
             id: SnapshotId::from_random([1, 2, 3, 4, 5, 6]),
             name: Some("clean-state".parse().unwrap()),
             created_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
@@ -364,6 +369,7 @@ mod tests {
     fn records_without_a_capture_point_still_read_and_write_none() {
         let rec = SnapshotRecord {
             format: MANIFEST_FORMAT,
+            tool_version: None,
             id: SnapshotId::from_random([9; 6]),
             name: None,
             created_at: OffsetDateTime::UNIX_EPOCH,
@@ -394,6 +400,7 @@ mod tests {
         fn damaged_records_never_panic(pos in 0usize..2000, byte in proptest::prelude::any::<u8>()) {
             let rec = SnapshotRecord {
                 format: MANIFEST_FORMAT,
+                tool_version: None,
                 id: SnapshotId::from_random([7; 6]),
                 name: Some("n".parse().unwrap()),
                 created_at: OffsetDateTime::UNIX_EPOCH,

@@ -79,6 +79,7 @@ mod tests {
     fn rec(id: [u8; 6], name: Option<&str>) -> SnapshotRecord {
         SnapshotRecord {
             format: 1,
+            tool_version: None,
             id: SnapshotId::from_random(id),
             name: name.map(|n| n.parse().unwrap()),
             created_at: OffsetDateTime::UNIX_EPOCH,

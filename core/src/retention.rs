@@ -186,6 +186,7 @@ mod tests {
     fn rec(n: u8, age_days: i64, pinned: bool, now: OffsetDateTime) -> SnapshotRecord {
         SnapshotRecord {
             format: 1,
+            tool_version: None,
             id: SnapshotId::from_random([n; 6]),
             name: None,
             created_at: now - time::Duration::seconds(age_days * DAY),

@@ -153,6 +153,7 @@ pub async fn put_snapshot<B: Backend>(store: &Store<B>, chunks: &[&[u8]], n: u8)
     let (root_id, _) = store.put_plain(&root.encode().plain).await.unwrap();
     let record = SnapshotRecord {
         format: 1,
+        tool_version: None,
         id: SnapshotId::from_random([n; 6]),
         name: None,
         created_at: OffsetDateTime::from_unix_timestamp(1_800_000_000 + n as i64).unwrap(),

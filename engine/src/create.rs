@@ -27,6 +27,14 @@ pub struct Create {
     pub skip_large_objects: bool,
 }
 
+/// A snapshot created, and what the store's retention policy removed after it.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub record: SnapshotRecord,
+    /// `None` when the policy removed nothing (or there is none).
+    pub retention: Option<crate::retention::AutoPruned>,
+}
+
 /// The step a create has reached, for whoever shows its progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -38,6 +46,9 @@ pub enum CreatePhase {
     /// Writing the record: the snapshot is listed once this ends.
     Recording,
 }
+
+/// The version of phony written into every record this build creates.
+pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Told of a damaged record (one that cannot be read), which is then skipped.
 pub type OnDamaged = Arc<dyn Fn(&DamagedRecord) + Send + Sync>;
@@ -77,8 +88,43 @@ impl Engine {
     /// Captures `target` and writes the snapshot's record, under the store's create lock (so
     /// no garbage collection deletes a blob the snapshot is about to reference). A name is
     /// checked before the capture and claimed after it ([`crate::names`]). The store's
-    /// retention policy is the caller's to apply after.
+    /// retention policy is applied after, sparing the new snapshot (see
+    /// [`Self::create_with_retention`] for what it removed).
     pub async fn create(
+        &self,
+        target: &ConnectionTarget,
+        create: Create,
+        opts: CreateOptions,
+    ) -> Result<SnapshotRecord> {
+        Ok(self
+            .create_with_retention(target, create, opts)
+            .await?
+            .record)
+    }
+
+    /// [`Self::create`], saying what the store's retention policy removed after.
+    /// A policy that fails leaves the snapshot created: [`Error::Retention`] names it.
+    pub async fn create_with_retention(
+        &self,
+        target: &ConnectionTarget,
+        create: Create,
+        opts: CreateOptions,
+    ) -> Result<Created> {
+        let notify = opts.notify.clone();
+        let record = self.create_record(target, create, opts).await?;
+        let notify = notify.unwrap_or_else(|| Arc::new(|_: &str| {}));
+        let retention = self
+            .apply_retention(record.id, &notify)
+            .await
+            .map_err(|e| Error::Retention {
+                id: record.id,
+                source: Box::new(e),
+            })?;
+        Ok(Created { record, retention })
+    }
+
+    /// Captures `target` and writes the snapshot's record; no retention after.
+    pub(crate) async fn create_record(
         &self,
         target: &ConnectionTarget,
         create: Create,
@@ -148,6 +194,7 @@ impl Engine {
         stats.duration_ms = started.elapsed().as_millis() as u64;
         let record = SnapshotRecord {
             format: MANIFEST_FORMAT,
+            tool_version: Some(TOOL_VERSION.to_owned()),
             id,
             name: create.name,
             created_at: OffsetDateTime::now_utc(),

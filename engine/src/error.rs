@@ -9,9 +9,7 @@ pub enum Error {
     NoStore { location: String },
 
     /// An S3 prefix holds objects but no store: one is not mixed into them.
-    #[error(
-        "{describe} holds objects ({first} …) but no phony store (no {config_key}): point --store at an empty prefix or an existing store"
-    )]
+    #[error("{describe} holds objects ({first} …) but no phony store (no {config_key})")]
     ForeignObjects {
         describe: String,
         first: String,
@@ -61,6 +59,60 @@ pub enum Error {
         source: phony_postgres::Error,
     },
 
+    /// Reading a snapshot's root manifest failed.
+    #[error("reading snapshot {id}")]
+    ReadingSnapshot {
+        id: phony_core::SnapshotId,
+        #[source]
+        source: phony_core::Error,
+    },
+
+    /// An in-place restore of a snapshot taken of another database (or server), not asked
+    /// for (see `RestoreRequest::allow_other_database`).
+    #[error("not restoring {snapshot} into {database}: {why}")]
+    OtherDatabase {
+        snapshot: String,
+        database: String,
+        why: String,
+    },
+
+    /// The safety snapshot before a restore failed; the restore did not happen.
+    #[error("taking the safety snapshot")]
+    SafetySnapshot {
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A restore failed. `kept`: it may have been committed, and the state before is kept
+    /// as that snapshot; without, nothing changed.
+    #[error("restoring {id} into {database}{}", match kept {
+        Some(k) => format!(" (it may have been committed: the state before is kept as {k})"),
+        None => String::new(),
+    })]
+    Restore {
+        id: phony_core::SnapshotId,
+        database: String,
+        kept: Option<phony_core::SnapshotId>,
+        #[source]
+        source: phony_postgres::Error,
+    },
+
+    /// The snapshot `id` was taken, but the retention applied after it failed.
+    #[error("snapshot {id} was taken, but applying the store's retention policy failed")]
+    Retention {
+        id: phony_core::SnapshotId,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// Deleting a snapshot (by retention) failed.
+    #[error("deleting snapshot {id}")]
+    Deleting {
+        id: phony_core::SnapshotId,
+        #[source]
+        source: Box<Error>,
+    },
+
     /// Stopped by its [`crate::Cancel`] before it changed anything.
     #[error("cancelled, nothing changed")]
     Cancelled,
@@ -74,10 +126,123 @@ pub enum Error {
     Postgres(#[from] phony_postgres::Error),
 }
 
+/// What kind of failure an [`Error`] is, for a caller to branch on (a service maps kinds
+/// to HTTP statuses, the command line to exit codes and hints). The error itself keeps the
+/// message and its causes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// No snapshot (or store, or stored object) by that id, prefix or name.
+    NotFound,
+    /// An id prefix matches several snapshots.
+    AmbiguousId,
+    /// Another snapshot already has the name.
+    NameTaken,
+    /// Others hold locks the operation needs: `holders` describes each
+    /// (`pid 42 (psql, idle in transaction)`).
+    Locked { holders: Vec<String> },
+    /// A stored object or record is damaged or missing.
+    CorruptStore,
+    /// The store (or a record in it) was written by a newer phony.
+    NewerFormat,
+    /// The store's disk or quota is full.
+    StorageFull,
+    /// Stopped by its [`crate::Cancel`]; nothing changed.
+    Cancelled,
+    /// The database could not be reached or refused the login.
+    Connection,
+    /// A statement failed on the database: `sqlstate` is the server's code when it gave one.
+    Database { sqlstate: Option<String> },
+    /// The database holds something phony does not snapshot or cannot express (large
+    /// objects, rows hidden by row-level security, text that is not UTF-8, a diff that SQL
+    /// over rows cannot write).
+    SchemaUnsupported,
+    /// A restore in place of a snapshot taken of another database, not asked for.
+    OtherDatabase,
+    /// Input that does not have the required form (a name, a URL, a location).
+    Invalid,
+    /// Anything else (the store could not be read or written, a task failed …).
+    Other,
+}
+
 impl Error {
     /// Whether another snapshot already holds the name asked for.
     pub fn is_name_taken(&self) -> bool {
-        matches!(self, Error::Store(phony_core::Error::AlreadyExists { .. }))
+        self.kind() == ErrorKind::NameTaken
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NoStore { .. } | Error::Vanished { .. } => ErrorKind::NotFound,
+            Error::ForeignObjects { .. } | Error::NotAStore { .. } => ErrorKind::Invalid,
+            Error::Storage { source, .. }
+            | Error::Rewriting { source, .. }
+            | Error::ReadingSnapshot { source, .. }
+            | Error::Store(source) => core_kind(source),
+            Error::Capture { source, .. }
+            | Error::Reading { source, .. }
+            | Error::Restore { source, .. }
+            | Error::Postgres(source) => postgres_kind(source),
+            Error::OtherDatabase { .. } => ErrorKind::OtherDatabase,
+            Error::SafetySnapshot { source }
+            | Error::Retention { source, .. }
+            | Error::Deleting { source, .. } => source.kind(),
+            Error::Cancelled => ErrorKind::Cancelled,
+        }
+    }
+
+    /// The server's SQLSTATE, when the failure is a statement or login the server refused.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            Error::Capture { source, .. }
+            | Error::Reading { source, .. }
+            | Error::Restore { source, .. }
+            | Error::Postgres(source) => source.sqlstate(),
+            Error::SafetySnapshot { source }
+            | Error::Retention { source, .. }
+            | Error::Deleting { source, .. } => source.sqlstate(),
+            _ => None,
+        }
+    }
+}
+
+fn core_kind(e: &phony_core::Error) -> ErrorKind {
+    use phony_core::Error as C;
+    match e {
+        C::NotFound { .. } | C::SnapshotNotFound { .. } | C::PrefixTooShort { .. } => {
+            ErrorKind::NotFound
+        }
+        C::AlreadyExists { .. } => ErrorKind::NameTaken,
+        C::Ambiguous { .. } => ErrorKind::AmbiguousId,
+        C::Invalid(_) => ErrorKind::Invalid,
+        C::Corrupt { .. }
+        | C::BaseMissing { .. }
+        | C::CorruptRecord { .. }
+        | C::BadObject { .. }
+        | C::UnreadableRecords { .. } => ErrorKind::CorruptStore,
+        C::UnsupportedFormat { .. } | C::RecordFormat { .. } => ErrorKind::NewerFormat,
+        C::Backend { .. } if e.is_storage_full() => ErrorKind::StorageFull,
+        _ => ErrorKind::Other,
+    }
+}
+
+fn postgres_kind(e: &phony_postgres::Error) -> ErrorKind {
+    use phony_postgres::Error as P;
+    match e {
+        P::Connect { .. } => ErrorKind::Connection,
+        P::Postgres { code, .. } => ErrorKind::Database {
+            sqlstate: code.clone(),
+        },
+        P::Locked { sessions, .. } => ErrorKind::Locked {
+            holders: sessions.iter().map(|s| s.to_string()).collect(),
+        },
+        P::LargeObjects { .. } | P::RowSecurity { .. } | P::NotUtf8 { .. } | P::Patch(_) => {
+            ErrorKind::SchemaUnsupported
+        }
+        P::InvalidTarget(_) | P::Mask(_) => ErrorKind::Invalid,
+        P::Store(e) => core_kind(e),
+        _ => ErrorKind::Other,
     }
 }
 

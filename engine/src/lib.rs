@@ -10,6 +10,7 @@
 
 mod cancel;
 pub mod create;
+mod diff;
 mod error;
 pub mod gc;
 pub mod lease;
@@ -18,13 +19,20 @@ mod live;
 pub mod names;
 mod open;
 mod pin;
+mod progress;
 pub mod report;
 mod restore;
+pub mod retention;
+mod safety;
 
 pub use cancel::Cancel;
-pub use create::{Create, CreateOptions, CreatePhase};
-pub use error::{Error, Result};
+pub use create::{Create, CreateOptions, CreatePhase, Created, TOOL_VERSION};
+pub use diff::{DiffOptions, DiffTo};
+pub use error::{Error, ErrorKind, Result};
 pub use list::ListFilter;
 pub use live::LiveCapture;
 pub use open::{Engine, EngineStore};
 pub use pin::Pinned;
+pub use progress::{Part, ProgressSink, RunOptions, Step};
+pub use restore::{RestoreRequest, Restored};
+pub use retention::AutoPruned;

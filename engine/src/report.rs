@@ -29,6 +29,9 @@ pub struct SnapshotView<'a> {
     pub new_bytes: u64,
     pub duration_ms: u64,
     pub root: String,
+    /// The version of phony that took it (absent: taken before versions were recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_version: Option<&'a str>,
 }
 
 impl<'a> SnapshotView<'a> {
@@ -50,6 +53,7 @@ impl<'a> SnapshotView<'a> {
             new_bytes: r.stats.new_bytes,
             duration_ms: r.stats.duration_ms,
             root: r.root.to_hex(),
+            tool_version: r.tool_version.as_deref(),
         }
     }
 }
@@ -212,6 +216,45 @@ impl<'a> RestoreView<'a> {
             safety_snapshot: None,
         }
     }
+}
+
+/// One side of a diff, as JSON shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum DiffSide {
+    Snapshot { id: String, name: Option<String> },
+    Database { database: String, live: bool },
+}
+
+impl DiffSide {
+    pub fn of(r: &SnapshotRecord) -> Self {
+        DiffSide::Snapshot {
+            id: r.id.to_string(),
+            name: r.name.as_ref().map(|n| n.as_str().to_owned()),
+        }
+    }
+
+    /// For people: "snap_… (name)", or "database app (now)".
+    pub fn label(&self) -> String {
+        match self {
+            DiffSide::Snapshot { id, name: Some(n) } => format!("{id} ({n})"),
+            DiffSide::Snapshot { id, name: None } => id.clone(),
+            DiffSide::Database { database, .. } => format!("database {database} (now)"),
+        }
+    }
+}
+
+/// `snapshot diff`: what changed from one side to the other.
+#[derive(Debug, Serialize)]
+pub struct DiffDocument {
+    pub from: DiffSide,
+    pub to: DiffSide,
+    pub identical: bool,
+    #[serde(flatten)]
+    pub diff: phony_core::diff::Diff,
+    /// The `to` side's manifest, for the SQL patch.
+    #[serde(skip)]
+    pub(crate) to_manifest: RootManifest,
 }
 
 #[cfg(test)]

@@ -208,7 +208,7 @@ fn check_can_hold_a_store(dir: &std::path::Path, description: &str) -> Result<()
         .any(|e| !e.file_name().to_string_lossy().starts_with('.'));
     if populated {
         return Err(Error::Invalid(format!(
-            "{description} is not a phony store (no {}) and is not empty; point --store at a new or empty directory",
+            "{description} is not a phony store (no {}) and is not empty",
             phony_core::config::CONFIG_KEY
         )));
     }

@@ -203,6 +203,7 @@ impl ConnectionTarget {
         let connect_error = |e: tokio_postgres::Error| Error::Connect {
             target: self.to_string(),
             message: describe(&e),
+            code: crate::error::sqlstate(&e),
         };
         let mut config = self.config.clone();
         config.options(with_pinned_settings(self.config.get_options()));

@@ -24,17 +24,27 @@ impl fmt::Display for BlockingSession {
 /// What can go wrong talking to PostgreSQL, in terms a caller can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The server could not be reached or refused the login.
+    /// The server could not be reached or refused the login. `code`: the server's
+    /// SQLSTATE, when it answered (`28P01` a wrong password, `3D000` no such database).
     #[error("connecting to {target}: {message}")]
-    Connect { target: String, message: String },
+    Connect {
+        target: String,
+        message: String,
+        code: Option<String>,
+    },
 
-    /// A statement failed; `message` is the server's (or driver's) text.
+    /// A statement failed; `message` is the server's (or driver's) text, `code` the
+    /// server's SQLSTATE (`None`: the failure was not the server's answer).
     #[error("{context}: {message}")]
-    Postgres { context: String, message: String },
+    Postgres {
+        context: String,
+        message: String,
+        code: Option<String>,
+    },
 
     /// Other sessions hold locks the restore needs.
     #[error(
-        "could not lock {database} within {timeout}: blocked by {}; retry later, raise --lock-timeout, or use --force to terminate them",
+        "could not lock {database} within {timeout}: blocked by {}",
         sessions.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
     )]
     Locked {
@@ -45,7 +55,7 @@ pub enum Error {
 
     /// The database holds large objects, which a snapshot does not capture.
     #[error(
-        "the database holds {count} large object(s) (pg_largeobject), which snapshots do not capture and restores leave as they are; pass --skip-large-objects to snapshot without them"
+        "the database holds {count} large object(s) (pg_largeobject), which snapshots do not capture and restores leave as they are"
     )]
     LargeObjects { count: i64 },
     /// A row-level security policy applies to the role on `table`: it would see (and a
@@ -102,6 +112,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// The server's SQLSTATE for a statement or login it refused (`"23505"`, `"28P01"` …).
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            Error::Postgres { code, .. } | Error::Connect { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Whether a restore that failed with this error may nevertheless have committed: the
     /// commit itself failed (the connection may have dropped after the server committed)
     /// or the restore's task died. Every other error of a restore leaves the database as
@@ -156,6 +174,11 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     s
 }
 
+/// The SQLSTATE of a driver error, when the server answered with one.
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
+    e.code().map(|c| c.code().to_owned())
+}
+
 /// Wraps a driver error with a verb-phrase context.
 pub fn pg(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {
     let context = context.into();
@@ -164,6 +187,7 @@ pub fn pg(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> E
         None => Error::Postgres {
             context,
             message: describe(&e),
+            code: sqlstate(&e),
         },
     }
 }

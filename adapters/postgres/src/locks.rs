@@ -92,11 +92,13 @@ mod tests {
             message:
                 "out of shared memory; hint: You might need to increase max_locks_per_transaction."
                     .into(),
+            code: Some("53200".into()),
         };
         assert!(is_full(&full));
         let other = Error::Postgres {
             context: "loading".into(),
             message: "out of shared memory".into(),
+            code: Some("53200".into()),
         };
         assert!(!is_full(&other));
     }

@@ -124,7 +124,7 @@ pub async fn open_existing_store_at(location: &str) -> Result<Option<Arc<AppStor
 pub async fn open_or_create_store_at(location: &str, config: StoreConfig) -> Result<Arc<AppStore>> {
     match phony_engine::Engine::open_or_create(location, config).await {
         Ok(engine) => Ok(Arc::clone(engine.store())),
-        Err(e @ phony_engine::Error::ForeignObjects { .. }) => Err(anyhow::anyhow!("{e}")),
+        Err(e @ phony_engine::Error::ForeignObjects { .. }) => Err(e.into()),
         Err(e) => Err(e).with_context(|| format!("opening the store at {location}")),
     }
 }

@@ -7,18 +7,15 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use clap::{Args, CommandFactory};
 use phony_core::diff::{
-    Diff, DiffOptions, ObjectChange, Offload, RowChange, SequencePoint, TableChange, TableDiff,
-    Value,
+    Diff, ObjectChange, RowChange, SequencePoint, TableChange, TableDiff, Value,
 };
-use phony_core::resolve::resolve;
-use phony_core::{RootManifest, SnapshotRecord};
-use phony_postgres::CaptureOptions;
-use serde::Serialize;
+use phony_engine::report::DiffSide;
+use phony_engine::{DiffOptions, DiffTo, Engine, RunOptions};
 
 use crate::cli::Cli;
 use crate::context::Context;
 use crate::output;
-use crate::progress::Bar;
+use crate::progress::Bars;
 use crate::stdout::out;
 
 #[derive(Debug, Args)]
@@ -46,47 +43,6 @@ pub struct DiffArgs {
     pub sql: bool,
 }
 
-/// Decodes and matches chunk runs on tokio's blocking pool, so all cores share the work.
-#[derive(Debug, Clone, Copy)]
-struct BlockingPool;
-
-impl Offload for BlockingPool {
-    async fn run<T, F>(&self, work: F) -> phony_core::Result<T>
-    where
-        F: FnOnce() -> phony_core::Result<T> + Send + 'static,
-        T: Send + 'static,
-    {
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| phony_core::Error::backend("decoding chunks", e))?
-    }
-}
-
-/// One side of a diff, as JSON shows it.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-enum Side<'a> {
-    Snapshot { id: String, name: Option<&'a str> },
-    Database { database: String, live: bool },
-}
-
-impl Side<'_> {
-    fn label(&self) -> String {
-        match self {
-            Side::Snapshot { id, name: Some(n) } => format!("{id} ({n})"),
-            Side::Snapshot { id, name: None } => id.clone(),
-            Side::Database { database, .. } => format!("database {database} (now)"),
-        }
-    }
-}
-
-fn side(r: &SnapshotRecord) -> Side<'_> {
-    Side::Snapshot {
-        id: r.id.to_string(),
-        name: r.name.as_ref().map(|n| n.as_str()),
-    }
-}
-
 pub async fn run(ctx: &Context, args: DiffArgs) -> Result<()> {
     if args.sql && ctx.json {
         Cli::command()
@@ -96,54 +52,17 @@ pub async fn run(ctx: &Context, args: DiffArgs) -> Result<()> {
             )
             .exit();
     }
-    let store = ctx.open_store().await?;
-    let records = crate::context::records(&store).await?;
-    let from_record = resolve(&records, &args.from)?;
-    let from_root = store
-        .root(&from_record.root)
-        .await
-        .with_context(|| format!("reading snapshot {}", from_record.id))?;
-    let mut live = None;
-    let (to_side, to_root): (Side<'_>, RootManifest) = match &args.to {
-        Some(reference) => {
-            let r = resolve(&records, reference)?;
-            let root = store
-                .root(&r.root)
-                .await
-                .with_context(|| format!("reading snapshot {}", r.id))?;
-            (side(r), root)
-        }
-        None => {
-            // No change tracking yet: capture the database now. Only chunks that changed
-            // are written (the rest dedupe), and no snapshot record is written.
-            let target = ctx.target()?;
-            let bar = Bar::new(
-                !ctx.json && !args.sql,
-                &format!("reading {}", target.dbname()),
-            );
-            let opts = CaptureOptions {
-                progress: bar.callback(),
-                // Compared with a snapshot, which never holds large objects.
-                skip_large_objects: true,
-                ..CaptureOptions::default()
-            };
-            // Held until the comparison is done: no garbage collection deletes a blob
-            // the capture reuses while the diff reads it.
-            let captured = phony_engine::Engine::from_store(Arc::clone(&store))
-                .capture_live(&target, &opts, &crate::context::notify())
-                .await?;
-            bar.finish();
-            let manifest = captured.manifest.clone();
-            live = Some(captured);
-            (
-                Side::Database {
-                    database: target.dbname().to_owned(),
-                    live: true,
-                },
-                manifest,
-            )
-        }
+    let engine = Engine::from_store(ctx.open_store().await?);
+    let to = match &args.to {
+        Some(reference) => DiffTo::Snapshot(reference.clone()),
+        None => DiffTo::Live(ctx.target()?),
     };
+    let database = match &to {
+        DiffTo::Live(target) => target.dbname().to_owned(),
+        DiffTo::Snapshot(_) => String::new(),
+    };
+    let bars = Bars::new(!ctx.json && !args.sql, &database);
+    let ctrl_c = crate::snapshot::CtrlC::listen();
     let opts = DiffOptions {
         tables: args.tables.clone(),
         row_limit: if args.sql {
@@ -154,39 +73,25 @@ pub async fn run(ctx: &Context, args: DiffArgs) -> Result<()> {
             0
         },
         include_unchanged: args.all,
-        ..DiffOptions::default()
+        run: RunOptions {
+            progress: Some(bars.clone()),
+            cancel: Some(ctrl_c.cancel.clone()),
+            notify: Some(crate::context::notify()),
+            on_damaged: Some(Arc::new(crate::context::warn_damaged)),
+        },
     };
-    let diff = phony_core::diff::diff_with(&store, &from_root, &to_root, &opts, &BlockingPool)
-        .await
-        .context("comparing the snapshots");
-    if let Some(live) = live {
-        live.check()?;
-        live.release().await;
-    }
-    let diff = diff?;
-    let from_side = side(from_record);
+    let doc = engine.diff(&args.from, to, opts).await;
+    drop(bars);
+    let doc = doc?;
     if args.sql {
-        let sql = phony_postgres::patch::patch(&diff, &to_root).context("writing the SQL patch")?;
+        let sql = doc.sql().context("writing the SQL patch")?;
         out!("{sql}")?;
         return Ok(());
     }
     if ctx.json {
-        #[derive(Serialize)]
-        struct Doc<'a> {
-            from: &'a Side<'a>,
-            to: &'a Side<'a>,
-            identical: bool,
-            #[serde(flatten)]
-            diff: &'a Diff,
-        }
-        return output::print_json(&Doc {
-            from: &from_side,
-            to: &to_side,
-            identical: diff.is_empty(),
-            diff: &diff,
-        });
+        return output::print_json(&doc);
     }
-    out!("{}", render(&from_side, &to_side, &diff, args.rows))?;
+    out!("{}", render(&doc.from, &doc.to, &doc.diff, args.rows))?;
     Ok(())
 }
 
@@ -200,7 +105,7 @@ fn differ(n: usize) -> &'static str {
 }
 
 /// The diff for people.
-fn render(from: &Side<'_>, to: &Side<'_>, diff: &Diff, rows: bool) -> String {
+fn render(from: &DiffSide, to: &DiffSide, diff: &Diff, rows: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "from {}", from.label());
     let _ = writeln!(out, "to   {}", to.label());

@@ -11,6 +11,7 @@
 //! | `name_taken` | another snapshot already has that name |
 //! | `usage` | the command line or a value in it is not valid (exit 2) |
 //! | `confirmation_required` | the command needs `--yes` when not run on a terminal (exit 2) |
+//! | `other_database` | a restore in place of a snapshot taken of another database |
 //! | `locked` | other sessions hold locks the restore needs |
 //! | `corrupt_store` | a stored object or record is damaged or missing |
 //! | `unsupported_format` | the store was written by a newer phony |
@@ -77,6 +78,11 @@ impl Cancelled {
         message: "interrupted, nothing changed",
         exit: 130,
     };
+    /// Ctrl-C once the restore's commit was sent: it ran to its end.
+    pub const AFTER_COMMIT: Cancelled = Cancelled {
+        message: "interrupted while committing: the restore ran to its end and is committed",
+        exit: 130,
+    };
     /// A question answered no.
     pub const DECLINED: Cancelled = Cancelled {
         message: "not confirmed, nothing changed",
@@ -116,11 +122,17 @@ pub fn code(e: &anyhow::Error) -> &'static str {
                 E::NoStore { .. } => "not_found",
                 E::NotAStore { .. } | E::ForeignObjects { .. } => "usage",
                 E::Cancelled => "cancelled",
-                E::Capture { source: e, .. } | E::Reading { source: e, .. } => postgres_code(e),
-                E::Store(e) | E::Storage { source: e, .. } | E::Rewriting { source: e, .. } => {
-                    core_code(e)
-                }
+                E::Capture { source: e, .. }
+                | E::Reading { source: e, .. }
+                | E::Restore { source: e, .. } => postgres_code(e),
+                E::Store(e)
+                | E::Storage { source: e, .. }
+                | E::Rewriting { source: e, .. }
+                | E::ReadingSnapshot { source: e, .. } => core_code(e),
                 E::Postgres(e) => postgres_code(e),
+                E::OtherDatabase { .. } => "other_database",
+                // The cause says more: the next link of the chain.
+                E::SafetySnapshot { .. } | E::Retention { .. } | E::Deleting { .. } => continue,
                 _ => "internal",
             };
         }
@@ -173,7 +185,15 @@ pub fn finish(e: &anyhow::Error, json: bool) -> ExitCode {
     if let Some(crate::run::ExitWith(code)) = e.chain().find_map(|c| c.downcast_ref()) {
         return ExitCode::from(*code);
     }
-    let cancelled = e.chain().find_map(|c| c.downcast_ref::<Cancelled>());
+    let cancelled = e.chain().find_map(|c| {
+        c.downcast_ref::<Cancelled>().or_else(|| {
+            matches!(
+                c.downcast_ref::<phony_engine::Error>(),
+                Some(phony_engine::Error::Cancelled)
+            )
+            .then_some(&Cancelled::INTERRUPTED)
+        })
+    });
     let exit = if let Some(c) = cancelled {
         c.exit
     } else if e.chain().any(|c| c.is::<crate::run::CommandNotFound>()) {
@@ -186,10 +206,53 @@ pub fn finish(e: &anyhow::Error, json: bool) -> ExitCode {
     // Interrupted: the one line says so, without the step it stopped.
     let message = match cancelled {
         Some(c) => c.message.to_owned(),
-        None => one_line(e),
+        None => match hint(e) {
+            Some(hint) => format!("{}; {hint}", one_line(e)),
+            None => one_line(e),
+        },
     };
     print(code(e), &message, json);
     ExitCode::from(exit)
+}
+
+/// What the command line adds to a library error: the flag or command that would change
+/// the outcome (library messages name none).
+fn hint(e: &anyhow::Error) -> Option<String> {
+    use phony_engine::Error as E;
+    use phony_postgres::Error as P;
+    e.chain().find_map(|c| {
+        if let Some(e) = c.downcast_ref::<E>() {
+            return match e {
+                E::OtherDatabase { database, .. } => Some(format!(
+                    "pass --allow-other-database to replace {database} anyway"
+                )),
+                E::SafetySnapshot { .. } => Some("skip it with --no-safety-snapshot".to_owned()),
+                E::ForeignObjects { .. } => {
+                    Some("point --store at an empty prefix or an existing store".to_owned())
+                }
+                E::NotAStore { .. } => Some("point --store at a new or empty directory".to_owned()),
+                _ => None,
+            };
+        }
+        if let Some(e) = c.downcast_ref::<P>() {
+            return match e {
+                P::Locked { .. } => Some(
+                    "retry later, raise --lock-timeout, or use --force to terminate them"
+                        .to_owned(),
+                ),
+                P::LargeObjects { .. } => {
+                    Some("pass --skip-large-objects to snapshot without them".to_owned())
+                }
+                _ => None,
+            };
+        }
+        match c.downcast_ref::<phony_core::Error>() {
+            Some(phony_core::Error::Invalid(m)) if m.contains("is not a phony store") => {
+                Some("point --store at a new or empty directory".to_owned())
+            }
+            _ => None,
+        }
+    })
 }
 
 /// A malformed connection string is a usage error, like a malformed flag.
@@ -255,6 +318,7 @@ mod tests {
         let e = anyhow::Error::new(phony_postgres::Error::Connect {
             target: "db".into(),
             message: "refused".into(),
+            code: None,
         })
         .context("capturing db");
         assert_eq!(code(&e), "connection");

@@ -91,6 +91,13 @@ pub fn snapshot_show(r: &SnapshotRecord, root: &RootManifest) -> String {
     out += &line("origin", r.origin.to_string());
     out += &line("pinned", if r.pinned { "yes".into() } else { "no".into() });
     out += &line(
+        "taken by",
+        match &r.tool_version {
+            Some(v) => format!("phony {v}"),
+            None => "an older phony (no version recorded)".into(),
+        },
+    );
+    out += &line(
         "database",
         format!(
             "{} (PostgreSQL {})",

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use phony_engine::{Part, ProgressSink, Step};
 use phony_postgres::{Phase, PhaseReport, Progress};
 
 const SPINNER: &str = "{spinner} {msg} {bytes} ({bytes_per_sec}, {elapsed})";
@@ -72,6 +73,20 @@ impl Bar {
         }))
     }
 
+    /// Counts `n` bytes more.
+    pub fn inc(&self, n: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+    }
+
+    /// Shows the step a restore reached.
+    pub fn phase(&self, phase: Phase) {
+        if let Some(f) = self.phase_callback() {
+            f(phase);
+        }
+    }
+
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
@@ -88,5 +103,63 @@ fn set_style(bar: &ProgressBar, template: &str) {
 impl Drop for Bar {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// The engine's progress, as one line per part of the work (a restore and its safety
+/// snapshot each get one), each made when its part first reports.
+pub struct Bars {
+    enabled: bool,
+    /// The database the work is about.
+    database: String,
+    lines: std::sync::Mutex<Vec<(Part, Bar)>>,
+}
+
+impl Bars {
+    pub fn new(enabled: bool, database: &str) -> Arc<Self> {
+        Arc::new(Bars {
+            enabled,
+            database: database.to_owned(),
+            lines: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    fn with(&self, part: Part, f: impl FnOnce(&Bar)) {
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, bar)) = lines.iter().find(|(p, _)| *p == part) {
+            return f(bar);
+        }
+        let what = match part {
+            Part::SafetySnapshot => format!("safety snapshot: reading {}", self.database),
+            Part::Restore => format!("restoring {}", self.database),
+            _ => format!("reading {}", self.database),
+        };
+        let bar = Bar::new(self.enabled, &what);
+        f(&bar);
+        lines.push((part, bar));
+    }
+}
+
+impl ProgressSink for Bars {
+    fn step(&self, part: Part, step: Step) {
+        self.with(part, |bar| {
+            if let Step::Restore(phase) = step {
+                bar.phase(phase);
+            }
+        });
+    }
+
+    fn bytes(&self, part: Part, bytes: u64) {
+        self.with(part, |bar| bar.inc(bytes));
+    }
+
+    fn done(&self, part: Part) {
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        lines.retain(|(p, bar)| {
+            if *p == part {
+                bar.finish();
+            }
+            *p != part
+        });
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use phony_core::gc::{self, SweepReport};
-use phony_core::retention::{KeepReason, PlanEntry, SafetyRetention};
+use phony_core::retention::{KeepReason, PlanEntry};
 use phony_core::{PrunePlan, RetentionPolicy, SnapshotId, SnapshotRecord};
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
@@ -302,68 +302,6 @@ fn plan_line(e: &PlanEntry, dry_run: bool) -> String {
     }
 }
 
-/// What the store's policy did after a create (only shown when it removed something).
-#[derive(Debug, Serialize)]
-pub struct AutoPruned {
-    pub removed: Vec<String>,
-    pub gc: GcOutcome,
-}
-
-/// Applies the store's retention policy, if it has one, sparing `just_created`.
-/// Does not wait for other creates: their blobs are swept by a later prune.
-pub async fn after_create(
-    store: &Arc<AppStore>,
-    just_created: SnapshotId,
-) -> Result<Option<AutoPruned>> {
-    let Some(policy) = store.config().retention.filter(|p| !p.is_empty()) else {
-        return Ok(None);
-    };
-    let records = crate::context::records(store).await?;
-    let plan = PrunePlan::compute(&records, &policy, OffsetDateTime::now_utc());
-    let deleted = delete_planned(store, &plan, Some(just_created)).await?;
-    if deleted.is_empty() {
-        return Ok(None);
-    }
-    let gc = collect_garbage(store, Duration::ZERO, &crate::context::notify()).await?;
-    Ok(Some(AutoPruned {
-        removed: deleted.iter().map(|id| id.to_string()).collect(),
-        gc,
-    }))
-}
-
-/// Applies the store's limits on safety snapshots after a restore took `just_taken`
-/// (see [`SafetyRetention`]): never that one, never a pinned one.
-pub async fn after_safety(
-    store: &Arc<AppStore>,
-    just_taken: SnapshotId,
-) -> Result<Option<AutoPruned>> {
-    let limits = store
-        .config()
-        .safety_retention
-        .unwrap_or(SafetyRetention::DEFAULT);
-    let records = store.records().await?;
-    let mut deleted = Vec::new();
-    for id in limits.to_remove(&records, just_taken, OffsetDateTime::now_utc()) {
-        // Read it again: someone may have pinned it meanwhile.
-        if let Some(r) = store.record(&id).await? {
-            if !r.pinned {
-                phony_engine::names::delete_snapshot(store, &r)
-                    .await
-                    .with_context(|| format!("deleting safety snapshot {id}"))?;
-                deleted.push(id);
-            }
-        }
-    }
-    if deleted.is_empty() {
-        return Ok(None);
-    }
-    let gc = collect_garbage(store, Duration::ZERO, &crate::context::notify()).await?;
-    Ok(Some(AutoPruned {
-        removed: deleted.iter().map(|id| id.to_string()).collect(),
-        gc,
-    }))
-}
-
 /// `phony snapshot pin|unpin`.
 pub async fn set_pinned(ctx: &Context, reference: &str, pinned: bool) -> Result<()> {
     let store = ctx.open_store().await?;
@@ -394,6 +332,7 @@ mod tests {
     fn rec(n: u8, pinned: bool) -> SnapshotRecord {
         SnapshotRecord {
             format: 1,
+            tool_version: None,
             id: SnapshotId::from_random([n; 6]),
             name: None,
             created_at: OffsetDateTime::UNIX_EPOCH + time::Duration::hours(i64::from(n)),

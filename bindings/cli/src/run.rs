@@ -11,7 +11,8 @@ use phony_core::{Origin, SnapshotName};
 use time::OffsetDateTime;
 
 use crate::context::Context;
-use crate::snapshot::{take_snapshot, Kept};
+use crate::snapshot::take_snapshot;
+use phony_engine::Create;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -120,17 +121,17 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<()> {
             ctx,
             &store,
             &target,
-            Kept {
+            Create {
                 name: name_for("before")?,
                 pin: false,
                 origin: Origin::SyncBefore,
                 labels: labels.clone(),
                 skip_large_objects: false,
             },
-            None,
         )
         .await
-        .context("taking the snapshot before the command")?;
+        .context("taking the snapshot before the command")?
+        .record;
         eprintln!("phony: before: {}", record.id);
     }
 
@@ -155,22 +156,21 @@ pub async fn run(ctx: &Context, args: RunArgs) -> Result<()> {
             ctx,
             &store,
             &target,
-            Kept {
+            Create {
                 name: name_for("after")?,
                 pin: false,
                 origin: Origin::SyncAfter,
                 labels,
                 skip_large_objects: false,
             },
-            None,
         )
         .await
-        .context("the command ended, but taking the snapshot after it failed")?;
+        .context("the command ended, but taking the snapshot after it failed")?
+        .record;
         eprintln!(
             "phony: after: {} (the command exited with {code})",
             record.id
         );
-        crate::prune::after_create(&store, record.id).await?;
     }
     if code == 0 {
         Ok(())

@@ -19,8 +19,9 @@ use serde::Serialize;
 use crate::context::Context;
 use crate::output;
 use crate::progress::Bar;
-use crate::snapshot::{take_snapshot, Kept};
+use crate::snapshot::take_snapshot;
 use crate::stdout::outln;
+use phony_engine::Create;
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
@@ -115,7 +116,7 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> Result<()> {
         ("source".to_owned(), source.to_string()),
     ]
     .into();
-    let kept = |origin| Kept {
+    let kept = |origin| Create {
         name: None,
         pin: false,
         origin,
@@ -126,9 +127,10 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> Result<()> {
         None
     } else {
         Some(
-            take_snapshot(ctx, &store, &target, kept(Origin::SyncBefore), None)
+            take_snapshot(ctx, &store, &target, kept(Origin::SyncBefore))
                 .await
-                .context("taking the snapshot before the sync (skip it with --no-before)")?,
+                .context("taking the snapshot before the sync (skip it with --no-before)")?
+                .record,
         )
     };
 
@@ -179,21 +181,12 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> Result<()> {
         None
     } else {
         Some(
-            take_snapshot(ctx, &store, &target, kept(Origin::SyncAfter), None)
+            take_snapshot(ctx, &store, &target, kept(Origin::SyncAfter))
                 .await
-                .context("the sync is done, but taking the snapshot after it failed")?,
+                .context("the sync is done, but taking the snapshot after it failed")?
+                .record,
         )
     };
-    for taken in before.iter().chain(&after) {
-        crate::prune::after_create(&store, taken.id)
-            .await
-            .with_context(|| {
-                format!(
-                    "snapshot {} was taken, but applying the store's retention policy failed",
-                    taken.id
-                )
-            })?;
-    }
     let synced = Synced {
         sync: number,
         database: target.dbname().to_owned(),

@@ -195,6 +195,7 @@ mod tests {
     ) -> SnapshotRecord {
         SnapshotRecord {
             format: 1,
+            tool_version: None,
             id: SnapshotId::from_random(id),
             name: name.map(|n| n.parse().unwrap()),
             created_at: at,

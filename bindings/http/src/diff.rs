@@ -6,10 +6,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use phony_core::diff::{Diff, DiffOptions, Offload};
-use phony_core::SnapshotRecord;
-use phony_postgres::CaptureOptions;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::app::AppState;
@@ -17,46 +14,6 @@ use crate::auth::Caller;
 use crate::body::Query;
 use crate::plans::{self, Feature};
 use crate::problem::{self, ApiResult, Problem};
-
-/// Decodes and matches chunk runs on tokio's blocking pool.
-#[derive(Debug, Clone, Copy)]
-struct BlockingPool;
-
-impl Offload for BlockingPool {
-    async fn run<T, F>(&self, work: F) -> phony_core::Result<T>
-    where
-        F: FnOnce() -> phony_core::Result<T> + Send + 'static,
-        T: Send + 'static,
-    {
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| phony_core::Error::backend("decoding chunks", e))?
-    }
-}
-
-/// One side of a diff, as the CLI's JSON shows it.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-enum Side<'a> {
-    Snapshot { id: String, name: Option<&'a str> },
-    Database { database: String, live: bool },
-}
-
-fn side(r: &SnapshotRecord) -> Side<'_> {
-    Side::Snapshot {
-        id: r.id.to_string(),
-        name: r.name.as_ref().map(|n| n.as_str()),
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct Doc<'a> {
-    from: &'a Side<'a>,
-    to: &'a Side<'a>,
-    identical: bool,
-    #[serde(flatten)]
-    diff: &'a Diff,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,68 +56,35 @@ pub async fn diff(
             "limit is at most 10000",
         ));
     }
-    let store = engine.store();
-    let read = |e: phony_core::Error| problem::engine(e.into(), "reading the snapshot");
-    let from_root = store.root(&from.root).await.map_err(read)?;
-    let mut live = None;
-    let to_record;
-    let (to_side, to_root) = if other == "live" {
-        let target = project.target(&app)?;
-        let opts = CaptureOptions {
-            skip_large_objects: true,
-            application_name: Some("phony-server diff".into()),
-            ..CaptureOptions::default()
-        };
-        let notify: phony_engine::lease::Notify = Arc::new(|line: &str| tracing::info!("{line}"));
-        let captured = engine
-            .capture_live(&target, &opts, &notify)
-            .await
-            .map_err(|e| problem::engine(e, &format!("reading {target}")))?;
-        let manifest = captured.manifest.clone();
-        live = Some(captured);
-        (
-            Side::Database {
-                database: target.dbname().to_owned(),
-                live: true,
-            },
-            manifest,
-        )
+    let to = if other == "live" {
+        phony_engine::DiffTo::Live(project.target(&app)?)
     } else {
         let (other_project, _, record) = crate::snapshots::find(&app, &caller, &other).await?;
         if other_project.id != project.id {
             // Snapshots of two projects are not compared: as if the other did not exist.
             return Err(Problem::not_found("snapshot"));
         }
-        to_record = record;
-        let root = store.root(&to_record.root).await.map_err(read)?;
-        (side(&to_record), root)
+        phony_engine::DiffTo::Snapshot(record.id.to_string())
     };
-    let opts = DiffOptions {
+    let notify: phony_engine::lease::Notify = Arc::new(|line: &str| tracing::info!("{line}"));
+    let opts = phony_engine::DiffOptions {
         row_limit: if rows { limit } else { 0 },
-        ..DiffOptions::default()
+        run: phony_engine::RunOptions {
+            notify: Some(notify),
+            ..phony_engine::RunOptions::default()
+        },
+        ..phony_engine::DiffOptions::default()
     };
-    // The comparison's future is not `Send` (its offload is generic over closures), so it
-    // runs on a blocking thread that drives it with the runtime's handle.
+    // The comparison's future is not `Send` (the engine's offload is generic over
+    // closures), so it runs on a blocking thread that drives it with the runtime's handle.
     let runtime = tokio::runtime::Handle::current();
-    let shared = Arc::clone(store);
-    let diff = tokio::task::spawn_blocking(move || {
-        runtime.block_on(async move {
-            phony_core::diff::diff_with(&shared, &from_root, &to_root, &opts, &BlockingPool).await
-        })
+    let from_id = from.id.to_string();
+    let doc = tokio::task::spawn_blocking(move || {
+        runtime.block_on(async move { engine.diff(&from_id, to, opts).await })
     })
     .await
-    .map_err(|e| Problem::internal("comparing the snapshots", &e))?;
-    if let Some(live) = live {
-        live.release().await;
-    }
-    let diff = diff.map_err(|e| problem::engine(e.into(), "comparing the snapshots"))?;
-    let from_side = side(&from);
-    let doc = Doc {
-        from: &from_side,
-        to: &to_side,
-        identical: diff.is_empty(),
-        diff: &diff,
-    };
+    .map_err(|e| Problem::internal("comparing", &e))?
+    .map_err(|e| problem::engine(e, "comparing"))?;
     serde_json::to_value(&doc)
         .map(Json)
         .map_err(|e| Problem::internal("writing the diff", &e))

@@ -224,7 +224,8 @@ fn schemas() -> Value {
             "target_database_url": { "type": "string", "description": "Restore into this database instead (created if missing); no safety snapshot then" },
             "force": { "type": "boolean", "default": false },
             "dry_run": { "type": "boolean", "default": false },
-            "full": { "type": "boolean", "default": false }
+            "full": { "type": "boolean", "default": false },
+            "allow_other_database": { "type": "boolean", "default": false }
         })),
         "RestoreReport": open_object(&["id", "database", "path"], json!({
             "id": { "type": "string" },

@@ -140,6 +140,10 @@ pub const CODES: &[&str] = &[
     "plan_limit",
     "plan_required",
     "project_busy",
+    "locked",
+    "schema_unsupported",
+    "other_database",
+    "storage_full",
     "last_admin_token",
     "job_finished",
     "export_not_ready",
@@ -194,36 +198,27 @@ impl From<tokio_postgres::Error> for Problem {
     }
 }
 
-/// Maps an engine error met while serving a request.
+/// Maps an engine error to its answer, by the error's kind.
 pub fn engine(e: phony_engine::Error, doing: &str) -> Problem {
-    use phony_core::Error as Core;
-    use phony_engine::Error as E;
-    match &e {
-        E::Store(
-            Core::NotFound { .. } | Core::SnapshotNotFound { .. } | Core::PrefixTooShort { .. },
-        ) => Problem::not_found("snapshot"),
-        E::Store(Core::Ambiguous { .. }) => Problem::conflict("ambiguous_id", e.to_string()),
-        E::Store(Core::AlreadyExists { .. }) => Problem::conflict("name_taken", e.to_string()),
-        E::Cancelled => Problem::conflict("cancelled", e.to_string()),
-        E::Capture { source, .. } | E::Reading { source, .. } => database(source, doing),
-        E::Postgres(source) => database(source, doing),
+    use phony_engine::ErrorKind as K;
+    let detail = format!("{doing}: {}", chain(&e));
+    match e.kind() {
+        K::NotFound => Problem::not_found("snapshot"),
+        K::AmbiguousId => Problem::conflict("ambiguous_id", detail),
+        K::NameTaken => Problem::conflict("name_taken", detail),
+        K::Locked { holders } => Problem::conflict("locked", detail).with("holders", holders),
+        K::Cancelled => Problem::conflict("cancelled", detail),
+        K::Connection => Problem::new(StatusCode::BAD_GATEWAY, "database_unreachable", detail),
+        K::Database { sqlstate } => {
+            Problem::invalid("database_error", detail).with("sqlstate", sqlstate)
+        }
+        K::SchemaUnsupported => Problem::invalid("schema_unsupported", detail),
+        K::OtherDatabase => Problem::conflict("other_database", detail),
+        K::Invalid => Problem::invalid("invalid_body", detail),
+        K::StorageFull => Problem::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", detail),
+        K::CorruptStore => Problem::internal(doing, &chain(&e)).with("reason", "corrupt_store"),
         _ => Problem::internal(doing, &chain(&e)),
     }
-}
-
-/// A failure of a project's database: unreachable, or an error of its own.
-pub fn database(e: &phony_postgres::Error, doing: &str) -> Problem {
-    let text = chain(e);
-    let unreachable = text.contains("connect")
-        || text.contains("Connection refused")
-        || text.contains("does not exist")
-        || text.contains("password authentication");
-    let (status, code) = if unreachable {
-        (StatusCode::BAD_GATEWAY, "database_unreachable")
-    } else {
-        (StatusCode::UNPROCESSABLE_ENTITY, "database_error")
-    };
-    Problem::new(status, code, format!("{doing}: {text}"))
 }
 
 /// An error with its causes, on one line.

@@ -399,6 +399,10 @@ pub struct RestoreBody {
     /// Replace every schema and reload every table.
     #[serde(default)]
     pub full: bool,
+    /// Restore in place even when the snapshot was taken of another database (the
+    /// project's URL changed since).
+    #[serde(default)]
+    pub allow_other_database: bool,
 }
 
 /// `POST /api/v1/snapshots/{id}/restore`: queues a restore job (202; `?wait=` 200 with the
@@ -416,6 +420,7 @@ pub async fn restore(
         "force": body.force,
         "dry_run": body.dry_run,
         "full": body.full,
+        "allow_other_database": body.allow_other_database,
         "target_database_url": null,
     });
     if let Some(url) = &body.target_database_url {

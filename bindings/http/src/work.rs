@@ -7,8 +7,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use phony_core::{Origin, SnapshotName, SnapshotRecord};
 use phony_engine::report::{RestoreView, SnapshotView};
-use phony_engine::{Cancel, Create, CreateOptions, CreatePhase, Engine};
-use phony_postgres::{RestoreOptions, RestoreReport};
+use phony_engine::{
+    Cancel, Create, CreateOptions, CreatePhase, Engine, Part, ProgressSink, RestoreRequest,
+    RunOptions, Step,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt as _;
@@ -161,6 +163,8 @@ pub struct RestoreParams {
     pub dry_run: bool,
     #[serde(default)]
     pub full: bool,
+    #[serde(default)]
+    pub allow_other_database: bool,
     /// The other database's URL, sealed (hex); absent: the project's own database.
     pub secret: Option<String>,
 }
@@ -176,6 +180,34 @@ async fn snapshot(engine: &Engine, id: &str) -> ApiResult<SnapshotRecord> {
         .ok_or_else(|| Problem::not_found("snapshot"))
 }
 
+/// A job's progress, as the engine reports it.
+struct Sink(SharedProgress);
+
+impl ProgressSink for Sink {
+    fn step(&self, part: Part, step: Step) {
+        let mut p = lock(&self.0);
+        let who = match part {
+            Part::SafetySnapshot => "safety snapshot: ",
+            _ => "",
+        };
+        match step {
+            Step::Restoring { tables, rows, .. } => {
+                p.tables = tables;
+                p.rows = rows;
+                p.phase = Some("restoring".into());
+            }
+            Step::Restore(phase) => p.phase = Some(phase.describe().to_owned()),
+            Step::Create(CreatePhase::Locking) => p.phase = Some(format!("{who}locking")),
+            Step::Create(CreatePhase::Capturing) => p.phase = Some(format!("{who}capturing")),
+            _ => p.phase = Some(format!("{who}recording")),
+        }
+    }
+
+    fn bytes(&self, _part: Part, bytes: u64) {
+        lock(&self.0).bytes += bytes;
+    }
+}
+
 async fn restore(
     app: &AppState,
     project: &Project,
@@ -185,119 +217,54 @@ async fn restore(
     progress: &SharedProgress,
 ) -> ApiResult<Value> {
     let p: RestoreParams = params(job)?;
-    let record = snapshot(engine, &p.snapshot_id).await?;
-    let root = engine
-        .store()
-        .root(&record.root)
-        .await
-        .map_err(|e| problem::engine(e.into(), "reading the snapshot"))?;
-    let phases = Arc::clone(progress);
-    let opts = RestoreOptions {
-        force: p.force,
-        dry_run: p.dry_run,
-        full: p.full,
-        point: record.source.point.clone(),
-        progress: Some(byte_progress(progress)),
-        phase: Some(Arc::new(move |phase: phony_postgres::Phase| {
-            set_phase(&phases, phase.describe());
-        })),
-        ..RestoreOptions::default()
-    };
-    let fail = |e: phony_postgres::Error, target: &phony_postgres::ConnectionTarget| {
-        problem::database(&e, &format!("restoring {} into {}", record.id, target))
-    };
-    let (target, created, report, safety) = match &p.secret {
+    let into = match &p.secret {
         Some(sealed) => {
             let url = crate::secrets::unhex(sealed)
                 .and_then(|s| app.key.open(&s).ok())
                 .ok_or_else(|| Problem::internal("reading the job's parameters", &"sealed URL"))?;
-            let target = crate::projects::parse_url(&url)?;
-            let created = !phony_postgres::database_exists(&target)
-                .await
-                .map_err(|e| fail(e, &target))?;
-            set_phase(progress, "restoring");
-            let report = if created && p.dry_run {
-                RestoreReport {
-                    full_reason: Some("a new database".into()),
-                    tables: root.tables.len() as u64,
-                    rows: root.rows(),
-                    bytes: root.bytes(),
-                    sequences: root.sequences.len() as u64,
-                    dry_run: true,
-                    ..Default::default()
-                }
-            } else if created {
-                phony_postgres::restore_into_new(&target, engine.store(), &root, &opts)
-                    .await
-                    .map_err(|e| fail(e, &target))?
-            } else {
-                engine
-                    .restore_into(&target, &root, opts, Some(cancel))
-                    .await
-                    .map_err(|e| restore_error(e, &record, &target))?
-            };
-            (target, created, report, None)
+            Some(crate::projects::parse_url(&url)?)
         }
-        None => {
-            let target = project.target(app)?;
-            // The state before is kept as a safety snapshot (it does not count against
-            // the plan and expires after 24 hours), so the restore can be undone.
-            let safety = if p.dry_run {
-                None
-            } else {
-                let create = Create {
-                    name: None,
-                    pin: false,
-                    origin: Origin::Safety,
-                    labels: [("before_restore_of".to_owned(), record.id.to_string())].into(),
-                    skip_large_objects: true,
-                };
-                let taken = take(engine, &target, create, cancel, progress).await?;
-                index(app, &taken, &project.id).await;
-                Some(taken)
-            };
-            set_phase(progress, "restoring");
-            match engine
-                .restore_into(&target, &root, opts, Some(cancel))
-                .await
-            {
-                Ok(report) => (target, false, report, safety),
-                Err(e) => {
-                    let committed =
-                        matches!(&e, phony_engine::Error::Postgres(p) if p.may_have_committed());
-                    if let (Some(s), false) = (&safety, committed) {
-                        // Nothing changed: the state before is the database's own.
-                        if let Err(d) = engine.store().delete_record(&s.id).await {
-                            tracing::warn!("removing safety snapshot {}: {d}", s.id);
-                        }
-                    }
-                    return Err(restore_error(e, &record, &target));
-                }
-            }
-        }
+        None => None,
     };
+    let database = project.target(app)?;
+    let target = into.clone().unwrap_or_else(|| database.clone());
+    let request = RestoreRequest {
+        snapshot: p.snapshot_id.clone(),
+        into,
+        force: p.force,
+        dry_run: p.dry_run,
+        full: p.full,
+        safety_snapshot: true,
+        allow_other_database: p.allow_other_database,
+        ..RestoreRequest::default()
+    };
+    let run = RunOptions {
+        progress: Some(Arc::new(Sink(Arc::clone(progress)))),
+        cancel: Some(cancel.clone()),
+        notify: Some(Arc::new(|line: &str| tracing::info!("{line}"))),
+        ..RunOptions::default()
+    };
+    let restored = engine
+        .restore(&database, request, run)
+        .await
+        .map_err(|e| problem::engine(e, &format!("restoring {} into {target}", p.snapshot_id)))?;
+    if let Some(s) = &restored.safety {
+        index(app, s, &project.id).await;
+    }
     {
         let mut pr = lock(progress);
         pr.phase = Some("done".into());
-        pr.tables = report.tables;
-        pr.rows = report.rows;
+        pr.tables = restored.report.tables;
+        pr.rows = restored.report.rows;
     }
-    let mut view = RestoreView::of(&record, target.dbname(), created, &report);
-    view.safety_snapshot = safety.as_ref().map(|s| s.id.to_string());
+    let mut view = RestoreView::of(
+        &restored.record,
+        target.dbname(),
+        restored.created,
+        &restored.report,
+    );
+    view.safety_snapshot = restored.safety.as_ref().map(|s| s.id.to_string());
     serde_json::to_value(view).map_err(|e| Problem::internal("writing the result", &e))
-}
-
-fn restore_error(
-    e: phony_engine::Error,
-    record: &SnapshotRecord,
-    target: &phony_postgres::ConnectionTarget,
-) -> Problem {
-    match e {
-        phony_engine::Error::Postgres(p) => {
-            problem::database(&p, &format!("restoring {} into {target}", record.id))
-        }
-        other => problem::engine(other, &format!("restoring {} into {target}", record.id)),
-    }
 }
 
 #[derive(Debug, Deserialize)]

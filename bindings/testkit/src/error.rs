@@ -73,5 +73,6 @@ pub(crate) fn pg(context: &str, e: tokio_postgres::Error) -> Error {
     Error::Postgres(phony_postgres::Error::Postgres {
         context: context.to_owned(),
         message: phony_postgres::error::describe(&e),
+        code: phony_postgres::error::sqlstate(&e),
     })
 }

@@ -114,6 +114,7 @@ mod tests {
     fn rec(n: u8, age_hours: i64, origin: Origin, db: &str) -> SnapshotRecord {
         SnapshotRecord {
             format: 1,
+            tool_version: None,
             id: SnapshotId::from_random([n; 6]),
             name: None,
             created_at: now() - time::Duration::seconds(age_hours * HOUR),

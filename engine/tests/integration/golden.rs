@@ -24,6 +24,29 @@ fn a_snapshot() {
     );
 }
 
+/// A record written with the tool's version shows it; one written before versions were
+/// recorded (the golden record has none) reads unchanged and shows none.
+#[test]
+fn a_snapshot_with_the_version_that_took_it() {
+    let old = record();
+    assert_eq!(old.tool_version, None);
+    assert!(!crate::RECORD.contains("tool_version"));
+    let mut r = old.clone();
+    r.tool_version = Some("0.1.0".into());
+    pinned(
+        &SnapshotView::of(&r),
+        include_str!("../golden/snapshot-versioned.json"),
+    );
+    let written = String::from_utf8(r.encode()).unwrap();
+    assert!(written.contains("\"tool_version\": \"0.1.0\""), "{written}");
+    let read = phony_core::SnapshotRecord::decode("r", written.as_bytes()).unwrap();
+    assert_eq!(read, r);
+    // Written back without a version, an old record stays as it was.
+    assert!(!String::from_utf8(old.encode())
+        .unwrap()
+        .contains("tool_version"));
+}
+
 #[test]
 fn a_list() {
     let records = [record()];

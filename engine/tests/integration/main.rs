@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cancel;
+mod diff;
+mod errors;
 mod golden;
 mod live;
 mod names;

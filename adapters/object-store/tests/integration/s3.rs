@@ -50,6 +50,7 @@ async fn a_thousand_records_on_s3_list_in_a_few_round_trips() {
                 id[2..].copy_from_slice(&i.to_be_bytes());
                 let record = phony_core::SnapshotRecord {
                     format: 1,
+                    tool_version: None,
                     id: phony_core::SnapshotId::from_random(id),
                     name: None,
                     created_at: time::OffsetDateTime::UNIX_EPOCH

@@ -91,9 +91,15 @@ pub async fn restore_into_new<B: Backend + 'static>(
         (result, _) => result,
     };
     let result = match result {
-        Ok(report) => rename(&admin, &partial, target.dbname())
-            .await
-            .map(|()| report),
+        Ok(report) => {
+            // The rename is this restore's commit: from here it may have happened.
+            if let Some(committing) = &opts.committing {
+                committing.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            rename(&admin, &partial, target.dbname())
+                .await
+                .map(|()| report)
+        }
         Err(e) => Err(e),
     };
     match result {

@@ -42,7 +42,7 @@ pub fn patch(diff: &Diff, to: &RootManifest) -> Result<String> {
     if !diff.schema.is_empty() {
         let shown: Vec<String> = diff.schema.iter().take(3).map(|c| c.title()).collect();
         return Err(Error::Patch(format!(
-            "the schemas differ ({} object(s): {}{}); --sql writes data changes only: restore the `from` snapshot's schema first, or diff two snapshots with the same schema",
+            "the schemas differ ({} object(s): {}{}); a SQL patch writes data changes only: restore the `from` snapshot's schema first, or diff two snapshots with the same schema",
             diff.schema.len(),
             shown.join(", "),
             if diff.schema.len() > 3 { ", …" } else { "" }
@@ -51,7 +51,7 @@ pub fn patch(diff: &Diff, to: &RootManifest) -> Result<String> {
     for t in &diff.tables {
         if t.change == TableChange::Added || t.change == TableChange::Dropped {
             return Err(Error::Patch(format!(
-                "table {}.{} was {}; --sql writes data changes only",
+                "table {}.{} was {}; a SQL patch writes data changes only",
                 t.schema,
                 t.name,
                 if t.change == TableChange::Added {
@@ -63,7 +63,7 @@ pub fn patch(diff: &Diff, to: &RootManifest) -> Result<String> {
         }
         if !t.columns_only_in_from.is_empty() || !t.columns_only_in_to.is_empty() {
             return Err(Error::Patch(format!(
-                "the columns of {}.{} differ; --sql writes data changes only",
+                "the columns of {}.{} differ; a SQL patch writes data changes only",
                 t.schema, t.name
             )));
         }

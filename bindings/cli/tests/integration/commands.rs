@@ -117,6 +117,8 @@ async fn create_list_show_restore_delete() {
         show.contains("clean-state") && show.contains("Inventory.Order Lines"),
         "{show}"
     );
+    let taken_by = format!("phony {}", env!("CARGO_PKG_VERSION"));
+    assert!(show.contains(&taken_by), "{show}");
     let show: Value = serde_json::from_str(&ok(&phony(
         &db.url(),
         store.path(),
@@ -124,6 +126,7 @@ async fn create_list_show_restore_delete() {
     )))
     .unwrap();
     assert_eq!(show["table_list"].as_array().unwrap().len(), 13);
+    assert_eq!(show["tool_version"], env!("CARGO_PKG_VERSION"));
 
     let deleted = ok(&phony(
         &db.url(),

@@ -408,6 +408,7 @@ mod tests {
         let error = |message: &str| Error::Postgres {
             context: "rewriting rows".into(),
             message: message.into(),
+            code: None,
         };
         let results: Vec<Result<u8>> = vec![
             Ok(1),

@@ -378,6 +378,7 @@ pub(crate) async fn drop_user_schemas(
             return Err(DropError::Other(Error::Postgres {
                 context: format!("replacing schema {schema}"),
                 message: describe(&e),
+                code: crate::error::sqlstate(&e),
             }));
         }
     }
