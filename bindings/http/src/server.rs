@@ -179,35 +179,48 @@ async fn bootstrap_admin(config: &Config) -> Result<Option<String>> {
 
 /// Runs a server until SIGTERM or Ctrl-C, then stops it gracefully.
 pub async fn serve(config: Config) -> Result<()> {
+    // Listening for the signals first: a SIGTERM that arrives while the server starts is
+    // answered like any other.
+    let signal = tokio::spawn(shutdown_signal()?);
     let server = Server::start(config).await?;
+    // Written as lines that may go nowhere: a closed stdout is no reason to stop serving.
+    let say = |line: String| {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    };
     if let Some(token) = server.generated_admin_token() {
-        println!("admin token (shown once; keep it): {token}");
+        say(format!("admin token (shown once; keep it): {token}"));
     }
-    println!("phony-server listening on {}", server.url());
-    println!("API documentation: {}/docs", server.url());
-    shutdown_signal().await;
+    say(format!("phony-server listening on {}", server.url()));
+    say(format!("API documentation: {}/docs", server.url()));
+    let _ = signal.await;
     eprintln!("phony-server: stopping (running jobs finish or roll back)");
     server.stop().await
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+/// Completes on SIGTERM or Ctrl-C; the handlers are installed when this is called.
+#[cfg(unix)]
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let io = |source| Error::Io {
+        doing: "listening for signals".into(),
+        source,
+    };
+    let mut term = signal(SignalKind::terminate()).map_err(io)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(io)?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
+    })
+}
+
+/// Completes on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    Ok(async {
         let _ = tokio::signal::ctrl_c().await;
-    }
+    })
 }
