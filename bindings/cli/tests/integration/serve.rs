@@ -41,6 +41,8 @@ fn field(json: &str, key: &str) -> String {
 }
 
 /// Starts the server; its process, address and the admin token it printed (if any).
+/// The caller waits for the process (see [`terminate`]).
+#[allow(clippy::zombie_processes)]
 fn serve(meta: &str, dir: &std::path::Path) -> (Child, String, Option<String>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_phony"));
     for (k, _) in std::env::vars() {
