@@ -2,6 +2,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use phony_core::SnapshotRecord;
 
 use deadpool_postgres::Pool;
 use phony_engine::Engine;
@@ -26,7 +29,15 @@ pub struct App {
     pub stopping: watch::Receiver<bool>,
     pub metrics: Metrics,
     engines: Mutex<HashMap<String, Engine>>,
+    listings: Mutex<HashMap<String, Listing>>,
 }
+
+/// A project's records as last read from its store, shared by concurrent readers.
+type Listing = Arc<tokio::sync::Mutex<Option<(Instant, Arc<Vec<SnapshotRecord>>)>>>;
+
+/// How long a listing read from a store serves requests: writes through this server
+/// refresh it at once; others' writes (another server, the CLI) show within this time.
+pub const LISTING_FRESH: Duration = Duration::from_secs(1);
 
 pub type AppState = Arc<App>;
 
@@ -46,6 +57,7 @@ impl App {
             stopping,
             metrics: Metrics::default(),
             engines: Mutex::new(HashMap::new()),
+            listings: Mutex::new(HashMap::new()),
         }
     }
 
@@ -86,6 +98,34 @@ impl App {
     /// Forgets a deleted project's store.
     pub fn forget_engine(&self, project_id: &str) {
         self.lock_engines().remove(project_id);
+        self.forget_listing(project_id);
+    }
+
+    /// Project `id`'s records, newest first: read from its store at most once per
+    /// [`LISTING_FRESH`] however many requests ask at once.
+    pub async fn listing(&self, project_id: &str) -> ApiResult<Arc<Vec<SnapshotRecord>>> {
+        let slot = {
+            let mut map = self.listings.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(map.entry(project_id.to_owned()).or_default())
+        };
+        let mut held = slot.lock().await;
+        if let Some((at, records)) = held.as_ref() {
+            if at.elapsed() < LISTING_FRESH {
+                return Ok(Arc::clone(records));
+            }
+        }
+        let engine = self.engine(project_id).await?;
+        let records = Arc::new(crate::snapshots::records(&engine).await?);
+        *held = Some((Instant::now(), Arc::clone(&records)));
+        Ok(records)
+    }
+
+    /// Drops project `id`'s listing: the next read goes to the store (after a write).
+    pub fn forget_listing(&self, project_id: &str) {
+        self.listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(project_id);
     }
 
     fn lock_engines(&self) -> std::sync::MutexGuard<'_, HashMap<String, Engine>> {

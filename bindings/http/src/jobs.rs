@@ -268,7 +268,7 @@ pub async fn cancel(
         .query_opt(
             "UPDATE jobs SET
                 status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
-                finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END,
+                finished_at = CASE WHEN status = 'queued' THEN clock_timestamp() ELSE finished_at END,
                 cancel_requested = true
              WHERE id = $1 AND status IN ('queued', 'running') RETURNING *",
             &[&id],
@@ -339,7 +339,7 @@ pub async fn claim(app: &AppState) -> Result<Option<Claimed>, ClaimError> {
         }
         let row = tx
             .query_one(
-                "UPDATE jobs SET status = 'running', started_at = now(), server_id = $2,
+                "UPDATE jobs SET status = 'running', started_at = clock_timestamp(), server_id = $2,
                     runs = runs + 1
                  WHERE id = $1 RETURNING *",
                 &[&id, &app.server_id],
@@ -423,6 +423,7 @@ async fn run(app: &AppState, job: Claimed) {
     );
     let outcome = crate::work::execute(app, &job, &cancel, &progress).await;
     watcher.abort();
+    app.forget_listing(&job.project_id);
     let shutdown = stopped_by_shutdown.load(std::sync::atomic::Ordering::SeqCst);
     let (status, result, error) = match outcome {
         Ok(result) => ("succeeded", Some(result), None),
@@ -469,7 +470,7 @@ async fn finish(
     let client = app.pool.get().await?;
     client
         .execute(
-            "UPDATE jobs SET status = $2, result = $3, error = $4, progress = $5, finished_at = now()
+            "UPDATE jobs SET status = $2, result = $3, error = $4, progress = $5, finished_at = clock_timestamp()
              WHERE id = $1 AND status = 'running' AND server_id = $6",
             &[&id, &status, result, error, progress, &app.server_id],
         )

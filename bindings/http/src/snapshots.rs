@@ -65,7 +65,7 @@ pub async fn find(
             continue;
         };
         let engine = app.engine(&project.id).await?;
-        let records = records(&engine).await?;
+        let records = app.listing(&project.id).await?;
         let found = match caller.scope {
             Scope::Project(_) => match phony_core::resolve::resolve(&records, reference) {
                 Ok(r) => Some(r.clone()),
@@ -227,8 +227,7 @@ pub async fn list(
         }
         None => None,
     };
-    let engine = app.engine(&project.id).await?;
-    let records = records(&engine).await?;
+    let records = app.listing(&project.id).await?;
     let kept: Vec<&SnapshotRecord> = records
         .iter()
         .filter(|r| origin.is_none_or(|o| r.origin == o))
@@ -290,7 +289,8 @@ pub async fn update(
     Path(id): Path<String>,
     Body(patch): Body<SnapshotPatch>,
 ) -> ApiResult<Json<Value>> {
-    let (_, engine, found) = find(&app, &caller, &id).await?;
+    let (project, engine, found) = find(&app, &caller, &id).await?;
+    let found_project = project.id;
     let new_name = match &patch.name {
         Some(Some(n)) => {
             Some(Some(SnapshotName::from_str(n).map_err(|e| {
@@ -348,6 +348,7 @@ pub async fn update(
     }
     .await;
     lock.release().await;
+    app.forget_listing(&found_project);
     let record = result?;
     serde_json::to_value(SnapshotView::of(&record))
         .map(Json)
@@ -360,7 +361,7 @@ pub async fn delete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let (_, engine, record) = find(&app, &caller, &id).await?;
+    let (project, engine, record) = find(&app, &caller, &id).await?;
     if record.pinned {
         return Err(Problem::conflict(
             "snapshot_pinned",
@@ -374,6 +375,7 @@ pub async fn delete(
         .delete_snapshot(&record)
         .await
         .map_err(|e| problem::engine(e, "deleting the snapshot"))?;
+    app.forget_listing(&project.id);
     let client = app.pool.get().await?;
     client
         .execute(

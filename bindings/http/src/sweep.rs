@@ -87,7 +87,7 @@ pub async fn mark_orphans(app: &AppState) -> Result<(), Problem> {
         .body();
         let n = client
             .execute(
-                "UPDATE jobs SET status = 'failed', error = $2, finished_at = now()
+                "UPDATE jobs SET status = 'failed', error = $2, finished_at = clock_timestamp()
                  WHERE status = 'running' AND server_id = $1",
                 &[&server, &error],
             )
@@ -138,6 +138,7 @@ async fn expire(app: &AppState) -> Result<(), Problem> {
             }
         }
         if deleted > 0 {
+            app.forget_listing(&project.id);
             let notify: phony_engine::lease::Notify =
                 std::sync::Arc::new(|l: &str| tracing::info!("{l}"));
             if let Err(e) =
