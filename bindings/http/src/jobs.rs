@@ -143,8 +143,12 @@ pub async fn wait_for(app: &AppState, id: &str, wait: Option<f64>) -> ApiResult<
         ));
     }
     let deadline = Instant::now() + Duration::from_secs_f64(wait.min(MAX_WAIT));
-    let mut pause = Duration::from_millis(20);
     loop {
+        // Woken when a job ends here or (through NOTIFY) on another server; the poll
+        // is the fallback.
+        let ended = app.wake.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
         let row = {
             let client = app.pool.get().await?;
             client
@@ -157,8 +161,12 @@ pub async fn wait_for(app: &AppState, id: &str, wait: Option<f64>) -> ApiResult<
         if job.is_finished() || Instant::now() >= deadline {
             return Ok(job);
         }
-        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
-        pause = (pause * 2).min(Duration::from_millis(200));
+        let pause =
+            Duration::from_millis(250).min(deadline.saturating_duration_since(Instant::now()));
+        tokio::select! {
+            () = ended => {}
+            () = tokio::time::sleep(pause) => {}
+        }
     }
 }
 
