@@ -21,6 +21,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import secrets
 import signal
 import shutil
@@ -86,19 +87,25 @@ class Moto:
             return None
         return None
 
-    def usage(self) -> tuple[float, int] | None:
-        """CPU seconds the server has used so far, and requests it has logged (one line of
-        werkzeug's access log each)."""
+    def usage(self) -> tuple[float, int, dict[str, int]] | None:
+        """CPU seconds the server has used so far, requests it has logged (one line of
+        werkzeug's access log each), and those by method (HEAD, GET, PUT, …)."""
         if self.proc is None or self.log is None:
             return None
+        methods: dict[str, int] = {}
         try:
             fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
             cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
             with open(self.log, "rb") as f:
-                requests = sum(1 for line in f if b' HTTP/1.' in line)
+                for line in f:
+                    if b' HTTP/1.' not in line or b'"' not in line:
+                        continue
+                    request = re.sub(rb"\x1b\[[0-9;]*m", b"", line.split(b'"', 1)[1])  # colours
+                    method = request.split(b" ", 1)[0].decode("ascii", "replace")
+                    methods[method] = methods.get(method, 0) + 1
         except (OSError, ValueError, IndexError):
             return None
-        return cpu, requests
+        return cpu, sum(methods.values()), methods
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -112,6 +119,12 @@ class Moto:
             except ProcessLookupError:
                 pass
             self.proc.wait()
+
+
+def by_method(before: dict[str, int], after: dict[str, int]) -> str:
+    """The requests between two usages, by method: `HEAD 4217, PUT 4230`."""
+    diff = {m: after.get(m, 0) - before.get(m, 0) for m in after}
+    return ", ".join(f"{m} {n}" for m, n in sorted(diff.items()) if n)
 
 
 def reachable(endpoint: str) -> bool:
@@ -158,7 +171,7 @@ class S3Bench(Bench):
         runs = {"dir": [], "s3": []}
         rss = {"dir": [], "s3": []}
         checks = {"dir": [], "s3": []}
-        server: list[tuple[float, int]] = []  # moto's CPU seconds and requests per S3 run
+        server: list[tuple[float, int, str]] = []  # moto's CPU seconds, requests per S3 run
         errors: dict[str, str] = {}
         for i in range(self.args.repeat):
             for kind, make, check in (("dir", dir_cmd, dir_check), ("s3", s3_cmd, s3_check)):
@@ -175,8 +188,10 @@ class S3Bench(Bench):
                     continue
                 self.log(f"  {proc.seconds:.2f} s (peak RSS {proc.rss_mb or 0:.0f} MB)")
                 if before and after:
-                    server.append((after[0] - before[0], after[1] - before[1]))
-                    self.log(f"  (moto's server: {server[-1][1]} requests, {server[-1][0]:.1f} s of CPU)")
+                    server.append((after[0] - before[0], after[1] - before[1],
+                                   by_method(before[2], after[2])))
+                    self.log(f"  (moto's server: {server[-1][1]} requests ({server[-1][2]}), "
+                             f"{server[-1][0]:.1f} s of CPU)")
                 runs[kind].append(proc.seconds)
                 if proc.rss_mb is not None:
                     rss[kind].append(proc.rss_mb)
@@ -195,8 +210,8 @@ class S3Bench(Bench):
                 failed = [c for c in checks[kind] if c and c != "same as base"]
                 row.check = failed[0] if failed else (checks[kind][0] if checks[kind] else "")
             if kind == "s3" and server:
-                cpu = statistics.median(c for c, _ in server)
-                requests = statistics.median(r for _, r in server)
+                cpu = statistics.median(c for c, _, _ in server)
+                requests = statistics.median(r for _, r, _ in server)
                 self.meta.setdefault("moto_per_run", {})[key] = server
                 row.check = ", ".join(x for x in (row.check, f"moto: {requests:.0f} requests, "
                                                   f"{cpu:.1f} s CPU") if x)
@@ -340,10 +355,14 @@ class S3Bench(Bench):
             self.timed_repeated(key, step, cmd, again=lambda: None, phony=True)
             after = self.moto.usage() if where == "S3" else None
             self.rows[key].check = f"{count} listed" if listed.ok else listed.why()
+            if listed.ok:
+                # The first list after the copy (untimed above): it writes the record index.
+                self.rows[key].check += f", first list {listed.seconds:.2f} s"
             if before and after:
                 runs = self.args.repeat
                 self.rows[key].check += (f", moto: {(after[1] - before[1]) / runs:.0f} requests, "
                                          f"{(after[0] - before[0]) / runs:.1f} s CPU")
+                self.log(f"  (moto's server, {runs} lists: {by_method(before[2], after[2])})")
         self.note_moto("after list")
         self.done_with(tiny)
 

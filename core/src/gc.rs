@@ -417,6 +417,7 @@ mod tests {
             key: key.to_owned(),
             size: 10,
             modified: OffsetDateTime::from_unix_timestamp(modified).unwrap(),
+            version: None,
         }
     }
 

@@ -57,4 +57,4 @@ pub use manifest::{
 };
 pub use record::{CapturePoint, Origin, SnapshotName, SnapshotRecord, SnapshotStats, SourceInfo};
 pub use retention::{PrunePlan, RetentionPolicy};
-pub use store::{Backend, BlobKind, ListEntry, Store, Stored};
+pub use store::{Backend, BlobKind, ListEntry, Store, Stored, Uploads, INDEX_KEY, MAX_INDEX_LEN};

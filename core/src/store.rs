@@ -28,9 +28,13 @@ use crate::id::{BlobId, SnapshotId};
 use crate::manifest::{BlobRef, ManifestNode, RootManifest, TableEntry};
 use crate::record::SnapshotRecord;
 
+mod index;
 mod records;
+mod uploads;
 
+pub use index::{INDEX_KEY, MAX_INDEX_LEN};
 pub use records::{DamagedRecord, RecordScan, MAX_RECORD_LEN};
+pub use uploads::Uploads;
 
 /// An object listed by [`Backend::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +46,9 @@ pub struct ListEntry {
     /// When the object was last written, by the backend's clock (the same clock for every
     /// client of one store: a file's mtime, an S3 object's `Last-Modified`).
     pub modified: OffsetDateTime,
+    /// The object's version tag (S3's `ETag`), where the backend names one: the same tag
+    /// for one key means the same bytes. Lets a listing validate the record index.
+    pub version: Option<String>,
 }
 
 /// Where a store's objects live. Keys are `/`-separated relative paths.
@@ -69,6 +76,15 @@ pub trait Backend: Send + Sync {
     /// Reads a whole object of at most `max_len` bytes: a larger one is
     /// [`Error::BadObject`], found before more than `max_len` bytes are read.
     fn get(&self, key: &str, max_len: u64) -> impl Future<Output = Result<Bytes>> + Send;
+    /// Reads a whole object as [`get`](Backend::get) does, with the version tag its
+    /// listing would show ([`ListEntry::version`]), where the backend names one.
+    fn get_versioned(
+        &self,
+        key: &str,
+        max_len: u64,
+    ) -> impl Future<Output = Result<(Bytes, Option<String>)>> + Send {
+        async move { Ok((self.get(key, max_len).await?, None)) }
+    }
     /// The size of an object, or `None` if it does not exist.
     fn head(&self, key: &str) -> impl Future<Output = Result<Option<u64>>> + Send;
     /// Removes an object; removing a missing object succeeds.
@@ -512,16 +528,25 @@ impl<B: Backend> Store<B> {
 
     /// The keys of every snapshot record, sorted.
     pub async fn record_keys(&self) -> Result<Vec<String>> {
-        let mut keys: Vec<String> = self
+        Ok(self
+            .listed_records()
+            .await?
+            .into_iter()
+            .map(|e| e.key)
+            .collect())
+    }
+
+    /// Every snapshot record's listing entry, sorted by key.
+    async fn listed_records(&self) -> Result<Vec<ListEntry>> {
+        let mut listed: Vec<ListEntry> = self
             .backend
             .list(RECORDS_PREFIX)
             .await?
             .into_iter()
-            .map(|e| e.key)
-            .filter(|k| k.ends_with(".json"))
+            .filter(|e| e.key.ends_with(".json"))
             .collect();
-        keys.sort();
-        Ok(keys)
+        listed.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(listed)
     }
 
     /// Writes a snapshot record. Call only after every blob it names is stored: the blobs

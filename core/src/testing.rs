@@ -82,6 +82,20 @@ impl Backend for MemBackend {
         Ok(bytes)
     }
 
+    async fn get_versioned(&self, key: &str, max_len: u64) -> Result<(Bytes, Option<String>)> {
+        let (bytes, modified) = self
+            .objects
+            .lock()
+            .unwrap()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| Error::NotFound { what: key.into() })?;
+        if bytes.len() as u64 > max_len {
+            return Err(Error::too_large(key, bytes.len() as u64, max_len));
+        }
+        Ok((bytes, Some(modified.unix_timestamp().to_string())))
+    }
+
     async fn head(&self, key: &str) -> Result<Option<u64>> {
         Ok(self
             .objects
@@ -107,6 +121,7 @@ impl Backend for MemBackend {
                 key: k.clone(),
                 size: b.len() as u64,
                 modified: *m,
+                version: Some(m.unix_timestamp().to_string()),
             })
             .collect())
     }

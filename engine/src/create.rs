@@ -144,6 +144,17 @@ impl Engine {
         // close, its blobs stay unreferenced (garbage for the next collection) and the lock
         // holder removes its lock as it is dropped.
         let cancel = opts.cancel.as_ref();
+        if let Some(name) = &create.name {
+            // A name already taken fails before the capture, not after it.
+            let scan = store
+                .scan_records()
+                .await
+                .map_err(|source| Error::Storage {
+                    doing: "reading the snapshot records",
+                    source,
+                })?;
+            check_name_free(&scan.records, name.as_str())?;
+        }
         phase(CreatePhase::Locking);
         let lock = tokio::select! {
             biased;

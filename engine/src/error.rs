@@ -94,7 +94,7 @@ pub enum Error {
         database: String,
         kept: Option<phony_core::SnapshotId>,
         #[source]
-        source: phony_postgres::Error,
+        source: Box<phony_postgres::Error>,
     },
 
     /// The snapshot `id` was taken, but the retention applied after it failed.
@@ -112,6 +112,38 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+
+    /// Turning change tracking on or off failed.
+    #[error("{doing} {database}")]
+    Tracking {
+        doing: &'static str,
+        database: String,
+        #[source]
+        source: Box<phony_postgres::Error>,
+    },
+
+    /// A pinned snapshot, deleted without force.
+    #[error("snapshot {label} is pinned")]
+    Pinned { label: String },
+
+    /// The reference names only a record that cannot be read: deleting it needs force.
+    #[error("the snapshot record {key} cannot be read ({reason})")]
+    DamagedRecord { key: String, reason: String },
+
+    /// The reference matches several records that cannot be read.
+    #[error("{reference:?} matches several damaged records: {}", keys.join(", "))]
+    SeveralDamaged {
+        reference: String,
+        keys: Vec<String>,
+    },
+
+    /// A prune without a policy, of a store without one.
+    #[error("no retention policy: the store has none and none was given")]
+    NoPolicy,
+
+    /// A prune whose plan keeps no unpinned snapshot, not confirmed.
+    #[error("this prune would remove {}, the undo of the last restore included", removing_what(*removing))]
+    ConfirmationRequired { removing: usize },
 
     /// Stopped by its [`crate::Cancel`] before it changed anything.
     #[error("cancelled, nothing changed")]
@@ -159,6 +191,9 @@ pub enum ErrorKind {
     SchemaUnsupported,
     /// A restore in place of a snapshot taken of another database, not asked for.
     OtherDatabase,
+    /// The request would remove what is normally kept (every unpinned snapshot, a pinned
+    /// one, a record that cannot be checked): it must say it means it (force, confirm).
+    ConfirmationRequired,
     /// Input that does not have the required form (a name, a URL, a location).
     Invalid,
     /// Anything else (the store could not be read or written, a task failed …).
@@ -182,13 +217,17 @@ impl Error {
             | Error::Store(source) => core_kind(source),
             Error::Capture { source, .. }
             | Error::Reading { source, .. }
-            | Error::Restore { source, .. }
             | Error::Postgres(source) => postgres_kind(source),
+            Error::Restore { source, .. } | Error::Tracking { source, .. } => postgres_kind(source),
             Error::OtherDatabase { .. } => ErrorKind::OtherDatabase,
             Error::SafetySnapshot { source }
             | Error::Retention { source, .. }
             | Error::Deleting { source, .. } => source.kind(),
             Error::Cancelled => ErrorKind::Cancelled,
+            Error::NoPolicy => ErrorKind::Invalid,
+            Error::Pinned { .. } | Error::DamagedRecord { .. } => ErrorKind::ConfirmationRequired,
+            Error::SeveralDamaged { .. } => ErrorKind::AmbiguousId,
+            Error::ConfirmationRequired { .. } => ErrorKind::ConfirmationRequired,
         }
     }
 
@@ -197,8 +236,8 @@ impl Error {
         match self {
             Error::Capture { source, .. }
             | Error::Reading { source, .. }
-            | Error::Restore { source, .. }
             | Error::Postgres(source) => source.sqlstate(),
+            Error::Restore { source, .. } | Error::Tracking { source, .. } => source.sqlstate(),
             Error::SafetySnapshot { source }
             | Error::Retention { source, .. }
             | Error::Deleting { source, .. } => source.sqlstate(),
@@ -246,5 +285,22 @@ fn postgres_kind(e: &phony_postgres::Error) -> ErrorKind {
     }
 }
 
+fn removing_what(removing: usize) -> String {
+    if removing == 1 {
+        "the only snapshot that is not pinned".to_owned()
+    } else {
+        format!("all {removing} snapshots that are not pinned")
+    }
+}
+
 /// The engine's result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_error_stays_small_enough_to_return() {
+        // clippy's result_large_err warns callers from 128 bytes on.
+        assert!(std::mem::size_of::<super::Error>() < 128);
+    }
+}

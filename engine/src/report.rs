@@ -218,6 +218,57 @@ impl<'a> RestoreView<'a> {
     }
 }
 
+/// `snapshot prune`: the plan, what was removed, and what became of the blobs.
+#[derive(Debug, Serialize)]
+pub struct PruneView<'a> {
+    pub dry_run: bool,
+    pub policy: phony_core::RetentionPolicy,
+    pub snapshots: Vec<PlanView<'a>>,
+    pub removed: usize,
+    pub kept: usize,
+    pub gc: &'a crate::PruneGc,
+}
+
+/// One snapshot in a prune's plan.
+#[derive(Debug, Serialize)]
+pub struct PlanView<'a> {
+    pub id: String,
+    pub name: Option<&'a str>,
+    pub created_at: String,
+    /// "remove" or "keep".
+    pub action: &'static str,
+    /// Why it is kept (empty: removed).
+    pub keep: &'a [phony_core::retention::KeepReason],
+}
+
+impl<'a> PruneView<'a> {
+    pub fn of(p: &'a crate::Pruned) -> Self {
+        PruneView {
+            dry_run: p.dry_run,
+            policy: p.policy,
+            snapshots: p
+                .plan
+                .entries
+                .iter()
+                .map(|e| PlanView {
+                    id: e.id.to_string(),
+                    name: p
+                        .records
+                        .iter()
+                        .find(|r| r.id == e.id)
+                        .and_then(|r| r.name.as_ref().map(|n| n.as_str())),
+                    created_at: e.created_at.format(&Rfc3339).unwrap_or_default(),
+                    action: if e.removed() { "remove" } else { "keep" },
+                    keep: &e.keep,
+                })
+                .collect(),
+            removed: p.removed,
+            kept: p.records.len().saturating_sub(p.removed),
+            gc: &p.gc,
+        }
+    }
+}
+
 /// One side of a diff, as JSON shows it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]

@@ -147,7 +147,7 @@ impl Engine {
             id: record.id,
             database: target.dbname().to_owned(),
             kept: None,
-            source,
+            source: Box::new(source),
         };
         let safety_first = !(created || request.dry_run || !request.safety_snapshot);
         let (report, safety) = match (created, request.dry_run) {

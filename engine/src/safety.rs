@@ -146,7 +146,7 @@ impl Engine {
             id: record.id,
             database: target.dbname().to_owned(),
             kept,
-            source,
+            source: Box::new(source),
         };
         match (taken, restored) {
             // Cancelled before its commit: nothing changed, so the state before needs no

@@ -94,6 +94,16 @@ impl TestBucket {
         keys.sort();
         keys
     }
+
+    /// The size of the object at `key`, if there is one.
+    pub async fn size(&self, key: &str) -> Option<u64> {
+        let store = self.backend("").object_store().unwrap();
+        let objects: Vec<_> = store.list(None).try_collect().await.unwrap();
+        objects
+            .into_iter()
+            .find(|m| m.location.as_ref() == key)
+            .map(|m| m.size)
+    }
 }
 
 impl Drop for TestBucket {

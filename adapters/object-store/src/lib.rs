@@ -255,8 +255,12 @@ impl Backend for ObjectStoreBackend {
     }
 
     async fn get(&self, key: &str, max_len: u64) -> Result<Bytes> {
+        Ok(self.get_versioned(key, max_len).await?.0)
+    }
+
+    async fn get_versioned(&self, key: &str, max_len: u64) -> Result<(Bytes, Option<String>)> {
         let store = match &self.inner {
-            Inner::Dir(d) => return d.get(key, max_len),
+            Inner::Dir(d) => return Ok((d.get(key, max_len)?, None)),
             Inner::Store(store) => store,
         };
         let context = || format!("{key} in {}", self.description);
@@ -268,11 +272,12 @@ impl Backend for ObjectStoreBackend {
         if result.meta.size > max_len {
             return Err(Error::too_large(context(), result.meta.size, max_len));
         }
+        let version = result.meta.e_tag.clone();
         let bytes = result.bytes().await.map_err(|e| self.fail(context(), e))?;
         if bytes.len() as u64 > max_len {
             return Err(Error::too_large(context(), bytes.len() as u64, max_len));
         }
-        Ok(bytes)
+        Ok((bytes, version))
     }
 
     async fn head(&self, key: &str) -> Result<Option<u64>> {
@@ -322,6 +327,7 @@ impl Backend for ObjectStoreBackend {
                     m.last_modified.timestamp(),
                     m.last_modified.timestamp_subsec_nanos(),
                 ),
+                version: m.e_tag,
             })
             .collect())
     }

@@ -292,6 +292,8 @@ impl LocalDir {
                         key: child,
                         size: meta.len(),
                         modified,
+                        // A file has no version tag: the record index is not used here.
+                        version: None,
                     });
                 }
             }

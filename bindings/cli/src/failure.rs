@@ -116,15 +116,14 @@ pub fn code(e: &anyhow::Error) -> &'static str {
         if let Some(e) = cause.downcast_ref::<phony_core::Error>() {
             return core_code(e);
         }
-        if let Some(e) = cause.downcast_ref::<phony_engine::Error>() {
+        if let Some(e) = boxed::<phony_engine::Error>(cause) {
             use phony_engine::Error as E;
             return match e {
                 E::NoStore { .. } => "not_found",
                 E::NotAStore { .. } | E::ForeignObjects { .. } => "usage",
                 E::Cancelled => "cancelled",
-                E::Capture { source: e, .. }
-                | E::Reading { source: e, .. }
-                | E::Restore { source: e, .. } => postgres_code(e),
+                E::Capture { source: e, .. } | E::Reading { source: e, .. } => postgres_code(e),
+                E::Restore { source: e, .. } | E::Tracking { source: e, .. } => postgres_code(e),
                 E::Store(e)
                 | E::Storage { source: e, .. }
                 | E::Rewriting { source: e, .. }
@@ -136,7 +135,7 @@ pub fn code(e: &anyhow::Error) -> &'static str {
                 _ => "internal",
             };
         }
-        if let Some(e) = cause.downcast_ref::<phony_postgres::Error>() {
+        if let Some(e) = boxed::<phony_postgres::Error>(cause) {
             return postgres_code(e);
         }
     }
@@ -221,7 +220,7 @@ fn hint(e: &anyhow::Error) -> Option<String> {
     use phony_engine::Error as E;
     use phony_postgres::Error as P;
     e.chain().find_map(|c| {
-        if let Some(e) = c.downcast_ref::<E>() {
+        if let Some(e) = boxed::<E>(c) {
             return match e {
                 E::OtherDatabase { database, .. } => Some(format!(
                     "pass --allow-other-database to replace {database} anyway"
@@ -230,11 +229,17 @@ fn hint(e: &anyhow::Error) -> Option<String> {
                 E::ForeignObjects { .. } => {
                     Some("point --store at an empty prefix or an existing store".to_owned())
                 }
+                E::Pinned { .. } => Some("unpin it or pass --force to delete it anyway".to_owned()),
+                E::DamagedRecord { .. } => Some("pass --force to delete it".to_owned()),
+                E::NoPolicy => Some(
+                    "pass --keep-last N and/or --expire-after DURATION, or give the store one with `phony store config --keep-last N --expire-after DURATION`"
+                        .to_owned(),
+                ),
                 E::NotAStore { .. } => Some("point --store at a new or empty directory".to_owned()),
                 _ => None,
             };
         }
-        if let Some(e) = c.downcast_ref::<P>() {
+        if let Some(e) = boxed::<P>(c) {
             return match e {
                 P::Locked { .. } => Some(
                     "retry later, raise --lock-timeout, or use --force to terminate them"
@@ -253,6 +258,15 @@ fn hint(e: &anyhow::Error) -> Option<String> {
             _ => None,
         }
     })
+}
+
+/// `cause` as a `T`, also when a library keeps it boxed.
+fn boxed<'a, T: std::error::Error + 'static>(
+    cause: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    cause
+        .downcast_ref::<T>()
+        .or_else(|| cause.downcast_ref::<Box<T>>().map(|b| &**b))
 }
 
 /// A malformed connection string is a usage error, like a malformed flag.
@@ -330,5 +344,30 @@ mod tests {
             })),
             "usage"
         );
+    }
+
+    #[test]
+    fn hints_name_the_flags_the_library_does_not() {
+        let locked = phony_postgres::Error::Locked {
+            database: "app".into(),
+            timeout: "5s".into(),
+            sessions: vec![],
+        };
+        assert!(!locked.to_string().contains("--"), "{locked}");
+        let e = anyhow::Error::new(phony_engine::Error::Restore {
+            id: phony_core::SnapshotId::from_random([1; 6]),
+            database: "app".into(),
+            kept: None,
+            source: Box::new(locked),
+        });
+        assert_eq!(code(&e), "locked");
+        assert!(hint(&e).is_some_and(|h| h.contains("--lock-timeout")));
+        let e = anyhow::Error::new(phony_engine::Error::OtherDatabase {
+            snapshot: "s".into(),
+            database: "app".into(),
+            why: "it was taken of database other, not app".into(),
+        });
+        assert!(hint(&e).is_some_and(|h| h.contains("--allow-other-database")));
+        assert_eq!(hint(&anyhow::anyhow!("plain")), None);
     }
 }

@@ -1,23 +1,18 @@
-//! `phony snapshot prune`, `pin` and `unpin`, and the store's own retention policy applied
-//! after `snapshot create`.
+//! `phony snapshot prune`, `pin` and `unpin`: arguments and output (the engine prunes).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use clap::Args;
-use phony_core::gc::{self, SweepReport};
 use phony_core::retention::{KeepReason, PlanEntry};
-use phony_core::{PrunePlan, RetentionPolicy, SnapshotId, SnapshotRecord};
-use serde::Serialize;
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
+use phony_core::RetentionPolicy;
+use phony_engine::report::{PruneView, SnapshotView};
+use phony_engine::{Engine, PruneGc, PruneRequest, RunOptions};
 
-use crate::context::{AppStore, Context};
+use crate::context::Context;
 use crate::output;
 use crate::stdout::outln;
-use phony_engine::gc::{collect_garbage, GcOutcome};
-use phony_engine::report::SnapshotView;
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
@@ -61,142 +56,38 @@ fn parse_wait(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} in {s:?} (examples: 30s, 2m, 0s)"))
 }
 
-/// One snapshot in a prune's output.
-#[derive(Debug, Serialize)]
-struct PlanView<'a> {
-    id: String,
-    name: Option<&'a str>,
-    created_at: String,
-    action: &'static str,
-    keep: &'a [KeepReason],
-}
-
-fn plan_views<'a>(plan: &'a PrunePlan, records: &'a [SnapshotRecord]) -> Vec<PlanView<'a>> {
-    plan.entries
-        .iter()
-        .map(|e| PlanView {
-            id: e.id.to_string(),
-            name: records
-                .iter()
-                .find(|r| r.id == e.id)
-                .and_then(|r| r.name.as_ref().map(|n| n.as_str())),
-            created_at: e.created_at.format(&Rfc3339).unwrap_or_default(),
-            action: if e.removed() { "remove" } else { "keep" },
-            keep: &e.keep,
-        })
-        .collect()
-}
-
-fn policy_of(args: &PruneArgs, store: &AppStore) -> Result<RetentionPolicy> {
-    if args.keep_last.is_some() || args.expire_after.is_some() {
-        return Ok(RetentionPolicy {
+pub async fn prune(ctx: &Context, args: PruneArgs) -> Result<()> {
+    let engine = Engine::from_store(ctx.open_store().await?);
+    let policy = if args.keep_last.is_some() || args.expire_after.is_some() {
+        Some(RetentionPolicy {
             keep_last: args.keep_last,
             expire_after: args.expire_after,
-        });
-    }
-    match store.config().retention {
-        Some(p) if !p.is_empty() => Ok(p),
-        _ => bail!(
-            "no retention policy: pass --keep-last N and/or --expire-after DURATION, or give the store one with `phony store config --keep-last N --expire-after DURATION`"
-        ),
-    }
-}
-
-/// Deletes the records the plan removes, except any pinned since the plan was made and
-/// `spare`. Returns the ids deleted.
-async fn delete_planned(
-    store: &AppStore,
-    plan: &PrunePlan,
-    spare: Option<SnapshotId>,
-) -> Result<Vec<SnapshotId>> {
-    let mut deleted = Vec::new();
-    for entry in plan.removed() {
-        if Some(entry.id) == spare {
-            continue;
-        }
-        // Read it again: someone may have pinned it meanwhile.
-        match store.record(&entry.id).await? {
-            Some(r) if !r.pinned => {
-                phony_engine::names::delete_snapshot(store, &r)
-                    .await
-                    .with_context(|| format!("deleting snapshot {}", entry.label))?;
-                deleted.push(entry.id);
-            }
-            _ => {}
-        }
-    }
-    Ok(deleted)
-}
-
-pub async fn prune(ctx: &Context, args: PruneArgs) -> Result<()> {
-    let store = ctx.open_store().await?;
-    let policy = policy_of(&args, &store)?;
-    let scan = crate::context::scan_records(&store).await?;
-    let records = scan.records;
-    let plan = PrunePlan::compute(&records, &policy, OffsetDateTime::now_utc());
-    let removing = plan.removed().count();
-    if !args.dry_run && !args.yes && removes_every_unpinned(&plan) {
-        confirm_removing_all(removing)?;
-    }
-    let damaged: Vec<String> = scan.damaged.into_iter().map(|d| d.key).collect();
-
-    #[derive(Serialize)]
-    struct Pruned<'a> {
-        dry_run: bool,
-        policy: RetentionPolicy,
-        snapshots: Vec<PlanView<'a>>,
-        removed: usize,
-        kept: usize,
-        gc: GcView,
-    }
-    #[derive(Serialize)]
-    #[serde(tag = "status", rename_all = "snake_case")]
-    enum GcView {
-        /// A dry run: what a run would free.
-        WouldFree(SweepReport),
-        Swept(SweepReport),
-        Postponed {
-            creating: usize,
-        },
-        Refused {
-            damaged: Vec<String>,
-        },
-    }
-
-    let (removed, gc_view) = if args.dry_run && !damaged.is_empty() {
-        (removing, GcView::Refused { damaged })
-    } else if args.dry_run {
-        let kept: Vec<SnapshotRecord> = records
-            .iter()
-            .filter(|r| !plan.removes(&r.id))
-            .cloned()
-            .collect();
-        let sweep = gc::mark_and_sweep(&store, &kept, false, &mut || Ok(()))
-            .await
-            .context("finding the blobs a prune would free")?;
-        (removing, GcView::WouldFree(sweep))
+        })
     } else {
-        let deleted = delete_planned(&store, &plan, None).await?;
-        let outcome = collect_garbage(&store, args.wait, &crate::context::notify()).await?;
-        let view = match outcome {
-            GcOutcome::Swept(s) => GcView::Swept(s),
-            GcOutcome::Postponed { creating } => GcView::Postponed { creating },
-            GcOutcome::Refused { damaged } => GcView::Refused { damaged },
-        };
-        (deleted.len(), view)
+        None
     };
-
+    let request = |confirm_all| PruneRequest {
+        policy,
+        dry_run: args.dry_run,
+        confirm_all: confirm_all || args.yes,
+        wait: args.wait,
+    };
+    let run = || RunOptions {
+        notify: Some(crate::context::notify()),
+        on_damaged: Some(Arc::new(crate::context::warn_damaged)),
+        ..Default::default()
+    };
+    let pruned = match engine.prune(request(false), run()).await {
+        Err(phony_engine::Error::ConfirmationRequired { removing }) => {
+            confirm_removing_all(removing)?;
+            engine.prune(request(true), run()).await?
+        }
+        done => done?,
+    };
     if ctx.json {
-        return output::print_json(&Pruned {
-            dry_run: args.dry_run,
-            policy,
-            snapshots: plan_views(&plan, &records),
-            removed,
-            kept: records.len() - removed,
-            gc: gc_view,
-        });
+        return output::print_json(&PruneView::of(&pruned));
     }
-    for e in &plan.entries {
+    for e in &pruned.plan.entries {
         outln!("{}", plan_line(e, args.dry_run))?;
     }
     let verb = if args.dry_run {
@@ -204,18 +95,18 @@ pub async fn prune(ctx: &Context, args: PruneArgs) -> Result<()> {
     } else {
         "removed"
     };
-    let space = match &gc_view {
-        GcView::WouldFree(s) => format!(
+    let space = match &pruned.gc {
+        PruneGc::WouldFree(s) => format!(
             "and free {} ({})",
             output::size(s.unreferenced.bytes),
             output::count(s.unreferenced.blobs, "blob", "blobs")
         ),
-        GcView::Swept(s) => format!(
+        PruneGc::Swept(s) => format!(
             "and freed {} ({})",
             output::size(s.unreferenced.bytes),
             output::count(s.unreferenced.blobs, "blob", "blobs")
         ),
-        GcView::Postponed { creating } => format!(
+        PruneGc::Postponed { creating } => format!(
             "; unreferenced blobs stay until the next prune: {} still being created",
             if *creating == 1 {
                 "1 snapshot was".to_owned()
@@ -223,30 +114,22 @@ pub async fn prune(ctx: &Context, args: PruneArgs) -> Result<()> {
                 format!("{creating} snapshots were")
             }
         ),
-        GcView::Refused { damaged } => format!(
+        PruneGc::Refused { damaged } => format!(
             "; unreferenced blobs stay: the damaged record(s) {} may reference them (remove damaged records with `phony store verify --repair`)",
             damaged.join(", ")
         ),
     };
-    let all = if removed > 0 && removed == records.len() {
+    let (removed, total) = (pruned.removed, pruned.records.len());
+    let all = if removed > 0 && removed == total {
         " (every snapshot)"
     } else {
         ""
     };
     outln!(
         "{verb} {removed} of {}{all} {space}",
-        output::count(records.len(), "snapshot", "snapshots")
+        output::count(total, "snapshot", "snapshots")
     )?;
     Ok(())
-}
-
-/// Whether the plan removes something and keeps no unpinned snapshot: it would leave
-/// nothing to go back to (a restore's safety snapshot included) but pinned ones.
-fn removes_every_unpinned(plan: &PrunePlan) -> bool {
-    plan.removed().next().is_some()
-        && plan
-            .kept()
-            .all(|e| e.keep.iter().all(|k| *k == KeepReason::Pinned))
 }
 
 /// Asks on a terminal before a prune removes every unpinned snapshot; without a terminal,
@@ -321,49 +204,5 @@ pub async fn set_pinned(ctx: &Context, reference: &str, pinned: bool) -> Result<
         let note = if changed { "" } else { " (already)" };
         outln!("{what} {}{note}", record.label())?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use phony_core::{BlobId, Origin, SnapshotStats, SourceInfo};
-
-    fn rec(n: u8, pinned: bool) -> SnapshotRecord {
-        SnapshotRecord {
-            format: 1,
-            tool_version: None,
-            id: SnapshotId::from_random([n; 6]),
-            name: None,
-            created_at: OffsetDateTime::UNIX_EPOCH + time::Duration::hours(i64::from(n)),
-            root: BlobId::of(b""),
-            pinned,
-            origin: Origin::Manual,
-            labels: Default::default(),
-            source: SourceInfo::default(),
-            stats: SnapshotStats::default(),
-        }
-    }
-
-    #[test]
-    fn only_a_plan_that_keeps_no_unpinned_snapshot_needs_confirming() {
-        let records = vec![rec(1, true), rec(2, false), rec(3, false)];
-        let plan = |keep_last| {
-            let policy = RetentionPolicy {
-                keep_last: Some(keep_last),
-                expire_after: None,
-            };
-            PrunePlan::compute(&records, &policy, OffsetDateTime::UNIX_EPOCH)
-        };
-        assert!(removes_every_unpinned(&plan(0)));
-        assert!(!removes_every_unpinned(&plan(1)), "the newest stays");
-        assert!(!removes_every_unpinned(&plan(3)), "nothing removed");
-        let pinned_only = vec![rec(1, true)];
-        let policy = RetentionPolicy {
-            keep_last: Some(0),
-            expire_after: None,
-        };
-        let plan = PrunePlan::compute(&pinned_only, &policy, OffsetDateTime::UNIX_EPOCH);
-        assert!(!removes_every_unpinned(&plan), "nothing to remove");
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use phony_core::resolve::resolve;
 use phony_core::{Origin, SnapshotRecord};
 use phony_engine::{
@@ -262,68 +262,20 @@ fn shell_word(word: &str) -> String {
 }
 
 async fn delete(ctx: &Context, args: DeleteArgs) -> Result<()> {
-    let store = ctx.open_store().await?;
-    let scan = crate::context::scan_records(&store).await?;
-    let record = match resolve(&scan.records, &args.snapshot) {
-        Ok(record) => record,
-        Err(e @ phony_core::Error::SnapshotNotFound { .. }) => {
-            return match scan.damaged_matching(&args.snapshot).as_slice() {
-                [] => Err(e.into()),
-                [one] => delete_damaged(ctx, &store, one, args.force).await,
-                many => bail!(
-                    "{:?} matches several damaged records: {}",
-                    args.snapshot,
-                    many.iter()
-                        .map(|d| d.key.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            };
-        }
-        Err(e) => return Err(e.into()),
+    let engine = Engine::from_store(ctx.open_store().await?);
+    let run = RunOptions {
+        on_damaged: Some(Arc::new(crate::context::warn_damaged)),
+        ..Default::default()
     };
-    if record.pinned && !args.force {
-        bail!(
-            "snapshot {} is pinned; unpin it or pass --force to delete it anyway",
-            record.label()
-        );
-    }
-    phony_engine::names::delete_snapshot(&store, record).await?;
+    let removed = engine.delete(&args.snapshot, args.force, run).await?;
     if ctx.json {
-        output::print_json(&Deleted {
-            deleted: &record.id.to_string(),
-        })
-    } else {
-        outln!("deleted {}", record.label())?;
-        Ok(())
+        return output::print_json(&Deleted {
+            deleted: &removed.deleted(),
+        });
     }
-}
-
-/// Removes a record that cannot be read, with `--force` (nothing about it can be checked,
-/// not even whether it is pinned).
-async fn delete_damaged(
-    ctx: &Context,
-    store: &AppStore,
-    damaged: &phony_core::store::DamagedRecord,
-    force: bool,
-) -> Result<()> {
-    if !force {
-        bail!(
-            "the snapshot record {} cannot be read ({}); pass --force to delete it",
-            damaged.key,
-            damaged.reason
-        );
+    match removed {
+        phony_engine::Removed::Snapshot(record) => outln!("deleted {}", record.label())?,
+        phony_engine::Removed::DamagedRecord { key } => outln!("deleted the damaged record {key}")?,
     }
-    store
-        .delete_record_key(&damaged.key)
-        .await
-        .with_context(|| format!("deleting the damaged record {}", damaged.key))?;
-    if ctx.json {
-        output::print_json(&Deleted {
-            deleted: &damaged.key,
-        })
-    } else {
-        println!("deleted the damaged record {}", damaged.key);
-        Ok(())
-    }
+    Ok(())
 }

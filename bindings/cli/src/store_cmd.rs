@@ -6,8 +6,9 @@ use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
 use comfy_table::{presets, Cell, CellAlignment, Table};
 use phony_core::retention::SafetyRetention;
-use phony_core::verify::{verify as verify_store, Problem, VerifyReport};
+use phony_core::verify::{Problem, VerifyReport};
 use phony_core::{RetentionPolicy, SnapshotId};
+use phony_engine::{Engine, RunOptions};
 
 use crate::context::Context;
 use crate::output;
@@ -82,39 +83,27 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> Result<()> {
 }
 
 async fn verify(ctx: &Context, args: VerifyArgs) -> Result<()> {
-    let store = ctx.open_store().await?;
-    let report = verify_store(&store, args.read_data)
-        .await
-        .context("verifying the store")?;
-    let repaired = if args.repair {
-        repair(&store, &report).await?
-    } else {
-        Vec::new()
+    let engine = Engine::from_store(ctx.open_store().await?);
+    let run = RunOptions {
+        notify: Some(crate::context::notify()),
+        ..Default::default()
     };
+    let verified = engine.verify(args.read_data, args.repair, run).await?;
+    let report = &verified.report;
     if ctx.json {
-        #[derive(serde::Serialize)]
-        struct Verified<'a> {
-            #[serde(flatten)]
-            report: &'a VerifyReport,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            removed_records: Option<&'a [String]>,
-        }
-        output::print_json(&Verified {
-            report: &report,
-            removed_records: args.repair.then_some(repaired.as_slice()),
-        })?;
+        output::print_json(&verified)?;
     } else {
-        out!("{}", verify_text(&report))?;
+        out!("{}", verify_text(report))?;
     }
     if report.is_clean() {
         return Ok(());
     }
-    let left = report.damaged_records.len() - repaired.len();
-    if report.damaged_blobs.is_empty() && report.broken_snapshots.is_empty() && left == 0 {
+    if !verified.damage_left() {
         if !ctx.json {
+            let repaired = verified.removed_records.as_ref().map_or(0, Vec::len);
             outln!(
                 "removed {}",
-                output::count(repaired.len(), "damaged record", "damaged records")
+                output::count(repaired, "damaged record", "damaged records")
             )?;
         }
         return Ok(());
@@ -130,31 +119,6 @@ async fn verify(ctx: &Context, args: VerifyArgs) -> Result<()> {
         ),
     }
     .into())
-}
-
-/// Removes the damaged records of `report` (not those of a newer format), saying so on
-/// stderr before each; returns their keys.
-async fn repair(store: &crate::context::AppStore, report: &VerifyReport) -> Result<Vec<String>> {
-    let mut removed = Vec::new();
-    for d in &report.damaged_records {
-        if d.newer_format {
-            eprintln!(
-                "phony: keeping {}: {} (a newer phony reads it)",
-                d.key, d.reason
-            );
-            continue;
-        }
-        eprintln!(
-            "phony: removing the damaged record {} ({})",
-            d.key, d.reason
-        );
-        store
-            .delete_record_key(&d.key)
-            .await
-            .with_context(|| format!("removing the damaged record {}", d.key))?;
-        removed.push(d.key.clone());
-    }
-    Ok(removed)
 }
 
 fn verify_text(r: &VerifyReport) -> String {
@@ -204,12 +168,16 @@ fn verify_text(r: &VerifyReport) -> String {
 }
 
 async fn stats(ctx: &Context) -> Result<()> {
-    let store = ctx.open_store().await?;
+    let engine = Engine::from_store(ctx.open_store().await?);
     // Counted without the records that cannot be read: say which.
-    crate::context::scan_records(&store).await?;
-    let s = phony_core::stats::store_stats(&store)
+    let run = RunOptions {
+        on_damaged: Some(std::sync::Arc::new(crate::context::warn_damaged)),
+        ..Default::default()
+    };
+    let s = engine
+        .stats(run)
         .await
-        .context("measuring the store (if a snapshot is damaged, see `phony store verify`)")?;
+        .context("if a snapshot is damaged, see `phony store verify`")?;
     if ctx.json {
         return output::print_json(&s);
     }

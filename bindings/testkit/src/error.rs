@@ -53,6 +53,10 @@ pub enum Error {
     #[error(transparent)]
     Postgres(#[from] phony_postgres::Error),
 
+    /// The lifecycle API failed (taking the baseline snapshot).
+    #[error(transparent)]
+    Engine(phony_engine::Error),
+
     /// The in-memory store failed.
     #[error(transparent)]
     Store(#[from] phony_core::Error),
@@ -64,6 +68,19 @@ pub enum Error {
     /// The background worker that owns the kit's connections is gone.
     #[error("the testkit's background worker failed: {0}")]
     Internal(String),
+}
+
+impl Error {
+    /// An engine error, with the database's own errors kept as [`Error::Postgres`].
+    pub(crate) fn from_engine(e: phony_engine::Error) -> Self {
+        match e {
+            phony_engine::Error::Capture { source, .. } | phony_engine::Error::Postgres(source) => {
+                Error::Postgres(source)
+            }
+            phony_engine::Error::Store(source) => Error::Store(source),
+            e => Error::Engine(e),
+        }
+    }
 }
 
 /// Result alias of phony-testkit.

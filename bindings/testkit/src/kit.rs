@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use phony_core::{RootManifest, Store, StoreConfig};
 use phony_object_store::ObjectStoreBackend;
-use phony_postgres::{capture, restore_in, CaptureOptions, ConnectionTarget, RestoreOptions};
+use phony_postgres::{restore_in, ConnectionTarget, RestoreOptions};
 use tokio::sync::{Mutex, OnceCell, OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
@@ -209,7 +209,16 @@ impl Inner {
             // Tracking on before the capture: the capture marks where the baseline is.
             start_tracking(&base, None).await;
         }
-        let captured = capture(&base, &store, &CaptureOptions::default()).await?;
+        // The baseline is a snapshot like any other: taken through the lifecycle API.
+        let record = phony_engine::Engine::from_store(Arc::clone(&store))
+            .create(
+                &base,
+                phony_engine::Create::default(),
+                phony_engine::CreateOptions::default(),
+            )
+            .await
+            .map_err(Error::from_engine)?;
+        let manifest = store.root(&record.root).await?;
         if setup.tracking {
             // The kit restores its baseline only: other snapshots' marks would make every
             // reset log the rows it rewrites for them.
@@ -217,7 +226,7 @@ impl Inner {
                 let client = base.connect().await?;
                 match phony_postgres::tracking::valid(&client).await? {
                     true => {
-                        phony_postgres::tracking::forget_other_marks(&client, &captured.root).await
+                        phony_postgres::tracking::forget_other_marks(&client, &record.root).await
                     }
                     false => Ok(()),
                 }
@@ -246,8 +255,8 @@ impl Inner {
             owned,
             tag,
             store,
-            root: captured.manifest,
-            root_id: captured.root,
+            root: manifest,
+            root_id: record.root,
             digest,
             permits: Arc::new(Semaphore::new(slots)),
             idle: std::sync::Mutex::new(Vec::new()),

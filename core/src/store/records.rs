@@ -1,9 +1,11 @@
 //! Snapshot records: reading them one by one, so that one that cannot be read is reported
 //! by key and does not stop the others from being read.
 
+use bytes::Bytes;
 use serde::Serialize;
 
-use super::{record_key, Backend, Store, RECORDS_PREFIX};
+use super::index::{self, IndexEntry, RecordIndex};
+use super::{record_key, Backend, ListEntry, Store, RECORDS_PREFIX};
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
 use crate::record::SnapshotRecord;
@@ -18,34 +20,24 @@ impl<B: Backend> Store<B> {
     /// Reads the record at `key`, checking that it is the record of the snapshot `key`
     /// names (see [`Store::record`]).
     async fn record_at(&self, key: &str) -> Result<Option<SnapshotRecord>> {
-        let bytes = match self.backend.get(key, MAX_RECORD_LEN).await {
-            Ok(bytes) => bytes,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(Error::BadObject { reason, .. }) => {
-                return Err(Error::CorruptRecord {
-                    what: key.to_owned(),
-                    reason,
-                })
-            }
-            Err(e) => return Err(e),
-        };
-        if bytes.is_empty() {
-            return Err(Error::CorruptRecord {
-                what: key.to_owned(),
-                reason: "it is empty".into(),
-            });
+        match self.fetch_record(key).await? {
+            Some((bytes, _)) => decode_record(key, &bytes).map(Some),
+            None => Ok(None),
         }
-        let record = SnapshotRecord::decode(key, &bytes)?;
-        if record_key(&record.id) != key {
-            return Err(Error::CorruptRecord {
+    }
+
+    /// The bytes of the record at `key` and their version tag, or `None` if it does not
+    /// exist (any more).
+    async fn fetch_record(&self, key: &str) -> Result<Option<(Bytes, Option<String>)>> {
+        match self.backend.get_versioned(key, MAX_RECORD_LEN).await {
+            Ok(got) => Ok(Some(got)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(Error::BadObject { reason, .. }) => Err(Error::CorruptRecord {
                 what: key.to_owned(),
-                reason: format!(
-                    "it is the record of {}, which its file name does not match",
-                    record.id
-                ),
-            });
+                reason,
+            }),
+            Err(e) => Err(e),
         }
-        Ok(Some(record))
     }
 
     /// Every readable snapshot record, newest first; damaged ones are left out (see
@@ -59,21 +51,45 @@ impl<B: Backend> Store<B> {
     /// truncated, of an unknown format, larger than [`MAX_RECORD_LEN`], or naming another
     /// snapshot than their key) by key. A damaged record does not stop the others from
     /// being read; only a failing backend does.
+    ///
+    /// Costs one listing of the records, and on a backend that names object versions (S3)
+    /// one read of the record index (see [`super::index`]) plus a read of each record the
+    /// index does not hold as listed, [`super::RECORD_READS`] at a time; the index is
+    /// rewritten when it missed any.
     pub async fn scan_records(&self) -> Result<RecordScan> {
         use futures::StreamExt;
+        let listed = self.listed_records().await?;
+        let indexed = !listed.is_empty() && listed.iter().all(|e| e.version.is_some());
+        let index = match indexed {
+            true => RecordIndex::read(&self.backend).await,
+            false => RecordIndex::default(),
+        };
+        let index = &index;
+        let read: Vec<(String, Result<Read>)> = futures::stream::iter(listed)
+            .map(|entry| async move {
+                let got = self.read_listed(index, &entry).await;
+                (entry.key, got)
+            })
+            .buffered(super::RECORD_READS)
+            .collect()
+            .await;
         let mut scan = RecordScan::default();
-        // Read several at once: listing a store on S3 costs a few round trips, not one
-        // per snapshot.
-        let read: Vec<(String, Result<Option<SnapshotRecord>>)> =
-            futures::stream::iter(self.record_keys().await?)
-                .map(|key| async move {
-                    let got = self.record_at(&key).await;
-                    (key, got)
-                })
-                .buffered(super::RECORD_READS)
-                .collect()
-                .await;
+        let (mut entries, mut hits, mut misses) = (Vec::new(), 0usize, 0usize);
         for (key, got) in read {
+            let got = match got {
+                Ok(Read::Indexed(record, entry)) => {
+                    hits += 1;
+                    entries.push(entry);
+                    Ok(Some(record))
+                }
+                Ok(Read::Fetched(record, entry)) => {
+                    misses += 1;
+                    entries.extend(entry);
+                    Ok(Some(record))
+                }
+                Ok(Read::Gone) => Ok(None),
+                Err(e) => Err(e),
+            };
             match got {
                 Ok(Some(record)) => scan.records.push(record),
                 // Deleted between list and get.
@@ -97,9 +113,45 @@ impl<B: Backend> Store<B> {
                 Err(e) => return Err(e),
             }
         }
+        // Rewritten when it missed a record or holds one no longer listed as it was.
+        if indexed && (misses > 0 || index.len() > hits) {
+            index::write(&self.backend, entries).await;
+        }
         scan.records
             .sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
         Ok(scan)
+    }
+
+    /// One listed record: from the index when it holds the listed version, else read.
+    async fn read_listed(&self, index: &RecordIndex, listed: &ListEntry) -> Result<Read> {
+        let key = &listed.key;
+        if let Some(bytes) = index.cached(listed) {
+            if let Ok(record) = decode_record(key, &bytes) {
+                if let (Ok(record_text), Some(version)) =
+                    (String::from_utf8(bytes.to_vec()), &listed.version)
+                {
+                    let entry = IndexEntry {
+                        key: key.clone(),
+                        version: version.clone(),
+                        record: record_text,
+                    };
+                    return Ok(Read::Indexed(record, entry));
+                }
+            }
+        }
+        let Some((bytes, version)) = self.fetch_record(key).await? else {
+            return Ok(Read::Gone);
+        };
+        let record = decode_record(key, &bytes)?;
+        let entry = match (version, String::from_utf8(bytes.to_vec())) {
+            (Some(version), Ok(record_text)) => Some(IndexEntry {
+                key: key.clone(),
+                version,
+                record: record_text,
+            }),
+            _ => None,
+        };
+        Ok(Read::Fetched(record, entry))
     }
 
     /// Removes a damaged record by its key (only keys under `snapshots/` that
@@ -112,6 +164,38 @@ impl<B: Backend> Store<B> {
         }
         self.backend.delete(key).await
     }
+}
+
+/// A listed record, as [`Store::scan_records`] read it.
+enum Read {
+    /// From the index, which held the version listed.
+    Indexed(SnapshotRecord, IndexEntry),
+    /// Read from its object; with the index entry to keep, when its version is known.
+    Fetched(SnapshotRecord, Option<IndexEntry>),
+    /// Deleted since it was listed.
+    Gone,
+}
+
+/// Decodes the record stored at `key`, checking that it is the record of the snapshot
+/// `key` names.
+fn decode_record(key: &str, bytes: &[u8]) -> Result<SnapshotRecord> {
+    if bytes.is_empty() {
+        return Err(Error::CorruptRecord {
+            what: key.to_owned(),
+            reason: "it is empty".into(),
+        });
+    }
+    let record = SnapshotRecord::decode(key, bytes)?;
+    if record_key(&record.id) != key {
+        return Err(Error::CorruptRecord {
+            what: key.to_owned(),
+            reason: format!(
+                "it is the record of {}, which its file name does not match",
+                record.id
+            ),
+        });
+    }
+    Ok(record)
 }
 
 /// The snapshot records of a store, as [`Store::scan_records`] found them.

@@ -106,11 +106,13 @@ impl ProgressSink for PruneMeanwhile {
             return;
         }
         let outcome = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(collect_garbage(
-                self.engine.store(),
-                Duration::from_millis(300),
-                &(Arc::new(|_: &str| {}) as phony_engine::lease::Notify),
-            ))
+            tokio::runtime::Handle::current()
+                .block_on(collect_garbage(
+                    self.engine.store(),
+                    Duration::from_millis(300),
+                    &(Arc::new(|_: &str| {}) as phony_engine::lease::Notify),
+                ))
+                .map_err(|e| e.to_string())
         });
         *self.outcome.lock().unwrap() = Some(outcome.unwrap());
     }

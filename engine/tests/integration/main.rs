@@ -6,8 +6,10 @@ mod diff;
 mod errors;
 mod golden;
 mod live;
+mod maintenance;
 mod names;
 mod pin;
+mod prune;
 mod restore;
 
 use phony_core::SnapshotRecord;

@@ -133,3 +133,48 @@ async fn a_store_without_claims_keeps_its_names() {
         .await
         .unwrap();
 }
+
+/// Two whole creates (capture included) of one name at once: one snapshot, one loser told
+/// "name taken" that leaves neither record nor claim nor lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_real_creates_of_one_name_race_to_one_snapshot() {
+    let db = phony_tests::TestDb::new("engine_name_race").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 2000);")
+        .await;
+    let (_dir, engine) = store().await;
+    let create = || {
+        let (engine, target) = (engine.clone(), db.target());
+        tokio::spawn(async move {
+            let create = phony_engine::Create {
+                name: Some("twin".parse().unwrap()),
+                ..Default::default()
+            };
+            engine
+                .create(&target, create, phony_engine::CreateOptions::default())
+                .await
+        })
+    };
+    let (a, b) = tokio::join!(create(), create());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
+    let lost = a.err().or(b.err()).unwrap();
+    assert_eq!(lost.kind(), phony_engine::ErrorKind::NameTaken, "{lost}");
+    assert_eq!(engine.scan().await.unwrap().records.len(), 1);
+    assert_eq!(
+        engine
+            .store()
+            .backend()
+            .list(CLAIM_PREFIX)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(engine
+        .store()
+        .backend()
+        .list("locks/")
+        .await
+        .unwrap()
+        .is_empty());
+}

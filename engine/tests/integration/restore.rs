@@ -281,3 +281,71 @@ async fn a_restore_into_another_database_creates_it_and_in_place_refuses_a_stran
         .await
         .unwrap();
 }
+
+/// What the lifecycle adds to a small restore: the adapter's restore alone, then
+/// `Engine::restore` without and with its safety snapshot (medians of 15 runs each).
+/// Run with `cargo test -p phony-engine --release --test integration -- --ignored
+/// --nocapture measure_restore_overheads`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn measure_restore_overheads() {
+    let db = TestDb::new("engine_restore_measure").await;
+    db.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 1000) g;",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open_or_create(dir.path().to_str().unwrap(), StoreConfig::default())
+        .await
+        .unwrap();
+    let record = engine
+        .create(&db.target(), Create::default(), CreateOptions::default())
+        .await
+        .unwrap();
+    let root = engine.store().root(&record.root).await.unwrap();
+    let id = record.id.to_string();
+    let dirty = "UPDATE t SET v = 'changed' WHERE id <= 5";
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut adapter = Vec::new();
+    let mut plain = Vec::new();
+    let mut safety = Vec::new();
+    for _ in 0..15 {
+        db.exec(dirty).await;
+        let t = std::time::Instant::now();
+        engine
+            .restore_into(&db.target(), &root, RestoreOptions::default(), None)
+            .await
+            .unwrap();
+        adapter.push(t.elapsed().as_secs_f64() * 1000.0);
+
+        db.exec(dirty).await;
+        let t = std::time::Instant::now();
+        let request = RestoreRequest {
+            safety_snapshot: false,
+            ..RestoreRequest::of(&id)
+        };
+        engine
+            .restore(&db.target(), request, RunOptions::default())
+            .await
+            .unwrap();
+        plain.push(t.elapsed().as_secs_f64() * 1000.0);
+
+        db.exec(dirty).await;
+        let t = std::time::Instant::now();
+        engine
+            .restore(&db.target(), RestoreRequest::of(&id), RunOptions::default())
+            .await
+            .unwrap();
+        safety.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    println!(
+        "restore of 5 changed rows of 1,000, median ms: adapter {:.1}, Engine::restore {:.1}, with its safety snapshot {:.1}",
+        median(adapter),
+        median(plain),
+        median(safety)
+    );
+}

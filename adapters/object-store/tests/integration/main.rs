@@ -4,4 +4,5 @@
 mod conformance;
 mod hostile;
 mod local;
+mod requests;
 mod s3;

@@ -31,7 +31,7 @@ async fn a_missing_bucket_is_named_in_one_line() {
 }
 
 /// A thousand records on S3 list quickly: they are read concurrently, not one round trip
-/// after another.
+/// after another, and then from the record index.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_records_on_s3_list_in_a_few_round_trips() {
     let Some(bucket) = TestBucket::new("a_thousand_records_on_s3_list_in_a_few_round_trips") else {
@@ -76,4 +76,14 @@ async fn a_thousand_records_on_s3_list_in_a_few_round_trips() {
     assert_eq!(records.len(), 1000);
     assert!(records[0].created_at > records[999].created_at);
     assert!(elapsed < std::time::Duration::from_secs(10), "{elapsed:?}");
+
+    // The listing wrote the record index: the next one reads it instead of each record.
+    let index = phony_core::Backend::head(store.backend(), phony_core::INDEX_KEY)
+        .await
+        .unwrap();
+    assert!(index.is_some_and(|size| size > 1000 * 100), "{index:?}");
+    let started = std::time::Instant::now();
+    let again = store.records().await.unwrap();
+    eprintln!("listing them again took {:?}", started.elapsed());
+    assert_eq!(again, records);
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use phony_core::manifest::{build_tree, MANIFEST_FORMAT};
 use phony_core::{
     codec, row, Backend, BlobId, BlobRef, QualifiedName, RootManifest, RowChunk, SequenceState,
-    SnapshotStats, SourceInfo, Store, Stored, TableEntry,
+    SnapshotStats, SourceInfo, Store, Stored, TableEntry, Uploads,
 };
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
@@ -157,6 +157,8 @@ async fn capture_holding<B: Backend + 'static>(
     }
 
     let tally = Arc::new(Mutex::new(Tally::default()));
+    // Into a store without snapshots, blobs are written without asking first.
+    let uploads = Arc::new(Uploads::for_store(store).await?);
     let mut reused = Vec::new();
     let mut jobs = Vec::new();
     match &base {
@@ -185,7 +187,7 @@ async fn capture_holding<B: Backend + 'static>(
             }
         }
     }
-    let read = read_tables(&target, &snapshot, store, jobs, opts, &tally).await?;
+    let read = read_tables(&target, &snapshot, store, &uploads, jobs, opts, &tally).await?;
     let modes: BTreeMap<QualifiedName, TableMode> = read
         .iter()
         .map(|(e, mode)| (e.table.clone(), *mode))
@@ -198,8 +200,8 @@ async fn capture_holding<B: Backend + 'static>(
 
     let (pre_data, post_data) = match (dumps, &base) {
         (Some([pre, post]), _) => (
-            put_text(store, join(pre).await??, &tally).await?,
-            put_text(store, join(post).await??, &tally).await?,
+            put_text(store, &uploads, join(pre).await??, &tally).await?,
+            put_text(store, &uploads, join(post).await??, &tally).await?,
         ),
         (None, Some((manifest, _))) => (manifest.pre_data.clone(), manifest.post_data.clone()),
         (None, None) => return Err(Error::Internal("no schema to record".into())),
@@ -220,7 +222,7 @@ async fn capture_holding<B: Backend + 'static>(
         database: Some(database),
     };
     let encoded = manifest.encode();
-    let (root, stored) = store.put_plain(&encoded.plain).await?;
+    let (root, stored) = uploads.put_plain(store, &encoded.plain).await?;
     if tracked {
         // The database held this snapshot's state at the capture's point in time.
         tracking::record_mark(&coordinator, &root, &point_in_time, pending).await?;
@@ -263,10 +265,11 @@ async fn join<T>(h: JoinHandle<T>) -> Result<T> {
 
 async fn put_text<B: Backend>(
     store: &Store<B>,
+    uploads: &Uploads,
     text: String,
     tally: &Mutex<Tally>,
 ) -> Result<BlobRef> {
-    let (id, stored) = store.put_plain(text.as_bytes()).await?;
+    let (id, stored) = uploads.put_plain(store, text.as_bytes()).await?;
     lock(tally).add(stored);
     Ok(BlobRef::plain(id, 0, text.len() as u64))
 }
@@ -316,6 +319,7 @@ async fn read_tables<B: Backend + 'static>(
     target: &ConnectionTarget,
     snapshot: &str,
     store: &Arc<Store<B>>,
+    uploads: &Arc<Uploads>,
     mut tables: Vec<Job>,
     opts: &CaptureOptions,
     tally: &Arc<Mutex<Tally>>,
@@ -326,10 +330,11 @@ async fn read_tables<B: Backend + 'static>(
     let queue = Arc::new(Mutex::new(VecDeque::from(tables)));
     let mut handles = Vec::new();
     for _ in 0..workers {
-        let (target, snapshot, store, queue, tally, opts) = (
+        let (target, snapshot, store, uploads, queue, tally, opts) = (
             target.clone(),
             snapshot.to_owned(),
             store.clone(),
+            uploads.clone(),
             queue.clone(),
             tally.clone(),
             opts.clone(),
@@ -347,7 +352,7 @@ async fn read_tables<B: Backend + 'static>(
             loop {
                 let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
                 let Some(table) = next else { break };
-                entries.push(read_job(&client, &store, &table, &opts, &tally).await?);
+                entries.push(read_job(&client, &store, &uploads, &table, &opts, &tally).await?);
             }
             client
                 .batch_execute("COMMIT")
@@ -517,6 +522,7 @@ impl Job {
 async fn read_job<B: Backend + 'static>(
     client: &Client,
     store: &Arc<Store<B>>,
+    uploads: &Arc<Uploads>,
     job: &Job,
     opts: &CaptureOptions,
     tally: &Arc<Mutex<Tally>>,
@@ -533,7 +539,7 @@ async fn read_job<B: Backend + 'static>(
             let (successors, levels) = pairing(store, Some(&patch.base)).await;
             (
                 info,
-                read_chunks(client, store, &sql, info, opts, tally, successors).await?,
+                read_chunks(client, store, uploads, &sql, info, opts, tally, successors).await?,
                 TableMode::Full,
                 levels,
             )
@@ -543,7 +549,7 @@ async fn read_job<B: Backend + 'static>(
             let sql = copy_out_sql(info, &[], None, None);
             (
                 info,
-                read_chunks(client, store, &sql, info, opts, tally, successors).await?,
+                read_chunks(client, store, uploads, &sql, info, opts, tally, successors).await?,
                 TableMode::Full,
                 levels,
             )
@@ -582,7 +588,17 @@ async fn read_job<B: Backend + 'static>(
                 );
                 let successors = Successors::new(chunks[a..=b].to_vec());
                 refs.extend(
-                    read_chunks(client, store, &sql, info, opts, tally, Some(successors)).await?,
+                    read_chunks(
+                        client,
+                        store,
+                        uploads,
+                        &sql,
+                        info,
+                        opts,
+                        tally,
+                        Some(successors),
+                    )
+                    .await?,
                 );
                 next = b + 1;
             }
@@ -595,7 +611,7 @@ async fn read_job<B: Backend + 'static>(
         None => {
             let (content, nodes) = build_tree(&refs);
             for node in nodes {
-                let (_, stored) = store.put_plain(&node.plain).await?;
+                let (_, stored) = uploads.put_plain(store, &node.plain).await?;
                 lock(tally).add(stored);
             }
             content
@@ -612,9 +628,11 @@ async fn read_job<B: Backend + 'static>(
 
 /// Streams the rows `sql` returns into stored chunks, each new one stored against the old
 /// chunk it replaces when `successors` knows it.
+#[allow(clippy::too_many_arguments)]
 async fn read_chunks<B: Backend + 'static>(
     client: &Client,
     store: &Arc<Store<B>>,
+    uploads: &Arc<Uploads>,
     sql: &str,
     table: &TableInfo,
     opts: &CaptureOptions,
@@ -643,6 +661,7 @@ async fn read_chunks<B: Backend + 'static>(
         });
         pending.push_back(tokio::spawn(store_chunk(
             store.clone(),
+            uploads.clone(),
             chunk,
             key_positions.clone(),
             base,
@@ -670,25 +689,20 @@ async fn collect(
     Ok(())
 }
 
-/// Stores `chunk` unless the store has it: as a delta against `base` where the store
+/// Stores `chunk` unless the store has it (asking first or not, see [`Uploads`]): as a delta against `base` where the store
 /// allows deltas and one pays, else on its own. A base that cannot be read (damaged, say)
 /// only costs the delta.
 async fn store_chunk<B: Backend>(
     store: Arc<Store<B>>,
+    uploads: Arc<Uploads>,
     chunk: RowChunk,
     key_positions: Option<Arc<[usize]>>,
     base: Option<BlobRef>,
 ) -> Result<(BlobRef, Stored)> {
     let r = chunk_ref(&chunk, key_positions.as_deref());
     let id = r.id;
-    if let Some(size) = store.blob_size(&id).await? {
-        return Ok((
-            r,
-            Stored {
-                stored_bytes: size,
-                new: false,
-            },
-        ));
+    if let Some(stored) = uploads.stored(&store, &id).await? {
+        return Ok((r, stored));
     }
     let base = match base.filter(|b| store.deltas_allowed() && b.bytes <= codec::MAX_DELTA_LEN) {
         Some(b) => match read_base(&store, b.id, b.bytes, codec::Chain::decode_exact).await {
@@ -705,7 +719,7 @@ async fn store_chunk<B: Backend>(
         tokio::task::spawn_blocking(move || encode_successor(&chunk.data, level, base.as_ref()))
             .await
             .map_err(|e| Error::Internal(format!("compressing a chunk failed: {e}")))?;
-    Ok((r, store.put_encoded(&id, encoded).await?))
+    Ok((r, uploads.put_encoded(&store, &id, encoded).await?))
 }
 
 #[cfg(test)]
