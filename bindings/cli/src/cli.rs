@@ -60,6 +60,8 @@ pub enum Command {
     },
     /// Print the man page (roff), e.g. `phony man > ~/.local/share/man/man1/phony.1`
     Man,
+    /// Run the REST service: projects, API tokens, plan limits and jobs over HTTP
+    Serve(crate::serve::ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,6 +13,7 @@ mod output;
 mod progress;
 mod prune;
 mod run;
+mod serve;
 mod snapshot;
 mod stdout;
 mod store_cmd;
@@ -63,6 +64,7 @@ fn main() -> ExitCode {
             Command::Store(cmd) => store_cmd::run(&ctx, cmd).await,
             Command::Sync(args) => sync::run(&ctx, args).await,
             Command::Run(args) => run::run(&ctx, args).await,
+            Command::Serve(args) => serve::run(args).await,
             Command::Completions { .. } | Command::Man => Ok(()),
         }
     });

@@ -17,6 +17,7 @@ mod restore_plan;
 mod restore_safety;
 mod retention;
 mod s3;
+mod serve;
 mod sync;
 
 use std::path::Path;

@@ -1,0 +1,355 @@
+//! What each kind of job does: create a snapshot, restore one, export one as SQL.
+
+use std::collections::BTreeMap;
+use std::str::FromStr as _;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use phony_core::{Origin, SnapshotName, SnapshotRecord};
+use phony_engine::report::{RestoreView, SnapshotView};
+use phony_engine::{
+    Cancel, Create, CreateOptions, CreatePhase, Engine, Part, ProgressSink, RestoreRequest,
+    RunOptions, Step,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt as _;
+
+use crate::app::AppState;
+use crate::jobs::{lock, Claimed, SharedProgress};
+use crate::problem::{self, ApiResult, Problem};
+use crate::projects::Project;
+
+/// Runs `job`; its result, or why it failed.
+pub async fn execute(
+    app: &AppState,
+    job: &Claimed,
+    cancel: &Cancel,
+    progress: &SharedProgress,
+) -> ApiResult<Value> {
+    let project = project(app, &job.project_id).await?;
+    let engine = app.engine(&project.id).await?;
+    match job.kind.as_str() {
+        "create" => create(app, &project, &engine, job, cancel, progress).await,
+        "restore" => restore(app, &project, &engine, job, cancel, progress).await,
+        "export" => export(app, &engine, job, cancel, progress).await,
+        other => Err(Problem::internal(
+            "running a job",
+            &format!("unknown kind {other}"),
+        )),
+    }
+}
+
+async fn project(app: &AppState, id: &str) -> ApiResult<Project> {
+    let admin = crate::auth::Caller {
+        token_id: String::new(),
+        scope: crate::auth::Scope::Admin,
+    };
+    crate::projects::load(app, &admin, id).await
+}
+
+fn params<T: for<'de> Deserialize<'de>>(job: &Claimed) -> ApiResult<T> {
+    serde_json::from_value(job.params.clone())
+        .map_err(|e| Problem::internal("reading the job's parameters", &e))
+}
+
+fn byte_progress(progress: &SharedProgress) -> phony_postgres::Progress {
+    let progress = Arc::clone(progress);
+    Arc::new(move |bytes| lock(&progress).bytes += bytes)
+}
+
+fn set_phase(progress: &SharedProgress, phase: &str) {
+    lock(progress).phase = Some(phase.to_owned());
+}
+
+/// Records which project holds a snapshot.
+pub async fn index(app: &AppState, record: &SnapshotRecord, project: &str) {
+    let done = async {
+        let client = app.pool.get().await.map_err(|e| e.to_string())?;
+        client
+            .execute(
+                "INSERT INTO snapshot_index (snapshot_id, project_id) VALUES ($1, $2)
+                 ON CONFLICT (snapshot_id) DO UPDATE SET project_id = $2",
+                &[&record.id.to_string(), &project],
+            )
+            .await
+            .map_err(|e| e.to_string())
+    };
+    if let Err(e) = done.await {
+        tracing::warn!("indexing snapshot {}: {e}", record.id);
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CreateParams {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub pin: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Takes a snapshot of `target` into `engine`'s store.
+async fn take(
+    engine: &Engine,
+    target: &phony_postgres::ConnectionTarget,
+    create: Create,
+    cancel: &Cancel,
+    progress: &SharedProgress,
+) -> ApiResult<SnapshotRecord> {
+    let phases = Arc::clone(progress);
+    let opts = CreateOptions {
+        progress: Some(byte_progress(progress)),
+        phase: Some(Arc::new(move |p| {
+            let phase = match p {
+                CreatePhase::Locking => "locking",
+                CreatePhase::Capturing => "capturing",
+                _ => "recording",
+            };
+            set_phase(&phases, phase);
+        })),
+        cancel: Some(cancel.clone()),
+        notify: Some(Arc::new(|line: &str| tracing::info!("{line}"))),
+        application_name: Some("phony-server".into()),
+        ..CreateOptions::default()
+    };
+    engine
+        .create(target, create, opts)
+        .await
+        .map_err(|e| problem::engine(e, &format!("taking a snapshot of {target}")))
+}
+
+async fn create(
+    app: &AppState,
+    project: &Project,
+    engine: &Engine,
+    job: &Claimed,
+    cancel: &Cancel,
+    progress: &SharedProgress,
+) -> ApiResult<Value> {
+    let p: CreateParams = params(job)?;
+    let name = p
+        .name
+        .as_deref()
+        .map(SnapshotName::from_str)
+        .transpose()
+        .map_err(|e| Problem::invalid("invalid_name", e.to_string()))?;
+    let target = project.target(app)?;
+    let create = Create {
+        name,
+        pin: p.pin,
+        origin: Origin::Manual,
+        labels: p.labels,
+        skip_large_objects: false,
+    };
+    let record = take(engine, &target, create, cancel, progress).await?;
+    index(app, &record, &project.id).await;
+    {
+        let mut p = lock(progress);
+        p.phase = Some("done".into());
+        p.tables = record.stats.tables;
+        p.rows = record.stats.rows;
+    }
+    serde_json::to_value(SnapshotView::of(&record))
+        .map_err(|e| Problem::internal("writing the result", &e))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RestoreParams {
+    pub snapshot_id: String,
+    #[serde(default)]
+    pub force: bool,
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default)]
+    pub full: bool,
+    #[serde(default)]
+    pub allow_other_database: bool,
+    /// The other database's URL, sealed (hex); absent: the project's own database.
+    pub secret: Option<String>,
+}
+
+async fn snapshot(engine: &Engine, id: &str) -> ApiResult<SnapshotRecord> {
+    let records = engine
+        .list(&phony_engine::ListFilter::default())
+        .await
+        .map_err(|e| problem::engine(e, "reading the snapshot records"))?;
+    records
+        .into_iter()
+        .find(|r| r.id.to_string() == id)
+        .ok_or_else(|| Problem::not_found("snapshot"))
+}
+
+/// A job's progress, as the engine reports it.
+struct Sink(SharedProgress);
+
+impl ProgressSink for Sink {
+    fn step(&self, part: Part, step: Step) {
+        let mut p = lock(&self.0);
+        let who = match part {
+            Part::SafetySnapshot => "safety snapshot: ",
+            _ => "",
+        };
+        match step {
+            Step::Restoring { tables, rows, .. } => {
+                p.tables = tables;
+                p.rows = rows;
+                p.phase = Some("restoring".into());
+            }
+            Step::Restore(phase) => p.phase = Some(phase.describe().to_owned()),
+            Step::Create(CreatePhase::Locking) => p.phase = Some(format!("{who}locking")),
+            Step::Create(CreatePhase::Capturing) => p.phase = Some(format!("{who}capturing")),
+            _ => p.phase = Some(format!("{who}recording")),
+        }
+    }
+
+    fn bytes(&self, _part: Part, bytes: u64) {
+        lock(&self.0).bytes += bytes;
+    }
+}
+
+async fn restore(
+    app: &AppState,
+    project: &Project,
+    engine: &Engine,
+    job: &Claimed,
+    cancel: &Cancel,
+    progress: &SharedProgress,
+) -> ApiResult<Value> {
+    let p: RestoreParams = params(job)?;
+    let into = match &p.secret {
+        Some(sealed) => {
+            let url = crate::secrets::unhex(sealed)
+                .and_then(|s| app.key.open(&s).ok())
+                .ok_or_else(|| Problem::internal("reading the job's parameters", &"sealed URL"))?;
+            Some(crate::projects::parse_url(&url)?)
+        }
+        None => None,
+    };
+    let database = project.target(app)?;
+    let target = into.clone().unwrap_or_else(|| database.clone());
+    let request = RestoreRequest {
+        snapshot: p.snapshot_id.clone(),
+        into,
+        force: p.force,
+        dry_run: p.dry_run,
+        full: p.full,
+        safety_snapshot: true,
+        allow_other_database: p.allow_other_database,
+        ..RestoreRequest::default()
+    };
+    let run = RunOptions {
+        progress: Some(Arc::new(Sink(Arc::clone(progress)))),
+        cancel: Some(cancel.clone()),
+        notify: Some(Arc::new(|line: &str| tracing::info!("{line}"))),
+        ..RunOptions::default()
+    };
+    let restored = engine
+        .restore(&database, request, run)
+        .await
+        .map_err(|e| problem::engine(e, &format!("restoring {} into {target}", p.snapshot_id)))?;
+    if let Some(s) = &restored.safety {
+        index(app, s, &project.id).await;
+    }
+    {
+        let mut pr = lock(progress);
+        pr.phase = Some("done".into());
+        pr.tables = restored.report.tables;
+        pr.rows = restored.report.rows;
+    }
+    let mut view = RestoreView::of(
+        &restored.record,
+        target.dbname(),
+        restored.created,
+        &restored.report,
+    );
+    view.safety_snapshot = restored.safety.as_ref().map(|s| s.id.to_string());
+    serde_json::to_value(view).map_err(|e| Problem::internal("writing the result", &e))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ExportParams {
+    pub snapshot_id: String,
+}
+
+/// Where a finished export's file is kept.
+pub fn export_path(app: &AppState, job_id: &str) -> std::path::PathBuf {
+    app.config
+        .data_dir
+        .join("exports")
+        .join(format!("{job_id}.sql"))
+}
+
+async fn export(
+    app: &AppState,
+    engine: &Engine,
+    job: &Claimed,
+    cancel: &Cancel,
+    progress: &SharedProgress,
+) -> ApiResult<Value> {
+    let p: ExportParams = params(job)?;
+    let record = snapshot(engine, &p.snapshot_id).await?;
+    let root = engine
+        .store()
+        .root(&record.root)
+        .await
+        .map_err(|e| problem::engine(e.into(), "reading the snapshot"))?;
+    let path = export_path(app, &job.id);
+    let partial = path.with_extension("sql.partial");
+    let io = |e: std::io::Error| Problem::internal("writing the export", &e);
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await.map_err(io)?;
+    }
+    let mut file = tokio::fs::File::create(&partial).await.map_err(io)?;
+    set_phase(progress, "exporting");
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let store = Arc::clone(engine.store());
+    let writer = async {
+        while let Some(piece) = rx.recv().await {
+            file.write_all(&piece).await?;
+            lock(progress).bytes += piece.len() as u64;
+        }
+        file.flush().await?;
+        file.sync_all().await
+    };
+    let producer = async move {
+        let report = phony_postgres::export::export_sql(&store, &record, &root, &tx).await;
+        drop(tx);
+        report
+    };
+    let both = async { tokio::join!(producer, writer) };
+    let (report, written) = tokio::select! {
+        biased;
+        () = cancel.cancelled() => {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(Problem::conflict("cancelled", "the export was cancelled"));
+        }
+        both = both => both,
+    };
+    let report =
+        report.map_err(|e| Problem::internal("exporting the snapshot", &problem::chain(&e)));
+    if let Err(e) = written
+        .map_err(io)
+        .and(report.as_ref().map(|_| ()).map_err(Clone::clone))
+    {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(e);
+    }
+    let report = report?;
+    tokio::fs::rename(&partial, &path).await.map_err(io)?;
+    {
+        let mut pr = lock(progress);
+        pr.phase = Some("done".into());
+        pr.tables = report.tables;
+        pr.rows = report.rows;
+    }
+    Ok(json!({
+        "format": "sql",
+        "snapshot_id": p.snapshot_id,
+        "tables": report.tables,
+        "rows": report.rows,
+        "sequences": report.sequences,
+        "bytes": report.bytes,
+        "download": format!("/api/v1/jobs/{}/download", job.id),
+    }))
+}

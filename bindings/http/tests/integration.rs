@@ -1,0 +1,16 @@
+//! phony-server through real HTTP on a bound port, against the real PostgreSQL: each test
+//! has its own metadata database, project databases and stores, dropped after.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod integration {
+    pub mod support;
+
+    mod auth;
+    mod bad_input;
+    mod jobs;
+    mod openapi;
+    mod plans;
+    mod projects;
+    mod service;
+    mod snapshots;
+}
