@@ -109,6 +109,7 @@ fn record(n: u32) -> SnapshotRecord {
         origin: Default::default(),
         labels: Default::default(),
         source: Default::default(),
+        tool_version: None,
         stats: Default::default(),
     }
 }
