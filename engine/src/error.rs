@@ -281,6 +281,7 @@ fn postgres_kind(e: &phony_postgres::Error) -> ErrorKind {
         }
         P::InvalidTarget(_) | P::Mask(_) => ErrorKind::Invalid,
         P::Store(e) => core_kind(e),
+        P::Cancelled => ErrorKind::Cancelled,
         _ => ErrorKind::Other,
     }
 }

@@ -263,13 +263,20 @@ where
         .committing
         .clone()
         .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
+    // The restore asks too, just before its commit: a cancel that arrives while it runs
+    // without yielding (so this task cannot drop it) still wins.
+    let stop = cancel.map(|c| {
+        let c = c.clone();
+        Arc::new(move || c.is_cancelled()) as phony_postgres::Stop
+    });
     let opts = RestoreOptions {
         committing: Some(Arc::clone(&committing)),
+        stop: stop.or(opts.stop.clone()),
         ..opts
     };
     let work = work(opts);
     tokio::pin!(work);
-    Ok(tokio::select! {
+    let done = tokio::select! {
         biased;
         () = cancelled(cancel) => {
             if !committing.load(Ordering::SeqCst) {
@@ -279,5 +286,9 @@ where
             work.await
         }
         done = &mut work => done,
-    })
+    };
+    match done {
+        Err(phony_postgres::Error::Cancelled) => Err(Error::Cancelled),
+        done => Ok(done),
+    }
 }

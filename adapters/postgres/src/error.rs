@@ -109,6 +109,11 @@ pub enum Error {
     /// A background task failed.
     #[error("{0}")]
     Internal(String),
+
+    /// The restore was asked to stop before its commit (see `RestoreOptions::stop`) and
+    /// rolled back: nothing changed.
+    #[error("stopped before its commit: nothing changed")]
+    Cancelled,
 }
 
 impl Error {

@@ -83,6 +83,6 @@ pub use mask::MaskPlan;
 pub use phase::{Phase, PhaseReport};
 pub use restore::{
     ensure_database, restore, restore_in, RestoreOptions, RestorePath, RestoreReport, RowAges,
-    TableRewrite,
+    Stop, TableRewrite,
 };
 pub use session::Session;

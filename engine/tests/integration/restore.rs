@@ -71,6 +71,21 @@ async fn a_cancelled_restore_changes_nothing() {
             &format!("cancelled at {at:?}"),
         );
     }
+    // Asked to stop at its commit (a cancel that arrived while the restore ran without
+    // yielding, so nobody could drop it): it rolls back itself, on either path.
+    for full in [false, true] {
+        let opts = RestoreOptions {
+            stop: Some(Arc::new(|| true)),
+            full,
+            ..RestoreOptions::default()
+        };
+        let result = phony_postgres::restore(&db.target(), engine.store(), &root, &opts).await;
+        assert!(
+            matches!(result, Err(phony_postgres::Error::Cancelled)),
+            "full {full}: {result:?}"
+        );
+        assert_same(&db.fingerprint().await, &dirty, "stopped at its commit");
+    }
     // Cancelled before it starts: nothing either.
     let cancel = Cancel::new();
     cancel.cancel();

@@ -18,7 +18,7 @@ use tokio::sync::mpsc::Sender;
 use crate::error::{Error, Result};
 use crate::read::chunk_stream::decoded_chunks;
 use crate::sql::{ident_list, literal, qualified};
-use crate::write::restore::full_path::text_blob;
+use crate::write::restore::full_path::schema_scripts;
 
 /// How many chunks are fetched and decoded ahead of the one being written.
 const PREFETCH: usize = 8;
@@ -53,8 +53,7 @@ pub async fn export_sql<B: Backend + 'static>(
         record.id, record.created_at
     )))
     .await?;
-    let pre_data = text_blob(store, &root.pre_data).await?;
-    let post_data = text_blob(store, &root.post_data).await?;
+    let (pre_data, post_data) = schema_scripts(store, root).await?;
     out.send(Bytes::from(pre_data.clone())).await?;
 
     for table in &root.tables {

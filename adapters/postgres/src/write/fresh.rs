@@ -22,7 +22,7 @@ use crate::database::maintenance;
 use crate::error::{pg, Error, Result};
 use crate::sql::{ident, qualified};
 use crate::write::restore::full_path::{
-    hold_event_triggers_off, load_table, refresh_materialized_views, set_sequences, text_blob,
+    hold_event_triggers_off, load_table, refresh_materialized_views, schema_scripts, set_sequences,
 };
 use crate::write::restore::plan::{RestoreOptions, RestorePath, RestoreReport};
 
@@ -45,8 +45,7 @@ pub async fn restore_into_new<B: Backend + 'static>(
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
-    let pre_data = text_blob(store, &root.pre_data).await?;
-    let post_data = text_blob(store, &root.post_data).await?;
+    let (pre_data, post_data) = schema_scripts(store, root).await?;
     let admin = maintenance(target).await?;
     let prefix = partial_prefix(target.dbname());
     // Leftovers of restores to this name that were killed.
@@ -91,6 +90,7 @@ pub async fn restore_into_new<B: Backend + 'static>(
         (result, _) => result,
     };
     let result = match result {
+        Ok(_) if crate::write::restore::plan::stopped(opts) => Err(Error::Cancelled),
         Ok(report) => {
             // The rename is this restore's commit: from here it may have happened.
             if let Some(committing) = &opts.committing {

@@ -34,11 +34,11 @@ mod schema_path;
 
 use delta_path::{restore_delta, DeltaError, Tracking};
 use full_path::{
-    drop_user_schemas, hold_event_triggers_off, load, script_settings, session_settings, text_blob,
-    DropError, Scripts,
+    drop_user_schemas, hold_event_triggers_off, load, schema_scripts, script_settings,
+    session_settings, DropError, Scripts,
 };
 use plan::{gate_open, schema_difference};
-pub use plan::{Gate, RestoreOptions, RestorePath, RestoreReport, RowAges, TableRewrite};
+pub use plan::{Gate, RestoreOptions, RestorePath, RestoreReport, RowAges, Stop, TableRewrite};
 use schema_path::SchemaError;
 
 /// Creates database `target` if it does not exist; returns whether it did.
@@ -101,8 +101,7 @@ async fn restore_session<B: Backend + 'static>(
 ) -> Result<RestoreReport> {
     let started = Instant::now();
     // Read the DDL before touching the database: a store problem must not cost a lock.
-    let pre_data = text_blob(store, &root.pre_data).await?;
-    let post_data = text_blob(store, &root.post_data).await?;
+    let (pre_data, post_data) = schema_scripts(store, root).await?;
 
     let target = target.with_application_name("phony restore");
     let client = session.client();
@@ -315,6 +314,10 @@ async fn restore_session<B: Backend + 'static>(
             let _ = client.batch_execute("ROLLBACK").await;
             return Err(e);
         }
+    }
+    if !opts.dry_run && plan::stopped(opts) {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(Error::Cancelled);
     }
     let end = if opts.dry_run { "ROLLBACK" } else { "COMMIT" };
     if let (Some(flag), false) = (&opts.committing, opts.dry_run) {

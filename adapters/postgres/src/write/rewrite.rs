@@ -68,19 +68,10 @@ async fn restore_table_staged<B: Backend + 'static>(
 ) -> Result<Option<TableRewrite>> {
     let t = qualified(&entry.table);
     let snapshot_chunks = store.table_chunks(entry).await?;
-    let mut unmatched: HashMap<BlobId, usize> = HashMap::new();
-    for c in &snapshot_chunks {
-        *unmatched.entry(c.id).or_default() += 1;
-    }
+    let mut unmatched = chunk_counts(&snapshot_chunks);
 
     // Re-read the live rows; stream the chunks the snapshot lacks into the live table.
-    let info = TableInfo {
-        name: entry.table.clone(),
-        columns: entry.columns.clone(),
-        key: entry.key.clone(),
-        bytes: 0,
-    };
-    let sql = copy_out_sql(&info, &[], None, None);
+    let sql = whole_table_sql(entry);
     let mut live = ChunkStream::open(reader, &sql, &entry.table, params, None).await?;
     let mut live_sink: Option<std::pin::Pin<Box<CopyInSink<Bytes>>>> = None;
     while let Some(chunk) = live.next().await? {
@@ -138,17 +129,8 @@ pub(crate) async fn restore_table_here<B: Backend + 'static>(
 ) -> Result<Option<TableRewrite>> {
     let t = qualified(&entry.table);
     let snapshot_chunks = store.table_chunks(entry).await?;
-    let mut unmatched: HashMap<BlobId, usize> = HashMap::new();
-    for c in &snapshot_chunks {
-        *unmatched.entry(c.id).or_default() += 1;
-    }
-    let info = TableInfo {
-        name: entry.table.clone(),
-        columns: entry.columns.clone(),
-        key: entry.key.clone(),
-        bytes: 0,
-    };
-    let sql = copy_out_sql(&info, &[], None, None);
+    let mut unmatched = chunk_counts(&snapshot_chunks);
+    let sql = whole_table_sql(entry);
     let mut live = ChunkStream::open(client, &sql, &entry.table, params, None).await?;
     let mut live_only: Vec<Bytes> = Vec::new();
     let (mut held, mut overflow) = (0usize, false);
@@ -593,13 +575,7 @@ async fn restore_keyed_by_segments<B: Backend + 'static>(
     };
     let snap = store.table_chunks(entry).await?;
     // Pass 1: the live chunks.
-    let info = TableInfo {
-        name: entry.table.clone(),
-        columns: entry.columns.clone(),
-        key: entry.key.clone(),
-        bytes: 0,
-    };
-    let sql = copy_out_sql(&info, &[], None, None);
+    let sql = whole_table_sql(entry);
     let mut stream = ChunkStream::open(reader, &sql, &entry.table, params, None).await?;
     let mut live = Vec::new();
     while let Some(chunk) = stream.next().await? {
@@ -639,7 +615,7 @@ async fn restore_keyed_by_segments<B: Backend + 'static>(
             let after = seg.after.as_deref().map(key_values).transpose()?;
             let before = seg.before.as_deref().map(key_values).transpose()?;
             let sql = copy_out_sql(
-                &info,
+                &table_info(entry),
                 &types,
                 after.as_deref().map(|values| Bound {
                     values,
@@ -772,4 +748,29 @@ fn align(snap: &[BlobRef], live: &[LiveChunk]) -> Option<Vec<Segment>> {
         l0 = j + 1;
     }
     Some(segments)
+}
+
+/// `COPY` of every row of the table `entry` records, in its key order: the live side of
+/// a comparison with the snapshot's chunks.
+fn whole_table_sql(entry: &TableEntry) -> String {
+    copy_out_sql(&table_info(entry), &[], None, None)
+}
+
+/// The table `entry` records, as a `COPY` query names it.
+fn table_info(entry: &TableEntry) -> TableInfo {
+    TableInfo {
+        name: entry.table.clone(),
+        columns: entry.columns.clone(),
+        key: entry.key.clone(),
+        bytes: 0,
+    }
+}
+
+/// How many times each chunk occurs in `chunks` (a table may repeat one).
+fn chunk_counts(chunks: &[BlobRef]) -> HashMap<BlobId, usize> {
+    let mut counts: HashMap<BlobId, usize> = HashMap::new();
+    for c in chunks {
+        *counts.entry(c.id).or_default() += 1;
+    }
+    counts
 }

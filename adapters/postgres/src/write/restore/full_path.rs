@@ -253,10 +253,7 @@ pub(crate) async fn refresh_materialized_views(client: &Client, root: &RootManif
 }
 
 /// A stored schema script, to run on a UTF-8 session (see [`with_utf8_client_encoding`]).
-pub(crate) async fn text_blob<B: Backend>(
-    store: &Store<B>,
-    r: &phony_core::BlobRef,
-) -> Result<String> {
+async fn text_blob<B: Backend>(store: &Store<B>, r: &phony_core::BlobRef) -> Result<String> {
     let plain = store.get_plain(&r.id, r.bytes).await?;
     String::from_utf8(plain)
         .map(with_utf8_client_encoding)
@@ -266,6 +263,17 @@ pub(crate) async fn text_blob<B: Backend>(
                 reason: "schema text is not UTF-8".into(),
             })
         })
+}
+
+/// A snapshot's two schema scripts (pre-data, post-data), fetched together.
+pub(crate) async fn schema_scripts<B: Backend>(
+    store: &Store<B>,
+    root: &RootManifest,
+) -> Result<(String, String)> {
+    tokio::try_join!(
+        text_blob(store, &root.pre_data),
+        text_blob(store, &root.post_data)
+    )
 }
 
 /// Streams a table's chunks from the store into `COPY … FROM STDIN`, fetching and

@@ -55,6 +55,19 @@ pub struct RestoreOptions {
     /// (the connection closes) leaves the database as it was; from then on the restore
     /// may have been committed.
     pub committing: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Asked just before [`committing`](Self::committing) is set: `true` rolls the restore
+    /// back and answers [`Error::Cancelled`]. A caller that stops the restore from
+    /// outside (dropping it) cannot act while the restore runs without yielding, so the
+    /// restore asks too, and a stop asked before the commit always wins.
+    pub stop: Option<Stop>,
+}
+
+/// See [`RestoreOptions::stop`].
+pub type Stop = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Whether the restore was asked to stop before its commit.
+pub(crate) fn stopped(opts: &RestoreOptions) -> bool {
+    opts.stop.as_ref().is_some_and(|stop| stop())
 }
 
 /// See [`RestoreOptions::gate`]: `Err` says why the restore must not go on.
@@ -93,6 +106,7 @@ impl Default for RestoreOptions {
             point: None,
             gate: None,
             committing: None,
+            stop: None,
         }
     }
 }
