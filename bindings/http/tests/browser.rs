@@ -14,5 +14,6 @@ mod browser {
     pub mod driver;
 
     mod dashboard;
+    mod looks;
     mod refusals;
 }

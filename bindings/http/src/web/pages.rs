@@ -50,6 +50,21 @@ pub async fn reachable(app: &AppState, project: &Project) -> Result<(), String> 
     }
 }
 
+/// Whether the project's plan compares snapshots: `None` when it does, else the lowest
+/// plan that does (the pages show the way to compare disabled, naming it).
+pub async fn diff_gate(app: &AppState, project: &Project) -> ApiResult<Option<String>> {
+    let client = app.pool.get().await?;
+    let plans = crate::plans::all(crate::snapshots::pg(&client)).await?;
+    let has = |p: &crate::plans::Plan| p.has(crate::plans::Feature::SnapshotDiff);
+    if plans.iter().any(|p| p.name == project.plan && has(p)) {
+        return Ok(None);
+    }
+    Ok(Some(plans.iter().find(|p| has(p)).map_or_else(
+        || "a higher plan".to_owned(),
+        |p| p.name.clone(),
+    )))
+}
+
 /// The JSON body of an API handler's answer (called in-process).
 pub async fn body_of(response: Response) -> ApiResult<(u16, Value)> {
     let status = response.status().as_u16();

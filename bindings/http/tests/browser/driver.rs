@@ -35,6 +35,15 @@ fn free_port() -> u16 {
 /// A browser pointed at `base`, or `None` (with a line saying so) when chromedriver is not
 /// installed and `CI` is not set.
 pub async fn open(base: &str) -> Option<Browser> {
+    open_with(base, &[]).await
+}
+
+/// A browser whose system prefers dark pages.
+pub async fn open_dark(base: &str) -> Option<Browser> {
+    open_with(base, &["--blink-settings=preferredColorScheme=0"]).await
+}
+
+async fn open_with(base: &str, extra: &[&str]) -> Option<Browser> {
     let Some(chromedriver) = on_path("chromedriver") else {
         if std::env::var_os("CI").is_some() {
             panic!("chromedriver is not installed: the browser tests must run in CI (apt-get install chromium chromium-driver)");
@@ -58,17 +67,21 @@ pub async fn open(base: &str) -> Option<Browser> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let profile = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+        "--hide-scrollbars",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|a| (*a).to_owned())
+    .collect();
+    args.push(format!("--user-data-dir={}", profile.path().display()));
     let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,900", "--hide-scrollbars",
-                format!("--user-data-dir={}", profile.path().display()),
-            ]
-        }),
-    );
+    caps.insert("goog:chromeOptions".into(), json!({ "args": args }));
     let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
         .connect(&format!("http://127.0.0.1:{port}"))
@@ -161,11 +174,29 @@ impl Browser {
             self.client.set_window_size(width, height).await.unwrap();
             self.goto(path).await;
             self.wait(ready, 30).await;
-            let inner = self.run("return window.innerWidth;", vec![]).await;
+            // Nothing makes the page wider than the window (wide parts scroll inside it).
+            let widths = self
+                .run(
+                    "return [window.innerWidth, document.documentElement.scrollWidth];",
+                    vec![],
+                )
+                .await;
+            let (inner, scroll) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());
             assert!(
-                inner.as_u64().is_some_and(|w| w <= u64::from(width)),
-                "the page is {inner} px wide in a {width} px window"
+                inner <= u64::from(width),
+                "a {inner} px viewport in a {width} px window"
             );
+            if scroll > inner {
+                let wide = self
+                    .run(
+                        "return [...document.querySelectorAll('body *')]
+                           .filter(e => e.getBoundingClientRect().right > window.innerWidth)
+                           .map(e => e.tagName + '.' + e.className).slice(0, 8);",
+                        vec![],
+                    )
+                    .await;
+                panic!("{path} is {scroll} px wide in a {inner} px window: {wide}");
+            }
             let png = self.client.screenshot().await.unwrap();
             std::fs::write(dir.join(format!("{name}-{width}.png")), png).unwrap();
         }

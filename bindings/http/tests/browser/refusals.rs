@@ -98,6 +98,8 @@ async fn a_revoked_token_signs_out_and_a_down_database_still_shows() {
     b.goto(&format!("/projects/{}", down.id)).await;
     b.wait("[data-database-down]", 20).await;
     b.wait("#timeline svg.timeline", 5).await;
+    // FREE does not compare snapshots: the form says which plan does.
+    assert!(b.text("[data-plan-required]").await.contains("TEAM"));
     b.goto(&format!("/projects/{}/settings", down.id)).await;
     b.wait("[data-database-down]", 20).await;
     b.close().await;

@@ -29,6 +29,7 @@ pub struct ZoomQuery {
 
 /// The timeline section: zoom, legend, the axis and the list of the same items.
 async fn section(app: &AppState, project: &Project, zoom: Zoom) -> Result<Markup, Fail> {
+    let gate = pages::diff_gate(app, project).await?;
     let records = app.listing(&project.id).await?;
     let jobs = pages::jobs(app, &project.id, 100).await?;
     let now = OffsetDateTime::now_utc();
@@ -72,7 +73,9 @@ async fn section(app: &AppState, project: &Project, zoom: Zoom) -> Result<Markup
                     @if let (Some(id), Kind::Snapshot) = (&item.snapshot_id, item.kind) {
                         span.item-actions {
                             a href=(format!("/snapshots/{id}/restore")) { "Restore…" }
-                            a href=(format!("/projects/{}/diff?from={id}&to=now", project.id)) { "Compare with now" }
+                            @if gate.is_none() {
+                                a href=(format!("/projects/{}/diff?from={id}&to=now", project.id)) { "Compare with now" }
+                            }
                         }
                     }
                 }
@@ -95,6 +98,7 @@ pub async fn timeline(
         pages::reachable(&app, &project)
     );
     let section = section?;
+    let gate = pages::diff_gate(&app, &project).await?;
     let records = app.listing(&project.id).await?;
     let points: BTreeMap<String, String> =
         timeline::items(&records, &[], Vec::new(), OffsetDateTime::now_utc())
@@ -120,7 +124,11 @@ pub async fn timeline(
         section.card id="timeline" aria-label="Timeline" { (section) }
         section.card {
             h2 { "Compare" }
+            @if let Some(plan) = &gate {
+                p.muted data-plan-required { "Comparing snapshots needs the " strong { (plan) } " plan; the project is on " (project.plan) "." }
+            }
             form.compare method="get" action=(format!("/projects/{}/diff", project.id)) {
+                fieldset.plain disabled[gate.is_some()] {
                 div.row {
                     label { "From " select name="from" required {
                         @for (id, title) in points.iter().rev() { option value=(id) { (title) } }
@@ -130,6 +138,7 @@ pub async fn timeline(
                         @for (id, title) in points.iter().rev() { option value=(id) { (title) } }
                     } }
                     button type="submit" disabled[points.is_empty()] { "Compare" }
+                }
                 }
             }
         }

@@ -19,6 +19,7 @@ async fn page_of(app: &AppState, session: &Session, id: &str) -> WebResult {
         .find(|i| i.snapshot_id.as_deref() == Some(&record.id.to_string()))
         .map_or_else(|| record.label(), |i| i.label);
     let id = record.id.to_string();
+    let gate = pages::diff_gate(app, &project).await?;
     let body = html! {
         (pages::header(&project, "timeline"))
         section.card {
@@ -36,7 +37,9 @@ async fn page_of(app: &AppState, session: &Session, id: &str) -> WebResult {
             }
             p.actions {
                 a.button.primary href=(format!("/snapshots/{id}/restore")) { "Restore to this snapshot…" }
-                a.button href=(format!("/projects/{}/diff?from={id}&to=now", project.id)) { "Compare with now" }
+                @if gate.is_none() {
+                    a.button href=(format!("/projects/{}/diff?from={id}&to=now", project.id)) { "Compare with now" }
+                }
                 a href=(format!("/projects/{}", project.id)) { "Back to the timeline" }
             }
         }
