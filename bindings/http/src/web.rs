@@ -45,6 +45,10 @@ pub fn router() -> Router<AppState> {
         .route("/projects/{id}/diff", get(pages::diff::show))
         .route("/projects/{id}/diff/rows", get(pages::diff::rows))
         .route("/projects/{id}/settings", get(pages::settings::show))
+        .route(
+            "/projects/{id}/settings/retention",
+            post(pages::settings::retention),
+        )
         .route("/snapshots/{id}", get(pages::snapshot::show))
         .route(
             "/snapshots/{id}/restore",

@@ -8,12 +8,16 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
+/// Browsers open at once: chromium is heavy, and the machine runs other tests beside.
+static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// The browser of one test; the driver process ends with it.
 pub struct Browser {
     pub client: Client,
     pub base: String,
     driver: Child,
     _profile: tempfile::TempDir,
+    _slot: tokio::sync::SemaphorePermit<'static>,
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -51,6 +55,7 @@ async fn open_with(base: &str, extra: &[&str]) -> Option<Browser> {
         println!("skipping the browser test: chromedriver is not installed (apt-get install chromium chromium-driver)");
         return None;
     };
+    let slot = SLOTS.acquire().await.unwrap();
     let port = free_port();
     let driver = Command::new(chromedriver)
         .arg(format!("--port={port}"))
@@ -92,6 +97,7 @@ async fn open_with(base: &str, extra: &[&str]) -> Option<Browser> {
         base: base.to_owned(),
         driver,
         _profile: profile,
+        _slot: slot,
     })
 }
 

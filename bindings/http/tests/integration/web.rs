@@ -202,3 +202,69 @@ async fn assets_come_from_the_binary_and_pages_stay_out_of_the_api_document() {
         paths.keys()
     );
 }
+
+#[tokio::test]
+async fn an_admin_sets_a_custom_retention_from_the_settings_page() {
+    let h = support::start().await;
+    let p = h.project("BUSINESS", 3).await;
+    let http = client();
+    let form = |session: &str, body: &str| {
+        http.post(format!("{}/projects/{}/settings/retention", h.base, p.id))
+            .header(COOKIE, format!("phony_session={session}"))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body.to_owned())
+            .send()
+    };
+    let admin = sign_in(&h.base, &h.admin, false).await;
+    let page = http
+        .get(format!("{}/projects/{}/settings", h.base, p.id))
+        .header(COOKIE, format!("phony_session={admin}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+
+    // Without the CSRF token, or with a number that is not one: refused, nothing changed.
+    let refused = form(&admin, "days=45").await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let bad = form(&admin, &format!("csrf={csrf}&days=-3")).await.unwrap();
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let project = h.get(&format!("/api/v1/projects/{}", p.id), &h.admin).await;
+    assert_eq!(project.ok(200)["retention_days"], json!(null));
+
+    let saved = form(&admin, &format!("csrf={csrf}&days=45")).await.unwrap();
+    assert_eq!(saved.status(), StatusCode::SEE_OTHER);
+    let project = h.get(&format!("/api/v1/projects/{}", p.id), &h.admin).await;
+    assert_eq!(project.ok(200)["retention_days"], json!(45));
+
+    // A project's own token may not: the API's rule (admin only) answers.
+    let own = sign_in(&h.base, &p.token, false).await;
+    let page = http
+        .get(format!("{}/projects/{}/settings", h.base, p.id))
+        .header(COOKIE, format!("phony_session={own}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    assert!(!page.contains("/settings/retention"));
+    let denied = form(&own, &format!("csrf={csrf}&days=10")).await.unwrap();
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    let project = h.get(&format!("/api/v1/projects/{}", p.id), &h.admin).await;
+    assert_eq!(project.ok(200)["retention_days"], json!(45));
+}

@@ -1,15 +1,19 @@
 //! `/projects/{id}/settings`: retention, the plan's usage with bars, and every feature,
 //! those outside the plan shown disabled with the plan that unlocks them.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::Form;
 use maud::{html, Markup};
+use serde::Deserialize;
 
 use crate::app::AppState;
+use crate::auth::Scope;
 use crate::plans::Plan;
 use crate::problem::Problem;
+use crate::projects::ProjectPatch;
 use crate::web::pages;
-use crate::web::{bytes, layout, page, Session, WebResult};
+use crate::web::{bytes, layout, page, redirect, Fail, Session, WebResult};
 
 /// A feature: its name, what it does, and whether a plan has it.
 struct Feature {
@@ -75,11 +79,17 @@ fn percent(share: f64) -> String {
     }
 }
 
+#[derive(Debug, Deserialize)]
+pub struct Saved {
+    saved: Option<String>,
+}
+
 /// `GET /projects/{id}/settings`.
 pub async fn show(
     State(app): State<AppState>,
     session: Session,
     Path(id): Path<String>,
+    Query(q): Query<Saved>,
 ) -> WebResult {
     let project = pages::project(&app, &session, &id).await?;
     let axum::Json(usage) = crate::usage::usage(
@@ -106,8 +116,23 @@ pub async fn show(
                 @if usage.retention_expires_pinned { " (pinned ones too, on this plan)." } @else { "; pinned ones stay." }
                 " Safety snapshots, taken before each restore, are kept 24 hours."
             }
-            @if usage.plan == "BUSINESS" {
-                p.muted { "BUSINESS chooses its retention: an admin sets it with " code { "PATCH /api/v1/projects/" (project.id) } " (" code { "retention_days" } ")." }
+            @if q.saved.is_some() {
+                p.notice role="status" data-saved { "Saved." }
+            }
+            @if plan.is_some_and(|p| p.retention_days.is_none()) {
+                @if session.caller.scope == Scope::Admin {
+                    form method="post" action=(format!("/projects/{}/settings/retention", project.id)) {
+                        (session.csrf_field())
+                        label for="retention" { "Keep snapshots for (days; empty: until deleted)" }
+                        div.row {
+                            input id="retention" name="days" type="text" inputmode="numeric" pattern="[0-9]*"
+                                value=[usage.retention_days];
+                            button type="submit" { "Save" }
+                        }
+                    }
+                } @else {
+                    p.muted { (usage.plan) " chooses its retention: an admin token changes it." }
+                }
             }
         }
         section.card {
@@ -148,4 +173,46 @@ pub async fn show(
         StatusCode::OK,
         layout("Settings", Some(&session), body),
     ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RetentionForm {
+    csrf: Option<String>,
+    days: Option<String>,
+}
+
+/// `POST /projects/{id}/settings/retention` (admin, plans with a custom retention): as
+/// `PATCH /api/v1/projects/{id}` with `retention_days`.
+pub async fn retention(
+    State(app): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+    Form(form): Form<RetentionForm>,
+) -> WebResult {
+    session.check_csrf(form.csrf.as_deref(), false)?;
+    let days = match form.days.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(d) => match d.parse::<i32>() {
+            Ok(n) if n >= 1 => Some(n),
+            _ => {
+                return Err(Fail::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("{d:?} is not a retention: give a whole number of days, 1 or more (empty: keep until deleted). Nothing was changed."),
+                ))
+            }
+        },
+    };
+    let _saved = crate::projects::update(
+        State(app.clone()),
+        session.caller.clone(),
+        Path(id.clone()),
+        crate::body::Body(ProjectPatch {
+            name: None,
+            database_url: None,
+            plan: None,
+            retention_days: Some(days),
+        }),
+    )
+    .await?;
+    Ok(redirect(&format!("/projects/{id}/settings?saved=1")))
 }
