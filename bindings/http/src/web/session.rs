@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::auth::{Caller, Scope};
+use crate::problem::Problem;
 use crate::secrets::{new_token, same_hash, token_hash};
 use crate::web::{layout, page, redirect, wants_json, Fail};
 
@@ -115,6 +116,30 @@ fn to_sign_in(headers: &HeaderMap, ended: bool) -> Response {
     response
 }
 
+/// The session whose cookie secret is `secret`, if it is still valid (not expired, its
+/// token not revoked).
+async fn lookup(app: &AppState, secret: &str) -> Result<Option<Session>, Problem> {
+    let client = app.pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT s.csrf, t.id, t.project_id FROM web_sessions s
+             JOIN tokens t ON t.id = s.token_id
+             WHERE s.hash = $1 AND s.expires_at > now() AND t.revoked_at IS NULL",
+            &[&token_hash(secret)],
+        )
+        .await?;
+    Ok(row.map(|row| {
+        let project: Option<String> = row.get(2);
+        Session {
+            csrf: row.get(0),
+            caller: Caller {
+                token_id: row.get(1),
+                scope: project.map_or(Scope::Admin, Scope::Project),
+            },
+        }
+    }))
+}
+
 impl FromRequestParts<AppState> for Session {
     type Rejection = Response;
 
@@ -122,31 +147,13 @@ impl FromRequestParts<AppState> for Session {
         let Some(secret) = cookie(&parts.headers, COOKIE) else {
             return Err(to_sign_in(&parts.headers, false));
         };
-        let client = app
-            .pool
-            .get()
-            .await
-            .map_err(|e| Fail::from(crate::problem::Problem::from(e)).into_response())?;
-        let row = client
-            .query_opt(
-                "SELECT s.csrf, t.id, t.project_id FROM web_sessions s
-                 JOIN tokens t ON t.id = s.token_id
-                 WHERE s.hash = $1 AND s.expires_at > now() AND t.revoked_at IS NULL",
-                &[&token_hash(secret)],
-            )
-            .await
-            .map_err(|e| Fail::from(crate::problem::Problem::from(e)).into_response())?;
-        let Some(row) = row else {
-            return Err(to_sign_in(&parts.headers, true));
-        };
-        let project: Option<String> = row.get(2);
-        Ok(Session {
-            csrf: row.get(0),
-            caller: Caller {
-                token_id: row.get(1),
-                scope: project.map_or(Scope::Admin, Scope::Project),
-            },
-        })
+        match lookup(app, secret).await {
+            Ok(Some(session)) => Ok(session),
+            Ok(None) => Err(to_sign_in(&parts.headers, true)),
+            Err(p) => Err(Fail::from(p)
+                .json(wants_json(&parts.headers))
+                .into_response()),
+        }
     }
 }
 
@@ -178,11 +185,17 @@ fn sign_in_form(csrf: &str, message: Option<&str>) -> Markup {
     )
 }
 
-/// `GET /sign-in`.
+/// `GET /sign-in` (signed in already: the projects).
 pub async fn sign_in_page(
+    State(app): State<AppState>,
     headers: HeaderMap,
     axum::extract::Query(q): axum::extract::Query<SignInQuery>,
 ) -> Response {
+    if let Some(secret) = cookie(&headers, COOKIE) {
+        if let Ok(Some(_)) = lookup(&app, secret).await {
+            return redirect("/");
+        }
+    }
     let csrf = match cookie(&headers, SIGN_IN_COOKIE) {
         Some(c) => c.to_owned(),
         None => new_token(),
@@ -216,18 +229,14 @@ pub async fn sign_in(
         _ => return Err(csrf_refused(false)),
     }
     let token = form.token.trim();
-    let client = app
-        .pool
-        .get()
-        .await
-        .map_err(crate::problem::Problem::from)?;
+    let client = app.pool.get().await.map_err(Problem::from)?;
     let row = client
         .query_opt(
             "SELECT id FROM tokens WHERE hash = $1 AND revoked_at IS NULL",
             &[&token_hash(token)],
         )
         .await
-        .map_err(crate::problem::Problem::from)?;
+        .map_err(Problem::from)?;
     let Some(row) = row else {
         let csrf = expected.unwrap_or_default();
         return Ok(page(
@@ -240,7 +249,7 @@ pub async fn sign_in(
     client
         .execute("DELETE FROM web_sessions WHERE expires_at < now()", &[])
         .await
-        .map_err(crate::problem::Problem::from)?;
+        .map_err(Problem::from)?;
     client
         .execute(
             "INSERT INTO web_sessions (hash, token_id, csrf, expires_at)
@@ -253,7 +262,7 @@ pub async fn sign_in(
             ],
         )
         .await
-        .map_err(crate::problem::Problem::from)?;
+        .map_err(Problem::from)?;
     let secure = over_tls(&headers);
     let mut response = redirect("/");
     let h = response.headers_mut();
@@ -282,18 +291,14 @@ pub async fn sign_out(
 ) -> Result<Response, Fail> {
     session.check_csrf(form.csrf.as_deref(), false)?;
     if let Some(secret) = cookie(&headers, COOKIE) {
-        let client = app
-            .pool
-            .get()
-            .await
-            .map_err(crate::problem::Problem::from)?;
+        let client = app.pool.get().await.map_err(Problem::from)?;
         client
             .execute(
                 "DELETE FROM web_sessions WHERE hash = $1",
                 &[&token_hash(secret)],
             )
             .await
-            .map_err(crate::problem::Problem::from)?;
+            .map_err(Problem::from)?;
     }
     let mut response = redirect("/sign-in");
     response.headers_mut().append(

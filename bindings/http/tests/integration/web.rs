@@ -105,6 +105,14 @@ async fn signing_in_sets_a_strict_cookie_and_the_session_ends_with_its_token() {
         .to_owned();
     assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"));
     assert!(home.text().await.unwrap().contains(&p.id));
+    let again = http
+        .get(format!("{}/sign-in", h.base))
+        .header(COOKIE, format!("phony_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::SEE_OTHER, "signed in already");
+    assert_eq!(again.headers()[LOCATION], "/");
 
     // The token revoked: the session ends at the next request, back to the sign-in page.
     let tokens = h.get("/api/v1/tokens", &h.admin).await;

@@ -35,7 +35,7 @@ const FEATURES: &[Feature] = &[
         name: "Scheduled snapshots",
         what: "Snapshots taken on a cron schedule (the next five runs are shown before saving).",
         has: |p| p.scheduled_snapshots,
-        managed: Some("Schedules are set through the API (`/api/v1/projects/{id}/schedules`) once this server has it."),
+        managed: Some("Schedules are set through the API once this server has it."),
     },
     Feature {
         name: "Sync source and masking",
@@ -53,7 +53,7 @@ const FEATURES: &[Feature] = &[
         name: "Export as SQL",
         what: "A snapshot as one SQL script, downloaded or written to S3.",
         has: |p| p.export,
-        managed: Some("Exports run through the API: `POST /api/v1/snapshots/{id}/export`."),
+        managed: Some("Exports run through the API: POST /api/v1/snapshots/{id}/export."),
     },
 ];
 
