@@ -167,6 +167,55 @@ async fn posts_without_the_session_csrf_token_do_nothing() {
         .get(&format!("/api/v1/projects/{}/jobs", p.id), &p.token)
         .await;
     assert_eq!(jobs.ok(200)["items"], json!([]));
+
+    // With the session's token: a form is sent to the job's page, the script gets the job.
+    let page = http
+        .get(format!("{}/projects/{}", h.base, p.id))
+        .header(COOKIE, format!("phony_session={session}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let post = |accept: &'static str, name: &'static str| {
+        http.post(format!("{}/projects/{}/snapshots", h.base, p.id))
+            .header(COOKIE, format!("phony_session={session}"))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header("accept", accept)
+            .body(format!("name={name}&csrf={csrf}"))
+            .send()
+    };
+    let form = post("text/html", "first").await.unwrap();
+    assert_eq!(form.status(), StatusCode::SEE_OTHER);
+    let job_page = form.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert!(job_page.starts_with("/jobs/job_"), "{job_page}");
+    let script = post("application/json", "second").await.unwrap();
+    assert_eq!(script.status(), StatusCode::OK);
+    let queued: serde_json::Value = script.json().await.unwrap();
+    let status = queued["status"].as_str().unwrap().to_owned();
+    assert!(
+        status.starts_with("/jobs/job_") && status.ends_with("/status"),
+        "{queued}"
+    );
+    // A name taken is one clear line for the script to show.
+    let job = status
+        .trim_start_matches("/jobs/")
+        .trim_end_matches("/status");
+    h.wait_job(job, &p.token).await;
+    let taken = post("application/json", "second").await.unwrap();
+    assert_eq!(taken.status(), StatusCode::CONFLICT);
+    let refused: serde_json::Value = taken.json().await.unwrap();
+    assert!(
+        refused["error"].as_str().unwrap().contains("second"),
+        "{refused}"
+    );
 }
 
 #[tokio::test]
