@@ -32,6 +32,7 @@ mod snapshots;
 mod sweep;
 mod tokens;
 mod usage;
+mod web;
 mod work;
 
 pub use config::Config;

@@ -190,6 +190,8 @@ pub fn router(app: AppState) -> Router {
         router = router.route(route.path, handler);
     }
     router
+        // The dashboard's pages: not API routes, so not in the table (nor the document).
+        .merge(crate::web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

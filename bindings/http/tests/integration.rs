@@ -13,4 +13,5 @@ mod integration {
     mod projects;
     mod service;
     mod snapshots;
+    mod web;
 }
