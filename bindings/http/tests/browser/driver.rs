@@ -173,10 +173,18 @@ impl Browser {
     }
 
     /// Writes screenshots of the page at `path` at 1280 and 390 px wide to
-    /// `docs/screenshots/NAME-WIDTH.png`, waiting for `ready` to show each time.
+    /// `target/screenshots/NAME-WIDTH.png`, waiting for `ready` to show each time. With
+    /// `PHONY_UPDATE_SCREENSHOTS=1`, the ones the README shows (the timeline's) are
+    /// written to `docs/screenshots/` too; a plain test run leaves the checkout as it was.
     pub async fn screenshots(&self, name: &str, path: &str, ready: &str) {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"))
+            .join("screenshots");
         std::fs::create_dir_all(&dir).unwrap();
+        let docs = (std::env::var_os("PHONY_UPDATE_SCREENSHOTS").is_some() && name == "timeline")
+            .then(|| root.join("docs/screenshots"));
         for (width, height) in [(1280u32, 900u32), (390, 844)] {
             self.client.set_window_size(width, height).await.unwrap();
             self.goto(path).await;
@@ -205,7 +213,11 @@ impl Browser {
                 panic!("{path} is {scroll} px wide in a {inner} px window: {wide}");
             }
             let png = self.client.screenshot().await.unwrap();
-            std::fs::write(dir.join(format!("{name}-{width}.png")), png).unwrap();
+            let file = format!("{name}-{width}.png");
+            std::fs::write(dir.join(&file), &png).unwrap();
+            if let Some(docs) = &docs {
+                std::fs::write(docs.join(&file), &png).unwrap();
+            }
         }
         self.client.set_window_size(1280, 900).await.unwrap();
     }
