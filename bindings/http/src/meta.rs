@@ -11,8 +11,14 @@ use tokio_postgres::NoTls;
 use crate::{Error, Result};
 
 /// The migrations, in order: (version, name, SQL).
-const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        "automation",
+        include_str!("../migrations/0002_automation.sql"),
+    ),
+];
 
 /// The advisory lock key taken while migrating ('phony-mg').
 const MIGRATION_LOCK: i64 = 0x7068_6f6e_792d_6d67;
