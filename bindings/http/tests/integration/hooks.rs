@@ -357,3 +357,73 @@ async fn automatic_snapshots_over_the_plan_push_out_the_oldest_and_keep_last_app
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sprint_end_can_start_a_sync_after_its_snapshot() {
+    let h = start().await;
+    let source = phony_tests::TestDb::new("srv_hook_src").await;
+    source.exec(super::syncs::SOURCE).await;
+    let p = h.project("TEAM", 2).await;
+    let integration = format!("/api/v1/projects/{}/integrations/jira", p.id);
+    // A sync on sprint end needs a sync source.
+    h.call(
+        reqwest::Method::PUT,
+        &integration,
+        Some(&p.token),
+        Some(json!({ "secret": "s", "sync_on_sprint_end": true })),
+    )
+    .await
+    .problem(409, "sync_source_missing");
+    h.patch(
+        &format!("/api/v1/projects/{}", p.id),
+        &p.token,
+        json!({ "sync_source_url": source.url() }),
+    )
+    .await
+    .ok(200);
+    let a = h
+        .call(
+            reqwest::Method::PUT,
+            &integration,
+            Some(&p.token),
+            Some(json!({ "secret": "s", "sync_on_sprint_end": true })),
+        )
+        .await;
+    assert_eq!(a.ok(200)["sync_on_sprint_end"], true);
+
+    let body = jira_sprint_closed(900, "Release train");
+    let a = deliver(&h, "jira", &p.id, &body, Some(jira_sign("s", &body))).await;
+    let answer = a.ok(202).clone();
+    let snap_job = h
+        .wait_job(answer["job"]["id"].as_str().unwrap(), &p.token)
+        .await;
+    let sync_job = h
+        .wait_job(answer["sync_job"]["id"].as_str().unwrap(), &p.token)
+        .await;
+    assert_eq!(sync_job["status"], "succeeded", "{sync_job}");
+    assert_eq!(sync_job["kind"], "sync");
+    // The snapshot first (the sprint's end state), then the sync.
+    let at = |v: &Value| {
+        time::OffsetDateTime::parse(
+            v.as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    assert!(at(&snap_job["finished_at"]) <= at(&sync_job["started_at"]));
+    let n: i64 = p.db.value("SELECT count(*) FROM users").await;
+    assert_eq!(n, 200);
+    let origins: Vec<Value> = snapshots(&h, &p)
+        .await
+        .iter()
+        .map(|s| s["origin"].clone())
+        .collect();
+    assert_eq!(
+        origins,
+        vec![
+            json!("sync-after"),
+            json!("sync-before"),
+            json!("sprint-end")
+        ]
+    );
+}
