@@ -149,6 +149,35 @@ pub enum Error {
     #[error("cancelled, nothing changed")]
     Cancelled,
 
+    /// A sync that cannot run (the same database, another major version); nothing ran.
+    #[error("{why}")]
+    SyncRefused { why: String },
+
+    /// A sync's source could not be reached or read (`source_db` without its password);
+    /// the database is unchanged.
+    #[error("{doing} {source_db}")]
+    SyncSource {
+        doing: &'static str,
+        source_db: String,
+        #[source]
+        source: phony_postgres::Error,
+    },
+
+    /// Loading a sync's source into the database failed: its transaction rolled back.
+    #[error("loading the source into {database} (nothing changed)")]
+    SyncLoad {
+        database: String,
+        #[source]
+        source: Box<phony_postgres::Error>,
+    },
+
+    /// The sync is done, but the snapshot after it failed.
+    #[error("the sync is done, but taking the snapshot after it failed")]
+    SyncAfter {
+        #[source]
+        source: Box<Error>,
+    },
+
     /// The store, its records or its objects.
     #[error(transparent)]
     Store(#[from] phony_core::Error),
@@ -218,7 +247,12 @@ impl Error {
             Error::Capture { source, .. }
             | Error::Reading { source, .. }
             | Error::Postgres(source) => postgres_kind(source),
-            Error::Restore { source, .. } | Error::Tracking { source, .. } => postgres_kind(source),
+            Error::Restore { source, .. }
+            | Error::Tracking { source, .. }
+            | Error::SyncLoad { source, .. } => postgres_kind(source),
+            Error::SyncSource { source, .. } => postgres_kind(source),
+            Error::SyncRefused { .. } => ErrorKind::Invalid,
+            Error::SyncAfter { source } => source.kind(),
             Error::OtherDatabase { .. } => ErrorKind::OtherDatabase,
             Error::SafetySnapshot { source }
             | Error::Retention { source, .. }
@@ -237,8 +271,12 @@ impl Error {
             Error::Capture { source, .. }
             | Error::Reading { source, .. }
             | Error::Postgres(source) => source.sqlstate(),
-            Error::Restore { source, .. } | Error::Tracking { source, .. } => source.sqlstate(),
+            Error::Restore { source, .. }
+            | Error::Tracking { source, .. }
+            | Error::SyncLoad { source, .. } => source.sqlstate(),
+            Error::SyncSource { source, .. } => source.sqlstate(),
             Error::SafetySnapshot { source }
+            | Error::SyncAfter { source }
             | Error::Retention { source, .. }
             | Error::Deleting { source, .. } => source.sqlstate(),
             _ => None,

@@ -4,7 +4,8 @@
 //! [`Engine`]: it opens a store from its URL; creates snapshots ([`Engine::create`]: lock,
 //! capture, a name that stays unique under concurrency ([`names`]), record written last,
 //! retention after); lists, shows, deletes, pins and prunes them ([`Engine::prune`]);
-//! restores them ([`Engine::restore`], with the safety snapshot that undoes it); diffs them
+//! restores them ([`Engine::restore`], with the safety snapshot that undoes it); syncs a
+//! database from another ([`Engine::sync`], masked, with snapshots either side); diffs them
 //! ([`Engine::diff`]); verifies and measures the store; and turns change tracking on and off
 //! ([`tracking`]). Long operations take [`RunOptions`]: a [`ProgressSink`], a [`Cancel`] and
 //! a notice callback. Errors say their [`ErrorKind`]. The report types whose JSON every
@@ -46,6 +47,7 @@ pub mod report;
 mod restore;
 pub mod retention;
 mod safety;
+pub mod sync;
 pub mod tracking;
 
 pub use cancel::Cancel;
@@ -61,3 +63,4 @@ pub use pin::Pinned;
 pub use progress::{Part, ProgressSink, RunOptions, Step};
 pub use restore::{RestoreRequest, Restored};
 pub use retention::{AutoPruned, PruneGc, PruneRequest, Pruned};
+pub use sync::{SyncRequest, Synced};

@@ -22,6 +22,8 @@ pub enum Part {
     Restore,
     /// The live database read for a diff (no record is written).
     LiveCapture,
+    /// A sync's source being read into the store.
+    SyncSource,
 }
 
 /// A step an operation reached.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use phony_engine::{Part, ProgressSink, Step};
-use phony_postgres::{Phase, PhaseReport, Progress};
+use phony_postgres::{Phase, PhaseReport};
 
 const SPINNER: &str = "{spinner} {msg} {bytes} ({bytes_per_sec}, {elapsed})";
 const BAR: &str =
@@ -48,12 +48,6 @@ impl Bar {
             bar: Some(bar),
             what,
         }
-    }
-
-    /// The callback to hand to capture or restore: bytes done.
-    pub fn callback(&self) -> Option<Progress> {
-        let bar = self.bar.clone()?;
-        Some(Arc::new(move |n| bar.inc(n)))
     }
 
     /// The callback to hand to a restore: the step it reached, and the total to load.
@@ -132,6 +126,7 @@ impl Bars {
         let what = match part {
             Part::SafetySnapshot => format!("safety snapshot: reading {}", self.database),
             Part::Restore => format!("restoring {}", self.database),
+            Part::SyncSource => "reading the source".to_owned(),
             _ => format!("reading {}", self.database),
         };
         let bar = Bar::new(self.enabled, &what);

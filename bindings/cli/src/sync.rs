@@ -1,27 +1,27 @@
 //! `phony sync --from URL`: replace the database's contents with another database's
 //! current state (masked on the way when asked), with a snapshot on either side.
 //!
-//! The source is read in one consistent capture into the store (its chunks dedupe against
-//! earlier syncs), then restored into the database on the full path in one transaction: a
-//! sync killed half-way leaves the database as it was, and other sessions stay connected.
+//! The work is the engine's ([`phony_engine::Engine::sync`]): every check before anything
+//! is written, one consistent capture of the source, one transaction into the database.
+//! Here the arguments are read and the outcome shown.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use clap::Args;
 use phony_core::mask::{MaskKey, MaskRules};
-use phony_core::{Origin, SnapshotRecord};
-use phony_postgres::{CaptureOptions, ConnectionTarget, MaskPlan, RestoreOptions};
+use phony_core::SnapshotRecord;
+use phony_engine::{Engine, RunOptions, SyncRequest};
+use phony_postgres::ConnectionTarget;
 use serde::Serialize;
 
 use crate::context::Context;
 use crate::output;
-use crate::progress::Bar;
-use crate::snapshot::take_snapshot;
+use crate::progress::Bars;
+use crate::snapshot::CtrlC;
 use crate::stdout::outln;
-use phony_engine::Create;
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
@@ -67,9 +67,6 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> Result<()> {
     let started = Instant::now();
     let target = ctx.target()?;
     let source = ConnectionTarget::parse(Some(&args.from)).context("reading --from")?;
-    if source.to_string() == target.to_string() {
-        bail!("the source and the database are the same ({target})");
-    }
     let rules = match &args.mask {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -78,131 +75,49 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> Result<()> {
         }
         None => MaskRules::default(),
     };
-    let masked_columns = rules.iter().count();
-
-    // Everything that can be checked is checked before anything is written.
-    let source_client = source
-        .connect()
-        .await
-        .with_context(|| format!("connecting to the source {source}"))?;
-    let target_client = target.connect().await?;
-    let (source_version, source_text) =
-        phony_postgres::catalog::server_version(&source_client).await?;
-    let (target_version, target_text) =
-        phony_postgres::catalog::server_version(&target_client).await?;
-    if source_version / 10000 != target_version / 10000 {
-        bail!(
-            "the source runs PostgreSQL {source_text} and {} runs {target_text}: a sync needs the same major version",
-            target.dbname()
-        );
-    }
-    let plan = if rules.is_empty() {
-        None
-    } else {
-        let key = match std::env::var("PHONY_MASK_KEY") {
-            Ok(k) if !k.is_empty() => MaskKey::from_passphrase(&k),
-            _ => MaskKey::new(rand::random()),
-        };
-        Some(std::sync::Arc::new(
-            MaskPlan::prepare(&source_client, rules, key).await?,
-        ))
+    let key = match std::env::var("PHONY_MASK_KEY") {
+        Ok(k) if !k.is_empty() => Some(MaskKey::from_passphrase(&k)),
+        _ => None,
     };
-    drop((source_client, target_client));
-
+    let request = SyncRequest {
+        rules,
+        key,
+        before: !(args.no_snapshots || args.no_before),
+        after: !(args.no_snapshots || args.no_after),
+        lock_timeout: Some(args.lock_timeout),
+        force: args.force,
+        ..SyncRequest::from(source)
+    };
     let store = ctx.open_or_create_store().await?;
-    let number = next_sync_number(&crate::context::records(&store).await?);
-    let labels: BTreeMap<String, String> = [
-        ("sync".to_owned(), number.to_string()),
-        ("source".to_owned(), source.to_string()),
-    ]
-    .into();
-    let kept = |origin| Create {
-        name: None,
-        pin: false,
-        origin,
-        labels: labels.clone(),
-        skip_large_objects: false,
+    let bars = Bars::new(!ctx.json, target.dbname());
+    let ctrl_c = CtrlC::listen();
+    let run = RunOptions {
+        progress: Some(Arc::clone(&bars) as Arc<dyn phony_engine::ProgressSink>),
+        cancel: Some(ctrl_c.cancel.clone()),
+        notify: Some(crate::context::notify()),
+        on_damaged: Some(Arc::new(crate::context::warn_damaged)),
     };
-    let before = if args.no_snapshots || args.no_before {
-        None
-    } else {
-        Some(
-            take_snapshot(ctx, &store, &target, kept(Origin::SyncBefore))
-                .await
-                .context("taking the snapshot before the sync (skip it with --no-before)")?
-                .record,
-        )
-    };
-
-    // The source's chunks are kept from garbage collection by a create lock until the
-    // database holds them.
-    let lock =
-        phony_engine::lease::LockHolder::acquire_create(&store, &crate::context::notify()).await?;
-    let bar = Bar::new(!ctx.json, &format!("reading {}", source.dbname()));
-    let captured = phony_postgres::capture(
-        &source,
-        &store,
-        &CaptureOptions {
-            incremental: false,
-            read_only: true,
-            mask: plan,
-            progress: bar.callback(),
-            ..CaptureOptions::default()
-        },
-    )
-    .await
-    .with_context(|| format!("reading the source {source}"))?;
-    bar.finish();
-    lock.check()?;
-    let bar = Bar::new(!ctx.json, &format!("loading into {}", target.dbname()));
-    let report = phony_postgres::restore(
-        &target,
-        &store,
-        &captured.manifest,
-        &RestoreOptions {
-            lock_timeout: args.lock_timeout,
-            force: args.force,
-            full: true,
-            progress: bar.callback(),
-            ..RestoreOptions::default()
-        },
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "loading the source into {} (nothing changed)",
-            target.dbname()
-        )
-    })?;
-    bar.finish();
-    lock.release().await;
-
-    let after = if args.no_snapshots || args.no_after {
-        None
-    } else {
-        Some(
-            take_snapshot(ctx, &store, &target, kept(Origin::SyncAfter))
-                .await
-                .context("the sync is done, but taking the snapshot after it failed")?
-                .record,
-        )
-    };
+    let done = Engine::from_store(Arc::clone(&store))
+        .sync(&target, request, run)
+        .await;
+    drop(bars);
+    let done = done?;
     let synced = Synced {
-        sync: number,
+        sync: done.number,
         database: target.dbname().to_owned(),
-        source: source.to_string(),
-        masked_columns,
-        tables: report.tables,
-        rows: report.rows,
-        bytes: report.bytes,
-        before: before.as_ref().map(|r| r.id.to_string()),
-        after: after.as_ref().map(|r| r.id.to_string()),
+        source: done.source.clone(),
+        masked_columns: done.masked_columns,
+        tables: done.report.tables,
+        rows: done.report.rows,
+        bytes: done.report.bytes,
+        before: done.before.as_ref().map(|r| r.id.to_string()),
+        after: done.after.as_ref().map(|r| r.id.to_string()),
         duration_ms: started.elapsed().as_millis() as u64,
     };
     if ctx.json {
         return output::print_json(&synced);
     }
-    let masked = match masked_columns {
+    let masked = match synced.masked_columns {
         0 => String::new(),
         1 => ", 1 column masked".to_owned(),
         n => format!(", {n} columns masked"),
@@ -211,7 +126,7 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> Result<()> {
         "synced {} from {} (sync #{}{masked}): {} tables, {} rows in {:.1}s",
         synced.database,
         synced.source,
-        number,
+        synced.sync,
         synced.tables,
         synced.rows,
         started.elapsed().as_secs_f64()
@@ -227,10 +142,5 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> Result<()> {
 
 /// One more than the highest sync number any snapshot of `records` carries.
 pub(crate) fn next_sync_number(records: &[SnapshotRecord]) -> u64 {
-    records
-        .iter()
-        .filter_map(|r| r.labels.get("sync")?.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0)
-        + 1
+    phony_engine::sync::next_sync_number(records)
 }

@@ -7,6 +7,10 @@
 //! the work. Each project's snapshots live in an ordinary phony store (`phony --store` opens
 //! it too).
 //!
+//! Around them, automation (docs/server.md, "Automation"): syncs from a source
+//! database with snapshots either side, cron schedules, sprint-end webhooks from Jira and
+//! Linear, retention that runs itself, and a timeline of it all.
+//!
 //! Start one with [`Server::start`] (tests, embedding) or [`serve`] (until SIGTERM), as
 //! `phony serve` does.
 
@@ -17,6 +21,7 @@ mod config;
 mod diff;
 mod docs;
 mod error;
+mod hooks;
 mod idempotency;
 mod jobs;
 mod meta;
@@ -25,11 +30,16 @@ pub mod openapi;
 mod plans;
 mod problem;
 mod projects;
+mod retention;
 mod routes;
+mod scheduler;
+mod schedules;
 mod secrets;
 mod server;
 mod snapshots;
 mod sweep;
+mod syncs;
+mod timeline;
 mod tokens;
 mod usage;
 mod web;

@@ -13,6 +13,11 @@ use crate::{Error, Result};
 /// The migrations, in order: (version, name, SQL).
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        "automation",
+        include_str!("../migrations/0002_automation.sql"),
+    ),
     (3, "web", include_str!("../migrations/0003_web.sql")),
 ];
 

@@ -27,7 +27,9 @@ pub fn document() -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {
-                "bearer": { "type": "http", "scheme": "bearer", "description": "An API token: admin, or scoped to one project" }
+                "bearer": { "type": "http", "scheme": "bearer", "description": "An API token: admin, or scoped to one project" },
+                "jiraSignature": { "type": "apiKey", "in": "header", "name": "X-Hub-Signature", "description": "sha256=<hex HMAC-SHA256 of the raw body under the integration's secret>" },
+                "linearSignature": { "type": "apiKey", "in": "header", "name": "Linear-Signature", "description": "<hex HMAC-SHA256 of the raw body under the integration's secret>; webhookTimestamp within 60 s" }
             },
             "schemas": schemas()
         }
@@ -99,6 +101,9 @@ fn operation(r: &Route) -> Value {
     });
     if r.auth {
         op["security"] = json!([{ "bearer": [] }]);
+    } else if let Some(scheme) = hook_signature(r.path) {
+        // A webhook's signature is its auth.
+        op["security"] = json!([{ scheme: [] }]);
     } else {
         op["security"] = json!([]);
     }
@@ -106,6 +111,17 @@ fn operation(r: &Route) -> Value {
         op["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": reference(body) } } });
     }
     op
+}
+
+/// The security scheme of a webhook route, whose signature is its auth.
+fn hook_signature(path: &str) -> Option<&'static str> {
+    if path.starts_with("/api/v1/hooks/jira/") {
+        Some("jiraSignature")
+    } else if path.starts_with("/api/v1/hooks/linear/") {
+        Some("linearSignature")
+    } else {
+        None
+    }
 }
 
 fn object(required: &[&str], properties: Value) -> Value {
@@ -124,6 +140,101 @@ fn list_of(item: &str) -> Value {
 }
 
 fn schemas() -> Value {
+    let mut all = core_schemas();
+    if let (Value::Object(all), Value::Object(more)) = (&mut all, automation_schemas()) {
+        all.extend(more);
+    }
+    all
+}
+
+/// The schemas of syncs, schedules, webhooks and the timeline.
+fn automation_schemas() -> Value {
+    let time = json!({ "type": "string", "format": "date-time" });
+    let time_or_null = json!({ "type": ["string", "null"], "format": "date-time" });
+    json!({
+        "SyncRequest": object(&[], json!({
+            "before": { "type": "boolean", "description": "A snapshot before (default: as the plan takes it; one it does not take: 403 plan_required)" },
+            "after": { "type": "boolean", "description": "A snapshot after (default: as the plan takes it)" }
+        })),
+        "SyncReport": open_object(&["number"], json!({
+            "number": { "type": "integer" },
+            "source": { "type": "string" },
+            "database": { "type": "string" },
+            "masked_columns": { "type": "integer" },
+            "tables": { "type": "integer" },
+            "rows": { "type": "integer" },
+            "bytes": { "type": "integer" },
+            "before_snapshot_id": { "type": ["string", "null"] },
+            "after_snapshot_id": { "type": ["string", "null"] }
+        })),
+        "Sync": open_object(&["job_id", "status", "created_at"], json!({
+            "number": { "type": ["integer", "null"] },
+            "job_id": { "type": "string" },
+            "status": { "type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"] },
+            "source": { "type": ["string", "null"] },
+            "before_snapshot_id": { "type": ["string", "null"] },
+            "after_snapshot_id": { "type": ["string", "null"] },
+            "error": { "description": "A problem document" },
+            "created_at": time,
+            "finished_at": time_or_null
+        })),
+        "SyncList": list_of("Sync"),
+        "NewSchedule": object(&["cron"], json!({
+            "cron": { "type": "string", "description": "Five fields (0 0 * * FRI) or six with seconds first" },
+            "timezone": { "type": "string", "default": "UTC", "description": "An IANA zone" },
+            "name": { "type": "string", "default": "scheduled-{datetime}", "description": "A name template: {date} {time} {datetime} {year} {month} {day} {week} {weekday}" },
+            "pin": { "type": "boolean", "default": false }
+        })),
+        "Schedule": open_object(&["id", "project_id", "cron", "timezone", "name", "pin", "next_runs"], json!({
+            "id": { "type": "string" },
+            "project_id": { "type": "string" },
+            "cron": { "type": "string" },
+            "timezone": { "type": "string" },
+            "name": { "type": "string" },
+            "pin": { "type": "boolean" },
+            "next_runs": { "type": "array", "items": time },
+            "last_run": time,
+            "created_at": time
+        })),
+        "ScheduleList": list_of("Schedule"),
+        "IntegrationRequest": object(&["secret"], json!({
+            "secret": { "type": "string", "description": "The webhook's signing secret; stored encrypted, never shown again" },
+            "sync_on_sprint_end": { "type": "boolean", "description": "Start a sync after each sprint end's snapshot" }
+        })),
+        "Integration": open_object(&["project_id", "tracker", "sync_on_sprint_end", "hook_url"], json!({
+            "project_id": { "type": "string" },
+            "tracker": { "type": "string", "enum": ["jira", "linear"] },
+            "sync_on_sprint_end": { "type": "boolean" },
+            "hook_url": { "type": "string" },
+            "created_at": time,
+            "updated_at": time
+        })),
+        "HookDelivery": { "type": "object", "description": "The tracker's webhook body, as it sends it" },
+        "HookAnswer": open_object(&["action"], json!({
+            "action": { "type": "string", "enum": ["snapshot", "ignored", "duplicate"] },
+            "reason": { "type": "string" },
+            "snapshot_name": { "type": "string" },
+            "job": reference("Job"),
+            "sync_job": { "oneOf": [reference("Job"), { "type": "null" }] }
+        })),
+        "TimelineItem": open_object(&["at", "kind", "label"], json!({
+            "at": time,
+            "kind": { "type": "string", "enum": ["snapshot", "sync", "restore", "schedule", "sprint"] },
+            "label": { "type": "string", "description": "Sync #1, Before Sync #1, Sprint End #2, a snapshot's name …" },
+            "snapshot_id": { "type": "string" },
+            "job_id": { "type": "string" },
+            "origin": { "type": "string" },
+            "pinned": { "type": "boolean" },
+            "status": { "type": "string", "description": "A job's status" }
+        })),
+        "Timeline": open_object(&["items", "next_cursor"], json!({
+            "items": { "type": "array", "items": reference("TimelineItem") },
+            "next_cursor": { "type": ["string", "null"] }
+        })),
+    })
+}
+
+fn core_schemas() -> Value {
     let time = json!({ "type": "string", "format": "date-time" });
     let time_or_null = json!({ "type": ["string", "null"], "format": "date-time" });
     let labels = json!({ "type": "object", "additionalProperties": { "type": "string" } });
@@ -176,7 +287,10 @@ fn schemas() -> Value {
             "name": { "type": "string" },
             "database_url": { "type": "string" },
             "plan": { "allOf": [plan], "description": "admin tokens only" },
-            "retention_days": { "type": ["integer", "null"], "description": "admin tokens only; BUSINESS" }
+            "retention_days": { "type": ["integer", "null"], "description": "admin tokens only; at most the plan's (BUSINESS: any)" },
+            "keep_last": { "type": ["integer", "null"], "description": "admin tokens only; keep the last N snapshots, at most the plan's count" },
+            "sync_source_url": { "type": ["string", "null"], "description": "The database syncs copy from; its password is encrypted at rest and never returned; null removes it" },
+            "masking_rules": { "type": ["string", "null"], "description": "`schema.table.column rule` a line (null, fixed 'v', hash, email, name, phone); a bad line is 400 invalid_masking_rules" }
         })),
         "Project": open_object(&["id", "name", "plan", "database_url", "created_at"], json!({
             "id": { "type": "string" },
@@ -184,6 +298,9 @@ fn schemas() -> Value {
             "plan": plan,
             "database_url": { "type": "string", "description": "Without its password" },
             "retention_days": { "type": ["integer", "null"] },
+            "keep_last": { "type": ["integer", "null"] },
+            "sync_source": { "type": ["string", "null"], "description": "The sync source's URL without its password" },
+            "masking_rules": { "type": ["string", "null"] },
             "created_at": time,
             "updated_at": time
         })),
@@ -207,7 +324,9 @@ fn schemas() -> Value {
         "NewSnapshot": object(&[], json!({
             "name": { "type": "string", "maxLength": 64 },
             "pin": { "type": "boolean", "default": false },
-            "labels": labels
+            "labels": labels,
+            "origin": { "type": "string", "enum": ["manual", "sync-before", "sync-after"], "description": "Around a sync run by a tool of your own; other origins are the server's (400 invalid_origin)" },
+            "sync_id": { "type": "string", "maxLength": 64, "description": "With origin: the sync's id, kept as the label sync" }
         })),
         "SnapshotPatch": object(&[], json!({
             "name": { "type": ["string", "null"], "description": "null removes the name" },
@@ -260,7 +379,7 @@ fn schemas() -> Value {
         "Job": open_object(&["id", "project_id", "kind", "status", "progress", "created_at"], json!({
             "id": { "type": "string" },
             "project_id": { "type": "string" },
-            "kind": { "type": "string", "enum": ["create", "restore", "export"] },
+            "kind": { "type": "string", "enum": ["create", "restore", "export", "sync"] },
             "status": { "type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"] },
             "params": { "type": "object" },
             "progress": open_object(&[], json!({
@@ -305,6 +424,7 @@ fn schemas() -> Value {
             "export": { "type": "boolean" }
         })),
         "PlanList": list_of("Plan"),
+
         "OpenApi": { "type": "object" }
     })
 }

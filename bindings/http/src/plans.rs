@@ -28,6 +28,7 @@ pub struct Plan {
 pub enum Feature {
     SnapshotDiff,
     Export,
+    ScheduledSnapshots,
 }
 
 impl Feature {
@@ -35,6 +36,7 @@ impl Feature {
         match self {
             Feature::SnapshotDiff => "snapshot diff",
             Feature::Export => "export",
+            Feature::ScheduledSnapshots => "scheduled snapshots",
         }
     }
 }
@@ -57,6 +59,7 @@ impl Plan {
         match feature {
             Feature::SnapshotDiff => self.snapshot_diff,
             Feature::Export => self.export,
+            Feature::ScheduledSnapshots => self.scheduled_snapshots,
         }
     }
 

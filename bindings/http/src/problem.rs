@@ -156,6 +156,13 @@ pub const CODES: &[&str] = &[
     "cancelled",
     "unavailable",
     "internal",
+    "invalid_origin",
+    "invalid_masking_rules",
+    "sync_source_missing",
+    "sync_refused",
+    "invalid_cron",
+    "invalid_time_zone",
+    "malformed_delivery",
 ];
 
 fn known_code(code: &str) -> &'static str {

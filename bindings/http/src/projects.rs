@@ -25,14 +25,23 @@ pub struct Project {
     pub plan: String,
     /// The database's URL without its password.
     pub database_url: String,
-    /// BUSINESS: the retention chosen (null: kept until deleted).
+    /// The retention chosen, within the plan's (null: the plan's; BUSINESS: kept until
+    /// deleted).
     pub retention_days: Option<i32>,
+    /// Keep only the last N snapshots (pinned ones are never removed for it).
+    pub keep_last: Option<i32>,
+    /// The database syncs copy from, without its password.
+    pub sync_source: Option<String>,
+    /// The masking rules applied to a sync's rows.
+    pub masking_rules: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
     #[serde(skip)]
     secret: Vec<u8>,
+    #[serde(skip)]
+    sync_secret: Option<Vec<u8>>,
 }
 
 impl Project {
@@ -43,9 +52,13 @@ impl Project {
             plan: row.get("plan"),
             database_url: row.get("database_display"),
             retention_days: row.get("retention_days"),
+            keep_last: row.get("keep_last"),
+            sync_source: row.get("sync_source_display"),
+            masking_rules: row.get("masking_rules"),
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
             secret: row.get("database_secret"),
+            sync_secret: row.get("sync_source_secret"),
         }
     }
 
@@ -56,6 +69,18 @@ impl Project {
             .open(&self.secret)
             .map_err(|e| Problem::internal("reading the project's database URL", &e))?;
         parse_url(&url)
+    }
+
+    /// The database syncs copy from, with its password, if one is set.
+    pub fn sync_source_target(&self, app: &AppState) -> ApiResult<Option<ConnectionTarget>> {
+        let Some(sealed) = &self.sync_secret else {
+            return Ok(None);
+        };
+        let url = app
+            .key
+            .open(sealed)
+            .map_err(|e| Problem::internal("reading the project's sync source URL", &e))?;
+        parse_url(&url).map(Some)
     }
 }
 
@@ -129,17 +154,42 @@ fn free() -> String {
     "FREE".into()
 }
 
+/// A retention of the project's own must be within the plan's cap (BUSINESS: any).
 fn check_retention(plan: &plans::Plan, days: Option<i32>) -> ApiResult<()> {
-    match days {
-        Some(_) if plan.retention_days.is_some() => Err(Problem::invalid(
+    match (days, plan.retention_days) {
+        (Some(d), _) if d < 1 => Err(Problem::invalid(
+            "invalid_body",
+            "retention_days must be at least 1",
+        )),
+        (Some(d), Some(cap)) if d > cap => Err(Problem::invalid(
             "invalid_body",
             format!(
-                "retention_days is for the custom retention of BUSINESS; the {} plan keeps snapshots {} days",
-                plan.name,
-                plan.retention_days.unwrap_or_default()
+                "retention_days is at most {cap} on the {} plan (it keeps snapshots {cap} days)",
+                plan.name
             ),
+        )
+        .with("plan", plan.name.clone())
+        .with("limit", cap)),
+        _ => Ok(()),
+    }
+}
+
+/// A `keep_last` must be at least 1 and within the plan's count.
+fn check_keep_last(plan: &plans::Plan, keep: Option<i32>) -> ApiResult<()> {
+    match (keep, plan.snapshots_kept) {
+        (Some(k), _) if k < 1 => Err(Problem::invalid(
+            "invalid_body",
+            "keep_last must be at least 1",
         )),
-        Some(d) if d < 1 => Err(Problem::invalid("invalid_body", "retention_days must be at least 1")),
+        (Some(k), Some(cap)) if k > cap => Err(Problem::invalid(
+            "invalid_body",
+            format!(
+                "keep_last is at most {cap} on the {} plan (it keeps {cap} snapshots)",
+                plan.name
+            ),
+        )
+        .with("plan", plan.name.clone())
+        .with("limit", cap)),
         _ => Ok(()),
     }
 }
@@ -217,9 +267,18 @@ pub struct ProjectPatch {
     pub name: Option<String>,
     pub database_url: Option<String>,
     pub plan: Option<String>,
-    /// `null` clears it (kept until deleted).
+    /// `null` clears it (the plan's; BUSINESS: kept until deleted).
     #[serde(default, with = "double_option")]
     pub retention_days: Option<Option<i32>>,
+    /// Keep only the last N snapshots; `null` clears it.
+    #[serde(default, with = "double_option")]
+    pub keep_last: Option<Option<i32>>,
+    /// The database syncs copy from; `null` removes it.
+    #[serde(default, with = "double_option")]
+    pub sync_source_url: Option<Option<String>>,
+    /// Masking rules for syncs (`schema.table.column rule` a line); `null` removes them.
+    #[serde(default, with = "double_option")]
+    pub masking_rules: Option<Option<String>>,
 }
 
 /// `PATCH /api/v1/projects/{id}`: rename, a new database URL (e.g. a rotated password);
@@ -231,7 +290,7 @@ pub async fn update(
     Body(patch): Body<ProjectPatch>,
 ) -> ApiResult<Json<Project>> {
     let project = load(&app, &caller, &id).await?;
-    if patch.plan.is_some() || patch.retention_days.is_some() {
+    if patch.plan.is_some() || patch.retention_days.is_some() || patch.keep_last.is_some() {
         caller.require_admin()?;
     }
     let client = app.pool.get().await?;
@@ -239,12 +298,41 @@ pub async fn update(
         Some(p) => plans::find(crate::snapshots::pg(&client), p).await?,
         None => plans::find(crate::snapshots::pg(&client), &project.plan).await?,
     };
+    // A value of the project's own over a new plan's cap is dropped (the plan's applies).
     let retention = match patch.retention_days {
         Some(days) => days,
-        None if plan.retention_days.is_some() => None,
-        None => project.retention_days,
+        None => project
+            .retention_days
+            .filter(|d| plan.retention_days.is_none_or(|cap| *d <= cap)),
     };
     check_retention(&plan, patch.retention_days.flatten())?;
+    let keep_last = match patch.keep_last {
+        Some(keep) => keep,
+        None => project
+            .keep_last
+            .filter(|k| plan.snapshots_kept.is_none_or(|cap| *k <= cap)),
+    };
+    check_keep_last(&plan, patch.keep_last.flatten())?;
+    let masking_rules = match &patch.masking_rules {
+        Some(Some(text)) => {
+            crate::syncs::check_rules(text)?;
+            Some(text.clone())
+        }
+        Some(None) => None,
+        None => project.masking_rules.clone(),
+    };
+    let (sync_display, sync_secret) = match &patch.sync_source_url {
+        Some(Some(url)) => {
+            let target = parse_url(url)?;
+            let sealed = app
+                .key
+                .seal(url)
+                .map_err(|e| Problem::internal("encrypting the sync source URL", &e))?;
+            (Some(target.to_string()), Some(sealed))
+        }
+        Some(None) => (None, None),
+        None => (project.sync_source.clone(), project.sync_secret.clone()),
+    };
     let name = match &patch.name {
         Some(n) => {
             check_name(n)?;
@@ -266,9 +354,21 @@ pub async fn update(
     let row = client
         .query_opt(
             "UPDATE projects SET name = $2, plan = $3, database_display = $4, database_secret = $5,
-                retention_days = $6, updated_at = now()
+                retention_days = $6, keep_last = $7, masking_rules = $8,
+                sync_source_display = $9, sync_source_secret = $10, updated_at = now()
              WHERE id = $1 RETURNING *",
-            &[&id, &name, &plan.name, &display, &secret, &retention],
+            &[
+                &id,
+                &name,
+                &plan.name,
+                &display,
+                &secret,
+                &retention,
+                &keep_last,
+                &masking_rules,
+                &sync_display,
+                &sync_secret,
+            ],
         )
         .await
         .map_err(|e| {

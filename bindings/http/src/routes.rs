@@ -3,12 +3,15 @@
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, patch, post, MethodRouter};
+use axum::routing::{delete, get, patch, post, put, MethodRouter};
 use axum::Router;
 
 use crate::app::AppState;
 use crate::problem::Problem;
-use crate::{diff, docs, jobs, metrics, openapi, projects, snapshots, tokens, usage};
+use crate::{
+    diff, docs, hooks, jobs, metrics, openapi, projects, schedules, snapshots, syncs, timeline,
+    tokens, usage,
+};
 
 /// A route as the OpenAPI document describes it.
 #[derive(Debug, Clone, Copy)]
@@ -151,6 +154,64 @@ pub fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             "The SQL file of a finished export job",
             auth: true, body: None, query: &[],
             responses: &[(200, "The SQL script", Some("SqlFile"))], jobs::download),
+        route!(post "/api/v1/projects/{id}/syncs", "createSync", "automation",
+            "Refresh the project's database from its sync source, masked, with snapshots either side as the plan takes them (a job)",
+            auth: true, body: Some("SyncRequest"), query: &[WAIT],
+            responses: &[
+                (202, "Queued: the job; Location names it", Some("Job")),
+                (200, "With ?wait=, the sync's report", Some("SyncReport")),
+                (409, "No sync source set (code sync_source_missing)", Some("Problem")),
+            ], syncs::create),
+        route!(get "/api/v1/projects/{id}/syncs", "listSyncs", "automation",
+            "A project's syncs, newest first, with their snapshots",
+            auth: true, body: None,
+            query: &[("limit", "integer", "Syncs listed, 1-500 (default 50)")],
+            responses: &[(200, "The syncs", Some("SyncList"))], syncs::list),
+        route!(post "/api/v1/projects/{id}/schedules", "createSchedule", "automation",
+            "Take snapshots on a cron schedule in a time zone (TEAM, BUSINESS)",
+            auth: true, body: Some("NewSchedule"), query: &[],
+            responses: &[
+                (201, "The schedule with its next five runs", Some("Schedule")),
+                (400, "A cron field that is bad or never fires (invalid_cron), an unknown zone (invalid_time_zone)", Some("Problem")),
+            ], schedules::create),
+        route!(get "/api/v1/projects/{id}/schedules", "listSchedules", "automation",
+            "A project's schedules with their next runs",
+            auth: true, body: None, query: &[],
+            responses: &[(200, "The schedules", Some("ScheduleList"))], schedules::list),
+        route!(delete "/api/v1/schedules/{id}", "deleteSchedule", "automation",
+            "Delete a schedule",
+            auth: true, body: None, query: &[],
+            responses: &[(204, "Deleted", None)], schedules::delete),
+        route!(put "/api/v1/projects/{id}/integrations/{tracker}", "putIntegration", "automation",
+            "Set the signing secret of the project's jira or linear webhook (never shown again)",
+            auth: true, body: Some("IntegrationRequest"), query: &[],
+            responses: &[(200, "The integration, without its secret", Some("Integration"))], hooks::put),
+        route!(post "/api/v1/hooks/jira/{id}", "jiraHook", "automation",
+            "A Jira webhook delivery (X-Hub-Signature: sha256=…); sprint_closed takes a snapshot",
+            auth: false, body: Some("HookDelivery"), query: &[],
+            responses: &[
+                (202, "A sprint end: its snapshot (and sync) queued", Some("HookAnswer")),
+                (200, "Another event, or a re-delivery: nothing done", Some("HookAnswer")),
+                (401, "A bad or missing signature: nothing done (code unauthorized)", Some("Problem")),
+                (400, "Not a Jira webhook body (code malformed_delivery)", Some("Problem")),
+            ], hooks::jira),
+        route!(post "/api/v1/hooks/linear/{id}", "linearHook", "automation",
+            "A Linear webhook delivery (Linear-Signature, webhookTimestamp within 60 s); a completed cycle takes a snapshot",
+            auth: false, body: Some("HookDelivery"), query: &[],
+            responses: &[
+                (202, "A cycle end: its snapshot (and sync) queued", Some("HookAnswer")),
+                (200, "Another event, or a re-delivery: nothing done", Some("HookAnswer")),
+                (401, "A bad or missing signature, a stale timestamp: nothing done (code unauthorized)", Some("Problem")),
+                (400, "Not a Linear webhook body (code malformed_delivery)", Some("Problem")),
+            ], hooks::linear),
+        route!(get "/api/v1/projects/{id}/timeline", "getTimeline", "automation",
+            "Snapshots, syncs, restores, schedule fires and sprint ends, newest first, a page at a time",
+            auth: true, body: None,
+            query: &[
+                ("limit", "integer", "Items per page, 1-1000 (default 50)"),
+                ("cursor", "string", "next_cursor of the previous page"),
+            ],
+            responses: &[(200, "A page", Some("Timeline"))], timeline::timeline),
         route!(post "/api/v1/tokens", "createToken", "tokens",
             "Create a token for a project, or an admin token (admin); its secret is shown this once",
             auth: true, body: Some("NewToken"), query: &[],

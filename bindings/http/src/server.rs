@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 
 use crate::app::App;
 use crate::secrets::{new_token, token_hash, SecretKey};
-use crate::{jobs, meta, routes, sweep, Config, Error, Result};
+use crate::{jobs, meta, routes, scheduler, sweep, Config, Error, Result};
 
 /// A running server.
 #[derive(Debug)]
@@ -53,6 +53,7 @@ impl Server {
             ));
         }
         let sweeper = tokio::spawn(sweep::run(Arc::clone(&app)));
+        let scheduler = tokio::spawn(scheduler::run(Arc::clone(&app)));
         let workers: Vec<_> = (0..config.workers)
             .map(|_| tokio::spawn(jobs::worker(Arc::clone(&app))))
             .collect();
@@ -80,6 +81,7 @@ impl Server {
                 let _ = w.await;
             }
             sweeper.abort();
+            scheduler.abort();
             listener.abort();
             app.pool.close();
             served.map_err(|source| Error::Io {

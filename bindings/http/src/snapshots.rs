@@ -97,6 +97,38 @@ pub struct NewSnapshot {
     pub pin: bool,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// `sync-before` or `sync-after`, for a sync run by a tool of the caller's (absent:
+    /// `manual`); other origins are the server's own.
+    pub origin: Option<String>,
+    /// The external sync's id, kept as the label `sync` (with `origin` only).
+    pub sync_id: Option<String>,
+}
+
+/// The origin a caller may give a snapshot, with its sync id as a label.
+fn external_origin(new: &mut NewSnapshot) -> ApiResult<Option<&'static str>> {
+    let bad = |d: String| Problem::new(StatusCode::BAD_REQUEST, "invalid_origin", d);
+    let origin = match new.origin.as_deref() {
+        None | Some("manual") => None,
+        Some("sync-before") => Some("sync-before"),
+        Some("sync-after") => Some("sync-after"),
+        Some(other) => {
+            return Err(bad(format!(
+                "origin {other:?} is not one a client gives: use sync-before or sync-after (around a sync of your own), or none"
+            )))
+        }
+    };
+    if let Some(id) = &new.sync_id {
+        if origin.is_none() {
+            return Err(bad(
+                "sync_id goes with origin sync-before or sync-after".to_owned()
+            ));
+        }
+        if id.is_empty() || id.chars().count() > 64 {
+            return Err(bad("sync_id has 1-64 characters".to_owned()));
+        }
+        new.labels.insert("sync".to_owned(), id.clone());
+    }
+    Ok(origin)
 }
 
 fn check_labels(labels: &BTreeMap<String, String>) -> ApiResult<()> {
@@ -136,9 +168,10 @@ pub async fn create(
     caller: Caller,
     Path(project_id): Path<String>,
     Query(q): Query<WaitQuery>,
-    Body(new): Body<NewSnapshot>,
+    Body(mut new): Body<NewSnapshot>,
 ) -> ApiResult<Response> {
     let project = projects::load(&app, &caller, &project_id).await?;
+    let origin = external_origin(&mut new)?;
     if let Some(name) = &new.name {
         SnapshotName::from_str(name)
             .map_err(|e| Problem::invalid("invalid_name", e.to_string()))?;
@@ -169,7 +202,8 @@ pub async fn create(
         .await?
         .get(0);
     plan.check_room(counted(&records) + u64::try_from(pending).unwrap_or(0))?;
-    let params = json!({ "name": new.name, "pin": new.pin, "labels": new.labels });
+    let params =
+        json!({ "name": new.name, "pin": new.pin, "labels": new.labels, "origin": origin });
     let job = jobs::enqueue(tx, &project.id, "create", &params).await?;
     owned.commit().await?;
     jobs::answer(&app, job, q.wait, StatusCode::CREATED, snapshot_location).await

@@ -1,21 +1,14 @@
-//! The periodic sweep: jobs of servers that died are marked failed, snapshots past their
-//! plan's retention (and safety snapshots past 24 hours) are deleted, old idempotent
-//! answers are forgotten. One server sweeps at a time (an advisory lock).
+//! The periodic sweep: jobs of servers that died are marked failed, every project's
+//! retention is applied ([`crate::retention`]: its policy within its plan's caps, safety
+//! snapshots past 24 hours), old idempotent answers are forgotten. One server sweeps at a time (an advisory lock).
 
-use std::time::Duration;
-
-use phony_core::Origin;
 use serde_json::Value;
-use time::OffsetDateTime;
 
 use crate::app::AppState;
 use crate::problem::Problem;
 
 /// The advisory lock key of the sweep ('phony-sw').
 const SWEEP_LOCK: i64 = 0x7068_6f6e_792d_7377;
-
-/// How long safety snapshots are kept.
-pub const SAFETY_KEPT: time::Duration = time::Duration::hours(24);
 
 /// Sweeps every `interval` until the server stops.
 pub async fn run(app: AppState) {
@@ -102,51 +95,11 @@ pub async fn mark_orphans(app: &AppState) -> Result<(), Problem> {
     Ok(())
 }
 
-/// Deletes snapshots past their retention, and safety snapshots past 24 hours.
+/// Applies every project's retention (see [`crate::retention`]).
 async fn expire(app: &AppState) -> Result<(), Problem> {
-    let plans = {
-        let client = app.pool.get().await?;
-        crate::plans::all(crate::snapshots::pg(&client)).await?
-    };
-    let now = OffsetDateTime::now_utc();
     for project in crate::projects::all(app).await? {
-        let Some(plan) = plans.iter().find(|p| p.name == project.plan) else {
-            continue;
-        };
-        let retention = plan.retention_days.or(project.retention_days);
-        let engine = app.engine(&project.id).await?;
-        let records = crate::snapshots::records(&engine).await?;
-        let mut deleted = 0;
-        for r in &records {
-            let age = now - r.created_at;
-            let expired = match r.origin {
-                Origin::Safety => age > SAFETY_KEPT,
-                _ => {
-                    retention.is_some_and(|d| age > time::Duration::days(i64::from(d)))
-                        && (!r.pinned || plan.retention_expires_pinned)
-                }
-            };
-            if !expired {
-                continue;
-            }
-            match engine.delete_snapshot(r).await {
-                Ok(()) => {
-                    deleted += 1;
-                    tracing::info!("{}: expired snapshot {}", project.id, r.label());
-                }
-                Err(e) => tracing::warn!("{}: expiring {}: {e}", project.id, r.label()),
-            }
-        }
-        if deleted > 0 {
-            app.forget_listing(&project.id);
-            let notify: phony_engine::lease::Notify =
-                std::sync::Arc::new(|l: &str| tracing::info!("{l}"));
-            if let Err(e) =
-                phony_engine::gc::collect_garbage(engine.store(), Duration::from_secs(5), &notify)
-                    .await
-            {
-                tracing::warn!("{}: collecting garbage: {e}", project.id);
-            }
+        if let Err(e) = crate::retention::apply(app, &project).await {
+            tracing::warn!("{}: applying retention: {}", project.id, e.detail);
         }
     }
     Ok(())

@@ -86,7 +86,7 @@ pub async fn usage(
                 .filter(|r| r.origin == Origin::Safety)
                 .count() as u64,
         },
-        retention_days: plan.retention_days.or(project.retention_days),
+        retention_days: crate::retention::days(&plan, &project),
         retention_expires_pinned: plan.retention_expires_pinned,
         stored_bytes: stats.stored_bytes,
         logical_bytes: stats.logical_bytes,

@@ -33,6 +33,7 @@ pub async fn execute(
         "create" => create(app, &project, &engine, job, cancel, progress).await,
         "restore" => restore(app, &project, &engine, job, cancel, progress).await,
         "export" => export(app, &engine, job, cancel, progress).await,
+        "sync" => crate::syncs::run(app, &project, &engine, job, cancel, progress).await,
         other => Err(Problem::internal(
             "running a job",
             &format!("unknown kind {other}"),
@@ -40,7 +41,7 @@ pub async fn execute(
     }
 }
 
-async fn project(app: &AppState, id: &str) -> ApiResult<Project> {
+pub(crate) async fn project(app: &AppState, id: &str) -> ApiResult<Project> {
     let admin = crate::auth::Caller {
         token_id: String::new(),
         scope: crate::auth::Scope::Admin,
@@ -51,6 +52,10 @@ async fn project(app: &AppState, id: &str) -> ApiResult<Project> {
 fn params<T: for<'de> Deserialize<'de>>(job: &Claimed) -> ApiResult<T> {
     serde_json::from_value(job.params.clone())
         .map_err(|e| Problem::internal("reading the job's parameters", &e))
+}
+
+pub(crate) fn params_of<T: for<'de> Deserialize<'de>>(job: &Claimed) -> ApiResult<T> {
+    params(job)
 }
 
 fn byte_progress(progress: &SharedProgress) -> phony_postgres::Progress {
@@ -87,6 +92,23 @@ pub struct CreateParams {
     pub pin: bool,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// `manual` when absent; `scheduled`, `sprint-end`, `sync-before`, `sync-after`.
+    #[serde(default)]
+    pub origin: Option<String>,
+}
+
+/// Names to try for an automatic snapshot whose name may be taken: the name, then
+/// `name-2`, `name-3` … (shortened to fit).
+fn candidates(base: &str) -> impl Iterator<Item = String> + '_ {
+    (1..=50).map(move |i| {
+        if i == 1 {
+            return base.to_owned();
+        }
+        let suffix = format!("-{i}");
+        let room = phony_core::record::MAX_NAME_CHARS.saturating_sub(suffix.len());
+        let stem: String = base.chars().take(room).collect();
+        format!("{}{suffix}", stem.trim_end_matches('-'))
+    })
 }
 
 /// Takes a snapshot of `target` into `engine`'s store.
@@ -128,22 +150,61 @@ async fn create(
     progress: &SharedProgress,
 ) -> ApiResult<Value> {
     let p: CreateParams = params(job)?;
-    let name = p
-        .name
-        .as_deref()
-        .map(SnapshotName::from_str)
-        .transpose()
-        .map_err(|e| Problem::invalid("invalid_name", e.to_string()))?;
-    let target = project.target(app)?;
-    let create = Create {
-        name,
-        pin: p.pin,
-        origin: Origin::Manual,
-        labels: p.labels,
-        skip_large_objects: false,
+    let origin = match p.origin.as_deref() {
+        Some(o) => Origin::from_str(o)
+            .map_err(|_| Problem::internal("reading the job's parameters", &"origin"))?,
+        None => Origin::Manual,
     };
-    let record = take(engine, &target, create, cancel, progress).await?;
+    let automatic = crate::retention::is_automatic(origin);
+    let target = project.target(app)?;
+    // A scheduled or sprint-end snapshot whose name is taken gets a suffix: it never fails
+    // for its name.
+    let names: Vec<Option<String>> = match (&p.name, origin) {
+        (Some(n), Origin::Scheduled | Origin::SprintEnd) => {
+            let records = crate::snapshots::records(engine).await?;
+            candidates(n)
+                .filter(|c| phony_core::resolve::check_name_free(&records, c).is_ok())
+                .map(Some)
+                .collect()
+        }
+        (name, _) => vec![name.clone()],
+    };
+    let mut taken = None;
+    for (i, name) in names.iter().enumerate() {
+        let name = name
+            .as_deref()
+            .map(SnapshotName::from_str)
+            .transpose()
+            .map_err(|e| Problem::invalid("invalid_name", e.to_string()))?;
+        let create = Create {
+            name,
+            pin: p.pin,
+            origin,
+            labels: p.labels.clone(),
+            skip_large_objects: false,
+        };
+        match take(engine, &target, create, cancel, progress).await {
+            Err(e) if e.code == "name_taken" && i + 1 < names.len() => continue,
+            other => {
+                taken = Some(other?);
+                break;
+            }
+        }
+    }
+    let record = taken.ok_or_else(|| {
+        Problem::conflict(
+            "name_taken",
+            format!(
+                "every name tried from {:?} is taken",
+                p.name.as_deref().unwrap_or_default()
+            ),
+        )
+    })?;
     index(app, &record, &project.id).await;
+    if automatic {
+        app.forget_listing(&project.id);
+        crate::retention::after_automatic(app, project).await;
+    }
     {
         let mut p = lock(progress);
         p.phase = Some("done".into());
@@ -181,13 +242,14 @@ async fn snapshot(engine: &Engine, id: &str) -> ApiResult<SnapshotRecord> {
 }
 
 /// A job's progress, as the engine reports it.
-struct Sink(SharedProgress);
+pub(crate) struct Sink(pub(crate) SharedProgress);
 
 impl ProgressSink for Sink {
     fn step(&self, part: Part, step: Step) {
         let mut p = lock(&self.0);
         let who = match part {
             Part::SafetySnapshot => "safety snapshot: ",
+            Part::SyncSource => "source: ",
             _ => "",
         };
         match step {

@@ -7,11 +7,15 @@ mod integration {
 
     mod auth;
     mod bad_input;
+    mod hooks;
     mod jobs;
     mod openapi;
     mod plans;
     mod projects;
+    mod schedules;
     mod service;
     mod snapshots;
+    mod syncs;
+    mod timeline;
     mod web;
 }

@@ -11,6 +11,7 @@ mod names;
 mod pin;
 mod prune;
 mod restore;
+mod sync;
 
 use phony_core::SnapshotRecord;
 

@@ -108,7 +108,7 @@ async fn projects_are_created_listed_shown_patched_and_deleted_without_their_pas
     h.post(
         "/api/v1/projects",
         &h.admin,
-        json!({ "name": "z", "database_url": db.url(), "plan": "FREE", "retention_days": 3 }),
+        json!({ "name": "z", "database_url": db.url(), "plan": "FREE", "retention_days": 30 }),
     )
     .await
     .problem(422, "invalid_body");

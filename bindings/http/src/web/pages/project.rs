@@ -191,6 +191,8 @@ pub async fn snapshot_now(
             name,
             pin: false,
             labels: BTreeMap::new(),
+            origin: None,
+            sync_id: None,
         }),
     )
     .await

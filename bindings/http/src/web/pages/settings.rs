@@ -211,6 +211,9 @@ pub async fn retention(
             database_url: None,
             plan: None,
             retention_days: Some(days),
+            keep_last: None,
+            sync_source_url: None,
+            masking_rules: None,
         }),
     )
     .await?;
