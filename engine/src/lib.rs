@@ -5,7 +5,8 @@
 //! capture, a name that stays unique under concurrency ([`names`]), record written last,
 //! retention after); lists, shows, deletes, pins and prunes them ([`Engine::prune`]);
 //! restores them ([`Engine::restore`], with the safety snapshot that undoes it); diffs them
-//! ([`Engine::diff`]); verifies and measures the store; and turns change tracking on and off
+//! ([`Engine::diff`]); exports them as SQL to a file, S3 or a writer ([`Engine::export`]);
+//! verifies and measures the store; and turns change tracking on and off
 //! ([`tracking`]). Long operations take [`RunOptions`]: a [`ProgressSink`], a [`Cancel`] and
 //! a notice callback. Errors say their [`ErrorKind`]. The report types whose JSON every
 //! binding returns are in [`report`].
@@ -33,6 +34,7 @@ pub mod create;
 mod delete;
 mod diff;
 mod error;
+pub mod export;
 pub mod gc;
 pub mod lease;
 pub mod list;
@@ -53,6 +55,7 @@ pub use create::{Create, CreateOptions, CreatePhase, Created, TOOL_VERSION};
 pub use delete::Removed;
 pub use diff::{DiffOptions, DiffTo};
 pub use error::{Error, ErrorKind, Result};
+pub use export::{Compression, ExportFormat, ExportOptions, ExportTarget, Exported};
 pub use list::ListFilter;
 pub use live::LiveCapture;
 pub use maintenance::Verified;

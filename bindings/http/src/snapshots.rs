@@ -12,6 +12,7 @@ use axum::Json;
 use phony_core::{Backend as _, Origin, SnapshotName, SnapshotRecord};
 use phony_engine::report::{SnapshotShow, SnapshotView};
 use phony_engine::{Engine, ListFilter};
+use phony_object_store::StoreLocation;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -444,11 +445,16 @@ pub async fn restore(
 #[serde(deny_unknown_fields)]
 pub struct ExportBody {
     pub format: String,
+    /// `s3://bucket/key` (compressed when the key ends in `.zst` or `.gz`); absent: a file
+    /// downloaded from the finished job.
     pub destination: Option<String>,
+    /// Replace an existing object at `destination`.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// `POST /api/v1/snapshots/{id}/export` (BUSINESS): queues an export job; the SQL file is
-/// downloadable from the finished job.
+/// uploaded to `destination` (an S3 object) or downloadable from the finished job.
 pub async fn export(
     State(app): State<AppState>,
     caller: Caller,
@@ -463,19 +469,57 @@ pub async fn export(
     if body.format != "sql" {
         return Err(Problem::invalid("invalid_body", "format must be \"sql\""));
     }
-    if body.destination.is_some() {
-        return Err(Problem::invalid(
-            "invalid_body",
-            "this server does not write exports to a destination yet: omit it and download the file from the finished job",
-        ));
+    if let Some(url) = &body.destination {
+        check_destination(&app, url)?;
     }
-    let params = json!({ "snapshot_id": record.id.to_string(), "format": "sql" });
+    let params = json!({
+        "snapshot_id": record.id.to_string(),
+        "format": "sql",
+        "destination": body.destination,
+        "force": body.force,
+    });
     let job = jobs::enqueue(pg(&client), &project.id, "export", &params).await?;
     drop(client);
     jobs::answer(&app, job, q.wait, StatusCode::OK, |r| {
         r["download"].as_str().map(str::to_owned)
     })
     .await
+}
+
+/// An export destination the server writes to: an S3 object (`s3://bucket/key`) outside
+/// its own stores. A path on the server's disk is refused: a tenant naming the files a
+/// server writes could replace its key file, its stores or anything its user may write
+/// (see docs/server.md).
+fn check_destination(app: &AppState, url: &str) -> ApiResult<()> {
+    let refuse = |detail: String| Problem::invalid("invalid_destination", detail);
+    if !url.starts_with("s3://") {
+        return Err(refuse(
+            "the server exports only to an S3 object (s3://bucket/key), never to a path on its own disk: omit destination and download the file from the finished job".into(),
+        ));
+    }
+    let (bucket, key) = match url.parse::<StoreLocation>() {
+        Ok(StoreLocation::S3 { bucket, prefix }) => (bucket, prefix),
+        Ok(_) => return Err(refuse(format!("{url} is not an s3://bucket/key URL"))),
+        Err(e) => return Err(refuse(e.to_string())),
+    };
+    if key.is_empty() {
+        return Err(refuse(format!(
+            "{url} names no object: write s3://{bucket}/KEY"
+        )));
+    }
+    if let Ok(StoreLocation::S3 {
+        bucket: own,
+        prefix,
+    }) = app.config.store_root.parse::<StoreLocation>()
+    {
+        let inside = prefix.is_empty() || key == prefix || key.starts_with(&format!("{prefix}/"));
+        if own == bucket && inside {
+            return Err(refuse(format!(
+                "{url} is inside the server's own stores: export to another prefix or bucket"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The driver's client behind a pooled one.

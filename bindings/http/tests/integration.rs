@@ -7,6 +7,7 @@ mod integration {
 
     mod auth;
     mod bad_input;
+    mod export;
     mod jobs;
     mod openapi;
     mod plans;
