@@ -35,7 +35,9 @@ pub async fn records(engine: &Engine) -> ApiResult<Vec<SnapshotRecord>> {
 }
 
 /// The snapshot `reference` names, with its project, if the caller may see it. A project
-/// token may name one by id, unique id prefix or name; an admin token by id.
+/// token may name one by id, unique id prefix or name; an admin token by its full id only:
+/// names and prefixes are unique within a project, not across projects, so an admin
+/// request by name is answered 404 with a detail that says how to ask instead.
 pub async fn find(
     app: &AppState,
     caller: &Caller,
@@ -43,6 +45,20 @@ pub async fn find(
 ) -> ApiResult<(Project, Engine, SnapshotRecord)> {
     let candidates: Vec<String> = match &caller.scope {
         Scope::Project(id) => vec![id.clone()],
+        Scope::Admin
+            if reference
+                .to_ascii_lowercase()
+                .parse::<phony_core::SnapshotId>()
+                .is_err() =>
+        {
+            return Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "snapshot not found: an admin token names a snapshot by its full id (snap_ and 12 hex digits), and {reference:?} is not one; names and id prefixes resolve within a project: use the project's token, or find the id with GET /api/v1/projects/{{id}}/snapshots"
+                ),
+            ));
+        }
         Scope::Admin => {
             let client = app.pool.get().await?;
             let indexed = client
