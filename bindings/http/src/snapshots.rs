@@ -78,8 +78,12 @@ pub async fn find(
         }
     };
     for project_id in candidates {
-        let Ok(project) = projects::load(app, caller, &project_id).await else {
-            continue;
+        // A project deleted meanwhile is skipped; the metadata database being away is not
+        // a snapshot that does not exist.
+        let project = match projects::load(app, caller, &project_id).await {
+            Ok(project) => project,
+            Err(p) if p.status == StatusCode::NOT_FOUND => continue,
+            Err(p) => return Err(p),
         };
         let engine = app.engine(&project.id).await?;
         let records = app.listing(&project.id).await?;
