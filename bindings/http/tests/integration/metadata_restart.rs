@@ -1,7 +1,8 @@
 //! The metadata database restarting under load (a throwaway cluster of the test's own,
 //! stopped and started again): requests during the restart answer 503 `unavailable` at
 //! once, never hang or drop the connection; afterwards they succeed again, and jobs run,
-//! without restarting phony-server.
+//! without restarting phony-server. A restart frees every server's advisory lock for a
+//! moment: another server's sweep does not take that for a death.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -149,4 +150,48 @@ async fn requests_during_a_metadata_restart_fail_cleanly_and_then_succeed() {
         .await;
     assert_eq!(list.ok(200)["items"].as_array().unwrap().len(), 2);
     h.stop().await;
+}
+
+/// A restart of the metadata database frees every server's lock until its listener takes
+/// it again: a lock found free is checked again `sweep::DEAD_AFTER` (3 s) later before
+/// that server's running jobs are marked failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_free_for_a_moment_is_not_a_dead_server() {
+    let h = start_with(|c| c.sweep_interval = Duration::from_millis(200)).await;
+    let p = h.project("FREE", 1).await;
+    let meta = h.meta.client().await;
+    meta.execute(
+        "INSERT INTO jobs (id, project_id, kind, status, params, server_id, started_at, runs)
+         VALUES ('job_away00000000', $1, 'restore', 'running', '{}', 4343, now(), 1)",
+        &[&p.id],
+    )
+    .await
+    .unwrap();
+    // The sweep finds the lock free; the "server" takes it again a moment later, as a
+    // listener does after a restart.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let listener = h.meta.client().await;
+    listener
+        .execute("SELECT pg_advisory_lock(4343)", &[])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let job = h.get("/api/v1/jobs/job_away00000000", &p.token).await;
+    assert_eq!(job.ok(200)["status"], "running", "{}", job.text);
+    // Gone for good: marked failed.
+    drop(listener);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let job = h.get("/api/v1/jobs/job_away00000000", &p.token).await;
+        if job.ok(200)["status"] == "failed" {
+            assert_eq!(job.body["error"]["code"], "server_stopped");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never marked failed: {}",
+            job.text
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
