@@ -145,6 +145,27 @@ pub enum Error {
     #[error("this prune would remove {}, the undo of the last restore included", removing_what(*removing))]
     ConfirmationRequired { removing: usize },
 
+    /// An export's destination exists and replacing it was not asked for.
+    #[error("{target} exists")]
+    ExportExists { target: String },
+
+    /// Producing an export's script (reading the store) failed.
+    #[error("exporting snapshot {id}")]
+    Exporting {
+        id: phony_core::SnapshotId,
+        #[source]
+        source: Box<phony_postgres::Error>,
+    },
+
+    /// Writing an export to its destination failed; nothing is left under its name
+    /// (a file or an S3 object).
+    #[error("writing the export to {target}")]
+    ExportWriting {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// Stopped by its [`crate::Cancel`] before it changed anything.
     #[error("cancelled, nothing changed")]
     Cancelled,
@@ -249,11 +270,19 @@ impl Error {
             | Error::Postgres(source) => postgres_kind(source),
             Error::Restore { source, .. }
             | Error::Tracking { source, .. }
-            | Error::SyncLoad { source, .. } => postgres_kind(source),
+            | Error::SyncLoad { source, .. }
+            | Error::Exporting { source, .. } => postgres_kind(source),
             Error::SyncSource { source, .. } => postgres_kind(source),
             Error::SyncRefused { .. } => ErrorKind::Invalid,
             Error::SyncAfter { source } => source.kind(),
             Error::OtherDatabase { .. } => ErrorKind::OtherDatabase,
+            Error::ExportExists { .. } => ErrorKind::ConfirmationRequired,
+            Error::ExportWriting { source, .. }
+                if source.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                ErrorKind::StorageFull
+            }
+            Error::ExportWriting { .. } => ErrorKind::Other,
             Error::SafetySnapshot { source }
             | Error::Retention { source, .. }
             | Error::Deleting { source, .. } => source.kind(),

@@ -6,7 +6,8 @@
 //! retention after); lists, shows, deletes, pins and prunes them ([`Engine::prune`]);
 //! restores them ([`Engine::restore`], with the safety snapshot that undoes it); syncs a
 //! database from another ([`Engine::sync`], masked, with snapshots either side); diffs them
-//! ([`Engine::diff`]); verifies and measures the store; and turns change tracking on and off
+//! ([`Engine::diff`]); exports them as SQL to a file, S3 or a writer ([`Engine::export`]);
+//! verifies and measures the store; and turns change tracking on and off
 //! ([`tracking`]). Long operations take [`RunOptions`]: a [`ProgressSink`], a [`Cancel`] and
 //! a notice callback. Errors say their [`ErrorKind`]. The report types whose JSON every
 //! binding returns are in [`report`].
@@ -34,6 +35,7 @@ pub mod create;
 mod delete;
 mod diff;
 mod error;
+pub mod export;
 pub mod gc;
 pub mod lease;
 pub mod list;
@@ -55,6 +57,7 @@ pub use create::{Create, CreateOptions, CreatePhase, Created, TOOL_VERSION};
 pub use delete::Removed;
 pub use diff::{DiffOptions, DiffTo};
 pub use error::{Error, ErrorKind, Result};
+pub use export::{Compression, ExportFormat, ExportOptions, ExportTarget, Exported};
 pub use list::ListFilter;
 pub use live::LiveCapture;
 pub use maintenance::Verified;

@@ -24,6 +24,8 @@ pub enum Part {
     LiveCapture,
     /// A sync's source being read into the store.
     SyncSource,
+    /// A snapshot written out as a script.
+    Export,
 }
 
 /// A step an operation reached.
@@ -36,6 +38,8 @@ pub enum Step {
     Restoring { tables: u64, rows: u64, bytes: u64 },
     /// A restore reached a step of its own (loading, indexes, sequences).
     Restore(phony_postgres::Phase),
+    /// An export began; the snapshot holds this much.
+    Exporting { tables: u64, rows: u64, bytes: u64 },
 }
 
 /// Where an operation reports its progress: a command line draws bars, a service updates

@@ -123,7 +123,9 @@ pub fn code(e: &anyhow::Error) -> &'static str {
                 E::NotAStore { .. } | E::ForeignObjects { .. } => "usage",
                 E::Cancelled => "cancelled",
                 E::Capture { source: e, .. } | E::Reading { source: e, .. } => postgres_code(e),
-                E::Restore { source: e, .. } | E::Tracking { source: e, .. } => postgres_code(e),
+                E::Restore { source: e, .. }
+                | E::Tracking { source: e, .. }
+                | E::Exporting { source: e, .. } => postgres_code(e),
                 E::Store(e)
                 | E::Storage { source: e, .. }
                 | E::Rewriting { source: e, .. }
@@ -231,6 +233,7 @@ fn hint(e: &anyhow::Error) -> Option<String> {
                 }
                 E::Pinned { .. } => Some("unpin it or pass --force to delete it anyway".to_owned()),
                 E::DamagedRecord { .. } => Some("pass --force to delete it".to_owned()),
+                E::ExportExists { .. } => Some("pass --force to replace it".to_owned()),
                 E::NoPolicy => Some(
                     "pass --keep-last N and/or --expire-after DURATION, or give the store one with `phony store config --keep-last N --expire-after DURATION`"
                         .to_owned(),

@@ -28,16 +28,27 @@ pub struct App {
     /// Becomes true when the server is asked to stop.
     pub stopping: watch::Receiver<bool>,
     pub metrics: Metrics,
+    /// Tokens checked lately (see [`crate::auth::TOKEN_FRESH`]).
+    pub tokens: crate::auth::TokenCache,
     engines: Mutex<HashMap<String, Engine>>,
-    listings: Mutex<HashMap<String, Listing>>,
+    listings: Mutex<HashMap<String, Arc<Listing>>>,
 }
 
-/// A project's records as last read from its store, shared by concurrent readers.
-type Listing = Arc<tokio::sync::Mutex<Option<(Instant, Arc<Vec<SnapshotRecord>>)>>>;
+/// A project's records as last read from its store, shared by concurrent readers, and
+/// the lock its one refresh at a time holds.
+#[derive(Debug, Default)]
+struct Listing {
+    read: Mutex<Option<(Instant, Arc<Vec<SnapshotRecord>>)>>,
+    refresh: tokio::sync::Mutex<()>,
+}
 
 /// How long a listing read from a store serves requests: writes through this server
 /// refresh it at once; others' writes (another server, the CLI) show within this time.
 pub const LISTING_FRESH: Duration = Duration::from_secs(1);
+
+/// How long an older listing still answers while another request refreshes it (instead
+/// of every request waiting for the store at once).
+pub const LISTING_STALE: Duration = Duration::from_secs(10);
 
 pub type AppState = Arc<App>;
 
@@ -56,6 +67,7 @@ impl App {
             wake: Arc::new(tokio::sync::Notify::new()),
             stopping,
             metrics: Metrics::default(),
+            tokens: crate::auth::TokenCache::default(),
             engines: Mutex::new(HashMap::new()),
             listings: Mutex::new(HashMap::new()),
         }
@@ -99,24 +111,39 @@ impl App {
     pub fn forget_engine(&self, project_id: &str) {
         self.lock_engines().remove(project_id);
         self.forget_listing(project_id);
+        self.tokens.forget_project(project_id);
     }
 
     /// Project `id`'s records, newest first: read from its store at most once per
-    /// [`LISTING_FRESH`] however many requests ask at once.
+    /// [`LISTING_FRESH`] however many requests ask at once. While one request reads it
+    /// again, the others are answered from the listing before (at most [`LISTING_STALE`]
+    /// old) rather than all waiting for the store.
     pub async fn listing(&self, project_id: &str) -> ApiResult<Arc<Vec<SnapshotRecord>>> {
         let slot = {
             let mut map = self.listings.lock().unwrap_or_else(|e| e.into_inner());
             Arc::clone(map.entry(project_id.to_owned()).or_default())
         };
-        let mut held = slot.lock().await;
-        if let Some((at, records)) = held.as_ref() {
-            if at.elapsed() < LISTING_FRESH {
-                return Ok(Arc::clone(records));
-            }
+        let last = || slot.read.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let fresh = |max: Duration| last().filter(|(at, _)| at.elapsed() < max);
+        if let Some((_, records)) = fresh(LISTING_FRESH) {
+            return Ok(records);
+        }
+        let refreshing = match slot.refresh.try_lock() {
+            Ok(held) => held,
+            Err(_) => match fresh(LISTING_STALE) {
+                Some((_, records)) => return Ok(records),
+                None => slot.refresh.lock().await,
+            },
+        };
+        // Another request may have refreshed it while this one waited.
+        if let Some((_, records)) = fresh(LISTING_FRESH) {
+            return Ok(records);
         }
         let engine = self.engine(project_id).await?;
         let records = Arc::new(crate::snapshots::records(&engine).await?);
-        *held = Some((Instant::now(), Arc::clone(&records)));
+        *slot.read.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), Arc::clone(&records)));
+        drop(refreshing);
         Ok(records)
     }
 

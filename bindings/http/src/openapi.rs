@@ -366,15 +366,19 @@ fn core_schemas() -> Value {
         })),
         "ExportRequest": object(&["format"], json!({
             "format": { "type": "string", "enum": ["sql"] },
-            "destination": { "type": "string", "description": "Not supported yet: download the file from the finished job" }
+            "destination": { "type": "string", "description": "An S3 object, s3://bucket/key (compressed when the key ends in .zst or .gz; the server's AWS credentials); absent: download the file from the finished job. Paths on the server are refused (422 invalid_destination)" },
+            "force": { "type": "boolean", "description": "Replace an existing object at destination (otherwise the job fails with 409 destination_exists)" }
         })),
-        "ExportReport": open_object(&["format", "download"], json!({
+        "ExportReport": open_object(&["format"], json!({
             "format": { "type": "string" },
             "snapshot_id": { "type": "string" },
             "tables": { "type": "integer" },
             "rows": { "type": "integer" },
-            "bytes": { "type": "integer" },
-            "download": { "type": "string" }
+            "sequences": { "type": "integer" },
+            "bytes": { "type": "integer", "description": "Bytes of SQL, before compression" },
+            "written_bytes": { "type": "integer", "description": "Bytes written (after compression)" },
+            "download": { "type": "string", "description": "Without a destination: where to download the file" },
+            "destination": { "type": "string", "description": "With a destination: the object written" }
         })),
         "Job": open_object(&["id", "project_id", "kind", "status", "progress", "created_at"], json!({
             "id": { "type": "string" },

@@ -134,7 +134,7 @@ pub fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             ],
             responses: &[(200, "The CLI's diff --json document", Some("Diff"))], diff::diff),
         route!(post "/api/v1/snapshots/{id}/export", "exportSnapshot", "snapshots",
-            "Export a snapshot as SQL (BUSINESS; a job; download the file from the finished job)",
+            "Export a snapshot as SQL (BUSINESS; a job): to an S3 object, or a file downloaded from the finished job",
             auth: true, body: Some("ExportRequest"), query: &[WAIT],
             responses: &[
                 (202, "Queued: the job; Location names it", Some("Job")),

@@ -12,6 +12,7 @@ use axum::Json;
 use phony_core::{Backend as _, Origin, SnapshotName, SnapshotRecord};
 use phony_engine::report::{SnapshotShow, SnapshotView};
 use phony_engine::{Engine, ListFilter};
+use phony_object_store::StoreLocation;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -34,7 +35,9 @@ pub async fn records(engine: &Engine) -> ApiResult<Vec<SnapshotRecord>> {
 }
 
 /// The snapshot `reference` names, with its project, if the caller may see it. A project
-/// token may name one by id, unique id prefix or name; an admin token by id.
+/// token may name one by id, unique id prefix or name; an admin token by its full id only:
+/// names and prefixes are unique within a project, not across projects, so an admin
+/// request by name is answered 404 with a detail that says how to ask instead.
 pub async fn find(
     app: &AppState,
     caller: &Caller,
@@ -42,6 +45,20 @@ pub async fn find(
 ) -> ApiResult<(Project, Engine, SnapshotRecord)> {
     let candidates: Vec<String> = match &caller.scope {
         Scope::Project(id) => vec![id.clone()],
+        Scope::Admin
+            if reference
+                .to_ascii_lowercase()
+                .parse::<phony_core::SnapshotId>()
+                .is_err() =>
+        {
+            return Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "snapshot not found: an admin token names a snapshot by its full id (snap_ and 12 hex digits), and {reference:?} is not one; names and id prefixes resolve within a project: use the project's token, or find the id with GET /api/v1/projects/{{id}}/snapshots"
+                ),
+            ));
+        }
         Scope::Admin => {
             let client = app.pool.get().await?;
             let indexed = client
@@ -61,8 +78,12 @@ pub async fn find(
         }
     };
     for project_id in candidates {
-        let Ok(project) = projects::load(app, caller, &project_id).await else {
-            continue;
+        // A project deleted meanwhile is skipped; the metadata database being away is not
+        // a snapshot that does not exist.
+        let project = match projects::load(app, caller, &project_id).await {
+            Ok(project) => project,
+            Err(p) if p.status == StatusCode::NOT_FOUND => continue,
+            Err(p) => return Err(p),
         };
         let engine = app.engine(&project.id).await?;
         let records = app.listing(&project.id).await?;
@@ -235,7 +256,13 @@ pub async fn list(
     Path(project_id): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
-    let project = projects::load(&app, &caller, &project_id).await?;
+    // A project's own token proves the project exists (its tokens go with it), as of the
+    // token's check (`auth::TOKEN_FRESH`): the listing, the hot path, needs no query of
+    // its own then. Others load the project (404 for one they may not see).
+    let project_id = match &caller.scope {
+        Scope::Project(own) if *own == project_id => project_id,
+        _ => projects::load(&app, &caller, &project_id).await?.id,
+    };
     let bad = |d: &str| Problem::new(StatusCode::BAD_REQUEST, "invalid_query", d.to_owned());
     let origin = q
         .origin
@@ -261,7 +288,7 @@ pub async fn list(
         }
         None => None,
     };
-    let records = app.listing(&project.id).await?;
+    let records = app.listing(&project_id).await?;
     let kept: Vec<&SnapshotRecord> = records
         .iter()
         .filter(|r| origin.is_none_or(|o| r.origin == o))
@@ -478,11 +505,16 @@ pub async fn restore(
 #[serde(deny_unknown_fields)]
 pub struct ExportBody {
     pub format: String,
+    /// `s3://bucket/key` (compressed when the key ends in `.zst` or `.gz`); absent: a file
+    /// downloaded from the finished job.
     pub destination: Option<String>,
+    /// Replace an existing object at `destination`.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// `POST /api/v1/snapshots/{id}/export` (BUSINESS): queues an export job; the SQL file is
-/// downloadable from the finished job.
+/// uploaded to `destination` (an S3 object) or downloadable from the finished job.
 pub async fn export(
     State(app): State<AppState>,
     caller: Caller,
@@ -497,19 +529,57 @@ pub async fn export(
     if body.format != "sql" {
         return Err(Problem::invalid("invalid_body", "format must be \"sql\""));
     }
-    if body.destination.is_some() {
-        return Err(Problem::invalid(
-            "invalid_body",
-            "this server does not write exports to a destination yet: omit it and download the file from the finished job",
-        ));
+    if let Some(url) = &body.destination {
+        check_destination(&app, url)?;
     }
-    let params = json!({ "snapshot_id": record.id.to_string(), "format": "sql" });
+    let params = json!({
+        "snapshot_id": record.id.to_string(),
+        "format": "sql",
+        "destination": body.destination,
+        "force": body.force,
+    });
     let job = jobs::enqueue(pg(&client), &project.id, "export", &params).await?;
     drop(client);
     jobs::answer(&app, job, q.wait, StatusCode::OK, |r| {
         r["download"].as_str().map(str::to_owned)
     })
     .await
+}
+
+/// An export destination the server writes to: an S3 object (`s3://bucket/key`) outside
+/// its own stores. A path on the server's disk is refused: a tenant naming the files a
+/// server writes could replace its key file, its stores or anything its user may write
+/// (see docs/server.md).
+fn check_destination(app: &AppState, url: &str) -> ApiResult<()> {
+    let refuse = |detail: String| Problem::invalid("invalid_destination", detail);
+    if !url.starts_with("s3://") {
+        return Err(refuse(
+            "the server exports only to an S3 object (s3://bucket/key), never to a path on its own disk: omit destination and download the file from the finished job".into(),
+        ));
+    }
+    let (bucket, key) = match url.parse::<StoreLocation>() {
+        Ok(StoreLocation::S3 { bucket, prefix }) => (bucket, prefix),
+        Ok(_) => return Err(refuse(format!("{url} is not an s3://bucket/key URL"))),
+        Err(e) => return Err(refuse(e.to_string())),
+    };
+    if key.is_empty() {
+        return Err(refuse(format!(
+            "{url} names no object: write s3://{bucket}/KEY"
+        )));
+    }
+    if let Ok(StoreLocation::S3 {
+        bucket: own,
+        prefix,
+    }) = app.config.store_root.parse::<StoreLocation>()
+    {
+        let inside = prefix.is_empty() || key == prefix || key.starts_with(&format!("{prefix}/"));
+        if own == bucket && inside {
+            return Err(refuse(format!(
+                "{url} is inside the server's own stores: export to another prefix or bucket"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The driver's client behind a pooled one.

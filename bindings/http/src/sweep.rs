@@ -1,6 +1,9 @@
 //! The periodic sweep: jobs of servers that died are marked failed, every project's
 //! retention is applied ([`crate::retention`]: its policy within its plan's caps, safety
-//! snapshots past 24 hours), old idempotent answers are forgotten. One server sweeps at a time (an advisory lock).
+//! snapshots past 24 hours), old idempotent answers are forgotten. One server sweeps at a
+//! time (an advisory lock).
+
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -51,27 +54,53 @@ pub async fn sweep(app: &AppState) -> Result<(), Problem> {
     result
 }
 
-/// Marks failed the running jobs of servers whose advisory lock is free (they died).
+/// How long a server's lock must stay free before its running jobs are marked failed: a
+/// restart of the metadata database frees every lock until each server's listener
+/// reconnects and takes its own again (it retries every second).
+pub const DEAD_AFTER: Duration = Duration::from_secs(3);
+
+/// Whether server `id`'s advisory lock is free (its session is gone).
+async fn lock_free(client: &tokio_postgres::Client, id: i64) -> Result<bool, Problem> {
+    let free: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&id])
+        .await?
+        .get(0);
+    if free {
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&id])
+            .await?;
+    }
+    Ok(free)
+}
+
+/// Marks failed the running jobs of servers whose advisory lock is free, and still free
+/// [`DEAD_AFTER`] later (they died).
 pub async fn mark_orphans(app: &AppState) -> Result<(), Problem> {
+    let mut gone = Vec::new();
+    {
+        let client = app.pool.get().await?;
+        let servers = client
+            .query(
+                "SELECT DISTINCT server_id FROM jobs WHERE status = 'running' AND server_id <> $1",
+                &[&app.server_id],
+            )
+            .await?;
+        for row in servers {
+            let server: i64 = row.get(0);
+            if lock_free(&client, server).await? {
+                gone.push(server);
+            }
+        }
+    }
+    if gone.is_empty() {
+        return Ok(());
+    }
+    tokio::time::sleep(DEAD_AFTER).await;
     let client = app.pool.get().await?;
-    let servers = client
-        .query(
-            "SELECT DISTINCT server_id FROM jobs WHERE status = 'running' AND server_id <> $1",
-            &[&app.server_id],
-        )
-        .await?;
-    for row in servers {
-        let server: i64 = row.get(0);
-        let free: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&server])
-            .await?
-            .get(0);
-        if !free {
+    for server in gone {
+        if !lock_free(&client, server).await? {
             continue;
         }
-        client
-            .execute("SELECT pg_advisory_unlock($1)", &[&server])
-            .await?;
         let error: Value = Problem::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "server_stopped",

@@ -113,7 +113,8 @@ pub async fn list(State(app): State<AppState>, caller: Caller) -> ApiResult<Json
     }))
 }
 
-/// `DELETE /api/v1/tokens/{id}` (admin): revokes it; it answers 401 from then on. The last
+/// `DELETE /api/v1/tokens/{id}` (admin): revokes it; it answers 401 from then on (on
+/// other servers sharing the metadata database, within `auth::TOKEN_FRESH`). The last
 /// admin token is kept (409), so that the server stays manageable.
 pub async fn revoke(
     State(app): State<AppState>,
@@ -154,5 +155,7 @@ pub async fn revoke(
     tx.execute("UPDATE tokens SET revoked_at = now() WHERE id = $1", &[&id])
         .await?;
     tx.commit().await?;
+    // At once here; other servers within `auth::TOKEN_FRESH`.
+    app.tokens.forget_token(&id);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,16 +4,14 @@ use std::collections::BTreeMap;
 use std::str::FromStr as _;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use phony_core::{Origin, SnapshotName, SnapshotRecord};
 use phony_engine::report::{RestoreView, SnapshotView};
 use phony_engine::{
-    Cancel, Create, CreateOptions, CreatePhase, Engine, Part, ProgressSink, RestoreRequest,
-    RunOptions, Step,
+    Cancel, Compression, Create, CreateOptions, CreatePhase, Engine, ExportOptions, ExportTarget,
+    Part, ProgressSink, RestoreRequest, RunOptions, Step,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt as _;
 
 use crate::app::AppState;
 use crate::jobs::{lock, Claimed, SharedProgress};
@@ -230,17 +228,6 @@ pub struct RestoreParams {
     pub secret: Option<String>,
 }
 
-async fn snapshot(engine: &Engine, id: &str) -> ApiResult<SnapshotRecord> {
-    let records = engine
-        .list(&phony_engine::ListFilter::default())
-        .await
-        .map_err(|e| problem::engine(e, "reading the snapshot records"))?;
-    records
-        .into_iter()
-        .find(|r| r.id.to_string() == id)
-        .ok_or_else(|| Problem::not_found("snapshot"))
-}
-
 /// A job's progress, as the engine reports it.
 pub(crate) struct Sink(pub(crate) SharedProgress);
 
@@ -259,6 +246,11 @@ impl ProgressSink for Sink {
                 p.phase = Some("restoring".into());
             }
             Step::Restore(phase) => p.phase = Some(phase.describe().to_owned()),
+            Step::Exporting { tables, rows, .. } => {
+                p.tables = tables;
+                p.rows = rows;
+                p.phase = Some("exporting".into());
+            }
             Step::Create(CreatePhase::Locking) => p.phase = Some(format!("{who}locking")),
             Step::Create(CreatePhase::Capturing) => p.phase = Some(format!("{who}capturing")),
             _ => p.phase = Some(format!("{who}recording")),
@@ -332,6 +324,10 @@ async fn restore(
 #[derive(Debug, Deserialize)]
 pub struct ExportParams {
     pub snapshot_id: String,
+    /// `s3://bucket/key`; absent: a file on this server, downloaded from the job.
+    pub destination: Option<String>,
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// Where a finished export's file is kept.
@@ -350,68 +346,75 @@ async fn export(
     progress: &SharedProgress,
 ) -> ApiResult<Value> {
     let p: ExportParams = params(job)?;
-    let record = snapshot(engine, &p.snapshot_id).await?;
-    let root = engine
-        .store()
-        .root(&record.root)
+    let (target, compression) = match &p.destination {
+        Some(url) => (ExportTarget::S3(url.clone()), Compression::by_name(url)),
+        None => {
+            let path = export_path(app, &job.id);
+            if let Some(dir) = path.parent() {
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|e| Problem::internal("creating the exports directory", &e))?;
+            }
+            (ExportTarget::File(path), Compression::None)
+        }
+    };
+    let opts = ExportOptions {
+        compression,
+        // The server's own file is new for each job; a destination only when asked.
+        force: p.force || p.destination.is_none(),
+        ..ExportOptions::default()
+    };
+    let run = RunOptions {
+        progress: Some(Arc::new(Sink(Arc::clone(progress)))),
+        cancel: Some(cancel.clone()),
+        notify: Some(Arc::new(|line: &str| tracing::info!("{line}"))),
+        ..RunOptions::default()
+    };
+    let exported = engine
+        .export(&p.snapshot_id, target, opts, run)
         .await
-        .map_err(|e| problem::engine(e.into(), "reading the snapshot"))?;
-    let path = export_path(app, &job.id);
-    let partial = path.with_extension("sql.partial");
-    let io = |e: std::io::Error| Problem::internal("writing the export", &e);
-    if let Some(dir) = path.parent() {
-        tokio::fs::create_dir_all(dir).await.map_err(io)?;
-    }
-    let mut file = tokio::fs::File::create(&partial).await.map_err(io)?;
-    set_phase(progress, "exporting");
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-    let store = Arc::clone(engine.store());
-    let writer = async {
-        while let Some(piece) = rx.recv().await {
-            file.write_all(&piece).await?;
-            lock(progress).bytes += piece.len() as u64;
-        }
-        file.flush().await?;
-        file.sync_all().await
-    };
-    let producer = async move {
-        let report = phony_postgres::export::export_sql(&store, &record, &root, &tx).await;
-        drop(tx);
-        report
-    };
-    let both = async { tokio::join!(producer, writer) };
-    let (report, written) = tokio::select! {
-        biased;
-        () = cancel.cancelled() => {
-            let _ = tokio::fs::remove_file(&partial).await;
-            return Err(Problem::conflict("cancelled", "the export was cancelled"));
-        }
-        both = both => both,
-    };
-    let report =
-        report.map_err(|e| Problem::internal("exporting the snapshot", &problem::chain(&e)));
-    if let Err(e) = written
-        .map_err(io)
-        .and(report.as_ref().map(|_| ()).map_err(Clone::clone))
-    {
-        let _ = tokio::fs::remove_file(&partial).await;
-        return Err(e);
-    }
-    let report = report?;
-    tokio::fs::rename(&partial, &path).await.map_err(io)?;
+        .map_err(|e| export_problem(e, p.destination.as_deref()))?;
+    let report = &exported.report;
     {
         let mut pr = lock(progress);
         pr.phase = Some("done".into());
         pr.tables = report.tables;
         pr.rows = report.rows;
     }
-    Ok(json!({
+    let mut result = json!({
         "format": "sql",
         "snapshot_id": p.snapshot_id,
         "tables": report.tables,
         "rows": report.rows,
         "sequences": report.sequences,
         "bytes": report.bytes,
-        "download": format!("/api/v1/jobs/{}/download", job.id),
-    }))
+        "written_bytes": exported.written,
+    });
+    match &p.destination {
+        Some(url) => result["destination"] = json!(url),
+        None => result["download"] = json!(format!("/api/v1/jobs/{}/download", job.id)),
+    }
+    Ok(result)
+}
+
+/// An export's failure as its answer: a destination that exists is 409
+/// `destination_exists`; one that cannot be written 502 `destination_failed` (the cause,
+/// which names no secret, in the detail).
+fn export_problem(e: phony_engine::Error, destination: Option<&str>) -> Problem {
+    use phony_engine::Error as E;
+    match (&e, destination) {
+        (E::ExportExists { target }, _) => Problem::conflict(
+            "destination_exists",
+            format!("{target} exists: send \"force\": true to replace it"),
+        ),
+        (E::ExportWriting { .. }, Some(_)) => Problem::new(
+            axum::http::StatusCode::BAD_GATEWAY,
+            "destination_failed",
+            problem::chain(&e),
+        ),
+        (E::Store(phony_core::Error::Invalid(_)), Some(_)) => {
+            Problem::invalid("invalid_destination", problem::chain(&e))
+        }
+        _ => problem::engine(e, "exporting the snapshot"),
+    }
 }

@@ -3,12 +3,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod integration {
+    pub mod cluster;
     pub mod support;
 
     mod auth;
     mod bad_input;
+    mod export;
     mod hooks;
     mod jobs;
+    mod metadata_restart;
     mod openapi;
     mod plans;
     mod projects;

@@ -118,3 +118,58 @@ async fn every_token_sees_exactly_what_it_should() {
     let s = h.get(&format!("/api/v1/snapshots/{snap}"), &a.token).await;
     assert_eq!(s.ok(200)["pinned"], false);
 }
+
+/// Tokens are trusted for a few seconds once checked (`auth::TOKEN_FRESH`): a revocation
+/// through this server holds at once, one through another server within that window, and
+/// a deleted project's tokens stop at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_token_is_refused_at_once_here_and_within_seconds_elsewhere() {
+    let h = start().await;
+    let p = h.project("FREE", 2).await;
+    let other = h.another(|c| c.workers = 0).await;
+    let there = other.url();
+    let t = h
+        .post("/api/v1/tokens", &h.admin, json!({ "project_id": p.id }))
+        .await;
+    let token = t.ok(201)["token"].as_str().unwrap().to_owned();
+    let id = t.body["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/projects/{}", p.id);
+    let at = |base: &str| {
+        let (http, base, path, token) =
+            (h.http.clone(), base.to_owned(), path.clone(), token.clone());
+        async move {
+            super::support::call_at(&http, &base, Method::GET, &path, Some(&token), None).await
+        }
+    };
+    // Checked once on each server: trusted from then on.
+    at(&h.base).await.ok(200);
+    at(&there).await.ok(200);
+
+    h.delete(&format!("/api/v1/tokens/{id}"), &h.admin)
+        .await
+        .ok(204);
+    at(&h.base).await.problem(401, "unauthorized");
+    let revoked = std::time::Instant::now();
+    loop {
+        let a = at(&there).await;
+        if a.status == 401 {
+            break;
+        }
+        a.ok(200);
+        assert!(
+            revoked.elapsed() < std::time::Duration::from_secs(7),
+            "the other server still trusts a token revoked {:?} ago",
+            revoked.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // A deleted project's tokens stop at once on the server that deleted it.
+    at(&h.base).await;
+    let q = h.project("FREE", 2).await;
+    let qpath = format!("/api/v1/projects/{}", q.id);
+    h.get(&qpath, &q.token).await.ok(200);
+    h.delete(&qpath, &h.admin).await.ok(204);
+    h.get(&qpath, &q.token).await.problem(401, "unauthorized");
+    other.stop().await.unwrap();
+}

@@ -135,7 +135,8 @@ async fn a_job_whose_server_died_is_marked_failed() {
     .await
     .unwrap();
     let mut status = String::new();
-    for _ in 0..50 {
+    // Its lock must stay free for `sweep::DEAD_AFTER` (3 s) first.
+    for _ in 0..100 {
         let a = h.get("/api/v1/jobs/job_dead00000000", &p.token).await;
         status = a.ok(200)["status"].as_str().unwrap().to_owned();
         if status == "failed" {

@@ -278,3 +278,52 @@ async fn a_diff_is_the_cli_document_between_snapshots_or_against_the_database_no
     .await
     .problem(400, "invalid_query");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_token_names_snapshots_by_id_and_is_told_so_for_a_name() {
+    let h = start().await;
+    let a = h.project("FREE", 2).await;
+    let b = h.project("FREE", 2).await;
+    let id = h.snapshot(&a, json!({ "name": "nightly" })).await;
+    // The same name in another project: a name says nothing across projects.
+    h.snapshot(&b, json!({ "name": "nightly" })).await;
+
+    for reference in ["nightly", &id[..9]] {
+        let path = format!("/api/v1/snapshots/{reference}");
+        for answer in [
+            h.get(&path, &h.admin).await,
+            h.patch(&path, &h.admin, json!({ "pin": true })).await,
+            h.delete(&path, &h.admin).await,
+        ] {
+            let detail = answer.problem(404, "not_found")["detail"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert!(detail.starts_with("snapshot not found"), "{detail}");
+            assert!(detail.contains("full id"), "{detail}");
+            assert!(detail.contains("project's token"), "{detail}");
+        }
+    }
+    // Nothing was pinned or deleted; the project's token resolves the name.
+    let shown = h.get("/api/v1/snapshots/nightly", &a.token).await;
+    assert_eq!(shown.ok(200)["id"], id.as_str());
+    assert_eq!(shown.body["pinned"], false);
+    // By id (in any case), the admin token reaches it.
+    let by_id = h.get(&format!("/api/v1/snapshots/{id}"), &h.admin).await;
+    assert_eq!(by_id.ok(200)["project_id"], a.id.as_str());
+    h.get(
+        &format!(
+            "/api/v1/snapshots/{}",
+            id.to_ascii_uppercase().replace("SNAP_", "snap_")
+        ),
+        &h.admin,
+    )
+    .await
+    .ok(200);
+    // An id that names nothing is a plain 404.
+    let none = h.get("/api/v1/snapshots/snap_000000000000", &h.admin).await;
+    assert_eq!(
+        none.problem(404, "not_found")["detail"],
+        "snapshot not found"
+    );
+}
