@@ -9,6 +9,7 @@
 //! | `not_found` | no snapshot (or store object) by that id, prefix or name |
 //! | `ambiguous` | an id prefix matches several snapshots |
 //! | `name_taken` | another snapshot already has that name |
+//! | `exists` | an export's file or object exists already (`--force` replaces it) |
 //! | `usage` | the command line or a value in it is not valid (exit 2) |
 //! | `confirmation_required` | the command needs `--yes` when not run on a terminal (exit 2) |
 //! | `other_database` | a restore in place of a snapshot taken of another database |
@@ -132,9 +133,10 @@ pub fn code(e: &anyhow::Error) -> &'static str {
                 | E::ReadingSnapshot { source: e, .. } => core_code(e),
                 E::Postgres(e) => postgres_code(e),
                 E::OtherDatabase { .. } => "other_database",
+                E::ExportExists { .. } => "exists",
                 // The cause says more: the next link of the chain.
                 E::SafetySnapshot { .. } | E::Retention { .. } | E::Deleting { .. } => continue,
-                _ => "internal",
+                other => kind_code(&other.kind()),
             };
         }
         if let Some(e) = boxed::<phony_postgres::Error>(cause) {
@@ -142,6 +144,28 @@ pub fn code(e: &anyhow::Error) -> &'static str {
         }
     }
     "internal"
+}
+
+/// The code of an engine error this module has no finer answer for, by its kind.
+fn kind_code(kind: &phony_engine::ErrorKind) -> &'static str {
+    use phony_engine::ErrorKind as K;
+    match kind {
+        K::NotFound => "not_found",
+        K::AmbiguousId => "ambiguous",
+        K::NameTaken => "name_taken",
+        K::Locked { .. } => "locked",
+        K::CorruptStore => "corrupt_store",
+        K::NewerFormat => "unsupported_format",
+        K::StorageFull => "storage_full",
+        K::Cancelled => "cancelled",
+        K::Connection => "connection",
+        K::Database { .. } => "database",
+        K::SchemaUnsupported => "unsupported",
+        K::OtherDatabase => "other_database",
+        K::ConfirmationRequired => "confirmation_required",
+        K::Invalid => "usage",
+        _ => "internal",
+    }
 }
 
 fn postgres_code(e: &phony_postgres::Error) -> &'static str {

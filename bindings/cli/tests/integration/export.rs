@@ -96,6 +96,22 @@ async fn an_exported_script_loads_into_an_empty_database_with_the_same_fingerpri
         &["exists", "--force"],
     );
     assert_eq!(std::fs::read(&plain).unwrap(), b"mine");
+    let json = phony(
+        &db.url(),
+        store.path(),
+        &[
+            "--json",
+            "snapshot",
+            "export",
+            "s",
+            "-o",
+            plain.to_str().unwrap(),
+        ],
+    );
+    let err: serde_json::Value =
+        serde_json::from_slice(&json.stderr).expect("one JSON document on stderr");
+    assert_eq!(err["error"]["code"], "exists", "{err}");
+    assert_eq!(std::fs::read(&plain).unwrap(), b"mine");
     ok(&phony(
         &db.url(),
         store.path(),
