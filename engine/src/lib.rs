@@ -31,6 +31,7 @@
 //! bindings; `phony-core` stays free of I/O.
 
 mod cancel;
+mod copy;
 pub mod create;
 mod delete;
 mod diff;

@@ -3,14 +3,12 @@
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use phony_core::copy::{copy_snapshots, CopyReport};
-use phony_core::resolve::resolve;
-use phony_core::StoreConfig;
+use phony_core::copy::CopyReport;
+use phony_engine::{Engine, RunOptions};
 use serde::Serialize;
 
 use crate::context::{open_or_create_store_at, open_store_at, Context};
 use crate::output;
-use phony_engine::lease::LockHolder;
 
 #[derive(Debug, Args)]
 pub struct CopyArgs {
@@ -34,45 +32,27 @@ struct CopyOutput<'a> {
 }
 
 pub async fn run(ctx: &Context, args: CopyArgs) -> Result<()> {
-    let from = open_store_at(&args.from).await?;
-    let records = from
-        .records()
-        .await
-        .with_context(|| format!("reading the snapshots of {}", from.describe()))?;
-    let mut chosen = Vec::new();
-    if args.snapshots.is_empty() {
-        // Oldest first, as they were taken.
-        chosen.extend(records.iter().rev().cloned());
-    } else {
-        for reference in &args.snapshots {
-            let record = resolve(&records, reference)?;
-            if !chosen
-                .iter()
-                .any(|r: &phony_core::SnapshotRecord| r.id == record.id)
-            {
-                chosen.push(record.clone());
-            }
-        }
-    }
-    // A new destination gets the source's format, chunking and compression (so equal rows
-    // give equal chunks in both), not its retention policy.
-    let config = StoreConfig {
-        retention: None,
-        gc: Default::default(),
-        ..*from.config()
-    };
-    let to = open_or_create_store_at(&args.to, config).await?;
-    let lock = LockHolder::acquire_create(&to, &crate::context::notify()).await?;
-    let mut check = lock.checker();
-    let result = copy_snapshots(&from, &to, &chosen, &mut check).await;
-    lock.release().await;
-    let report = result.with_context(|| {
-        format!(
-            "copying snapshots from {} to {}",
-            from.describe(),
-            to.describe()
+    let from = Engine::from_store(open_store_at(&args.from).await?);
+    let to = Engine::from_store(open_or_create_store_at(&args.to, from.copy_config()).await?);
+    let (from, to) = (&from, &to);
+    let report = from
+        .copy(
+            to,
+            &args.snapshots,
+            &RunOptions {
+                notify: Some(crate::context::notify()),
+                ..RunOptions::default()
+            },
         )
-    })?;
+        .await
+        .with_context(|| {
+            format!(
+                "copying snapshots from {} to {}",
+                from.store().describe(),
+                to.store().describe()
+            )
+        })?;
+    let (from, to) = (from.store(), to.store());
     if ctx.json {
         output::print_json(&CopyOutput {
             from: from.describe(),
