@@ -36,6 +36,7 @@ async fn waiting_for(app: &AppState, job: &JobView) -> ApiResult<Option<(String,
 fn what(job: &JobView) -> &'static str {
     match (job.kind.as_str(), job.params["dry_run"] == true) {
         ("create", _) => "Snapshot",
+        ("sync", _) => "Sync",
         ("restore", true) => "Restore preview",
         ("restore", false) => "Restore",
         ("export", _) => "Export",
