@@ -461,14 +461,19 @@ async fn schedules_are_previewed_saved_and_deleted_from_the_settings_page() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(listed(&h).await["items"], json!([]));
 
-    // The script's preview: five Fridays (midnight in Paris is 23:00 UTC on Thursday);
-    // a bad field is named.
+    // The script's preview: five Fridays at midnight in Paris, Thursdays in UTC; a bad
+    // field is named.
     let (status, runs) = s.preview("0 0 * * FRI", "Europe/Paris").await;
     assert_eq!(status, StatusCode::OK, "{runs}");
     let runs = runs["runs"].as_array().unwrap().clone();
     assert_eq!(runs.len(), 5);
     assert!(
-        runs.iter().all(|r| r.as_str().unwrap().starts_with("Thu ")),
+        runs.iter().all(|r| {
+            let r = r.as_str().unwrap();
+            r.starts_with("Fri ")
+                && r.contains(" 00:00 Europe/Paris (Thu ")
+                && r.ends_with(":00 UTC)")
+        }),
         "{runs:?}"
     );
     let (status, bad) = s.preview("0 0 * * FRUIT", "UTC").await;
@@ -535,6 +540,15 @@ async fn schedules_are_previewed_saved_and_deleted_from_the_settings_page() {
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(listed(&h).await["items"], json!([]));
+    let (status, page) = s
+        .post(&format!("/schedules/{id}/delete"), &[("csrf", &csrf)], HTML)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        error_line(&page).contains("schedule"),
+        "{}",
+        error_line(&page)
+    );
 
     // Below TEAM: the section is disabled naming TEAM, and the API's gate answers a post.
     let free = h.project("FREE", 1).await;

@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Form, Json};
 use maud::{html, Markup};
+use phony_core::schedule::{render_name, Schedule};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
@@ -30,9 +31,36 @@ pub struct Draft {
 }
 
 /// `Fri 2026-12-11 00:00 UTC`.
-fn run_time(t: OffsetDateTime) -> String {
+fn utc_time(t: OffsetDateTime) -> String {
     let day = t.weekday().to_string();
     format!("{} {}", &day[..3], when(t))
+}
+
+/// A run as the schedule's zone reads it, then in UTC when that differs:
+/// `Fri 2026-12-11 00:00 Europe/Paris (Thu 2026-12-10 23:00 UTC)`.
+fn run_time(schedule: &Schedule, t: OffsetDateTime) -> String {
+    if schedule.zone() == "UTC" {
+        return utc_time(t);
+    }
+    // The name template's fields are the zone's wall clock.
+    let local = render_name("{weekday} {date} {time}", schedule, t);
+    let mut parts = local.splitn(3, ' ');
+    let (day, date, hm) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let day: String = day
+        .chars()
+        .enumerate()
+        .map(|(i, c)| if i == 0 { c.to_ascii_uppercase() } else { c })
+        .collect();
+    let hm = format!(
+        "{}:{}",
+        hm.get(..2).unwrap_or(""),
+        hm.get(2..4).unwrap_or("")
+    );
+    format!("{day} {date} {hm} {} ({})", schedule.zone(), utc_time(t))
 }
 
 /// The next five runs of `cron` read in `zone` (empty: UTC), or the API's one line on
@@ -47,7 +75,7 @@ fn next_five(cron: &str, zone: &str) -> Result<Vec<String>, Fail> {
     Ok(schedule
         .upcoming(OffsetDateTime::now_utc(), 5)
         .into_iter()
-        .map(run_time)
+        .map(|t| run_time(&schedule, t))
         .collect())
 }
 
@@ -72,12 +100,19 @@ pub async fn section(app: &AppState, c: &Ctx<'_>, shown: &Shown) -> Result<Marku
     let items = listed["items"].as_array().cloned().unwrap_or_default();
     let d = &shown.schedule;
     let next = |v: &Value| -> Vec<String> {
+        let schedule = Schedule::parse(
+            v["cron"].as_str().unwrap_or_default(),
+            v["timezone"].as_str().unwrap_or("UTC"),
+        );
         v["next_runs"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|t| OffsetDateTime::parse(t.as_str()?, &Rfc3339).ok())
-            .map(run_time)
+            .map(|t| match &schedule {
+                Ok(s) => run_time(s, t),
+                Err(_) => utc_time(t),
+            })
             .collect()
     };
     Ok(html! {
@@ -263,10 +298,25 @@ pub async fn delete_schedule(
     Form(form): Form<CsrfOnly>,
 ) -> WebResult {
     session.check_csrf(form.csrf.as_deref(), wants_json(&headers))?;
-    pages::project(&app, &session, &id).await?;
-    if let Err(p) =
-        crate::schedules::delete(State(app.clone()), session.caller.clone(), Path(schedule)).await
-    {
+    let project = pages::project(&app, &session, &id).await?;
+    // Only a schedule of this page's project (an admin sees every project's).
+    let Json(listed) = crate::schedules::list(
+        State(app.clone()),
+        session.caller.clone(),
+        Path(project.id.clone()),
+    )
+    .await?;
+    let ours = listed["items"]
+        .as_array()
+        .is_some_and(|items| items.iter().any(|s| s["id"] == schedule.as_str()));
+    let deleted = if ours {
+        crate::schedules::delete(State(app.clone()), session.caller.clone(), Path(schedule))
+            .await
+            .map(|_| ())
+    } else {
+        Err(crate::problem::Problem::not_found("schedule"))
+    };
+    if let Err(p) = deleted {
         let fail = Fail::from(p);
         let status = fail.status;
         return super::render(
