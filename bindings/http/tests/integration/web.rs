@@ -735,6 +735,38 @@ async fn the_sync_source_masking_rules_and_sync_now_from_the_settings_page() {
         )
         .await;
     assert_eq!(jobs.ok(200)["items"], json!([]));
+
+    // FREE takes no snapshot around a sync: the timeline shows the sync itself, from the
+    // timeline API.
+    let free = h.project("FREE", 1).await;
+    h.patch(
+        &format!("/api/v1/projects/{}", free.id),
+        &free.token,
+        json!({ "sync_source_url": source.url() }),
+    )
+    .await
+    .ok(200);
+    let fr = Settings::open(&h, &free.token, &free.id).await;
+    let csrf = fr.csrf().await;
+    let (status, queued) = fr.post("/sync/run", &[("csrf", &csrf)], json_accept).await;
+    assert_eq!(status, StatusCode::OK, "{queued}");
+    let queued: serde_json::Value = serde_json::from_str(&queued).unwrap();
+    let job = h
+        .wait_job(queued["job"].as_str().unwrap(), &free.token)
+        .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let timeline = fr
+        .http
+        .get(format!("{}/projects/{}", h.base, free.id))
+        .header(COOKIE, format!("phony_session={}", fr.session))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let event = timeline.split("item k-event").nth(1).unwrap_or_default();
+    assert!(event.contains("Sync #1"), "{timeline}");
 }
 
 #[tokio::test]
