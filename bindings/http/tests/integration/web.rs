@@ -685,6 +685,22 @@ async fn the_sync_source_masking_rules_and_sync_now_from_the_settings_page() {
     let queued: serde_json::Value = serde_json::from_str(&queued).unwrap();
     let job = h.wait_job(queued["job"].as_str().unwrap(), &p.token).await;
     assert_eq!(job["status"], "succeeded", "{job}");
+    let job_page = s
+        .http
+        .get(format!("{}/jobs/{}", h.base, job["id"].as_str().unwrap()))
+        .header(COOKIE, format!("phony_session={}", s.session))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(job_page.contains("data-synced") && job_page.contains("web_sync_src"));
+    assert!(
+        job_page.contains("data-sync-snapshot=\"before\"")
+            && job_page.contains("data-sync-snapshot=\"after\"")
+    );
+    assert!(!job_page.contains("hunter2"));
     let masked: i64 =
         p.db.value("SELECT count(*) FROM items WHERE name LIKE 'prod %'")
             .await;

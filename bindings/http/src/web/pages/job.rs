@@ -134,6 +134,21 @@ pub async fn show(
                     }
                 }
             }
+            @if job.status == "succeeded" && job.kind == "sync" {
+                p data-synced {
+                    "Sync #" (result["number"].as_u64().unwrap_or(0)) ": "
+                    (result["rows"].as_u64().unwrap_or(0)) " rows in " (result["tables"].as_u64().unwrap_or(0))
+                    " tables copied from " code { (result["source"].as_str().unwrap_or_default()) }
+                    ", " (result["masked_columns"].as_u64().unwrap_or(0)) " columns masked."
+                }
+                @for (side, key) in [("before", "before_snapshot_id"), ("after", "after_snapshot_id")] {
+                    @if let Some(sid) = result[key].as_str() {
+                        p data-sync-snapshot=(side) {
+                            "The snapshot " (side) " it: " a href=(format!("/snapshots/{sid}")) { code { (sid) } } "."
+                        }
+                    }
+                }
+            }
             p { a href=(format!("/projects/{}", project.id)) { "Back to the timeline" } }
         }
     };
