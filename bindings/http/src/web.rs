@@ -49,6 +49,30 @@ pub fn router() -> Router<AppState> {
             "/projects/{id}/settings/retention",
             post(pages::settings::retention),
         )
+        .route(
+            "/projects/{id}/settings/schedules",
+            post(pages::settings::add_schedule),
+        )
+        .route(
+            "/projects/{id}/settings/schedules/preview",
+            get(pages::settings::preview),
+        )
+        .route(
+            "/projects/{id}/settings/schedules/{schedule}/delete",
+            post(pages::settings::delete_schedule),
+        )
+        .route(
+            "/projects/{id}/settings/sync",
+            post(pages::settings::sync_source),
+        )
+        .route(
+            "/projects/{id}/settings/sync/run",
+            post(pages::settings::sync_now),
+        )
+        .route(
+            "/projects/{id}/settings/webhooks/{tracker}",
+            post(pages::settings::webhook),
+        )
         .route("/snapshots/{id}", get(pages::snapshot::show))
         .route(
             "/snapshots/{id}/restore",

@@ -16,4 +16,5 @@ mod browser {
     mod dashboard;
     mod looks;
     mod refusals;
+    mod settings;
 }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use maud::{html, Markup};
 use phony_core::{Origin, SnapshotRecord};
+use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 use crate::jobs::JobView;
@@ -23,9 +24,8 @@ pub enum Kind {
     Restore,
     /// A snapshot being taken (a create job queued or running).
     Pending,
-    /// Another event (a sync, a schedule fire, a sprint's end) without a snapshot of its own:
-    /// given to [`items`] by the timeline API once the server has it.
-    #[allow(dead_code)]
+    /// Another event (a sync, a schedule fire, a sprint's end) without a snapshot of its own
+    /// to show it: from the timeline API's items ([`events`]).
     Event,
     /// The database now.
     Current,
@@ -141,6 +141,57 @@ pub fn items(
         pinned: false,
     });
     out
+}
+
+/// The events of the timeline API's `items` (`GET /api/v1/projects/{id}/timeline`) that
+/// the snapshots in `records` do not already show: a sync, schedule fire or sprint end
+/// still queued, running or failed, and a sync that took no snapshot after it (FREE, or
+/// switched off). A finished one is shown by its snapshots (`Before Sync #1`, `Sync #1`,
+/// `Sprint End #1`, the scheduled one's name); restores and snapshots being taken come
+/// from the jobs [`items`] reads.
+pub fn events(api_items: &serde_json::Value, records: &[SnapshotRecord]) -> Vec<Item> {
+    let stored =
+        |id: Option<&str>| id.is_some_and(|id| records.iter().any(|r| r.id.to_string() == id));
+    let Some(list) = api_items.as_array() else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|i| {
+            let at = OffsetDateTime::parse(i["at"].as_str()?, &Rfc3339).ok()?;
+            let status = i["status"].as_str().unwrap_or("succeeded");
+            let snapshot = i["snapshot_id"].as_str();
+            let label = i["label"].as_str().unwrap_or_default();
+            let (origin, shown) = match i["kind"].as_str()? {
+                "sync" => (Origin::SyncAfter, stored(snapshot)),
+                "schedule" => (
+                    Origin::Scheduled,
+                    stored(snapshot) || matches!(status, "queued" | "running"),
+                ),
+                "sprint" => (
+                    Origin::SprintEnd,
+                    matches!(status, "succeeded" | "queued" | "running"),
+                ),
+                _ => return None,
+            };
+            if shown {
+                return None;
+            }
+            let label = match status {
+                "succeeded" => label.to_owned(),
+                "queued" | "running" => format!("{label} ({status})"),
+                other => format!("{label} ({other})"),
+            };
+            Some(Item {
+                at,
+                kind: Kind::Event,
+                label,
+                snapshot_id: None,
+                job_id: i["job_id"].as_str().map(str::to_owned),
+                origin: Some(origin),
+                pinned: false,
+            })
+        })
+        .collect()
 }
 
 /// How much of the history the axis shows.
@@ -473,6 +524,36 @@ mod tests {
         assert!(picture.contains("data-snapshot=\"snap_000000000004\""));
         assert!(picture.contains("clean-state (pinned)"));
         assert!(picture.contains("o-sprint-end"));
+    }
+
+    #[test]
+    fn the_timeline_apis_events_show_what_no_snapshot_shows() {
+        let records = vec![record(
+            json!({"id": "snap_000000000003", "origin": "sync-after",
+                          "labels": {"sync": "1"}, "created_at": "2026-12-01T09:04:00Z"}),
+        )];
+        let api = json!([
+            {"at": "2026-12-01T09:00:00Z", "kind": "sync", "label": "Sync #1",
+             "snapshot_id": "snap_000000000003", "job_id": "job_1", "status": "succeeded"},
+            {"at": "2026-12-01T10:00:00Z", "kind": "sync", "label": "Sync #2",
+             "job_id": "job_2", "status": "succeeded"},
+            {"at": "2026-12-01T11:00:00Z", "kind": "sync", "label": "Sync #3",
+             "job_id": "job_3", "status": "running"},
+            {"at": "2026-12-01T12:00:00Z", "kind": "schedule", "label": "weekly",
+             "job_id": "job_4", "status": "failed"},
+            {"at": "2026-12-01T13:00:00Z", "kind": "sprint", "label": "Sprint end: S1",
+             "job_id": "job_5", "status": "succeeded"},
+            {"at": "2026-12-01T14:00:00Z", "kind": "restore", "label": "Restore of x"},
+            {"at": "2026-12-01T15:00:00Z", "kind": "snapshot", "label": "Sync #1"},
+        ]);
+        let events = events(&api, &records);
+        let labels: Vec<&str> = events.iter().map(|i| i.label.as_str()).collect();
+        assert_eq!(labels, ["Sync #2", "Sync #3 (running)", "weekly (failed)"]);
+        assert!(events.iter().all(|e| e.kind == Kind::Event));
+        let now = time::macros::datetime!(2026-12-02 12:00 UTC);
+        let all = items(&records, &[], events, now);
+        assert_eq!(all.len(), 5);
+        assert!(svg(&all, Zoom::All, now).into_string().contains("k-event"));
     }
 
     #[test]

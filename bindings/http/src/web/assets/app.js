@@ -93,3 +93,52 @@ document.addEventListener("DOMContentLoaded", () => {
     if (done.finished) location.reload();
   });
 });
+
+// The schedule form: the next five runs shown as the cron expression and zone are typed
+// (the server computes them; nothing is saved until "Save schedule").
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("form[data-schedule-form]").forEach((form) => {
+    const out = form.querySelector("[data-schedule-preview]");
+    let timer = null;
+    let asked = 0;
+    const update = async () => {
+      const cron = form.elements.cron.value.trim();
+      if (!cron) {
+        out.replaceChildren();
+        return;
+      }
+      const query = new URLSearchParams({ cron, timezone: form.elements.timezone.value.trim() });
+      const mine = ++asked;
+      try {
+        const { ok, body } = await getJSON(`${form.dataset.preview}?${query}`);
+        if (mine !== asked) return;
+        if (!ok) {
+          const line = document.createElement("p");
+          line.className = "error";
+          line.setAttribute("data-preview-error", "");
+          line.textContent = body.error || "The expression could not be read.";
+          out.replaceChildren(line);
+          return;
+        }
+        const head = document.createElement("p");
+        head.textContent = `The next ${body.runs.length} runs:`;
+        const list = document.createElement("ol");
+        list.className = "runs";
+        body.runs.forEach((run) => {
+          const li = document.createElement("li");
+          li.setAttribute("data-run", "");
+          li.textContent = run;
+          list.append(li);
+        });
+        out.replaceChildren(head, list);
+      } catch (e) {
+        if (e.message !== "signed out") out.textContent = `The server could not be reached: ${e.message}`;
+      }
+    };
+    form.addEventListener("input", (event) => {
+      if (!["cron", "timezone"].includes(event.target.name)) return;
+      clearTimeout(timer);
+      timer = setTimeout(update, 250);
+    });
+  });
+});

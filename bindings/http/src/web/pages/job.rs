@@ -36,6 +36,7 @@ async fn waiting_for(app: &AppState, job: &JobView) -> ApiResult<Option<(String,
 fn what(job: &JobView) -> &'static str {
     match (job.kind.as_str(), job.params["dry_run"] == true) {
         ("create", _) => "Snapshot",
+        ("sync", _) => "Sync",
         ("restore", true) => "Restore preview",
         ("restore", false) => "Restore",
         ("export", _) => "Export",
@@ -130,6 +131,21 @@ pub async fn show(
                         a href=(format!("/snapshots/{safety}")) { code { (safety) } }
                         " (kept 24 hours). "
                         a href=(format!("/snapshots/{safety}/restore")) { "Undo this restore…" }
+                    }
+                }
+            }
+            @if job.status == "succeeded" && job.kind == "sync" {
+                p data-synced {
+                    "Sync #" (result["number"].as_u64().unwrap_or(0)) ": "
+                    (result["rows"].as_u64().unwrap_or(0)) " rows in " (result["tables"].as_u64().unwrap_or(0))
+                    " tables copied from " code { (result["source"].as_str().unwrap_or_default()) }
+                    ", " (result["masked_columns"].as_u64().unwrap_or(0)) " columns masked."
+                }
+                @for (side, key) in [("before", "before_snapshot_id"), ("after", "after_snapshot_id")] {
+                    @if let Some(sid) = result[key].as_str() {
+                        p data-sync-snapshot=(side) {
+                            "The snapshot " (side) " it: " a href=(format!("/snapshots/{sid}")) { code { (sid) } } "."
+                        }
                     }
                 }
             }

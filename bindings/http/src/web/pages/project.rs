@@ -15,9 +15,11 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::app::AppState;
+use crate::auth::Caller;
 use crate::jobs::WaitQuery;
 use crate::projects::Project;
 use crate::snapshots::NewSnapshot;
+use crate::timeline::TimelineQuery;
 use crate::web::pages::{self, body_of};
 use crate::web::timeline::{self, Kind, Zoom};
 use crate::web::{layout, page, redirect, wants_json, when, Fail, Session, WebResult};
@@ -27,13 +29,40 @@ pub struct ZoomQuery {
     zoom: Option<String>,
 }
 
+/// The syncs, schedule fires and sprint ends of the timeline API (its own function, called
+/// as the session's token) that no snapshot shows.
+async fn events(
+    app: &AppState,
+    caller: &Caller,
+    project: &Project,
+    records: &[phony_core::SnapshotRecord],
+) -> Result<Vec<timeline::Item>, Fail> {
+    let Json(answer) = crate::timeline::timeline(
+        State(app.clone()),
+        caller.clone(),
+        Path(project.id.clone()),
+        crate::body::Query(TimelineQuery {
+            limit: Some(1000),
+            cursor: None,
+        }),
+    )
+    .await?;
+    Ok(timeline::events(&answer["items"], records))
+}
+
 /// The timeline section: zoom, legend, the axis and the list of the same items.
-async fn section(app: &AppState, project: &Project, zoom: Zoom) -> Result<Markup, Fail> {
+async fn section(
+    app: &AppState,
+    caller: &Caller,
+    project: &Project,
+    zoom: Zoom,
+) -> Result<Markup, Fail> {
     let gate = pages::diff_gate(app, project).await?;
     let records = app.listing(&project.id).await?;
     let jobs = pages::jobs(app, &project.id, 100).await?;
+    let events = events(app, caller, project, &records).await?;
     let now = OffsetDateTime::now_utc();
-    let all = timeline::items(&records, &jobs, Vec::new(), now);
+    let all = timeline::items(&records, &jobs, events, now);
     let shown = timeline::visible(&all, zoom, now);
     let base = format!("/projects/{}", project.id);
     Ok(html! {
@@ -94,7 +123,7 @@ pub async fn timeline(
     let project = pages::project(&app, &session, &id).await?;
     let zoom = Zoom::parse(q.zoom.as_deref());
     let (section, down) = tokio::join!(
-        section(&app, &project, zoom),
+        section(&app, &session.caller, &project, zoom),
         pages::reachable(&app, &project)
     );
     let section = section?;
@@ -157,7 +186,13 @@ pub async fn fragment(
     Query(q): Query<ZoomQuery>,
 ) -> WebResult {
     let project = pages::project(&app, &session, &id).await?;
-    let markup = section(&app, &project, Zoom::parse(q.zoom.as_deref())).await?;
+    let markup = section(
+        &app,
+        &session.caller,
+        &project,
+        Zoom::parse(q.zoom.as_deref()),
+    )
+    .await?;
     Ok(page(StatusCode::OK, markup))
 }
 

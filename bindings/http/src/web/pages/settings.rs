@@ -1,9 +1,16 @@
-//! `/projects/{id}/settings`: retention, the plan's usage with bars, and every feature,
-//! those outside the plan shown disabled with the plan that unlocks them.
+//! `/projects/{id}/settings`: retention, schedules, the sync source with its masking rules,
+//! the webhook secrets, the plan's usage with bars, and the features outside the plan
+//! shown disabled with the plan that unlocks them. One module per section; each form
+//! carries the session's CSRF token and calls the API's own handler, so plan gates and
+//! errors are the API's, shown as one line beside the form with what was typed kept.
+
+mod retention;
+mod schedules;
+mod sync;
+mod webhooks;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::Form;
 use maud::{html, Markup};
 use serde::Deserialize;
 
@@ -11,16 +18,21 @@ use crate::app::AppState;
 use crate::auth::Scope;
 use crate::plans::Plan;
 use crate::problem::Problem;
-use crate::projects::ProjectPatch;
+use crate::projects::Project;
 use crate::web::pages;
-use crate::web::{bytes, layout, page, redirect, Fail, Session, WebResult};
+use crate::web::{bytes, layout, page, Fail, Session, WebResult};
 
-/// A feature: its name, what it does, and whether a plan has it.
+pub use retention::retention;
+pub use schedules::{add_schedule, delete_schedule, preview};
+pub use sync::{sync_now, sync_source};
+pub use webhooks::webhook;
+
+/// A feature the settings do not manage: its name, what it does, whether a plan has it.
 struct Feature {
     name: &'static str,
     what: &'static str,
     has: fn(&Plan) -> bool,
-    /// Where it is managed, when this server has no page for it yet.
+    /// Where it is used.
     managed: Option<&'static str>,
 }
 
@@ -32,30 +44,78 @@ const FEATURES: &[Feature] = &[
         managed: None,
     },
     Feature {
-        name: "Scheduled snapshots",
-        what: "Snapshots taken on a cron schedule (the next five runs are shown before saving).",
-        has: |p| p.scheduled_snapshots,
-        managed: Some("Schedules are set through the API once this server has it."),
-    },
-    Feature {
-        name: "Sync source and masking",
-        what: "Copy production into this database with masked columns, with snapshots around each sync.",
-        has: |p| p.auto_snapshot_on_sync != "none",
-        managed: Some("The sync source and the masking file are set through the API once this server has it."),
-    },
-    Feature {
-        name: "Webhook secrets",
-        what: "Jira or Linear tell the server when a sprint ends; a snapshot is taken then. Secrets are shown once.",
-        has: |_| true,
-        managed: Some("Webhook secrets are set through the API once this server has it."),
-    },
-    Feature {
         name: "Export as SQL",
         what: "A snapshot as one SQL script, downloaded or written to S3.",
         has: |p| p.export,
         managed: Some("Exports run through the API: POST /api/v1/snapshots/{id}/export."),
     },
 ];
+
+/// What the sections read: the project, its plan and every plan (to name the one that
+/// unlocks a feature), and who is signed in.
+pub struct Ctx<'a> {
+    pub session: &'a Session,
+    pub project: &'a Project,
+    pub plan: &'a Plan,
+    pub plans: &'a [Plan],
+}
+
+impl Ctx<'_> {
+    /// The lowest plan for which `has` holds.
+    pub fn unlock(&self, has: impl Fn(&Plan) -> bool) -> &str {
+        self.plans
+            .iter()
+            .find(|p| has(p))
+            .map_or("a higher plan", |p| p.name.as_str())
+    }
+
+    pub fn admin(&self) -> bool {
+        self.session.caller.scope == Scope::Admin
+    }
+
+    /// `/projects/{id}/settings` followed by `rest`.
+    pub fn action(&self, rest: &str) -> String {
+        format!("/projects/{}/settings{rest}", self.project.id)
+    }
+}
+
+/// What a form leaves on the page it answers with: the section it belongs to, its error
+/// or confirmation, and what was typed (a password never: the sync source is not kept).
+#[derive(Debug, Default)]
+pub struct Shown {
+    pub section: &'static str,
+    pub error: Option<String>,
+    pub saved: Option<String>,
+    pub schedule: schedules::Draft,
+    /// The masking rules as typed.
+    pub rules: Option<String>,
+    /// A webhook secret just set, shown this once.
+    pub secret: Option<webhooks::Revealed>,
+}
+
+impl Shown {
+    /// A refusal of the form of `section`.
+    pub fn failed(section: &'static str, fail: &Fail) -> Self {
+        Shown {
+            section,
+            error: Some(fail.message.clone()),
+            ..Shown::default()
+        }
+    }
+
+    /// The line under the heading of `section`: the error, or what was saved.
+    pub fn message(&self, section: &str) -> Markup {
+        html! {
+            @if self.section == section {
+                @if let Some(e) = &self.error {
+                    p.notice.down role="alert" data-error=(section) { (e) }
+                } @else if let Some(s) = &self.saved {
+                    p.notice role="status" data-saved=(section) { (s) }
+                }
+            }
+        }
+    }
+}
 
 fn bar(label: &str, value: f64, max: f64, text: String) -> Markup {
     html! {
@@ -84,14 +144,39 @@ pub struct Saved {
     saved: Option<String>,
 }
 
-/// `GET /projects/{id}/settings`.
+/// `GET /projects/{id}/settings` (`?saved=SECTION` after a form).
 pub async fn show(
     State(app): State<AppState>,
     session: Session,
     Path(id): Path<String>,
     Query(q): Query<Saved>,
 ) -> WebResult {
-    let project = pages::project(&app, &session, &id).await?;
+    let mut shown = Shown::default();
+    if let Some(section) = q.saved.as_deref() {
+        shown.section = match section {
+            "schedules" => "schedules",
+            "sync" => "sync",
+            "schedule-deleted" => "schedules",
+            _ => "retention",
+        };
+        shown.saved = Some(if section == "schedule-deleted" {
+            "The schedule was deleted.".to_owned()
+        } else {
+            "Saved.".to_owned()
+        });
+    }
+    render(&app, &session, &id, shown, StatusCode::OK).await
+}
+
+/// The settings page of project `id`, with what a form left on it.
+pub async fn render(
+    app: &AppState,
+    session: &Session,
+    id: &str,
+    shown: Shown,
+    status: StatusCode,
+) -> WebResult {
+    let project = pages::project(app, session, id).await?;
     let axum::Json(usage) = crate::usage::usage(
         State(app.clone()),
         session.caller.clone(),
@@ -102,39 +187,31 @@ pub async fn show(
         let client = app.pool.get().await.map_err(Problem::from)?;
         crate::plans::all(crate::snapshots::pg(&client)).await?
     };
-    let plan = plans.iter().find(|p| p.name == project.plan);
+    let plan = plans
+        .iter()
+        .find(|p| p.name == project.plan)
+        .ok_or_else(|| {
+            Fail::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the project's plan is unknown",
+            )
+        })?;
+    let c = Ctx {
+        session,
+        project: &project,
+        plan,
+        plans: &plans,
+    };
+    let schedules = schedules::section(app, &c, &shown).await?;
+    let sync = sync::section(app, &c, &shown).await?;
+    let webhooks = webhooks::section(app, &c, &shown).await?;
     let s = &usage.snapshots;
     let body = html! {
         (pages::header(&project, "settings"))
-        section.card {
-            h2 { "Retention" }
-            p {
-                @match usage.retention_days {
-                    Some(days) => { "Snapshots are kept " strong { (days) " days" } ", then deleted by the server" }
-                    None => { "Snapshots are kept until deleted" }
-                }
-                @if usage.retention_expires_pinned { " (pinned ones too, on this plan)." } @else { "; pinned ones stay." }
-                " Safety snapshots, taken before each restore, are kept 24 hours."
-            }
-            @if q.saved.is_some() {
-                p.notice role="status" data-saved { "Saved." }
-            }
-            @if plan.is_some_and(|p| p.retention_days.is_none()) {
-                @if session.caller.scope == Scope::Admin {
-                    form method="post" action=(format!("/projects/{}/settings/retention", project.id)) {
-                        (session.csrf_field())
-                        label for="retention" { "Keep snapshots for (days; empty: until deleted)" }
-                        div.row {
-                            input id="retention" name="days" type="text" inputmode="numeric" pattern="[0-9]*"
-                                value=[usage.retention_days];
-                            button type="submit" { "Save" }
-                        }
-                    }
-                } @else {
-                    p.muted { (usage.plan) " chooses its retention: an admin token changes it." }
-                }
-            }
-        }
+        (retention::section(&c, &usage, &shown))
+        (schedules)
+        (sync)
+        (webhooks)
         section.card {
             h2 { "Plan usage " span.badge.plan { (usage.plan) } }
             @match s.allowed {
@@ -152,8 +229,8 @@ pub async fn show(
         section.card {
             h2 { "Features" }
             @for f in FEATURES {
-                @let on = plan.is_some_and(|p| (f.has)(p));
-                @let unlock = plans.iter().find(|p| (f.has)(p)).map_or("a higher plan", |p| p.name.as_str());
+                @let on = (f.has)(plan);
+                @let unlock = c.unlock(f.has);
                 fieldset.feature disabled[!on || f.managed.is_some()] data-feature=(f.name) data-enabled=(on) {
                     legend { (f.name) " "
                         @if on { span.badge.on { "in your plan" } }
@@ -169,53 +246,22 @@ pub async fn show(
             }
         }
     };
-    Ok(page(
-        StatusCode::OK,
-        layout("Settings", Some(&session), body),
-    ))
+    Ok(page(status, layout("Settings", Some(session), body)))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct RetentionForm {
-    csrf: Option<String>,
-    days: Option<String>,
+/// A section's heading with the plan's verdict: nothing when the plan has it, else a
+/// badge naming the plan that unlocks it.
+pub fn heading(title: &str, needs: Option<&str>) -> Markup {
+    html! {
+        h2 { (title) @if let Some(plan) = needs { " " span.badge.off { "needs " (plan) } } }
+    }
 }
 
-/// `POST /projects/{id}/settings/retention` (admin, plans with a custom retention): as
-/// `PATCH /api/v1/projects/{id}` with `retention_days`.
-pub async fn retention(
-    State(app): State<AppState>,
-    session: Session,
-    Path(id): Path<String>,
-    Form(form): Form<RetentionForm>,
-) -> WebResult {
-    session.check_csrf(form.csrf.as_deref(), false)?;
-    let days = match form.days.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(d) => match d.parse::<i32>() {
-            Ok(n) if n >= 1 => Some(n),
-            _ => {
-                return Err(Fail::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("{d:?} is not a retention: give a whole number of days, 1 or more (empty: keep until deleted). Nothing was changed."),
-                ))
-            }
-        },
-    };
-    let _saved = crate::projects::update(
-        State(app.clone()),
-        session.caller.clone(),
-        Path(id.clone()),
-        crate::body::Body(ProjectPatch {
-            name: None,
-            database_url: None,
-            plan: None,
-            retention_days: Some(days),
-            keep_last: None,
-            sync_source_url: None,
-            masking_rules: None,
-        }),
-    )
-    .await?;
-    Ok(redirect(&format!("/projects/{id}/settings?saved=1")))
+/// The line saying a section is outside the plan.
+pub fn plan_note(c: &Ctx, what: &str, needs: &str) -> Markup {
+    html! {
+        p.muted data-plan-required=(needs) {
+            (what) " " strong { (needs) } " plan; the project is on " (c.project.plan) "."
+        }
+    }
 }
