@@ -46,6 +46,7 @@ pub mod stats;
 pub mod store;
 #[cfg(test)]
 mod testing;
+pub mod timeline;
 pub mod verify;
 
 pub use chunker::{ChunkParams, RowChunk, RowChunker};

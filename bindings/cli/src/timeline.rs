@@ -11,11 +11,9 @@
 //! Points are evenly spaced (their dates are underneath); a history wider than the
 //! terminal wraps onto further axes.
 
-use std::collections::BTreeMap;
-
 use anyhow::Result;
 use clap::Args;
-use phony_core::{Origin, SnapshotRecord};
+use phony_core::SnapshotRecord;
 use serde::Serialize;
 
 use crate::context::Context;
@@ -64,28 +62,9 @@ pub struct Point {
 
 /// The points of `records` (any order), oldest first, then `Current`.
 pub fn points(records: &[SnapshotRecord]) -> Vec<Point> {
-    let mut sorted: Vec<&SnapshotRecord> = records.iter().collect();
-    sorted.sort_by_key(|r| (r.created_at, r.id.to_string()));
-    let mut ordinals: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let mut out: Vec<Point> = sorted
+    let mut out: Vec<Point> = phony_core::timeline::labelled(records)
         .into_iter()
-        .map(|r| {
-            let n = ordinals.entry(r.origin.as_str()).or_insert(0);
-            *n += 1;
-            let sync = r
-                .labels
-                .get("sync")
-                .cloned()
-                .unwrap_or_else(|| n.to_string());
-            let label = match (r.origin, &r.name) {
-                (Origin::SyncBefore, _) => format!("Before Sync #{sync}"),
-                (Origin::SyncAfter, _) => format!("Sync #{sync}"),
-                (Origin::SprintEnd, _) => format!("Sprint End #{n}"),
-                (_, Some(name)) => name.to_string(),
-                (Origin::Safety, None) => "Safety".to_owned(),
-                (Origin::Scheduled, None) => "Scheduled".to_owned(),
-                (Origin::Manual, None) => "Snapshot".to_owned(),
-            };
+        .map(|(r, label)| {
             let t = r.created_at;
             Point {
                 id: Some(r.id.to_string()),
@@ -183,7 +162,7 @@ pub fn render(points: &[Point], width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use phony_core::{BlobId, SnapshotId, SnapshotStats, SourceInfo};
+    use phony_core::{BlobId, Origin, SnapshotId, SnapshotStats, SourceInfo};
     use time::macros::datetime;
 
     fn record(

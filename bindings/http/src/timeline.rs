@@ -6,12 +6,10 @@
 //! and recorded deliveries). Snapshot labels are the command line's
 //! (`phony snapshot timeline`): `Before Sync #1`, `Sync #1`, `Sprint End #2`, the name.
 
-use std::collections::BTreeMap;
-
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use phony_core::{Origin, SnapshotRecord};
+use phony_core::SnapshotRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -70,28 +68,9 @@ impl Item {
 
 /// The snapshots' points, labelled as the command line labels them.
 pub fn snapshot_items(records: &[SnapshotRecord]) -> Vec<Item> {
-    let mut sorted: Vec<&SnapshotRecord> = records.iter().collect();
-    sorted.sort_by_key(|r| (r.created_at, r.id.to_string()));
-    let mut ordinals: BTreeMap<&'static str, u64> = BTreeMap::new();
-    sorted
+    phony_core::timeline::labelled(records)
         .into_iter()
-        .map(|r| {
-            let n = ordinals.entry(r.origin.as_str()).or_insert(0);
-            *n += 1;
-            let sync = r
-                .labels
-                .get("sync")
-                .cloned()
-                .unwrap_or_else(|| n.to_string());
-            let label = match (r.origin, &r.name) {
-                (Origin::SyncBefore, _) => format!("Before Sync #{sync}"),
-                (Origin::SyncAfter, _) => format!("Sync #{sync}"),
-                (Origin::SprintEnd, _) => format!("Sprint End #{n}"),
-                (_, Some(name)) => name.to_string(),
-                (Origin::Safety, None) => "Safety".to_owned(),
-                (Origin::Scheduled, None) => "Scheduled".to_owned(),
-                (Origin::Manual, None) => "Snapshot".to_owned(),
-            };
+        .map(|(r, label)| {
             let mut item = Item::new(r.created_at, "snapshot", format!("s:{}", r.id), label);
             item.snapshot_id = Some(r.id.to_string());
             item.origin = Some(r.origin.to_string());

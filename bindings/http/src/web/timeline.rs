@@ -64,28 +64,9 @@ pub fn items(
     events: Vec<Item>,
     now: OffsetDateTime,
 ) -> Vec<Item> {
-    let mut sorted: Vec<&SnapshotRecord> = records.iter().collect();
-    sorted.sort_by_key(|r| (r.created_at, r.id.to_string()));
-    let mut ordinals: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
     let mut out: Vec<Item> = Vec::new();
-    for r in sorted {
-        let n = ordinals.entry(r.origin.as_str()).or_insert(0);
-        *n += 1;
-        let sync = r
-            .labels
-            .get("sync")
-            .cloned()
-            .unwrap_or_else(|| n.to_string());
-        let label = match (r.origin, &r.name) {
-            (Origin::SyncBefore, _) => format!("Before Sync #{sync}"),
-            (Origin::SyncAfter, _) => format!("Sync #{sync}"),
-            (Origin::SprintEnd, _) => format!("Sprint End #{n}"),
-            (_, Some(name)) => name.to_string(),
-            (Origin::Safety, None) => "Safety".to_owned(),
-            (Origin::Scheduled, None) => "Scheduled".to_owned(),
-            (Origin::Manual, None) => "Snapshot".to_owned(),
-        };
+    for (r, label) in phony_core::timeline::labelled(records) {
         labels.insert(r.id.to_string(), label.clone());
         out.push(Item {
             at: r.created_at,
