@@ -291,3 +291,60 @@ async fn random_migrations_end_where_the_full_path_ends() {
         }
     });
 }
+
+/// With the capture's point trusted, the delta path reads the rows' ages while the schemas
+/// are compared; when they differ, the schema path takes over what it found (the tables'
+/// locks held throughout) rather than read the rows again, and the rows changed beside the
+/// migration come back all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_read_before_the_schema_verdict_are_taken_over() {
+    let db = TestDb::new("mig_ages").await;
+    db.exec(SHOP).await;
+    db.quiesce().await;
+    let store = TestStore::new().await;
+    let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    let point = captured.source.point.clone().expect("a capture point");
+    let before = db.fingerprint().await;
+    for (what, sql) in [
+        (
+            "unchanged rows",
+            STEPS[1]
+                .1
+                .replace("UPDATE orders", "SELECT 1 FROM orders")
+                .replace("SET amount = amount + 1 ", ""),
+        ),
+        (
+            "changed rows",
+            format!(
+                "{}\n{}\nDELETE FROM audit WHERE at < '2024-01-05';",
+                STEPS[1].1, STEPS[0].1
+            ),
+        ),
+    ] {
+        db.exec(&format!("BEGIN; {sql} COMMIT;")).await;
+        db.wait_for_xmin(point.snapshot.split(':').nth(1).unwrap().parse().unwrap())
+            .await;
+        let report = phony_postgres::restore(
+            &db.target(),
+            &store.store,
+            &captured.manifest,
+            &RestoreOptions {
+                point: Some(point.clone()),
+                ..RestoreOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            report.path,
+            RestorePath::Schema,
+            "{what}: {:?}",
+            report.full_reason
+        );
+        let ages = report.row_ages.expect("rows compared by their ages");
+        assert_eq!(ages.tables, 3, "{what}: {ages:?}");
+        assert_same(&db.fingerprint().await, &before, what);
+    }
+}

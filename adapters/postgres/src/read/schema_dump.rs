@@ -122,6 +122,34 @@ impl PgDump {
         section: Option<Section>,
         snapshot: Option<&str>,
     ) -> Result<String> {
+        let (archive, list) = self.archive(target, section, snapshot).await?;
+        self.script(target, &archive, &list, None).await
+    }
+
+    /// Both sections of the schema of `target`, as [`dump`](Self::dump) gives them one at a
+    /// time, from one pg_dump run: pg_dump's start (reading the catalog, locking every
+    /// table) costs more than a second pg_restore of its archive, whose scripts are the
+    /// same text.
+    pub async fn dump_sections(
+        &self,
+        target: &ConnectionTarget,
+        snapshot: Option<&str>,
+    ) -> Result<(String, String)> {
+        let (archive, list) = self.archive(target, None, snapshot).await?;
+        tokio::try_join!(
+            self.script(target, &archive, &list, Some(Section::PreData)),
+            self.script(target, &archive, &list, Some(Section::PostData))
+        )
+    }
+
+    /// A schema-only archive of `target` (one section, or all) and its list without the
+    /// objects change tracking puts outside its schema.
+    async fn archive(
+        &self,
+        target: &ConnectionTarget,
+        section: Option<Section>,
+        snapshot: Option<&str>,
+    ) -> Result<(Vec<u8>, String)> {
         let mut cmd = Command::new(&self.path);
         // UTF-8 whatever the database's encoding (the script is stored as text and run on
         // UTF-8 sessions), and the settings phony's own sessions pin (a default's constant
@@ -149,11 +177,26 @@ impl PgDump {
         } else {
             Vec::new()
         };
-        let list_file = ListFile::write(&without_objects(&list, &tracking))?;
+        Ok((archive, without_objects(&list, &tracking)))
+    }
+
+    /// The script of `archive`'s objects in `list` (of `section` only, when given), without
+    /// psql meta-commands.
+    async fn script(
+        &self,
+        target: &ConnectionTarget,
+        archive: &[u8],
+        list: &str,
+        section: Option<Section>,
+    ) -> Result<String> {
+        let list_file = ListFile::write(list)?;
         let mut restore = self.pg_restore();
         restore.arg("--use-list").arg(&list_file.0).arg("--file=-");
+        if let Some(s) = section {
+            restore.arg(s.arg());
+        }
         let text = self
-            .run(restore, target, Some(&archive), "pg_restore")
+            .run(restore, target, Some(archive), "pg_restore")
             .await?;
         drop(list_file);
         let text = String::from_utf8(text)

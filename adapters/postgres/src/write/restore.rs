@@ -171,6 +171,7 @@ async fn restore_session<B: Backend + 'static>(
             },
             root: root_id,
         };
+        let mut examined = Vec::new();
         let delta = restore_delta(
             &target,
             session,
@@ -180,6 +181,7 @@ async fn restore_session<B: Backend + 'static>(
             &begin,
             &tracking,
             schema.as_ref(),
+            &mut examined,
             &mut report,
         );
         let delta = delta.await;
@@ -229,6 +231,7 @@ async fn restore_session<B: Backend + 'static>(
                         root,
                         opts,
                         &inputs,
+                        std::mem::take(&mut examined),
                         &mut report,
                     )
                     .await

@@ -42,8 +42,9 @@ pub(crate) enum DeltaError {
 }
 
 /// The delta path, in the transaction `begin` opens (sent with its first statements). On
-/// `Fallback` the transaction is back at its state after `begin`; on the other errors the
-/// caller rolls it back.
+/// `Fallback` the transaction is back at its state after `begin` (the tables' locks still
+/// held, and what the readers found in `examined` when the schema differs); on the other
+/// errors the caller rolls it back.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn restore_delta<B: Backend + 'static>(
     target: &ConnectionTarget,
@@ -54,6 +55,7 @@ pub(crate) async fn restore_delta<B: Backend + 'static>(
     begin: &str,
     tracking: &Tracking<'_>,
     schema: Option<&SchemaCheck<'_>>,
+    examined: &mut Examined,
     report: &mut RestoreReport,
 ) -> Result<(), DeltaError> {
     let fallback = |e: Error| match e {
@@ -81,18 +83,31 @@ pub(crate) async fn restore_delta<B: Backend + 'static>(
         true => "",
         false => "SET LOCAL session_replication_role = replica;",
     };
+    // The locks are taken before the delta path's savepoint (in one of their own, for a
+    // table the migration dropped): a fallback keeps them, so that the rows read meanwhile
+    // are still the live rows when the schema path takes them over.
+    let lock = match lock.is_empty() {
+        true => String::new(),
+        false => format!("SAVEPOINT phony_lock; {lock} RELEASE SAVEPOINT phony_lock;"),
+    };
     if let Err(e) = client
         .batch_execute(&format!(
-            "{begin} SAVEPOINT phony_delta; {lock} {quiet} {serial} {}",
+            "{begin} {lock} SAVEPOINT phony_delta; {quiet} {serial} {}",
             tracking::IMAGE_SETTINGS
         ))
         .await
     {
         let locked = e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE);
-        // Back to the savepoint if it was made; the caller rolls back the rest.
-        let _ = client
+        // Back to the savepoint that was made last; the caller rolls back the rest.
+        if client
             .batch_execute("ROLLBACK TO SAVEPOINT phony_delta")
-            .await;
+            .await
+            .is_err()
+        {
+            let _ = client
+                .batch_execute("ROLLBACK TO SAVEPOINT phony_lock; RELEASE SAVEPOINT phony_lock")
+                .await;
+        }
         return Err(match locked {
             true => DeltaError::Locked,
             false => fallback(pg("starting the delta restore")(e)),
@@ -190,9 +205,11 @@ pub(crate) async fn restore_delta<B: Backend + 'static>(
             }
         }
         if !content.is_empty() {
-            compare_content(target, client, store, &content, None, opts, schema, report)
-                .await
-                .map_err(fallback)?;
+            compare_content(
+                target, client, store, &content, None, opts, schema, examined, report,
+            )
+            .await
+            .map_err(fallback)?;
         }
         schema_agrees(schema).await.map_err(fallback)?;
         if !sequences_set {
@@ -253,12 +270,20 @@ pub(crate) fn count_change(report: &mut RestoreReport, change: Option<TableRewri
     }
 }
 
+/// What the delta path's readers found, table by table, when the schema's verdict (the live
+/// schema differs) sent the restore down the schema path: the schema path applies it
+/// rather than read the same rows again. The delta path's locks are still held (taken
+/// before its savepoint), so the rows have not changed since.
+pub(crate) type Examined = Vec<(phony_core::QualifiedName, xmin::Outcome)>;
+
 /// Makes the `tables` (each with the relation id to log its rewrites under, when tracking)
 /// hold the snapshot's rows by comparing content, inside the restore transaction. With a
 /// trusted capture point, rows' ages say which tables and chunks to compare (`xmin`),
 /// read on two connections at once; the others are re-read whole. `captured`: the tables
 /// whose identities the capture point recorded, when not `tables` (the schema path
-/// compares some of the snapshot's tables and loads the others).
+/// compares some of the snapshot's tables and loads the others). `examined`: outcomes
+/// already read (taken out, not read again); when `schema` says the live schema differs,
+/// it receives what the readers find instead (they finish first).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn compare_content<B: Backend + 'static>(
     target: &ConnectionTarget,
@@ -268,9 +293,11 @@ pub(crate) async fn compare_content<B: Backend + 'static>(
     captured: Option<&[&phony_core::QualifiedName]>,
     opts: &RestoreOptions,
     schema: Option<&SchemaCheck<'_>>,
+    examined: &mut Examined,
     report: &mut RestoreReport,
 ) -> Result<()> {
     let params = store.config().chunking.params;
+    let mut handed: std::collections::HashMap<_, _> = examined.drain(..).collect();
     let reader = connect_reader(target).await?;
     let trusted = match &opts.point {
         Some(point) => {
@@ -298,53 +325,73 @@ pub(crate) async fn compare_content<B: Backend + 'static>(
         }
         return Ok(());
     };
-    let second = if tables.len() > 1 {
+    // The tables read here, by their index in `tables`; the others' outcomes were handed.
+    let mut given: Vec<(usize, xmin::Outcome)> = Vec::new();
+    let mut read: Vec<usize> = Vec::new();
+    for (i, (entry, _)) in tables.iter().enumerate() {
+        match handed.remove(&entry.table) {
+            Some(outcome) => given.push((i, outcome)),
+            None => read.push(i),
+        }
+    }
+    if !given.is_empty() {
+        tracing::debug!(
+            "{} tables' rows' ages taken over, not read again",
+            given.len()
+        );
+    }
+    let second = if read.len() > 1 {
         Some(connect_reader(target).await?)
     } else {
         None
     };
     let readers: Vec<&Client> = std::iter::once(&reader).chain(second.as_ref()).collect();
-    let entries: Vec<&TableEntry> = tables.iter().map(|(e, _)| *e).collect();
+    let entries: Vec<&TableEntry> = read.iter().map(|&i| tables[i].0).collect();
     let started = Instant::now();
     // The readers examine the tables while this session applies what they found.
     let (done, mut found) = tokio::sync::mpsc::channel(1);
     let examine = xmin::examine(&readers, store, &entries, horizon, opts.prefetch, done);
     let apply = async {
-        schema_agrees(schema).await?;
-        let mut ages = RowAges::default();
-        let mut changes = Vec::new();
-        let mut content = Vec::new();
-        while let Some((i, outcome)) = found.recv().await {
-            let (entry, log) = tables[i];
-            ages.tables += 1;
-            match outcome {
-                xmin::Outcome::Unchanged { chunks } => {
-                    ages.unchanged_tables += 1;
-                    ages.chunks += chunks;
+        if let Err(e) = schema_agrees(schema).await {
+            if let Some(Ok(Some(_))) = match schema {
+                Some(check) => Some(check.clone().await),
+                None => None,
+            } {
+                // The schema path will want these rows: it is given what the readers find.
+                examined.extend(
+                    given
+                        .into_iter()
+                        .map(|(i, o)| (tables[i].0.table.clone(), o)),
+                );
+                while let Some((j, outcome)) = found.recv().await {
+                    examined.push((entries[j].table.clone(), outcome));
                 }
-                xmin::Outcome::Staged {
-                    staged,
-                    chunks,
-                    compared,
-                    summed,
-                } => {
-                    ages.chunks += chunks;
-                    ages.compared_chunks += compared;
-                    if summed {
-                        ages.summed_chunks += compared;
-                    }
-                    let change =
-                        rewrite::apply_staged(client, store, entry, staged, log, opts.prefetch)
-                            .await?;
-                    tracing::debug!("{}: applied at {:?}", entry.table, started.elapsed());
-                    changes.push((i, change));
-                }
-                xmin::Outcome::Content => content.push(i),
+                tracing::debug!(
+                    "rows' ages read for the schema path in {:?}",
+                    started.elapsed()
+                );
             }
+            return Err(e);
         }
-        Ok::<_, Error>((ages, changes, content))
+        let mut taken = Taken::default();
+        for (i, outcome) in given {
+            taken
+                .take(client, store, tables, i, outcome, opts, started)
+                .await?;
+        }
+        while let Some((j, outcome)) = found.recv().await {
+            taken
+                .take(client, store, tables, read[j], outcome, opts, started)
+                .await?;
+        }
+        Ok::<_, Error>(taken)
     };
-    let ((), (mut ages, mut changes, content)) = futures::try_join!(examine, apply)?;
+    let ((), taken) = futures::try_join!(examine, apply)?;
+    let Taken {
+        mut ages,
+        mut changes,
+        content,
+    } = taken;
     drop(second);
     // The content comparisons read on `reader`, free now.
     for i in content {
@@ -365,6 +412,57 @@ pub(crate) async fn compare_content<B: Backend + 'static>(
     );
     report.row_ages = Some(ages);
     Ok(())
+}
+
+/// What applying the readers' outcomes came to, by index in the compared tables.
+#[derive(Default)]
+struct Taken {
+    ages: RowAges,
+    changes: Vec<(usize, Option<TableRewrite>)>,
+    /// Tables whose content is compared whole afterwards.
+    content: Vec<usize>,
+}
+
+impl Taken {
+    /// Applies what the readers found in table `i` of `tables`.
+    #[allow(clippy::too_many_arguments)]
+    async fn take<B: Backend + 'static>(
+        &mut self,
+        client: &Client,
+        store: &Arc<Store<B>>,
+        tables: &[(&TableEntry, Option<u32>)],
+        i: usize,
+        outcome: xmin::Outcome,
+        opts: &RestoreOptions,
+        started: Instant,
+    ) -> Result<()> {
+        let (entry, log) = tables[i];
+        self.ages.tables += 1;
+        match outcome {
+            xmin::Outcome::Unchanged { chunks } => {
+                self.ages.unchanged_tables += 1;
+                self.ages.chunks += chunks;
+            }
+            xmin::Outcome::Staged {
+                staged,
+                chunks,
+                compared,
+                summed,
+            } => {
+                self.ages.chunks += chunks;
+                self.ages.compared_chunks += compared;
+                if summed {
+                    self.ages.summed_chunks += compared;
+                }
+                let change =
+                    rewrite::apply_staged(client, store, entry, staged, log, opts.prefetch).await?;
+                tracing::debug!("{}: applied at {:?}", entry.table, started.elapsed());
+                self.changes.push((i, change));
+            }
+            xmin::Outcome::Content => self.content.push(i),
+        }
+        Ok(())
+    }
 }
 
 /// A connection that reads live rows beside the restore transaction. Its queries scan whole

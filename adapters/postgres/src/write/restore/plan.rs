@@ -11,7 +11,7 @@ use phony_core::{CapturePoint, QualifiedName};
 use crate::connect::ConnectionTarget;
 use crate::error::{Error, Result};
 use crate::read::chunk_stream::Progress;
-use crate::read::schema_dump::{normalize, PgDump, Section};
+use crate::read::schema_dump::{normalize, PgDump};
 
 /// How to restore.
 #[derive(Clone)]
@@ -227,10 +227,7 @@ pub(crate) async fn schema_difference(
     post_data: &str,
 ) -> Result<Option<Differs>> {
     let pg_dump = PgDump::find(version / 10000).await?;
-    let (live_pre, live_post) = tokio::try_join!(
-        pg_dump.dump(target, Some(Section::PreData), None),
-        pg_dump.dump(target, Some(Section::PostData), None)
-    )?;
+    let (live_pre, live_post) = pg_dump.dump_sections(target, None).await?;
     let why = if normalize(&live_pre) != normalize(pre_data) {
         "the schema changed since the snapshot"
     } else if normalize(&live_post) != normalize(post_data) {

@@ -30,7 +30,7 @@ use crate::session::Session;
 use crate::sql::{ident, qualified};
 use crate::tracking;
 
-use super::delta_path::{compare_content, count_change};
+use super::delta_path::{compare_content, count_change, Examined};
 use super::full_path::{
     load_table, refresh_materialized_views, restore_session_settings, set_sequences_in,
 };
@@ -62,7 +62,9 @@ pub(crate) struct Inputs<'a> {
     pub(crate) root_id: phony_core::BlobId,
 }
 
-/// The targeted schema path, in the open restore transaction.
+/// The targeted schema path, in the open restore transaction; `examined`: what the delta
+/// path's readers found in the live rows (under locks held since), not read again.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn restore_schema<B: Backend + 'static>(
     target: &ConnectionTarget,
     session: &Session,
@@ -70,6 +72,7 @@ pub(crate) async fn restore_schema<B: Backend + 'static>(
     root: &RootManifest,
     opts: &RestoreOptions,
     inputs: &Inputs<'_>,
+    mut examined: Examined,
     report: &mut RestoreReport,
 ) -> std::result::Result<(), SchemaError> {
     let client = session.client();
@@ -97,9 +100,12 @@ pub(crate) async fn restore_schema<B: Backend + 'static>(
             &snap,
             &mut attempt,
             early,
+            &mut examined,
             report,
         )
         .await;
+        // Applied or not, it was this attempt's: a second one reads after its DDL.
+        examined.clear();
         let failed = match result {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(why)) => SchemaError::Fallback(why),
@@ -141,6 +147,7 @@ async fn run<B: Backend + 'static>(
     snap: &[Item],
     draft: &mut plan::Draft,
     early: bool,
+    examined: &mut Examined,
     report: &mut RestoreReport,
 ) -> Result<std::result::Result<(), String>> {
     let client = session.client();
@@ -155,6 +162,8 @@ async fn run<B: Backend + 'static>(
         .await
         .map_err(pg("preparing the schema restore"))?;
     lock_tables(client, root).await?;
+    // Where the time goes, step by step (at debug level).
+    let mut step = Step::start();
 
     // What each re-created table takes with it comes back too.
     let mut extra = Vec::new();
@@ -212,6 +221,7 @@ async fn run<B: Backend + 'static>(
             .map(|t| t.content.bytes)
             .sum(),
     };
+    step.done("planned (the catalog read)");
     if early {
         crate::phase::reached(&opts.phase, loading);
         // The rows of every table kept, under the live schema, before any DDL locks them.
@@ -230,10 +240,14 @@ async fn run<B: Backend + 'static>(
                 Some(&captured),
                 opts,
                 None,
+                examined,
                 report,
             )
             .await?;
         }
+    }
+    if early {
+        step.done("rows compared before the DDL");
     }
     gate_open(opts).await?;
 
@@ -271,12 +285,14 @@ async fn run<B: Backend + 'static>(
             .map_err(pg(format!("undoing {what}")))?;
     }
 
+    step.done("undone");
     // 2. The snapshot's pre-data definitions.
     run_items(client, snap, draft, Part::Pre).await?;
     if !early {
         crate::phase::reached(&opts.phase, loading);
     }
 
+    step.done("pre-data definitions run");
     // 3. Rows: loaded where the tables are new, compared everywhere else.
     let loaded: Vec<&TableEntry> = root.tables.iter().filter(|t| is_loaded(draft, t)).collect();
     for entry in &loaded {
@@ -324,11 +340,13 @@ async fn run<B: Backend + 'static>(
             Some(&captured),
             opts,
             None,
+            &mut Examined::new(),
             report,
         )
         .await?;
     }
 
+    step.done("rows loaded and compared");
     // 4. What goes after the rows: checks and NOT NULLs, then the post-data definitions.
     crate::phase::reached(&opts.phase, crate::Phase::IndexesAndConstraints);
     if !draft.tighten.is_empty() {
@@ -339,11 +357,13 @@ async fn run<B: Backend + 'static>(
             .map_err(pg("setting the snapshot's constraints and defaults back"))?;
     }
     run_items(client, snap, draft, Part::Post).await?;
+    step.done("post-data definitions run");
     crate::phase::reached(&opts.phase, crate::Phase::Sequences);
     report.sequences = set_sequences_in(session, root, opts.transactional_sequences).await?;
     if !report.changes.is_empty() || !root.materialized_views.is_empty() {
         refresh_materialized_views(client, root).await?;
     }
+    step.done("sequences and materialized views");
     if inputs.tracked {
         // Tables created again have no tracking triggers, and the log holds the
         // migration's DDL: start over from this snapshot, as the full path does.
@@ -356,7 +376,22 @@ async fn run<B: Backend + 'static>(
             .map_err(pg("re-enabling triggers"))?;
     }
     restore_session_settings(client, inputs.settings).await?;
+    step.done("change tracking and settings");
     Ok(Ok(()))
+}
+
+/// Times the schema path's steps, each logged at debug level as it ends.
+struct Step(std::time::Instant);
+
+impl Step {
+    fn start() -> Step {
+        Step(std::time::Instant::now())
+    }
+
+    fn done(&mut self, what: &str) {
+        tracing::debug!("schema path: {what} in {:?}", self.0.elapsed());
+        self.0 = std::time::Instant::now();
+    }
 }
 
 fn is_loaded(draft: &plan::Draft, t: &TableEntry) -> bool {
