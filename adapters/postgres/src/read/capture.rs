@@ -27,7 +27,7 @@ use crate::read::chunk_stream::{copy_out_sql, Bound, ChunkStream};
 use crate::read::incremental::{
     self, base_tree, encode_successor, read_base, store_tree, BaseTree, PatchJob, TableLog,
 };
-use crate::read::schema_dump::{PgDump, Section};
+use crate::read::schema_dump::PgDump;
 use crate::read::xmin;
 use crate::sql::{literal, qualified};
 use crate::tracking;
@@ -135,13 +135,12 @@ async fn capture_holding<B: Backend + 'static>(
     let dumps = match &base {
         Some(_) => None,
         None => {
+            // Both sections from one pg_dump run (its start, reading the catalog and
+            // locking every table, is what costs), at the capture's snapshot.
             let pg_dump = PgDump::find(server_version_num / 10000).await?;
-            Some([Section::PreData, Section::PostData].map(|section| {
-                let (pg_dump, target, snapshot) =
-                    (pg_dump.clone(), target.clone(), snapshot.clone());
-                tokio::spawn(
-                    async move { pg_dump.dump(&target, Some(section), Some(&snapshot)).await },
-                )
+            let (target, snapshot) = (target.clone(), snapshot.clone());
+            Some(tokio::spawn(async move {
+                pg_dump.dump_sections(&target, Some(&snapshot)).await
             }))
         }
     };
@@ -199,10 +198,13 @@ async fn capture_holding<B: Backend + 'static>(
     entries.sort_by(|a, b| a.table.cmp(&b.table));
 
     let (pre_data, post_data) = match (dumps, &base) {
-        (Some([pre, post]), _) => (
-            put_text(store, &uploads, join(pre).await??, &tally).await?,
-            put_text(store, &uploads, join(post).await??, &tally).await?,
-        ),
+        (Some(both), _) => {
+            let (pre, post) = join(both).await??;
+            (
+                put_text(store, &uploads, pre, &tally).await?,
+                put_text(store, &uploads, post, &tally).await?,
+            )
+        }
         (None, Some((manifest, _))) => (manifest.pre_data.clone(), manifest.post_data.clone()),
         (None, None) => return Err(Error::Internal("no schema to record".into())),
     };
