@@ -8,14 +8,13 @@
 //! `plan_required` naming the lowest plan that takes it.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use phony_core::mask::MaskRules;
-use phony_engine::{Cancel, Engine, ErrorKind, RunOptions, SyncRequest};
+use phony_engine::{Cancel, Engine, ErrorKind, SyncRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -279,12 +278,7 @@ pub async fn run(
         labels: BTreeMap::from([("sync_job".to_owned(), job.id.clone())]),
         ..SyncRequest::from(source.clone())
     };
-    let run = RunOptions {
-        progress: Some(Arc::new(crate::work::Sink(Arc::clone(progress)))),
-        cancel: Some(cancel.clone()),
-        notify: Some(Arc::new(|line: &str| tracing::info!("{line}"))),
-        ..RunOptions::default()
-    };
+    let run = crate::work::run_options(cancel, progress);
     let synced = engine.sync(&target, request, run).await;
     app.forget_listing(&project.id);
     let synced = synced.map_err(|e| {

@@ -292,12 +292,7 @@ async fn restore(
         allow_other_database: p.allow_other_database,
         ..RestoreRequest::default()
     };
-    let run = RunOptions {
-        progress: Some(Arc::new(Sink(Arc::clone(progress)))),
-        cancel: Some(cancel.clone()),
-        notify: Some(Arc::new(|line: &str| tracing::info!("{line}"))),
-        ..RunOptions::default()
-    };
+    let run = run_options(cancel, progress);
     let restored = engine
         .restore(&database, request, run)
         .await
@@ -319,6 +314,17 @@ async fn restore(
     );
     view.safety_snapshot = restored.safety.as_ref().map(|s| s.id.to_string());
     serde_json::to_value(view).map_err(|e| Problem::internal("writing the result", &e))
+}
+
+/// How a job runs an engine operation: progress into the job's row, the job's cancel,
+/// the engine's notices into the log.
+pub fn run_options(cancel: &Cancel, progress: &SharedProgress) -> RunOptions {
+    RunOptions {
+        progress: Some(Arc::new(Sink(Arc::clone(progress)))),
+        cancel: Some(cancel.clone()),
+        notify: Some(Arc::new(|line: &str| tracing::info!("{line}"))),
+        ..RunOptions::default()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -364,12 +370,7 @@ async fn export(
         force: p.force || p.destination.is_none(),
         ..ExportOptions::default()
     };
-    let run = RunOptions {
-        progress: Some(Arc::new(Sink(Arc::clone(progress)))),
-        cancel: Some(cancel.clone()),
-        notify: Some(Arc::new(|line: &str| tracing::info!("{line}"))),
-        ..RunOptions::default()
-    };
+    let run = run_options(cancel, progress);
     let exported = engine
         .export(&p.snapshot_id, target, opts, run)
         .await
