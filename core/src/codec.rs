@@ -17,6 +17,7 @@ use std::io::Read;
 
 pub use delta::{encode_delta, Chain, DeltaHeader, DELTA_LEVEL, MAX_DELTA_DEPTH, MAX_DELTA_LEN};
 
+use crate::config::Compression;
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 
@@ -39,11 +40,12 @@ pub fn max_stored_len(plain_limit: u64) -> u64 {
     n + n / 128 + 1024
 }
 
-/// Encodes `plain` for storage with zstd at `level`, or raw when compression does not help.
-pub fn encode(plain: &[u8], level: i32) -> Vec<u8> {
+/// Encodes `plain` for storage with zstd as `compression` says (a level, or a store's
+/// [`Compression`]), or raw when compression does not help.
+pub fn encode(plain: &[u8], compression: impl Into<Compression>) -> Vec<u8> {
     // One-shot compression knows the input size, so zstd sizes its tables to the chunk:
     // less memory per compression in flight, the same ratio.
-    if let Ok(frame) = zstd::bulk::compress(plain, level) {
+    if let Ok(frame) = compress(plain, compression.into()) {
         if frame.len() < plain.len() {
             let mut out = Vec::with_capacity(frame.len() + 1);
             out.push(TAG_ZSTD);
@@ -55,6 +57,18 @@ pub fn encode(plain: &[u8], level: i32) -> Vec<u8> {
     out.push(TAG_RAW);
     out.extend_from_slice(plain);
     out
+}
+
+fn compress(plain: &[u8], compression: Compression) -> std::io::Result<Vec<u8>> {
+    use zstd::zstd_safe::CParameter;
+    let mut compressor = zstd::bulk::Compressor::new(compression.level)?;
+    if let Some(min_match) = compression.min_match {
+        compressor.set_parameter(CParameter::MinMatch(min_match))?;
+    }
+    if let Some(search_log) = compression.search_log {
+        compressor.set_parameter(CParameter::SearchLog(search_log))?;
+    }
+    compressor.compress(plain)
 }
 
 /// Decodes a standalone stored object (tag 0 or 1) and checks that its plain bytes hash to

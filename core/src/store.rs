@@ -309,7 +309,7 @@ impl<B: Backend> Store<B> {
                 },
             ));
         }
-        let encoded = codec::encode(plain, self.config.compression.level);
+        let encoded = codec::encode(plain, self.config.compression);
         let stored = self.put_encoded(&id, encoded).await?;
         Ok((id, stored))
     }
@@ -337,10 +337,10 @@ impl<B: Backend> Store<B> {
                 new: false,
             });
         }
-        let level = self.config.compression.level;
+        let compression = self.config.compression;
         let encoded = match self.delta_base_depth(base).await? {
-            Some(depth) => codec::encode_delta(plain, level, base, depth, base_plain),
-            None => codec::encode(plain, level),
+            Some(depth) => codec::encode_delta(plain, compression, base, depth, base_plain),
+            None => codec::encode(plain, compression),
         };
         self.put_encoded(id, encoded).await
     }

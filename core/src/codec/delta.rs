@@ -15,6 +15,7 @@ use bytes::Bytes;
 use zstd::zstd_safe::{self, CCtx, CParameter, DCtx};
 
 use super::{decode, decode_exact, encode, TAG_DELTA, TAG_RAW, TAG_ZSTD};
+use crate::config::Compression;
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 
@@ -103,11 +104,12 @@ impl DeltaHeader {
 /// compression when it is not): async callers run it on a blocking pool.
 pub fn encode_delta(
     plain: &[u8],
-    level: i32,
+    compression: impl Into<Compression>,
     base_id: &BlobId,
     base_depth: u8,
     base_plain: &[u8],
 ) -> Vec<u8> {
+    let compression = compression.into();
     let allowed = base_depth < MAX_DELTA_DEPTH
         && plain.len() as u64 <= MAX_DELTA_LEN
         && base_plain.len() as u64 <= MAX_DELTA_LEN
@@ -115,21 +117,21 @@ pub fn encode_delta(
         // A delta against other bytes than the base's could never be decoded.
         && BlobId::of(base_plain) == *base_id;
     if !allowed {
-        return encode(plain, level);
+        return encode(plain, compression);
     }
     let Some(delta) = compress_delta(
         plain,
-        level.min(DELTA_LEVEL),
+        compression.level.min(DELTA_LEVEL),
         base_id,
         base_depth,
         base_plain,
     ) else {
-        return encode(plain, level);
+        return encode(plain, compression);
     };
     if delta.len() * CLEARLY_SMALL <= plain.len() {
         return delta;
     }
-    let standalone = encode(plain, level);
+    let standalone = encode(plain, compression);
     if delta.len() * 4 <= standalone.len() * 3 {
         delta
     } else {

@@ -135,7 +135,7 @@ impl Uploads {
         if let Some(stored) = self.stored(store, &id).await? {
             return Ok((id, stored));
         }
-        let encoded = codec::encode(plain, store.config().compression.level);
+        let encoded = codec::encode(plain, store.config().compression);
         Ok((id, self.put_encoded(store, &id, encoded).await?))
     }
 }

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use phony_core::manifest::{build_tree, MANIFEST_FORMAT};
 use phony_core::{
@@ -32,7 +33,7 @@ use crate::read::xmin;
 use crate::sql::{literal, qualified};
 use crate::tracking;
 pub use options::CaptureOptions;
-use options::{lock, Tally};
+use options::{lock, Stages, Tally};
 
 pub(crate) mod options;
 mod successors;
@@ -95,6 +96,7 @@ async fn capture_holding<B: Backend + 'static>(
     store: &Arc<Store<B>>,
     opts: &CaptureOptions,
 ) -> Result<Captured> {
+    let started = Instant::now();
     let target = target.clone();
     let coordinator = target.connect().await?;
     coordinator
@@ -140,7 +142,9 @@ async fn capture_holding<B: Backend + 'static>(
             let pg_dump = PgDump::find(server_version_num / 10000).await?;
             let (target, snapshot) = (target.clone(), snapshot.clone());
             Some(tokio::spawn(async move {
-                pg_dump.dump_sections(&target, Some(&snapshot)).await
+                let started = Instant::now();
+                let dumped = pg_dump.dump_sections(&target, Some(&snapshot)).await;
+                (dumped, started.elapsed())
             }))
         }
     };
@@ -199,7 +203,9 @@ async fn capture_holding<B: Backend + 'static>(
 
     let (pre_data, post_data) = match (dumps, &base) {
         (Some(both), _) => {
-            let (pre, post) = join(both).await??;
+            let (dumped, took) = join(both).await?;
+            lock(&tally).stages.schema = took;
+            let (pre, post) = dumped?;
             (
                 put_text(store, &uploads, pre, &tally).await?,
                 put_text(store, &uploads, post, &tally).await?,
@@ -235,6 +241,14 @@ async fn capture_holding<B: Backend + 'static>(
     }
     let mut t = lock(&tally);
     t.add(stored);
+    tracing::debug!(
+        "capture of {} tables in {:.3} s ({} new chunks and nodes); where the time went: {} \
+         (busy time summed over tasks: stages that overlap add up to more than the wall time)",
+        manifest.tables.len(),
+        started.elapsed().as_secs_f64(),
+        t.new_blobs,
+        t.stages
+    );
     let stats = SnapshotStats {
         tables: manifest.tables.len() as u64,
         rows: manifest.rows(),
@@ -628,6 +642,9 @@ async fn read_job<B: Backend + 'static>(
     Ok((entry, mode))
 }
 
+/// A chunk being hashed, compressed and written: its reference, what storing it took.
+type StoreTask = JoinHandle<Result<(BlobRef, Stored, Stages)>>;
+
 /// Streams the rows `sql` returns into stored chunks, each new one stored against the old
 /// chunk it replaces when `successors` knows it.
 #[allow(clippy::too_many_arguments)]
@@ -650,7 +667,7 @@ async fn read_chunks<B: Backend + 'static>(
         .await?
         .with_mask(mask);
     let key_positions = key_positions(&table.columns, &table.key);
-    let mut pending: VecDeque<JoinHandle<Result<(BlobRef, Stored)>>> = VecDeque::new();
+    let mut pending: VecDeque<StoreTask> = VecDeque::new();
     let mut refs = Vec::new();
     let in_flight = opts.in_flight.max(1);
     while let Some(chunk) = chunks.next().await? {
@@ -675,17 +692,24 @@ async fn read_chunks<B: Backend + 'static>(
     while !pending.is_empty() {
         collect(&mut pending, &mut refs, tally).await?;
     }
+    lock(tally).stages.add(Stages {
+        reading: chunks.reading,
+        chunking: chunks.chunking,
+        ..Stages::default()
+    });
     Ok(refs)
 }
 
 async fn collect(
-    pending: &mut VecDeque<JoinHandle<Result<(BlobRef, Stored)>>>,
+    pending: &mut VecDeque<StoreTask>,
     refs: &mut Vec<BlobRef>,
     tally: &Mutex<Tally>,
 ) -> Result<()> {
     if let Some(h) = pending.pop_front() {
-        let (r, stored) = join(h).await??;
-        lock(tally).add(stored);
+        let (r, stored, stages) = join(h).await??;
+        let mut t = lock(tally);
+        t.add(stored);
+        t.stages.add(stages);
         refs.push(r);
     }
     Ok(())
@@ -700,11 +724,16 @@ async fn store_chunk<B: Backend>(
     chunk: RowChunk,
     key_positions: Option<Arc<[usize]>>,
     base: Option<BlobRef>,
-) -> Result<(BlobRef, Stored)> {
+) -> Result<(BlobRef, Stored, Stages)> {
+    let mut stages = Stages::default();
+    let started = Instant::now();
     let r = chunk_ref(&chunk, key_positions.as_deref());
     let id = r.id;
+    let asking = Instant::now();
+    stages.hashing = asking - started;
     if let Some(stored) = uploads.stored(&store, &id).await? {
-        return Ok((r, stored));
+        stages.writing = asking.elapsed();
+        return Ok((r, stored, stages));
     }
     let base = match base.filter(|b| store.deltas_allowed() && b.bytes <= codec::MAX_DELTA_LEN) {
         Some(b) => match read_base(&store, b.id, b.bytes, codec::Chain::decode_exact).await {
@@ -716,12 +745,21 @@ async fn store_chunk<B: Backend>(
         },
         None => None,
     };
-    let level = store.config().compression.level;
-    let encoded =
-        tokio::task::spawn_blocking(move || encode_successor(&chunk.data, level, base.as_ref()))
-            .await
-            .map_err(|e| Error::Internal(format!("compressing a chunk failed: {e}")))?;
-    Ok((r, uploads.put_encoded(&store, &id, encoded).await?))
+    let compression = store.config().compression;
+    let compressing = Instant::now();
+    stages.writing = compressing - asking;
+    let (encoded, busy) = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let encoded = encode_successor(&chunk.data, compression, base.as_ref());
+        (encoded, started.elapsed())
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("compressing a chunk failed: {e}")))?;
+    stages.compressing = busy;
+    let writing = Instant::now();
+    let stored = uploads.put_encoded(&store, &id, encoded).await?;
+    stages.writing += writing.elapsed();
+    Ok((r, stored, stages))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use phony_core::mask::TableMask;
@@ -26,6 +27,9 @@ pub(crate) struct ChunkStream {
     /// arrives.
     mask: Option<TableMask>,
     partial: Vec<u8>,
+    /// Time spent waiting for the server's data, and cutting (and masking) it.
+    pub(crate) reading: Duration,
+    pub(crate) chunking: Duration,
 }
 
 impl ChunkStream {
@@ -46,6 +50,8 @@ impl ChunkStream {
             progress,
             mask: None,
             partial: Vec::new(),
+            reading: Duration::ZERO,
+            chunking: Duration::ZERO,
         })
     }
 
@@ -85,11 +91,14 @@ impl ChunkStream {
             if self.chunker.is_none() {
                 return Ok(None);
             }
+            let waiting = Instant::now();
             let next = self
                 .stream
                 .try_next()
                 .await
                 .map_err(read_error(&self.table))?;
+            let cutting = Instant::now();
+            self.reading += cutting - waiting;
             match next {
                 Some(buf) => {
                     if let Some(p) = &self.progress {
@@ -104,6 +113,7 @@ impl ChunkStream {
                     }
                 }
             }
+            self.chunking += cutting.elapsed();
         }
     }
 }

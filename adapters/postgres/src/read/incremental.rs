@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use phony_core::codec::{self, Chain};
+use phony_core::config::Compression;
 use phony_core::manifest::{build_tree, EncodedNode, ManifestNode, FANOUT};
 use phony_core::store::MAX_MANIFEST_LEN;
 use phony_core::{Backend, BlobId, BlobRef, RowChunk, Store, Stored, TableEntry};
@@ -576,18 +577,22 @@ async fn put_successor<B: Backend>(
             new: false,
         });
     }
-    let level = store.config().compression.level;
-    let encoded = encode_successor(&plain, level, base.filter(|_| store.deltas_allowed()));
+    let compression = store.config().compression;
+    let encoded = encode_successor(&plain, compression, base.filter(|_| store.deltas_allowed()));
     Ok(store.put_encoded(id, encoded).await?)
 }
 
 /// The stored form of `plain`: a delta against `base`, the blob it replaces, where one
-/// pays (see [`codec::encode_delta`]), else standalone at `level`. The caller passes a
-/// base only to a store that allows deltas.
-pub(crate) fn encode_successor(plain: &[u8], level: i32, base: Option<&Base>) -> Vec<u8> {
+/// pays (see [`codec::encode_delta`]), else standalone as `compression` says. The caller
+/// passes a base only to a store that allows deltas.
+pub(crate) fn encode_successor(
+    plain: &[u8],
+    compression: Compression,
+    base: Option<&Base>,
+) -> Vec<u8> {
     match base {
-        Some(b) => codec::encode_delta(plain, level, &b.id, b.depth, &b.plain),
-        None => codec::encode(plain, level),
+        Some(b) => codec::encode_delta(plain, compression, &b.id, b.depth, &b.plain),
+        None => codec::encode(plain, compression),
     }
 }
 

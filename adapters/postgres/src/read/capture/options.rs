@@ -2,6 +2,7 @@
 //! ([`super`]) and the incremental one ([`crate::read::incremental`]).
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use phony_core::Stored;
 
@@ -75,6 +76,53 @@ pub(crate) struct Tally {
     pub(crate) new_blobs: u64,
     pub(crate) stored_bytes: u64,
     pub(crate) new_bytes: u64,
+    /// Where the time went, summed over the tasks doing it.
+    pub(crate) stages: Stages,
+}
+
+/// Busy time per stage of a capture, summed over the readers and chunk tasks (so stages that
+/// overlap can add up to more than the capture's wall time): what `PHONY_LOG=debug` shows at
+/// the end of a capture, and what the benchmark reports.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Stages {
+    /// pg_dump printing the schema (beside the readers, on its own connection).
+    pub(crate) schema: Duration,
+    /// Waiting for the server's `COPY` data (the server reading, sorting and sending rows).
+    pub(crate) reading: Duration,
+    /// Cutting the rows into chunks (and masking them, for a sync).
+    pub(crate) chunking: Duration,
+    /// Hashing chunks into their ids.
+    pub(crate) hashing: Duration,
+    /// Compressing new chunks (as deltas where they have a base).
+    pub(crate) compressing: Duration,
+    /// Asking the store for chunks and writing the new ones.
+    pub(crate) writing: Duration,
+}
+
+impl Stages {
+    pub(crate) fn add(&mut self, other: Stages) {
+        self.schema += other.schema;
+        self.reading += other.reading;
+        self.chunking += other.chunking;
+        self.hashing += other.hashing;
+        self.compressing += other.compressing;
+        self.writing += other.writing;
+    }
+}
+
+impl std::fmt::Display for Stages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "schema (pg_dump) {:.3} s, reading {:.3} s, chunking {:.3} s, hashing {:.3} s, compressing {:.3} s, writing {:.3} s",
+            self.schema.as_secs_f64(),
+            self.reading.as_secs_f64(),
+            self.chunking.as_secs_f64(),
+            self.hashing.as_secs_f64(),
+            self.compressing.as_secs_f64(),
+            self.writing.as_secs_f64()
+        )
+    }
 }
 
 impl Tally {
