@@ -180,6 +180,7 @@ class Row:
     check: str = ""  # fingerprint comparison with the base state, where one was made
     error: str | None = None
     runs: list[float] = field(default_factory=list)  # each run's seconds, when repeated
+    detail: str = ""  # where the time went, for the full snapshot (printed under the table)
 
     def value_text(self) -> str:
         if self.status != "ok":
@@ -203,6 +204,7 @@ class Bench:
     created_dbs: list[str] = field(default_factory=list)
     fingerprints: dict[str, dict] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    suffix: str = ""  # after the database names, when several scales run in one go
 
     # -- plumbing --
 
@@ -219,12 +221,12 @@ class Bench:
         return row
 
     def timed(self, key: str, step: str, cmd: list, *, phony: bool = False,
-              baseline: str | None = None) -> tuple[Row, Proc]:
+              baseline: str | None = None, env: dict[str, str] | None = None) -> tuple[Row, Proc]:
         """Run one measured step. A failed baseline is 'failed'; a failed phony step is
         'n/a' (the binary may not support it yet). Either way the run carries on."""
         self.log(f"- {step}")
         self.checkpoint()
-        proc = run(cmd, self.args.timeout)
+        proc = run(cmd, self.args.timeout, env)
         row = Row(key=key, step=step, kind="time", baseline=baseline)
         if proc.ok:
             row.seconds, row.rss_mb = proc.seconds, proc.rss_mb
@@ -404,7 +406,7 @@ class Bench:
     def run_all(self) -> None:
         a = self.args
         pid = os.getpid()
-        src = f"phony_bench_{pid}"
+        src = f"phony_bench_{pid}{self.suffix}"
         src_url = url_for(self.base_url, src)
         dump = self.workdir / "dump.pgc"
         store = self.workdir / "store"
@@ -429,6 +431,8 @@ class Bench:
         row, _ = self.timed("pg_dump", "pg_dump -Fc", ["pg_dump", "-Fc", "-f", dump, "-d", src_url])
         if row.status == "ok":
             self.add(Row("dump_size", "pg_dump -Fc file size", "size", bytes=dump.stat().st_size))
+
+        self.read_floor(src)
 
         target = f"{src}_pg_restore"
         self.create_db(target)
@@ -455,9 +459,12 @@ class Bench:
         self.done_with(copy)
 
         # 3. phony: full snapshot, restore into a new database
-        row, _ = self.timed("phony_snapshot_full", "phony snapshot create base (full)",
-                            self.phony(src, "snapshot", "create", "--name", "base"),
-                            phony=True, baseline="pg_dump")
+        # With the capture's log on, it says where its time went (one line at the end).
+        env = {**os.environ, "PHONY_LOG": "phony_postgres::read::capture=debug"}
+        row, proc = self.timed("phony_snapshot_full", "phony snapshot create base (full)",
+                               self.phony(src, "snapshot", "create", "--name", "base"),
+                               phony=True, baseline="pg_dump", env=env)
+        row.detail = stages_of(proc.stderr)
         full_store = dir_bytes(store)
         self.add(Row("phony_store_full", "phony store after base", "size", bytes=full_store,
                      baseline="dump_size", **na_unless(row)))
@@ -465,10 +472,12 @@ class Bench:
         target = f"{src}_phony_target"
         # phony creates the database itself (built in parallel, renamed when complete).
         self.created_dbs.append(target)
-        row, _ = self.timed("phony_restore_target", "phony restore base --target (new db)",
-                            self.phony(src, "snapshot", "restore", "base",
-                                       "--target", url_for(self.base_url, target)),
-                            phony=True, baseline="pg_restore")
+        env = {**os.environ, "PHONY_LOG": "phony_postgres::write::fresh=debug"}
+        row, proc = self.timed("phony_restore_target", "phony restore base --target (new db)",
+                               self.phony(src, "snapshot", "restore", "base",
+                                          "--target", url_for(self.base_url, target)),
+                               phony=True, baseline="pg_restore", env=env)
+        row.detail = stages_of(proc.stderr)
         if row.status == "ok":
             row.check = self.check_against_base(target)
         self.done_with(target)
@@ -495,6 +504,23 @@ class Bench:
         self.timed_repeated("phony_rollback_mix", "phony restore base (rollback after mix)",
                             self.phony(src, "snapshot", "restore", "base", "--no-safety-snapshot"),
                             again=mix_again, check=lambda: self.check_against_base(src),
+                            phony=True, baseline="template_copy")
+
+        # 4b. one row changed in each of ~1% of the chunks of every table (the rows a
+        # rollback without tracking must find are spread over the whole database)
+        mix_chunks = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", src_url,
+                      "-f", BENCH_DIR / "mix_chunks.sql"]
+
+        def mix_chunks_again() -> None:
+            proc = run(mix_chunks, self.args.timeout)
+            if not proc.ok:
+                raise RuntimeError(f"applying mix_chunks.sql again failed: {proc.why()}")
+
+        self.timed("mix_chunks_apply", "apply mix_chunks.sql (psql; not a phony figure)", mix_chunks)
+        self.timed_repeated("phony_rollback_mix_chunks",
+                            "phony restore base (rollback after mix_chunks, 1% of chunks)",
+                            self.phony(src, "snapshot", "restore", "base", "--no-safety-snapshot"),
+                            again=mix_chunks_again, check=lambda: self.check_against_base(src),
                             phony=True, baseline="template_copy")
 
         # 5. the same with change tracking on: only the logged rows are read
@@ -562,6 +588,57 @@ class Bench:
         # 7. what tracking costs writers: pgbench TPS without and with it
         if not a.no_pgbench:
             self.pgbench_overhead(src)
+
+    def read_floor(self, src: str) -> None:
+        """The floor under a full snapshot: every table read in the order phony reads it
+        (primary key, or the whole row's text), by as many connections as phony's readers
+        (two on two cores), the rows thrown away."""
+        url = url_for(self.base_url, src)
+        tables = self.psql_query(url, f"""
+            SELECT format('%I.%I', n.nspname, c.relname),
+                   coalesce((SELECT string_agg(format('%I', a.attname), ', ' ORDER BY k.ord)
+                               FROM pg_index i
+                               CROSS JOIN unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+                               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+                              WHERE i.indrelid = c.oid AND i.indisprimary), ''),
+                   pg_relation_size(c.oid)
+              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p') AND {USER_SCHEMAS}
+             ORDER BY 3 DESC""")
+        queries = []
+        for line in tables.splitlines():
+            name, key, _ = line.split("|")
+            order = key or '(t.*)::text COLLATE "C"'
+            queries.append(f"COPY (SELECT * FROM ONLY {name} AS t ORDER BY {order}) TO STDOUT")
+        readers = max(2, min(4, os.cpu_count() or 2))
+        step = f"read floor: COPY of every table in key order, {readers} connections"
+        self.log(f"- {step}")
+        self.checkpoint()
+        pending, lock, failures = list(queries), threading.Lock(), []
+
+        def reader() -> None:
+            while True:
+                with lock:
+                    if not pending:
+                        return
+                    sql = pending.pop(0)
+                proc = run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-o", os.devnull,
+                            "-c", sql], self.args.timeout)
+                if not proc.ok:
+                    failures.append(proc.why())
+
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=reader) for _ in range(readers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        row = Row("read_floor", step, "time", baseline="pg_dump")
+        if failures:
+            row.status, row.error = "failed", failures[0]
+        else:
+            row.seconds = time.perf_counter() - t0
+        self.add(row)
 
     def pgbench_overhead(self, src: str) -> None:
         db = f"{src}_pgbench"
@@ -633,6 +710,15 @@ def na_unless(row: Row) -> dict:
     return {"status": row.status, "error": "snapshot did not complete"}
 
 
+def stages_of(stderr: str) -> str:
+    """The capture's own account of where its time went (its last debug line), if any."""
+    marker = "where the time went"
+    for line in reversed(stderr.splitlines()):
+        if marker in line:
+            return line.split(marker, 1)[1].lstrip(": ").strip()
+    return ""
+
+
 def short_name(key: str) -> str:
     return {
         "pg_dump": "pg_dump -Fc",
@@ -689,9 +775,86 @@ def tool_version(cmd: list[str]) -> str | None:
     return proc.stdout.strip().splitlines()[0] if proc.ok and proc.stdout.strip() else None
 
 
+def parse_scales(text: str) -> list[float]:
+    try:
+        scales = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or a list of numbers: {text!r}")
+    if not scales or any(x <= 0 for x in scales):
+        raise argparse.ArgumentTypeError("every scale must be positive")
+    return scales
+
+
+# The operations whose growth with the database's size the scale table shows, with what
+# each is expected to grow like (see benches/README.md, "Growth with size").
+GROWTH = [
+    ("db_size", "database size", None),
+    ("pg_dump", "pg_dump -Fc", None),
+    ("pg_restore", "pg_restore -j2", None),
+    ("template_copy", "template copy", None),
+    ("read_floor", "read floor (key-ordered COPY)", None),
+    ("phony_snapshot_full", "phony full snapshot", "pg_dump"),
+    ("phony_restore_target", "phony restore into a new db", "pg_restore"),
+    ("phony_snapshot_incremental", "phony snapshot after mix, tracking off", None),
+    ("phony_rollback_mix", "phony rollback after mix, tracking off", "template_copy"),
+    ("phony_rollback_mix_chunks", "phony rollback after mix_chunks, tracking off", "template_copy"),
+    ("phony_snapshot_incremental_tracked", "phony snapshot after mix, tracking on", "flat"),
+    ("phony_rollback_mix_tracked", "phony rollback after mix, tracking on", "flat"),
+    ("phony_rollback_migration_small", "phony rollback after migration_small", None),
+    ("phony_rollback_migration", "phony rollback after migration", None),
+]
+
+
+def growth_rows(benches: list[Bench]) -> list[dict]:
+    """Per operation: its figure at each scale, how much it grew from the first scale to the
+    last, and that growth against what it should grow no faster than."""
+    first, last = benches[0], benches[-1]
+    out = []
+    for key, label, expect in GROWTH:
+        rows = [b.rows.get(key) for b in benches]
+        if any(r is None or r.status != "ok" for r in rows):
+            out.append({"key": key, "operation": label, "values": [None] * len(rows)})
+            continue
+        values = [r.bytes if r.kind == "size" else r.seconds for r in rows]
+        growth = values[-1] / values[0] if values[0] else None
+        item = {"key": key, "operation": label, "values": values, "growth": growth,
+                "rss_mb": [r.rss_mb for r in rows], "kind": rows[0].kind}
+        if expect == "flat":
+            item["against"] = "goal <= 1.3"
+        elif expect:
+            a, b = first.rows.get(expect), last.rows.get(expect)
+            if a and b and a.status == b.status == "ok" and a.seconds and growth is not None:
+                item["against"] = f"{short_name(expect)} grew {b.seconds / a.seconds:.2f}x"
+                item["relative"] = growth / (b.seconds / a.seconds)
+        out.append(item)
+    return out
+
+
+def print_growth(scales: list[float], items: list[dict]) -> None:
+    headers = ["operation", *[f"scale {x:g}" for x in scales], "growth", "against", "peak RSS MB"]
+    body = []
+    for it in items:
+        vals = it["values"]
+        if any(v is None for v in vals):
+            body.append([it["operation"], *["n/a"] * len(vals), "", "", ""])
+            continue
+        text = [f"{v / 1e6:.0f} MB" if it["kind"] == "size" else f"{v:.2f} s" for v in vals]
+        rss = [f"{r:.0f}" for r in it["rss_mb"] if r is not None]
+        body.append([it["operation"], *text,
+                     f"{it['growth']:.2f}x" if it.get("growth") else "",
+                     it.get("against", ""), " / ".join(rss) if it["kind"] == "time" else ""])
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    print("  ".join("-" * w for w in widths))
+    for b in body:
+        print("  ".join(c.ljust(w) for c, w in zip(b, widths)).rstrip())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scale", type=float, default=1.0, help="gen_shop.sql scale (1.0 ~ 600 MB)")
+    ap.add_argument("--scale", type=parse_scales, default=[1.0],
+                    help="gen_shop.sql scale (1.0 ~ 600 MB); several, comma-separated (1,5), "
+                         "run one after the other and compared in a table of growth")
     ap.add_argument("--phony", default="target/release/phony", help="the phony binary")
     ap.add_argument("--keep", action="store_true",
                     help="keep the databases and the work directory (dump, store)")
@@ -708,8 +871,7 @@ def main() -> int:
     ap.add_argument("--json", default=str(BENCH_DIR / "results" / "latest.json"),
                     help="where to write the results as JSON")
     args = ap.parse_args()
-    if args.scale <= 0:
-        ap.error("--scale must be positive")
+    scales = args.scale
 
     phony = Path(args.phony)
     if not phony.is_absolute() and not phony.exists() and (REPO_DIR / phony).exists():
@@ -727,63 +889,84 @@ def main() -> int:
             return 2
 
     base_url = os.environ.get("PHONY_BENCH_URL", DEFAULT_URL)
-    workdir = Path(tempfile.mkdtemp(prefix="phony-bench-", dir=args.workdir))
-    bench = Bench(args=args, base_url=base_url, maint_url=maintenance_url(base_url), workdir=workdir)
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
     failure: str | None = None
-    try:
-        bench.meta.update({
-            "started_at": started.isoformat(timespec="seconds"),
-            "scale": args.scale,
-            "repeat": args.repeat,
-            "url": redact(base_url),
-            "phony": args.phony,
-            "phony_version": tool_version([args.phony, "--version"]),
-            "server_version": bench.psql_query(bench.maint_url, "SHOW server_version").strip(),
-            "pg_dump_version": tool_version(["pg_dump", "--version"]),
-            "git_commit": tool_version(["git", "-C", str(REPO_DIR), "rev-parse", "HEAD"]),
-            "cpus": os.cpu_count(),
-            "machine": f"{platform.system()} {platform.machine()}",
-            "python": platform.python_version(),
-            "rss_method": RSS_METHOD,
-        })
-        bench.run_all()
-    except KeyboardInterrupt:
-        failure = "interrupted"
-    except RuntimeError as e:
-        failure = str(e)
-    finally:
-        if args.keep:
-            bench.log(f"kept: databases {', '.join(bench.created_dbs)}; work directory {workdir}")
-        else:
-            for name in list(bench.created_dbs):
-                bench.drop_db(name)
-            shutil.rmtree(workdir, ignore_errors=True)
+    benches: list[Bench] = []
+    common = {
+        "started_at": started.isoformat(timespec="seconds"),
+        "scales": scales,
+        "repeat": args.repeat,
+        "url": redact(base_url),
+        "phony": args.phony,
+        "phony_version": tool_version([args.phony, "--version"]),
+        "pg_dump_version": tool_version(["pg_dump", "--version"]),
+        "git_commit": tool_version(["git", "-C", str(REPO_DIR), "rev-parse", "HEAD"]),
+        "cpus": os.cpu_count(),
+        "machine": f"{platform.system()} {platform.machine()}",
+        "python": platform.python_version(),
+        "rss_method": RSS_METHOD,
+    }
+    for i, scale in enumerate(scales):
+        run_args = argparse.Namespace(**{**vars(args), "scale": scale})
+        workdir = Path(tempfile.mkdtemp(prefix="phony-bench-", dir=args.workdir))
+        bench = Bench(args=run_args, base_url=base_url, maint_url=maintenance_url(base_url),
+                      workdir=workdir, suffix=f"_s{i + 1}" if len(scales) > 1 else "")
+        benches.append(bench)
+        bench_t0 = time.perf_counter()
+        try:
+            bench.meta.update({**common, "scale": scale})
+            bench.meta["server_version"] = bench.psql_query(bench.maint_url, "SHOW server_version").strip()
+            bench.run_all()
+        except KeyboardInterrupt:
+            failure = "interrupted"
+        except RuntimeError as e:
+            failure = str(e)
+        finally:
+            if args.keep:
+                bench.log(f"kept: databases {', '.join(bench.created_dbs)}; work directory {workdir}")
+            else:
+                for name in list(bench.created_dbs):
+                    bench.drop_db(name)
+                shutil.rmtree(workdir, ignore_errors=True)
+        bench.compute_ratios()
+        bench.meta["total_seconds"] = round(time.perf_counter() - bench_t0, 1)
+        if failure:
+            bench.meta["failure"] = failure
+            print(f"error: {failure}", file=sys.stderr)
+            break
 
-    bench.compute_ratios()
-    bench.meta["total_seconds"] = round(time.perf_counter() - t0, 1)
-    if failure:
-        bench.meta["failure"] = failure
-        print(f"error: {failure}", file=sys.stderr)
-
-    rows = list(bench.rows.values())
-    if rows:
+    for bench in benches:
+        rows = list(bench.rows.values())
+        if not rows:
+            continue
+        scale = bench.args.scale
         print()
-        print(f"phony benchmark, scale {args.scale:g} "
+        print(f"phony benchmark, scale {scale:g} "
               f"({bench.rows['db_size'].bytes / 1e6:.0f} MB database)" if "db_size" in bench.rows
-              else f"phony benchmark, scale {args.scale:g}")
+              else f"phony benchmark, scale {scale:g}")
         print_table(rows)
+        for row in rows:
+            if row.detail:
+                print(f"\n{row.step}, where the time went: {row.detail}")
+    growth = None
+    if len(benches) > 1 and len(benches) == len(scales) and not failure:
+        growth = growth_rows(benches)
+        print(f"\ngrowth from scale {scales[0]:g} to scale {scales[-1]:g}")
+        print_growth(scales, growth)
 
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     ignore = out.parent / ".gitignore"
     if out.parent == BENCH_DIR / "results" and not ignore.exists():
         ignore.write_text("*.json\n")
-    out.write_text(json.dumps({
-        "meta": bench.meta,
-        "rows": [{k: v for k, v in vars(r).items()} for r in rows],
-    }, indent=2) + "\n")
+    runs = [{"meta": b.meta, "rows": [dict(vars(r)) for r in b.rows.values()]} for b in benches]
+    if len(scales) == 1 and runs:
+        result = runs[0]
+    else:
+        result = {"meta": {**common, "total_seconds": round(time.perf_counter() - t0, 1)},
+                  "runs": runs, "growth": growth}
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nresults written to {out}")
     return 1 if failure else 0
 
