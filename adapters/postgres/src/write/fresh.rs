@@ -317,17 +317,38 @@ async fn load_and_build<B: Backend + 'static>(
             preamble.to_owned(),
         );
         handles.push(tokio::spawn(async move {
+            // However this loader ends short (an error, a panic), the others stop waiting
+            // for tables it will not load.
+            let stopped = Stopped {
+                state: &state,
+                changed: &changed,
+                done: false,
+            };
             let result = load_worker(&target, &store, &state, &changed, &opts, &preamble).await;
-            if result.is_err() {
-                lock(&state).failed = true;
-                changed.notify_waiters();
-            }
+            let mut stopped = stopped;
+            stopped.done = result.is_ok();
             result
         }));
     }
     join_all(handles).await?;
     let retry = std::mem::take(&mut lock(&state).retry);
     Ok(retry)
+}
+
+/// Marks the loading failed when dropped before `done`, and wakes the loaders that wait.
+struct Stopped<'a> {
+    state: &'a Mutex<Loading>,
+    changed: &'a tokio::sync::Notify,
+    done: bool,
+}
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            lock(self.state).failed = true;
+            self.changed.notify_waiters();
+        }
+    }
 }
 
 fn lock(state: &Mutex<Loading>) -> std::sync::MutexGuard<'_, Loading> {

@@ -407,3 +407,55 @@ async fn a_store_is_created_only_by_a_create_that_can_succeed_and_only_where_mea
     let o = phony(&db.url(), &new, &["snapshot", "list"]);
     fails(&o, 1, &["format 0", &format!("formats 1 to {format}")]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_chunk_fails_a_restore_into_a_new_database_and_leaves_none() {
+    let db = TestDb::new("hostile_new_db").await;
+    // A big table is loaded and its index built on one connection while the damaged small
+    // one fails on the other: the failure stops both, and nothing is left behind.
+    db.exec(
+        "CREATE TABLE big (id int PRIMARY KEY, v text); CREATE INDEX big_v ON big (v);
+         INSERT INTO big SELECT g, repeat('x', 100) || g FROM generate_series(1, 20000) g;
+         CREATE TABLE small (id int PRIMARY KEY, w text); CREATE INDEX small_w ON small (w);
+         INSERT INTO small SELECT g, 'w' || g FROM generate_series(1, 50) g",
+    )
+    .await;
+    let store = TestStore::new().await;
+    let dir = store.path();
+    ok(&phony(
+        &db.url(),
+        dir,
+        &["snapshot", "create", "--name", "a"],
+    ));
+    // The small table's rows are one chunk, named by the hash of their COPY text.
+    let rows: String = (1..=50).map(|g| format!("{g}\tw{g}\n")).collect();
+    let chunk = phony_core::BlobId::of(rows.as_bytes()).to_hex();
+    let path = blob_path(dir, &chunk);
+    assert!(path.exists(), "the small table's chunk is {chunk}");
+    std::fs::write(&path, b"\x01not a zstd frame").unwrap();
+
+    let copy = db.sibling_name("new");
+    let started = std::time::Instant::now();
+    let o = phony(
+        &db.url(),
+        dir,
+        &["snapshot", "restore", "a", "--target", &db.url_of(&copy)],
+    );
+    fails(&o, 1, &[&chunk, "corrupt"]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    let left: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE starts_with(datname, $1)",
+            &[&copy],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "neither {copy} nor a partial database is left");
+}
