@@ -24,9 +24,9 @@ pub const CONFIG_KEY: &str = "phony-store.json";
 /// The default is zstd's level 7 with a longer minimum match and a shallower search than
 /// the level's own (`min_match` 6, `search_log` 1): on the benchmark's rows it stores less
 /// than level 9 (83.0 MB against 83.2 MB of zstd frames at scale 1) for 56% of level 9's
-/// compression time, and less than `pg_dump -Fc` (85.2 MB) at about a third of its
-/// (see docs/design.md, "Compression levels"). Both fields are absent from stores created
-/// before them, which compress at their `level` alone.
+/// compression time, and less than `pg_dump -Fc` (85.2 MB) for about a third of the time
+/// its zlib takes (see docs/design.md, "Compression levels"). Both fields are absent from
+/// stores created before them, which compress at their `level` alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Compression {
     /// Always "zstd" in format 1.
