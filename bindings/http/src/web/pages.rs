@@ -12,7 +12,8 @@ pub mod snapshot;
 
 use std::time::Duration;
 
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use maud::{html, Markup};
 use serde_json::Value;
 
@@ -20,7 +21,7 @@ use crate::app::AppState;
 use crate::jobs::JobView;
 use crate::problem::{ApiResult, Problem};
 use crate::projects::Project;
-use crate::web::Session;
+use crate::web::{redirect, Fail, Session, WebResult};
 
 /// Project `id`, if the session's token sees it (404 otherwise, as in the API).
 pub async fn project(app: &AppState, session: &Session, id: &str) -> ApiResult<Project> {
@@ -73,6 +74,24 @@ pub async fn body_of(response: Response) -> ApiResult<(u16, Value)> {
         .map_err(|e| Problem::internal("reading an answer", &e))?;
     let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     Ok((status, value))
+}
+
+/// Where a form that queued a job goes, from the API's answer: the script (`json`) gets
+/// the job and the address of its status to follow in place, a form without it the job's
+/// page.
+pub async fn follow_job(answer: Response, json: bool) -> WebResult {
+    let (_, job) = body_of(answer)
+        .await
+        .map_err(|p| Fail::from(p).json(json))?;
+    let job_id = job["id"].as_str().unwrap_or_default().to_owned();
+    if json {
+        return Ok(Json(serde_json::json!({
+            "job": job_id,
+            "status": format!("/jobs/{job_id}/status"),
+        }))
+        .into_response());
+    }
+    Ok(redirect(&format!("/jobs/{job_id}")))
 }
 
 /// The project's heading and its tabs.

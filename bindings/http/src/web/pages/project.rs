@@ -7,11 +7,9 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
 use axum::{Form, Json};
 use maud::{html, Markup};
 use serde::Deserialize;
-use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::app::AppState;
@@ -20,9 +18,9 @@ use crate::jobs::WaitQuery;
 use crate::projects::Project;
 use crate::snapshots::NewSnapshot;
 use crate::timeline::TimelineQuery;
-use crate::web::pages::{self, body_of};
+use crate::web::pages;
 use crate::web::timeline::{self, Kind, Zoom};
-use crate::web::{layout, page, redirect, wants_json, when, Fail, Session, WebResult};
+use crate::web::{layout, page, wants_json, when, Fail, Session, WebResult};
 
 #[derive(Debug, Deserialize)]
 pub struct ZoomQuery {
@@ -232,16 +230,5 @@ pub async fn snapshot_now(
     )
     .await
     .map_err(|p| Fail::from(p).json(json))?;
-    let (_, job) = body_of(answer)
-        .await
-        .map_err(|p| Fail::from(p).json(json))?;
-    let job_id = job["id"].as_str().unwrap_or_default().to_owned();
-    if json {
-        return Ok(Json(json!({
-            "job": job_id,
-            "status": format!("/jobs/{job_id}/status"),
-        }))
-        .into_response());
-    }
-    Ok(redirect(&format!("/jobs/{job_id}")))
+    pages::follow_job(answer, json).await
 }

@@ -6,11 +6,9 @@
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::IntoResponse;
-use axum::{Form, Json};
+use axum::Form;
 use maud::{html, Markup};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::{Ctx, Shown};
 use crate::app::AppState;
@@ -18,7 +16,7 @@ use crate::jobs::WaitQuery;
 use crate::plans::Plan;
 use crate::projects::ProjectPatch;
 use crate::syncs::SyncBody;
-use crate::web::pages::{self, body_of};
+use crate::web::pages;
 use crate::web::{redirect, wants_json, when, Fail, Session, WebResult};
 
 /// Whether `plan` takes the snapshot before a sync (as `crate::syncs` decides).
@@ -221,16 +219,5 @@ pub async fn sync_now(
             return super::render(&app, &session, &id, Shown::failed("sync", &fail), status).await;
         }
     };
-    let (_, job) = body_of(answer)
-        .await
-        .map_err(|p| Fail::from(p).json(json))?;
-    let job_id = job["id"].as_str().unwrap_or_default().to_owned();
-    if json {
-        return Ok(Json(json!({
-            "job": job_id,
-            "status": format!("/jobs/{job_id}/status"),
-        }))
-        .into_response());
-    }
-    Ok(redirect(&format!("/jobs/{job_id}")))
+    pages::follow_job(answer, json).await
 }
