@@ -34,6 +34,27 @@ fn value(cookie: &str) -> String {
         .unwrap()
 }
 
+/// The CSRF token a dashboard page's forms carry.
+fn csrf_of(page: &str) -> String {
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned()
+}
+
+/// The page at `path`, as the browser signed in as `session` gets it.
+async fn page_of(http: &reqwest::Client, base: &str, path: &str, session: &str) -> String {
+    let resp = http
+        .get(format!("{base}{path}"))
+        .header(COOKIE, format!("phony_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "{path}");
+    resp.text().await.unwrap()
+}
+
 /// Signs in with `token` (over TLS, as a proxy says, when `tls`); the session cookie.
 async fn sign_in(base: &str, token: &str, tls: bool) -> String {
     let http = client();
@@ -169,21 +190,8 @@ async fn posts_without_the_session_csrf_token_do_nothing() {
     assert_eq!(jobs.ok(200)["items"], json!([]));
 
     // With the session's token: a form is sent to the job's page, the script gets the job.
-    let page = http
-        .get(format!("{}/projects/{}", h.base, p.id))
-        .header(COOKIE, format!("phony_session={session}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_owned();
+    let page = page_of(&http, &h.base, &format!("/projects/{}", p.id), &session).await;
+    let csrf = csrf_of(&page);
     let post = |accept: &'static str, name: &'static str| {
         http.post(format!("{}/projects/{}/snapshots", h.base, p.id))
             .header(COOKIE, format!("phony_session={session}"))
@@ -264,66 +272,51 @@ async fn assets_come_from_the_binary_and_pages_stay_out_of_the_api_document() {
 async fn an_admin_sets_a_custom_retention_from_the_settings_page() {
     let h = support::start().await;
     let p = h.project("BUSINESS", 3).await;
-    let http = client();
-    let form = |session: &str, body: &str| {
-        http.post(format!("{}/projects/{}/settings/retention", h.base, p.id))
-            .header(COOKIE, format!("phony_session={session}"))
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(body.to_owned())
-            .send()
+    let retention_days = || async {
+        let project = h.get(&format!("/api/v1/projects/{}", p.id), &h.admin).await;
+        project.ok(200)["retention_days"].clone()
     };
-    let admin = sign_in(&h.base, &h.admin, false).await;
-    let page = http
-        .get(format!("{}/projects/{}/settings", h.base, p.id))
-        .header(COOKIE, format!("phony_session={admin}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_owned();
+    let admin = Settings::open(&h, &h.admin, &p.id).await;
+    let csrf = admin.csrf().await;
 
     // Without the CSRF token, or with a number that is not one: refused, nothing changed.
-    let refused = form(&admin, "days=45").await.unwrap();
-    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
-    let bad = form(&admin, &format!("csrf={csrf}&days=-3")).await.unwrap();
-    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let project = h.get(&format!("/api/v1/projects/{}", p.id), &h.admin).await;
-    assert_eq!(project.ok(200)["retention_days"], json!(null));
+    let (refused, _) = admin
+        .post("/retention", &[("days", "45")], "text/html")
+        .await;
+    assert_eq!(refused, StatusCode::FORBIDDEN);
+    let (bad, _) = admin
+        .post(
+            "/retention",
+            &[("csrf", &csrf), ("days", "-3")],
+            "text/html",
+        )
+        .await;
+    assert_eq!(bad, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(retention_days().await, json!(null));
 
-    let saved = form(&admin, &format!("csrf={csrf}&days=45")).await.unwrap();
-    assert_eq!(saved.status(), StatusCode::SEE_OTHER);
-    let project = h.get(&format!("/api/v1/projects/{}", p.id), &h.admin).await;
-    assert_eq!(project.ok(200)["retention_days"], json!(45));
+    let (saved, _) = admin
+        .post(
+            "/retention",
+            &[("csrf", &csrf), ("days", "45")],
+            "text/html",
+        )
+        .await;
+    assert_eq!(saved, StatusCode::SEE_OTHER);
+    assert_eq!(retention_days().await, json!(45));
 
     // A project's own token may not: the API's rule (admin only) answers.
-    let own = sign_in(&h.base, &p.token, false).await;
-    let page = http
-        .get(format!("{}/projects/{}/settings", h.base, p.id))
-        .header(COOKIE, format!("phony_session={own}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_owned();
+    let own = Settings::open(&h, &p.token, &p.id).await;
+    let page = own.page().await;
     assert!(!page.contains("/settings/retention"));
-    let denied = form(&own, &format!("csrf={csrf}&days=10")).await.unwrap();
-    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
-    let project = h.get(&format!("/api/v1/projects/{}", p.id), &h.admin).await;
-    assert_eq!(project.ok(200)["retention_days"], json!(45));
+    let (denied, _) = own
+        .post(
+            "/retention",
+            &[("csrf", &csrf_of(&page)), ("days", "10")],
+            "text/html",
+        )
+        .await;
+    assert_eq!(denied, StatusCode::FORBIDDEN);
+    assert_eq!(retention_days().await, json!(45));
 }
 
 /// A signed-in browser's view of one project's settings, over plain HTTP.
@@ -345,27 +338,12 @@ impl<'a> Settings<'a> {
     }
 
     async fn page(&self) -> String {
-        let resp = self
-            .http
-            .get(format!(
-                "{}/projects/{}/settings",
-                self.h.base, self.project
-            ))
-            .header(COOKIE, format!("phony_session={}", self.session))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        resp.text().await.unwrap()
+        let path = format!("/projects/{}/settings", self.project);
+        page_of(&self.http, &self.h.base, &path, &self.session).await
     }
 
     async fn csrf(&self) -> String {
-        let page = self.page().await;
-        page.split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap()
-            .to_owned()
+        csrf_of(&self.page().await)
     }
 
     /// Posts the form `body` to `/projects/{id}/settings{rest}`: the status and the page.
