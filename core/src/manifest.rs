@@ -149,6 +149,50 @@ pub struct QualifiedName {
     pub name: String,
 }
 
+/// Dot-separated identifiers, plain or double-quoted (`""` for a quote, as `quote_ident`
+/// prints them), at the start of `s`; the rest. A plain one ends at a dot or white space.
+pub fn identifiers(s: &str) -> std::result::Result<(Vec<String>, &str), String> {
+    let mut names = Vec::new();
+    let mut rest = s;
+    loop {
+        let name;
+        if let Some(after) = rest.strip_prefix('"') {
+            let mut value = String::new();
+            let mut chars = after.char_indices();
+            let end = loop {
+                match chars.next() {
+                    Some((i, '"')) => {
+                        if after[i + 1..].starts_with('"') {
+                            value.push('"');
+                            chars.next();
+                        } else {
+                            break i + 1;
+                        }
+                    }
+                    Some((_, c)) => value.push(c),
+                    None => return Err("an identifier's closing '\"' is missing".into()),
+                }
+            };
+            name = value;
+            rest = &after[end..];
+        } else {
+            let end = rest
+                .find(|c: char| c == '.' || c.is_whitespace())
+                .unwrap_or(rest.len());
+            if end == 0 {
+                return Err(format!("expected an identifier at {rest:?}"));
+            }
+            name = rest[..end].to_owned();
+            rest = &rest[end..];
+        }
+        names.push(name);
+        match rest.strip_prefix('.') {
+            Some(r) => rest = r,
+            None => return Ok((names, rest)),
+        }
+    }
+}
+
 impl QualifiedName {
     pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
         QualifiedName {

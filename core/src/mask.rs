@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::error::{Error, Result};
-use crate::manifest::QualifiedName;
+use crate::manifest::{identifiers, QualifiedName};
 use crate::row::{fields, unescape, FIELD_SEP};
 
 /// One rule of a rules file.
@@ -478,49 +478,6 @@ fn escape(value: &[u8]) -> Vec<u8> {
         }
     }
     out
-}
-
-/// Dot-separated identifiers, plain or double-quoted, at the start of `s`; the rest.
-fn identifiers(s: &str) -> std::result::Result<(Vec<String>, &str), String> {
-    let mut names = Vec::new();
-    let mut rest = s;
-    loop {
-        let name;
-        if let Some(after) = rest.strip_prefix('"') {
-            let mut value = String::new();
-            let mut chars = after.char_indices();
-            let end = loop {
-                match chars.next() {
-                    Some((i, '"')) => {
-                        if after[i + 1..].starts_with('"') {
-                            value.push('"');
-                            chars.next();
-                        } else {
-                            break i + 1;
-                        }
-                    }
-                    Some((_, c)) => value.push(c),
-                    None => return Err("an identifier's closing '\"' is missing".into()),
-                }
-            };
-            name = value;
-            rest = &after[end..];
-        } else {
-            let end = rest
-                .find(|c: char| c == '.' || c.is_whitespace())
-                .unwrap_or(rest.len());
-            if end == 0 {
-                return Err(format!("expected an identifier at {rest:?}"));
-            }
-            name = rest[..end].to_owned();
-            rest = &rest[end..];
-        }
-        names.push(name);
-        match rest.strip_prefix('.') {
-            Some(r) => rest = r,
-            None => return Ok((names, rest)),
-        }
-    }
 }
 
 /// A single-quoted value (`''` for `'`), or a bare word.

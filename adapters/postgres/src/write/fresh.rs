@@ -13,6 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use phony_core::manifest::identifiers;
 use phony_core::{Backend, QualifiedName, RootManifest, Store, TableEntry};
 
 use crate::connect::ConnectionTarget;
@@ -471,14 +472,16 @@ fn block_table(block: &Block) -> Option<QualifiedName> {
         .strip_prefix("CREATE INDEX ")
         .or_else(|| sql.strip_prefix("CREATE UNIQUE INDEX "))
     {
-        let (_, rest) = identifier(rest)?;
-        rest.strip_prefix(" ON ")?
+        match identifiers(rest).ok()? {
+            (index, rest) if index.len() == 1 => rest.strip_prefix(" ON ")?,
+            _ => return None,
+        }
     } else {
         sql.strip_prefix("ALTER TABLE ")?
     };
     let rest = rest.strip_prefix("ONLY ").unwrap_or(rest);
-    let (schema, rest) = identifier(rest)?;
-    let (name, rest) = identifier(rest.strip_prefix('.')?)?;
+    let (names, rest) = identifiers(rest).ok()?;
+    let [schema, name] = <[String; 2]>::try_from(names).ok()?;
     if !(rest.starts_with(' ') || rest.starts_with('\n')) {
         return None;
     }
@@ -489,32 +492,6 @@ fn block_table(block: &Block) -> Option<QualifiedName> {
         .lines()
         .all(|l| l.trim().is_empty() || l.trim_start().starts_with("--"));
     only_one.then(|| QualifiedName::new(schema, name))
-}
-
-/// One identifier as PostgreSQL's `quote_ident` prints it (bare, or in double quotes with
-/// `""` for a quote), and what follows it.
-fn identifier(text: &str) -> Option<(String, &str)> {
-    if let Some(quoted) = text.strip_prefix('"') {
-        let mut out = String::new();
-        let mut chars = quoted.char_indices();
-        while let Some((i, c)) = chars.next() {
-            if c != '"' {
-                out.push(c);
-                continue;
-            }
-            if quoted[i + 1..].starts_with('"') {
-                out.push('"');
-                chars.next();
-                continue;
-            }
-            return Some((out, &quoted[i + 1..]));
-        }
-        return None;
-    }
-    let end = text
-        .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$'))
-        .unwrap_or(text.len());
-    (end > 0).then(|| (text[..end].to_owned(), &text[end..]))
 }
 
 /// Runs `blocks` on `workers` connections. Blocks that lose a deadlock are returned, to run
