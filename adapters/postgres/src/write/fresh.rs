@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use phony_core::manifest::identifiers;
 use phony_core::{Backend, QualifiedName, RootManifest, Store, TableEntry};
+use tokio_postgres::Client;
 
 use crate::connect::ConnectionTarget;
 use crate::database;
@@ -134,7 +135,7 @@ fn rand_tag() -> u32 {
     h.finish() as u32
 }
 
-async fn rename(admin: &tokio_postgres::Client, from: &str, to: &str) -> Result<()> {
+async fn rename(admin: &Client, from: &str, to: &str) -> Result<()> {
     // The loaders' sessions may take a moment to end after their connections close.
     let mut last = None;
     for _ in 0..100 {
@@ -374,7 +375,7 @@ async fn load_worker<B: Backend + 'static>(
     let client = target.connect().await?;
     // Indexes and keys are built on a connection of their own, under the script's preamble
     // (its `client_encoding` among others), which must not apply to the rows loaded.
-    let mut builder: Option<tokio_postgres::Client> = None;
+    let mut builder: Option<Client> = None;
     loop {
         let notified = changed.notified();
         tokio::pin!(notified);
@@ -400,25 +401,10 @@ async fn load_worker<B: Backend + 'static>(
             Next::Build(block) => {
                 let builder = match &mut builder {
                     Some(b) => b,
-                    None => {
-                        let b = target.connect().await?;
-                        b.batch_execute(&format!(
-                            "{preamble}\nSET maintenance_work_mem = '256MB';"
-                        ))
-                        .await
-                        .map_err(pg("preparing to build indexes and keys"))?;
-                        builder.insert(b)
-                    }
+                    None => builder.insert(connect_builder(target, preamble).await?),
                 };
-                match builder.batch_execute(&block.sql).await {
-                    Ok(()) => {}
-                    Err(e)
-                        if e.code()
-                            == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
-                    {
-                        lock(state).retry.push(block);
-                    }
-                    Err(e) => return Err(pg(format!("building {}", block.name))(e)),
+                if let Some(lost) = build(builder, block).await? {
+                    lock(state).retry.push(lost);
                 }
             }
             Next::Load(table) => {
@@ -513,23 +499,12 @@ async fn run_parallel(
             preamble.to_owned(),
         );
         handles.push(tokio::spawn(async move {
-            let client = target.connect().await?;
-            client
-                .batch_execute(&format!("{preamble}\nSET maintenance_work_mem = '256MB';"))
-                .await
-                .map_err(pg("preparing to build indexes and keys"))?;
+            let client = connect_builder(&target, &preamble).await?;
             loop {
                 let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
                 let Some(block) = next else { break };
-                match client.batch_execute(&block.sql).await {
-                    Ok(()) => {}
-                    Err(e)
-                        if e.code()
-                            == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
-                    {
-                        retry.lock().unwrap_or_else(|p| p.into_inner()).push(block);
-                    }
-                    Err(e) => return Err(pg(format!("building {}", block.name))(e)),
+                if let Some(lost) = build(&client, block).await? {
+                    retry.lock().unwrap_or_else(|p| p.into_inner()).push(lost);
                 }
             }
             Ok::<_, Error>(())
@@ -538,6 +513,27 @@ async fn run_parallel(
     join_all(handles).await?;
     let retry = std::mem::take(&mut *retry.lock().unwrap_or_else(|p| p.into_inner()));
     Ok(retry)
+}
+
+/// A connection to build indexes and keys on, under the post-data script's preamble.
+async fn connect_builder(target: &ConnectionTarget, preamble: &str) -> Result<Client> {
+    let client = target.connect().await?;
+    client
+        .batch_execute(&format!("{preamble}\nSET maintenance_work_mem = '256MB';"))
+        .await
+        .map_err(pg("preparing to build indexes and keys"))?;
+    Ok(client)
+}
+
+/// Builds `block` on `client`: the block back when it lost a deadlock, to build again alone.
+async fn build(client: &Client, block: Block) -> Result<Option<Block>> {
+    match client.batch_execute(&block.sql).await {
+        Ok(()) => Ok(None),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) => {
+            Ok(Some(block))
+        }
+        Err(e) => Err(pg(format!("building {}", block.name))(e)),
+    }
 }
 
 async fn join_all(handles: Vec<tokio::task::JoinHandle<Result<()>>>) -> Result<()> {
