@@ -168,6 +168,19 @@ pub async fn show(
     render(&app, &session, &id, shown, StatusCode::OK).await
 }
 
+/// The settings page again, `section` saying why `fail` refused what was sent, with its
+/// status.
+pub async fn refused(
+    app: &AppState,
+    session: &Session,
+    id: &str,
+    section: &'static str,
+    fail: Fail,
+) -> WebResult {
+    let status = fail.status;
+    render(app, session, id, Shown::failed(section, &fail), status).await
+}
+
 /// The settings page of project `id`, with what a form left on it.
 pub async fn render(
     app: &AppState,

@@ -125,16 +125,6 @@ pub async fn retention(
         Ok(()) => Ok(redirect(&format!(
             "/projects/{id}/settings?saved=retention#retention"
         ))),
-        Err(fail) => {
-            let status = fail.status;
-            super::render(
-                &app,
-                &session,
-                &id,
-                Shown::failed("retention", &fail),
-                status,
-            )
-            .await
-        }
+        Err(fail) => super::refused(&app, &session, &id, "retention", fail).await,
     }
 }

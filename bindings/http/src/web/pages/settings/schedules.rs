@@ -317,16 +317,7 @@ pub async fn delete_schedule(
         Err(crate::problem::Problem::not_found("schedule"))
     };
     if let Err(p) = deleted {
-        let fail = Fail::from(p);
-        let status = fail.status;
-        return super::render(
-            &app,
-            &session,
-            &id,
-            Shown::failed("schedules", &fail),
-            status,
-        )
-        .await;
+        return super::refused(&app, &session, &id, "schedules", Fail::from(p)).await;
     }
     Ok(redirect(&format!(
         "/projects/{id}/settings?saved=schedule-deleted#schedules"

@@ -213,11 +213,7 @@ pub async fn sync_now(
     let answer = match queued {
         Ok(a) => a,
         Err(p) if json => return Err(Fail::from(p).json(true)),
-        Err(p) => {
-            let fail = Fail::from(p);
-            let status = fail.status;
-            return super::render(&app, &session, &id, Shown::failed("sync", &fail), status).await;
-        }
+        Err(p) => return super::refused(&app, &session, &id, "sync", Fail::from(p)).await,
     };
     pages::follow_job(answer, json).await
 }

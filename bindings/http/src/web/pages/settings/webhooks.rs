@@ -146,18 +146,7 @@ pub async fn webhook(
             }),
             ..Shown::default()
         },
-        Err(p) => {
-            let fail = Fail::from(p);
-            let status = fail.status;
-            return super::render(
-                &app,
-                &session,
-                &id,
-                Shown::failed("webhooks", &fail),
-                status,
-            )
-            .await;
-        }
+        Err(p) => return super::refused(&app, &session, &id, "webhooks", Fail::from(p)).await,
     };
     super::render(&app, &session, &id, shown, StatusCode::OK).await
 }
