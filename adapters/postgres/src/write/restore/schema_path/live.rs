@@ -64,6 +64,23 @@ pub(crate) async fn drop_statement(client: &Client, key: &Key) -> Result<Option<
              JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
              WHERE n.nspname = $1 AND pg_catalog.starts_with($2, p.proname || '(')"
         }
+        // An identity column's sequence goes with the identity (pg_dump writes it as
+        // `ALTER TABLE … ADD GENERATED … (SEQUENCE NAME …)`): it cannot be dropped alone.
+        "SEQUENCE" => {
+            "SELECT CASE WHEN a.attname IS NULL
+                         THEN pg_catalog.format('DROP SEQUENCE IF EXISTS %I.%I', n.nspname, s.relname)
+                         ELSE pg_catalog.format('ALTER TABLE IF EXISTS %I.%I ALTER COLUMN %I DROP IDENTITY IF EXISTS',
+                                                tn.nspname, t.relname, a.attname) END
+             FROM pg_catalog.pg_class s
+             JOIN pg_catalog.pg_namespace n ON n.oid = s.relnamespace
+             LEFT JOIN pg_catalog.pg_depend d
+               ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = s.oid
+              AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype = 'i'
+             LEFT JOIN pg_catalog.pg_class t ON t.oid = d.refobjid
+             LEFT JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
+             LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+             WHERE s.relkind = 'S' AND n.nspname = $1 AND s.relname = $2"
+        }
         "SEQUENCE OWNED BY" => {
             return Ok(Some(format!(
                 "ALTER SEQUENCE IF EXISTS {}.{} OWNED BY NONE",

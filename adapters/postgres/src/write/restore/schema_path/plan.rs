@@ -206,7 +206,15 @@ pub(crate) fn draft(live: &[Item], snap: &[Item]) -> Result<Draft, String> {
                         return Err(format!("{} is partitioned or inherits", item.title()));
                     }
                 }
-                let sql = simple_drop(&key);
+                // An identity's sequence: the catalog names its column (see
+                // `live::drop_statement`).
+                let identity = kind == "SEQUENCE"
+                    && item
+                        .object
+                        .lines
+                        .iter()
+                        .any(|l| l.contains(" ADD GENERATED "));
+                let sql = simple_drop(&key).filter(|_| !identity);
                 undo.push((
                     i,
                     Undo::Drop {
