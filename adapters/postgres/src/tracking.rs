@@ -48,7 +48,57 @@ pub(crate) const IMAGE_SETTINGS: &str =
      SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = 'hex'; \
      SET LOCAL timezone = 'UTC';";
 
-const INSTALL: &str = r#"
+/// Whether the table `c` (a `pg_class` row) lacks one of its change-log triggers, or has
+/// one disabled: its changes may go unlogged.
+macro_rules! untracked_sql {
+    () => {
+        "(SELECT count(*) FROM pg_catalog.pg_trigger t
+          WHERE t.tgrelid = c.oid AND t.tgname LIKE 'phony\\_track\\_%' AND t.tgenabled <> 'D') < 4"
+    };
+}
+
+/// The event triggers' functions. Each schema change logs, per object it created, altered
+/// or dropped, an entry with `relid` 0 and `key` `{classid, objid}` (the object's catalog
+/// and oid; `{0, 0}` for commands that name none, such as `GRANT`): a restore then
+/// compares the rows of the tables those objects are or that use them (see
+/// [`touched_sql`]) and trusts the log for every other table. An entry with `key` NULL
+/// (written by earlier versions, or by a restore that did not log its rows) leaves no
+/// table's log trusted. `CREATE OR REPLACE`: installing again brings an installation made
+/// by an earlier version up to date.
+macro_rules! event_functions {
+    () => {
+        r#"
+CREATE OR REPLACE FUNCTION phony.track_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF pg_catalog.current_setting('phony.quiet', true) = 'on' THEN
+        RETURN;
+    END IF;
+    INSERT INTO phony.changes (relid, key)
+    SELECT DISTINCT 0, ARRAY[c.classid::text, c.objid::text]
+    FROM pg_catalog.pg_event_trigger_ddl_commands() c
+    WHERE coalesce(c.schema_name, '') NOT LIKE 'pg\_temp%'
+      AND coalesce(c.schema_name, '') <> 'phony';
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION phony.track_drop() RETURNS event_trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF pg_catalog.current_setting('phony.quiet', true) = 'on' THEN
+        RETURN;
+    END IF;
+    -- A dropped column names its table (classid pg_class, objid the table's oid).
+    INSERT INTO phony.changes (relid, key)
+    SELECT DISTINCT 0, ARRAY[o.classid::text, o.objid::text]
+    FROM pg_catalog.pg_event_trigger_dropped_objects() o
+    WHERE NOT o.is_temporary AND coalesce(o.schema_name, '') <> 'phony';
+END
+$fn$;
+"#
+    };
+}
+
+const INSTALL: &str = concat!(
+    r#"
 CREATE SCHEMA phony;
 COMMENT ON SCHEMA phony IS 'phony change tracking (phony track on|off); not part of any snapshot';
 CREATE TABLE phony.changes (
@@ -82,34 +132,13 @@ BEGIN
 END
 $fn$;
 
-CREATE FUNCTION phony.track_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $fn$
-BEGIN
-    IF pg_catalog.current_setting('phony.quiet', true) = 'on' THEN
-        RETURN;
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_ddl_commands() c
-               WHERE coalesce(c.schema_name, '') NOT LIKE 'pg\_temp%'
-                 AND coalesce(c.schema_name, '') <> 'phony') THEN
-        INSERT INTO phony.changes (relid, key) VALUES (0, NULL);
-    END IF;
-END
-$fn$;
-
-CREATE FUNCTION phony.track_drop() RETURNS event_trigger LANGUAGE plpgsql AS $fn$
-BEGIN
-    IF pg_catalog.current_setting('phony.quiet', true) = 'on' THEN
-        RETURN;
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_dropped_objects() o
-               WHERE NOT o.is_temporary AND coalesce(o.schema_name, '') <> 'phony') THEN
-        INSERT INTO phony.changes (relid, key) VALUES (0, NULL);
-    END IF;
-END
-$fn$;
-
+"#,
+    event_functions!(),
+    r#"
 CREATE EVENT TRIGGER phony_track_ddl ON ddl_command_end EXECUTE FUNCTION phony.track_ddl();
 CREATE EVENT TRIGGER phony_track_drop ON sql_drop EXECUTE FUNCTION phony.track_drop();
-"#;
+"#
+);
 
 /// Whether tracking is installed, and its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +204,14 @@ pub async fn install(client: &Client) -> Result<()> {
     }
     if installed(client).await? {
         if valid(client).await? {
+            if superuser {
+                // An installation made by an earlier version logs schema changes as this
+                // one does from now on.
+                client
+                    .batch_execute(event_functions!())
+                    .await
+                    .map_err(pg("updating change tracking"))?;
+            }
             return install_table_triggers(client).await;
         }
         // A copy from elsewhere: start afresh.
@@ -232,7 +269,8 @@ pub async fn uninstall(client: &Client) -> Result<()> {
 pub async fn install_table_triggers(client: &Client) -> Result<()> {
     let rows = client
         .query(
-            "SELECT n.nspname::text, c.relname::text, c.oid,
+            concat!(
+                "SELECT n.nspname::text, c.relname::text, c.oid,
                 ARRAY(SELECT a.attname::text FROM pg_catalog.pg_index i
                       CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
                       JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
@@ -243,8 +281,9 @@ pub async fn install_table_triggers(client: &Client) -> Result<()> {
                AND n.nspname NOT LIKE 'pg\\_%'
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
                    WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
-                   WHERE t.tgrelid = c.oid AND t.tgname = 'phony_track_truncate')",
+               AND ",
+            untracked_sql!()
+        ),
             &[],
         )
         .await
@@ -279,7 +318,11 @@ pub async fn install_table_triggers(client: &Client) -> Result<()> {
 /// plan each session caches) that log a table's changes.
 fn table_triggers_sql(table: &QualifiedName, oid: u32, key: &[String]) -> String {
     let t = qualified(table);
-    let mut sql = String::new();
+    // Some may be there still (the others dropped, or disabled): all four start afresh.
+    let mut sql: String = ["i", "u", "d", "truncate"]
+        .iter()
+        .map(|name| format!("DROP TRIGGER IF EXISTS {TRIGGER_PREFIX}{name} ON {t};\n"))
+        .collect();
     if key.is_empty() {
         for (name, event) in [("i", "INSERT"), ("u", "UPDATE"), ("d", "DELETE")] {
             sql += &format!(
@@ -336,16 +379,19 @@ pub async fn status(client: &Client) -> Result<TrackingStatus> {
     let valid = valid(client).await?;
     let row = client
         .query_one(
-            "SELECT (SELECT count(*) FROM phony.changes), (SELECT count(*) FROM phony.marks),
+            concat!(
+                "SELECT (SELECT count(*) FROM phony.changes), (SELECT count(*) FROM phony.marks),
                     (SELECT count(DISTINCT tgrelid) FROM pg_catalog.pg_trigger WHERE tgname = 'phony_track_truncate'),
                     ARRAY(SELECT n.nspname || '.' || c.relname
                           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                           WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
                             AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'phony')
                             AND n.nspname NOT LIKE 'pg\\_%'
-                            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
-                                WHERE t.tgrelid = c.oid AND t.tgname = 'phony_track_truncate')
-                          ORDER BY 1)",
+                            AND ",
+                untracked_sql!(),
+                "
+                          ORDER BY 1)"
+            ),
             &[],
         )
         .await
@@ -373,14 +419,15 @@ pub async fn usable_mark(client: &impl GenericClient, root: &BlobId) -> Result<O
 /// mark `m`, and whether some table is not tracked: either makes `m` unusable.
 macro_rules! mark_unusable_sql {
     () => {
-        "EXISTS (SELECT 1 FROM phony.changes c
+        concat!("EXISTS (SELECT 1 FROM phony.changes c
                  WHERE c.relid = 0 AND c.xid >= pg_catalog.pg_snapshot_xmin(m.snap) AND NOT pg_catalog.pg_visible_in_snapshot(c.xid, m.snap)),
          EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                  WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
                    AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'phony')
                    AND n.nspname NOT LIKE 'pg\\_%'
-                   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
-                       WHERE t.tgrelid = c.oid AND t.tgname = 'phony_track_truncate'))"
+                   AND ",
+        untracked_sql!(),
+        ")")
     };
 }
 
@@ -417,6 +464,9 @@ pub(crate) struct Probe {
     /// Marks of other snapshots exist: the rows a restore rewrites must be logged with
     /// their images for them.
     pub other_marks: bool,
+    /// No usable mark, because the schema changed since the snapshot's: the log is still
+    /// trusted for the tables the change did not touch.
+    pub partial: Option<Partial>,
 }
 
 pub(crate) async fn probe(session: &Session, root: &BlobId) -> Result<Probe> {
@@ -456,12 +506,84 @@ pub(crate) async fn probe(session: &Session, root: &BlobId) -> Result<Probe> {
     if !tracked {
         return Ok(Probe::default());
     }
-    let usable = ddl == Some(false) && untracked == Some(false);
+    if ddl == Some(false) && untracked == Some(false) {
+        return Ok(Probe {
+            tracked,
+            mark: snap.map(|snap| Mark { snap }),
+            other_marks,
+            partial: None,
+        });
+    }
+    // A schema change since the mark: the log may still be trusted for the tables it
+    // did not touch.
+    let partial = match snap {
+        Some(snap) => {
+            let statement = session
+                .prepared(&touched_sql())
+                .await
+                .map_err(pg(context))?;
+            let row = client
+                .query_one(&statement, &[&snap])
+                .await
+                .map_err(pg(context))?;
+            let (unknown, touched): (bool, Vec<u32>) = (row.get(0), row.get(1));
+            (!unknown).then(|| Partial {
+                mark: Mark { snap },
+                touched: touched.into_iter().collect(),
+            })
+        }
+        None => None,
+    };
     Ok(Probe {
         tracked,
-        mark: snap.filter(|_| usable).map(|snap| Mark { snap }),
+        mark: None,
         other_marks,
+        partial,
     })
+}
+
+/// A mark whose log is trusted for every table but the `touched` ones (see [`touched_sql`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Partial {
+    pub mark: Mark,
+    /// Relation ids.
+    pub touched: std::collections::HashSet<u32>,
+}
+
+/// After a schema change since the mark `$1` (`pg_snapshot` text): whether an entry names
+/// no object (no table's log is trusted then), and the tables whose rows the change may
+/// have changed outside the log: the tables its entries name (a dropped column names its
+/// table), the tables with a column of a type they name, through domains, arrays, ranges
+/// and row types (as `pg_depend` records columns' types), the inheritance and partition
+/// descendants of all those, and every table whose change-log triggers are not all there
+/// and enabled (created since, or had them dropped or disabled).
+fn touched_sql() -> String {
+    format!(
+        "WITH RECURSIVE
+     e AS (SELECT key FROM phony.changes WHERE relid = 0 AND {}),
+     o (classid, objid) AS (
+         SELECT DISTINCT key[1]::oid, key[2]::oid FROM e WHERE pg_catalog.cardinality(key) = 2
+         UNION
+         SELECT d.classid, d.objid FROM pg_catalog.pg_depend d
+         JOIN o ON d.refclassid = o.classid AND d.refobjid = o.objid
+         WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
+            OR (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid > 0)),
+     r (oid) AS (
+         SELECT objid FROM o WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+         UNION
+         SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN r ON i.inhparent = r.oid)
+     SELECT EXISTS (SELECT 1 FROM e WHERE key IS NULL OR pg_catalog.cardinality(key) <> 2),
+            ARRAY(SELECT oid FROM r
+                  UNION
+                  SELECT c.oid FROM pg_catalog.pg_class c
+                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
+                    AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'phony')
+                    AND n.nspname NOT LIKE 'pg\\_%'
+                    AND {})",
+        since_mark("$1::text"),
+        untracked_sql!()
+    )
 }
 
 /// Records, in the open restore transaction, that the database will hold `root`'s state once

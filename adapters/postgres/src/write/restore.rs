@@ -122,6 +122,9 @@ async fn restore_session<B: Backend + 'static>(
     )?;
     let tracked = probe.tracked;
     let mark = if opts.full { None } else { probe.mark.clone() };
+    // A schema change since the mark: the log still tells the rows of the tables it did
+    // not touch.
+    let partial = probe.partial.as_ref().filter(|_| !opts.full);
     let mut schema = None;
     let full_reason = if opts.full {
         Some("asked for the full path".to_owned())
@@ -160,7 +163,8 @@ async fn restore_session<B: Backend + 'static>(
     if begun {
         let tracking = Tracking {
             tracked,
-            mark: mark.as_ref(),
+            mark: mark.as_ref().or(partial.map(|p| &p.mark)),
+            touched: partial.map(|p| &p.touched),
             // Without other marks, nobody needs this restore's rows in the log, except a
             // snapshot being taken meanwhile, whose mark the unlogged entry invalidates.
             // With them, the rewritten rows' images (read anyway, to rewrite only rows
@@ -222,6 +226,7 @@ async fn restore_session<B: Backend + 'static>(
                         settings: &settings,
                         tracked,
                         root_id,
+                        partial,
                     };
                     let started = Instant::now();
                     match schema_path::restore_schema(

@@ -27,6 +27,9 @@ pub(crate) struct Tracking<'a> {
     pub(crate) tracked: bool,
     /// The database held the snapshot at this mark; the log says what changed since.
     pub(crate) mark: Option<&'a tracking::Mark>,
+    /// With the mark, the tables (relation ids) a schema change since touched: the log is
+    /// trusted for the others only (`None`: for every table).
+    pub(crate) touched: Option<&'a std::collections::HashSet<u32>>,
     /// What rows put back from the log leave in the log, for other snapshots' marks.
     pub(crate) logging: rewrite::Logging,
     pub(crate) root: phony_core::BlobId,
@@ -114,95 +117,25 @@ pub(crate) async fn restore_delta<B: Backend + 'static>(
         });
     }
     let result = async {
-        // With a usable mark: relations whose changed rows the log's images put back.
-        let mut from_log = std::collections::HashSet::new();
-        let mut logged_rels = std::collections::HashSet::new();
-        let mut unlogged = false;
+        let tables: Vec<&TableEntry> = root.tables.iter().collect();
+        // With a mark, the sequences are set meanwhile (their statements pipeline with the
+        // log's); without one, after the rows are compared.
+        let (logged, sequences) = tokio::join!(
+            put_back_logged(session, store, &tables, tracking, opts, report),
+            async {
+                match tracking.mark {
+                    Some(_) => {
+                        Some(set_sequences_in(session, root, opts.transactional_sequences).await)
+                    }
+                    None => None,
+                }
+            }
+        );
+        let FromLog { content, unlogged } = logged.map_err(fallback)?;
         let mut sequences_set = false;
-        if let Some(mark) = tracking.mark {
-            let rels = tracking::logged_relations(session, mark)
-                .await
-                .map_err(fallback)?;
-            // Tables without a primary key, truncated ones, partition trees with entries at
-            // several levels, and tables whose log has rows without images (see
-            // `tracking::changes::UNKNOWN_IMAGE`) are compared below, against the snapshot.
-            let simple: Vec<_> = rels
-                .iter()
-                .filter(|r| !r.whole && r.tree.is_empty() && !r.key.is_empty() && !r.unknown)
-                .collect();
-            logged_rels.extend(rels.iter().map(|r| r.relid));
-            // One call per relation, all on this session: their statements pipeline, and
-            // the sequences' with them.
-            let (changes, sequences) = tokio::join!(
-                futures::future::join_all(simple.iter().map(|rel| rewrite::restore_from_log(
-                    session,
-                    rel,
-                    mark,
-                    tracking.logging
-                )),),
-                set_sequences_in(session, root, opts.transactional_sequences)
-            );
-            let changes = pipelined(changes).map_err(fallback)?;
+        if let Some(sequences) = sequences {
             report.sequences = sequences.map_err(fallback)?;
             sequences_set = true;
-            for (rel, change) in simple.iter().zip(changes) {
-                from_log.insert(rel.relid);
-                if change.deleted + change.inserted + change.updated > 0 {
-                    unlogged |= tracking.logging == rewrite::Logging::Nothing;
-                    report.tables += 1;
-                    report.rows += change.deleted + change.inserted + change.updated;
-                    report.changes.push(change);
-                }
-            }
-        }
-        let all_relids = if !tracking.tracked {
-            vec![Vec::new(); root.tables.len()]
-        } else if tracking.mark.is_some() && logged_rels.iter().all(|r| from_log.contains(r)) {
-            // Every logged relation was put back above: no table needs its relids.
-            vec![Vec::new(); root.tables.len()]
-        } else {
-            let names: Vec<_> = root.tables.iter().map(|t| t.table.clone()).collect();
-            tracking::relids_of(client, &names)
-                .await
-                .map_err(fallback)?
-        };
-        // Tables whose live content is compared with the snapshot's (no usable log).
-        let mut content: Vec<(&TableEntry, Option<u32>)> = Vec::new();
-        for (entry, relids) in root.tables.iter().zip(all_relids) {
-            let log = relids.first().copied();
-            if tracking.mark.is_some()
-                && relids
-                    .iter()
-                    .filter(|r| logged_rels.contains(*r))
-                    .all(|r| from_log.contains(r))
-            {
-                // Untouched since the mark, or put back from the log above.
-                continue;
-            }
-            let logged = match tracking.mark {
-                Some(mark) => tracking::logged(client, &relids, mark)
-                    .await
-                    .map_err(fallback)?,
-                None => tracking::Logged::Whole,
-            };
-            match (logged, tracking.mark) {
-                (tracking::Logged::Unchanged, _) => {}
-                (tracking::Logged::Keys, Some(mark)) if !entry.key.is_empty() => {
-                    let change = rewrite::restore_table_keys(
-                        client,
-                        store,
-                        entry,
-                        &relids,
-                        mark,
-                        opts.prefetch,
-                        log,
-                    )
-                    .await
-                    .map_err(fallback)?;
-                    count_change(report, change);
-                }
-                _ => content.push((entry, log)),
-            }
         }
         if !content.is_empty() {
             compare_content(
@@ -260,6 +193,119 @@ pub(crate) async fn restore_delta<B: Backend + 'static>(
         }
     }
     result
+}
+
+/// What [`put_back_logged`] left to compare.
+pub(crate) struct FromLog<'t> {
+    /// The tables whose live content is compared with the snapshot's (no usable log), each
+    /// with the relation id to log its rewrites under, when tracking.
+    pub(crate) content: Vec<(&'t TableEntry, Option<u32>)>,
+    /// Rows were put back without logging them.
+    pub(crate) unlogged: bool,
+}
+
+/// Puts back the rows of `tables` that the change log since `tracking.mark` can: tables it
+/// holds the changed rows' images of, all at once on this session (their statements
+/// pipeline), and keyed tables whose changed keys it lists (those rows read from the
+/// store); tables the log says are untouched are left alone. The others (every table
+/// without a mark, and the ones a schema change touched) are returned to be compared.
+pub(crate) async fn put_back_logged<'t, B: Backend + 'static>(
+    session: &Session,
+    store: &Arc<Store<B>>,
+    tables: &[&'t TableEntry],
+    tracking: &Tracking<'_>,
+    opts: &RestoreOptions,
+    report: &mut RestoreReport,
+) -> Result<FromLog<'t>> {
+    let client = session.client();
+    // Whether a schema change may have changed a table's rows outside the log (one that
+    // does not exist is not the table the mark saw).
+    let touched = |relids: &[u32]| match tracking.touched {
+        Some(touched) => relids.is_empty() || relids.iter().any(|r| touched.contains(r)),
+        None => false,
+    };
+    // Relations whose changed rows the log's images put back.
+    let mut from_log = std::collections::HashSet::new();
+    let mut logged_rels = std::collections::HashSet::new();
+    let mut unlogged = false;
+    if let Some(mark) = tracking.mark {
+        let rels = tracking::logged_relations(session, mark).await?;
+        let names: std::collections::HashSet<&phony_core::QualifiedName> =
+            tables.iter().map(|t| &t.table).collect();
+        // Tables without a primary key, truncated ones, partition trees with entries at
+        // several levels, and tables whose log has rows without images (see
+        // `tracking::changes::UNKNOWN_IMAGE`) are compared below, against the snapshot.
+        let simple: Vec<_> = rels
+            .iter()
+            .filter(|r| !r.whole && r.tree.is_empty() && !r.key.is_empty() && !r.unknown)
+            .filter(|r| names.contains(&r.table) && !touched(&[r.relid]))
+            .collect();
+        logged_rels.extend(rels.iter().map(|r| r.relid));
+        // One call per relation, all on this session: their statements pipeline.
+        let changes = futures::future::join_all(
+            simple
+                .iter()
+                .map(|rel| rewrite::restore_from_log(session, rel, mark, tracking.logging)),
+        )
+        .await;
+        for (rel, change) in simple.iter().zip(pipelined(changes)?) {
+            from_log.insert(rel.relid);
+            if change.deleted + change.inserted + change.updated > 0 {
+                unlogged |= tracking.logging == rewrite::Logging::Nothing;
+                report.tables += 1;
+                report.rows += change.deleted + change.inserted + change.updated;
+                report.changes.push(change);
+            }
+        }
+    }
+    let all_relids = if !tracking.tracked {
+        vec![Vec::new(); tables.len()]
+    } else if tracking.mark.is_some()
+        && tracking.touched.is_none()
+        && logged_rels.iter().all(|r| from_log.contains(r))
+    {
+        // Every logged relation was put back above: no table needs its relids.
+        vec![Vec::new(); tables.len()]
+    } else {
+        let names: Vec<_> = tables.iter().map(|t| t.table.clone()).collect();
+        tracking::relids_of(client, &names).await?
+    };
+    let mut content = Vec::new();
+    for (entry, relids) in tables.iter().zip(all_relids) {
+        let log = relids.first().copied();
+        let mark = tracking.mark.filter(|_| !touched(&relids));
+        if mark.is_some()
+            && relids
+                .iter()
+                .filter(|r| logged_rels.contains(*r))
+                .all(|r| from_log.contains(r))
+        {
+            // Untouched since the mark, or put back from the log above.
+            continue;
+        }
+        let logged = match mark {
+            Some(mark) => tracking::logged(client, &relids, mark).await?,
+            None => tracking::Logged::Whole,
+        };
+        match (logged, mark) {
+            (tracking::Logged::Unchanged, _) => {}
+            (tracking::Logged::Keys, Some(mark)) if !entry.key.is_empty() => {
+                let change = rewrite::restore_table_keys(
+                    client,
+                    store,
+                    entry,
+                    &relids,
+                    mark,
+                    opts.prefetch,
+                    log,
+                )
+                .await?;
+                count_change(report, change);
+            }
+            _ => content.push((*entry, log)),
+        }
+    }
+    Ok(FromLog { content, unlogged })
 }
 
 pub(crate) fn count_change(report: &mut RestoreReport, change: Option<TableRewrite>) {

@@ -30,7 +30,7 @@ use crate::session::Session;
 use crate::sql::{ident, qualified};
 use crate::tracking;
 
-use super::delta_path::{compare_content, count_change, Examined};
+use super::delta_path::{self, compare_content, count_change, Examined};
 use super::full_path::{
     load_table, refresh_materialized_views, restore_session_settings, set_sequences_in,
 };
@@ -60,6 +60,9 @@ pub(crate) struct Inputs<'a> {
     pub(crate) settings: &'a [(String, String)],
     pub(crate) tracked: bool,
     pub(crate) root_id: phony_core::BlobId,
+    /// The change log since the snapshot's mark, for the tables the migration did not
+    /// touch: their rows are put back from it, not compared.
+    pub(crate) partial: Option<&'a tracking::Partial>,
 }
 
 /// The targeted schema path, in the open restore transaction; `examined`: what the delta
@@ -224,13 +227,14 @@ async fn run<B: Backend + 'static>(
     step.done("planned (the catalog read)");
     if early {
         crate::phase::reached(&opts.phase, loading);
-        // The rows of every table kept, under the live schema, before any DDL locks them.
-        let kept: Vec<(&TableEntry, Option<u32>)> = root
+        // The rows of every table kept, under the live schema, before any DDL locks them:
+        // from the log where the migration left a table alone, else compared.
+        let kept: Vec<&TableEntry> = root
             .tables
             .iter()
             .filter(|t| !is_loaded(draft, t))
-            .map(|t| (t, None))
             .collect();
+        let kept = put_back_logged(session, store, &kept, inputs, opts, report).await?;
         if !kept.is_empty() {
             compare_content(
                 target,
@@ -312,10 +316,18 @@ async fn run<B: Backend + 'static>(
         true => Vec::new(),
         false => locked_tables(client).await?,
     };
-    let (here, elsewhere): (Vec<&TableEntry>, Vec<&TableEntry>) = root
+    let rest: Vec<&TableEntry> = root
         .tables
         .iter()
         .filter(|t| !early && !is_loaded(draft, t))
+        .collect();
+    let rest = match rest.is_empty() {
+        true => Vec::new(),
+        false => put_back_logged(session, store, &rest, inputs, opts, report).await?,
+    };
+    let (here, elsewhere): (Vec<&TableEntry>, Vec<&TableEntry>) = rest
+        .into_iter()
+        .map(|(t, _)| t)
         .partition(|t| held.contains(&t.table));
     for entry in here {
         let change = crate::write::rewrite::restore_table_here(
@@ -378,6 +390,43 @@ async fn run<B: Backend + 'static>(
     restore_session_settings(client, inputs.settings).await?;
     step.done("change tracking and settings");
     Ok(Ok(()))
+}
+
+/// The `tables` whose rows the change log cannot put back (all of them without a mark),
+/// to be compared; the others are put back from it (see [`delta_path::put_back_logged`]).
+/// Their rewrites are not logged: tracking starts over from the snapshot afterwards.
+async fn put_back_logged<'t, B: Backend + 'static>(
+    session: &Session,
+    store: &Arc<Store<B>>,
+    tables: &[&'t TableEntry],
+    inputs: &Inputs<'_>,
+    opts: &RestoreOptions,
+    report: &mut RestoreReport,
+) -> Result<Vec<(&'t TableEntry, Option<u32>)>> {
+    let Some(partial) = inputs.partial else {
+        return Ok(tables.iter().map(|t| (*t, None)).collect());
+    };
+    // The log's images are written, and so read back, under these settings.
+    session
+        .client()
+        .batch_execute(tracking::IMAGE_SETTINGS)
+        .await
+        .map_err(pg("preparing to read the change log"))?;
+    let tracking = delta_path::Tracking {
+        tracked: true,
+        mark: Some(&partial.mark),
+        touched: Some(&partial.touched),
+        logging: crate::write::rewrite::Logging::Nothing,
+        root: inputs.root_id,
+    };
+    let found =
+        delta_path::put_back_logged(session, store, tables, &tracking, opts, report).await?;
+    tracing::debug!(
+        "schema path: {} of {} tables compared, the others' rows from the change log",
+        found.content.len(),
+        tables.len()
+    );
+    Ok(found.content.into_iter().map(|(t, _)| (t, None)).collect())
 }
 
 /// Times the schema path's steps, each logged at debug level as it ends.
