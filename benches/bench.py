@@ -39,6 +39,12 @@ USER_SCHEMAS = (
 
 # --- running children ------------------------------------------------------------------
 
+def full_path_note(proc: "Proc") -> str:
+    """For a rollback after a migration: a note when it took the full path (a whole reload)
+    instead of the targeted schema path, as phony's summary line says."""
+    return "; FULL PATH" if "(full path" in proc.stdout else ""
+
+
 @dataclass
 class Proc:
     """One finished child: exit code, wall-clock seconds, peak RSS (MB) and its output."""
@@ -561,12 +567,12 @@ class Bench:
         self.timed("migration_small_apply", "apply migration_small.sql (psql; not a phony figure)",
                    ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", src_url,
                     "-f", BENCH_DIR / "migration_small.sql"])
-        row, _ = self.timed("phony_rollback_migration_small",
-                            "phony restore base (rollback after migration_small)",
-                            self.phony(src, "snapshot", "restore", "base", "--no-safety-snapshot"),
-                            phony=True, baseline="template_copy")
+        row, proc = self.timed("phony_rollback_migration_small",
+                               "phony restore base (rollback after migration_small)",
+                               self.phony(src, "snapshot", "restore", "base", "--no-safety-snapshot"),
+                               phony=True, baseline="template_copy")
         if row.status == "ok":
-            row.check = self.check_against_base(src)
+            row.check = self.check_against_base(src) + full_path_note(proc)
 
         # 6. a migration: the schema changes, so the rollback takes the targeted schema path
         # (only what the migration touched), compared with pg_restore -j2 (the full path's
@@ -574,11 +580,11 @@ class Bench:
         self.timed("migration_apply", "apply migration.sql (psql; not a phony figure)",
                    ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", src_url,
                     "-f", BENCH_DIR / "migration.sql"])
-        row, _ = self.timed("phony_rollback_migration", "phony restore base (rollback after migration)",
-                            self.phony(src, "snapshot", "restore", "base", "--no-safety-snapshot"),
-                            phony=True, baseline="pg_restore")
+        row, proc = self.timed("phony_rollback_migration", "phony restore base (rollback after migration)",
+                               self.phony(src, "snapshot", "restore", "base", "--no-safety-snapshot"),
+                               phony=True, baseline="pg_restore")
         if row.status == "ok":
-            row.check = self.check_against_base(src)
+            row.check = self.check_against_base(src) + full_path_note(proc)
             self.add(Row("phony_rollback_migration_vs_copy",
                          "  the same, against a template copy", "time",
                          seconds=row.seconds, baseline="template_copy"))
