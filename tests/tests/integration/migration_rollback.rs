@@ -396,6 +396,53 @@ async fn tracked_rollback_compares_only_the_tables_the_migration_touched() {
     );
 }
 
+/// A schema change undone before the rollback (a column added, then dropped) leaves the
+/// schema the snapshot's: the delta path runs, the log puts back the rows of the tables the
+/// change did not touch, and the touched one is compared by its rows' ages (trusted against
+/// every table captured, not only the ones left to compare).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_change_undone_before_the_rollback_leaves_only_its_table_compared() {
+    let db = TestDb::new("mig_trk_undone").await;
+    db.exec(SHOP).await;
+    let client = db.client().await;
+    client.batch_execute("BEGIN").await.unwrap();
+    phony_postgres::tracking::install(&client).await.unwrap();
+    client.batch_execute("COMMIT").await.unwrap();
+    db.quiesce().await;
+    let store = TestStore::new().await;
+    let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
+        .await
+        .unwrap();
+    let point = captured.source.point.clone().expect("a capture point");
+    let before = db.fingerprint().await;
+    db.exec(
+        "BEGIN;
+         ALTER TABLE orders ADD COLUMN scratch int;
+         ALTER TABLE orders DROP COLUMN scratch;
+         UPDATE orders SET note = 'beside' WHERE id % 101 = 0;
+         UPDATE customers SET name = 'beside' WHERE id % 31 = 0;
+         COMMIT;",
+    )
+    .await;
+    db.wait_for_xmin(point.snapshot.split(':').nth(1).unwrap().parse().unwrap())
+        .await;
+    let report = phony_postgres::restore(
+        &db.target(),
+        &store.store,
+        &captured.manifest,
+        &RestoreOptions {
+            point: Some(point),
+            ..RestoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.path, RestorePath::Delta, "{:?}", report.full_reason);
+    let ages = report.row_ages.expect("orders compared by its rows' ages");
+    assert_eq!(ages.tables, 1, "{ages:?}");
+    assert_same(&db.fingerprint().await, &before, "after the rollback");
+}
+
 /// Schema changes that change rows without the log seeing it make their tables compared:
 /// the log's triggers disabled or dropped for a bulk write, an enum label renamed (the
 /// columns of the type read otherwise, in tables no DDL named). Tracking is whole after.

@@ -138,8 +138,12 @@ pub(crate) async fn restore_delta<B: Backend + 'static>(
             sequences_set = true;
         }
         if !content.is_empty() {
+            // Rows' ages are trusted against every table the capture recorded (the log may
+            // have left only some to compare).
+            let captured: Vec<&phony_core::QualifiedName> =
+                root.tables.iter().map(|t| &t.table).collect();
             compare_content(
-                target, client, store, &content, None, opts, schema, examined, report,
+                target, client, store, &content, &captured, opts, schema, examined, report,
             )
             .await
             .map_err(fallback)?;
@@ -326,8 +330,8 @@ pub(crate) type Examined = Vec<(phony_core::QualifiedName, xmin::Outcome)>;
 /// hold the snapshot's rows by comparing content, inside the restore transaction. With a
 /// trusted capture point, rows' ages say which tables and chunks to compare (`xmin`),
 /// read on two connections at once; the others are re-read whole. `captured`: the tables
-/// whose identities the capture point recorded, when not `tables` (the schema path
-/// compares some of the snapshot's tables and loads the others). `examined`: outcomes
+/// whose identities the capture point recorded (every table of the snapshot; the log or
+/// the schema path may leave only some of them to compare). `examined`: outcomes
 /// already read (taken out, not read again); when `schema` says the live schema differs,
 /// it receives what the readers find instead (they finish first).
 #[allow(clippy::too_many_arguments)]
@@ -336,7 +340,7 @@ pub(crate) async fn compare_content<B: Backend + 'static>(
     client: &Client,
     store: &Arc<Store<B>>,
     tables: &[(&TableEntry, Option<u32>)],
-    captured: Option<&[&phony_core::QualifiedName]>,
+    captured: &[&phony_core::QualifiedName],
     opts: &RestoreOptions,
     schema: Option<&SchemaCheck<'_>>,
     examined: &mut Examined,
@@ -346,19 +350,13 @@ pub(crate) async fn compare_content<B: Backend + 'static>(
     let mut handed: std::collections::HashMap<_, _> = examined.drain(..).collect();
     let reader = connect_reader(target).await?;
     let trusted = match &opts.point {
-        Some(point) => {
-            let names: Vec<&phony_core::QualifiedName> = match captured {
-                Some(names) => names.to_vec(),
-                None => tables.iter().map(|(e, _)| &e.table).collect(),
-            };
-            match xmin::trust(&reader, point, &names).await {
-                xmin::Trust::Trusted(h) => Some(h),
-                xmin::Trust::Untrusted(why) => {
-                    tracing::info!("comparing every table's content: {why}");
-                    None
-                }
+        Some(point) => match xmin::trust(&reader, point, captured).await {
+            xmin::Trust::Trusted(h) => Some(h),
+            xmin::Trust::Untrusted(why) => {
+                tracing::info!("comparing every table's content: {why}");
+                None
             }
-        }
+        },
         None => None,
     };
     let Some(horizon) = trusted else {

@@ -237,15 +237,7 @@ async fn run<B: Backend + 'static>(
         let kept = put_back_logged(session, store, &kept, inputs, opts, report).await?;
         if !kept.is_empty() {
             compare_content(
-                target,
-                client,
-                store,
-                &kept,
-                Some(&captured),
-                opts,
-                None,
-                examined,
-                report,
+                target, client, store, &kept, &captured, opts, None, examined, report,
             )
             .await?;
         }
@@ -349,7 +341,7 @@ async fn run<B: Backend + 'static>(
             client,
             store,
             &tables,
-            Some(&captured),
+            &captured,
             opts,
             None,
             &mut Examined::new(),
