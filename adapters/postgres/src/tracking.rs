@@ -564,10 +564,17 @@ fn touched_sql() -> String {
      o (classid, objid) AS (
          SELECT DISTINCT key[1]::oid, key[2]::oid FROM e WHERE pg_catalog.cardinality(key) = 2
          UNION
-         SELECT d.classid, d.objid FROM pg_catalog.pg_depend d
-         JOIN o ON d.refclassid = o.classid AND d.refobjid = o.objid
-         WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
-            OR (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid > 0)),
+         SELECT g.classid, g.objid FROM o JOIN (
+             SELECT d.refclassid, d.refobjid, d.classid, d.objid FROM pg_catalog.pg_depend d
+             WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
+                OR (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid > 0)
+             UNION ALL
+             -- A relation's row type: a standalone composite type's relation (what
+             -- `ALTER TYPE … ATTRIBUTE` names) depends on its type, not the other way.
+             SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, c.oid,
+                    'pg_catalog.pg_type'::pg_catalog.regclass, c.reltype
+             FROM pg_catalog.pg_class c WHERE c.reltype <> 0) g
+           ON g.refclassid = o.classid AND g.refobjid = o.objid),
      r (oid) AS (
          SELECT objid FROM o WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass
          UNION
