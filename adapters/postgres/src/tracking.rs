@@ -48,12 +48,18 @@ pub(crate) const IMAGE_SETTINGS: &str =
      SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = 'hex'; \
      SET LOCAL timezone = 'UTC';";
 
-/// Whether the table `c` (a `pg_class` row) lacks one of its change-log triggers, or has
-/// one disabled: its changes may go unlogged.
-macro_rules! untracked_sql {
+/// The user tables (and partitioned parents) `c` whose changes may go unlogged: one of
+/// their four change-log triggers is missing or disabled. A `FROM … WHERE …` to follow a
+/// select list (`n`: the table's schema).
+macro_rules! untracked_tables_sql {
     () => {
-        "(SELECT count(*) FROM pg_catalog.pg_trigger t
-          WHERE t.tgrelid = c.oid AND t.tgname LIKE 'phony\\_track\\_%' AND t.tgenabled <> 'D') < 4"
+        " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
+            AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'phony')
+            AND n.nspname NOT LIKE 'pg\\_%'
+            AND (SELECT count(*) FROM pg_catalog.pg_trigger t
+                 WHERE t.tgrelid = c.oid AND t.tgname LIKE 'phony\\_track\\_%'
+                   AND t.tgenabled <> 'D') < 4 "
     };
 }
 
@@ -274,16 +280,11 @@ pub async fn install_table_triggers(client: &Client) -> Result<()> {
                 ARRAY(SELECT a.attname::text FROM pg_catalog.pg_index i
                       CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
                       JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
-                      WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY k.ord)
-             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
-               AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'phony')
-               AND n.nspname NOT LIKE 'pg\\_%'
-               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                   WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-               AND ",
-            untracked_sql!()
-        ),
+                      WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY k.ord)",
+                untracked_tables_sql!(),
+                "AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                   WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')"
+            ),
             &[],
         )
         .await
@@ -382,15 +383,9 @@ pub async fn status(client: &Client) -> Result<TrackingStatus> {
             concat!(
                 "SELECT (SELECT count(*) FROM phony.changes), (SELECT count(*) FROM phony.marks),
                     (SELECT count(DISTINCT tgrelid) FROM pg_catalog.pg_trigger WHERE tgname = 'phony_track_truncate'),
-                    ARRAY(SELECT n.nspname || '.' || c.relname
-                          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                          WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
-                            AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'phony')
-                            AND n.nspname NOT LIKE 'pg\\_%'
-                            AND ",
-                untracked_sql!(),
-                "
-                          ORDER BY 1)"
+                    ARRAY(SELECT n.nspname || '.' || c.relname",
+                untracked_tables_sql!(),
+                "ORDER BY 1)"
             ),
             &[],
         )
@@ -421,12 +416,8 @@ macro_rules! mark_unusable_sql {
     () => {
         concat!("EXISTS (SELECT 1 FROM phony.changes c
                  WHERE c.relid = 0 AND c.xid >= pg_catalog.pg_snapshot_xmin(m.snap) AND NOT pg_catalog.pg_visible_in_snapshot(c.xid, m.snap)),
-         EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                 WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
-                   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'phony')
-                   AND n.nspname NOT LIKE 'pg\\_%'
-                   AND ",
-        untracked_sql!(),
+         EXISTS (SELECT 1",
+        untracked_tables_sql!(),
         ")")
     };
 }
@@ -582,14 +573,9 @@ fn touched_sql() -> String {
      SELECT EXISTS (SELECT 1 FROM e WHERE key IS NULL OR pg_catalog.cardinality(key) <> 2),
             ARRAY(SELECT oid FROM r
                   UNION
-                  SELECT c.oid FROM pg_catalog.pg_class c
-                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                  WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
-                    AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'phony')
-                    AND n.nspname NOT LIKE 'pg\\_%'
-                    AND {})",
+                  SELECT c.oid {})",
         since_mark("$1::text"),
-        untracked_sql!()
+        untracked_tables_sql!()
     )
 }
 
