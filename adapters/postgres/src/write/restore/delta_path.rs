@@ -138,12 +138,8 @@ pub(crate) async fn restore_delta<B: Backend + 'static>(
             sequences_set = true;
         }
         if !content.is_empty() {
-            // Rows' ages are trusted against every table the capture recorded (the log may
-            // have left only some to compare).
-            let captured: Vec<&phony_core::QualifiedName> =
-                root.tables.iter().map(|t| &t.table).collect();
             compare_content(
-                target, client, store, &content, &captured, opts, schema, examined, report,
+                target, client, store, root, &content, opts, schema, examined, report,
             )
             .await
             .map_err(fallback)?;
@@ -254,12 +250,9 @@ pub(crate) async fn put_back_logged<'t, B: Backend + 'static>(
         .await;
         for (rel, change) in simple.iter().zip(pipelined(changes)?) {
             from_log.insert(rel.relid);
-            if change.deleted + change.inserted + change.updated > 0 {
-                unlogged |= tracking.logging == rewrite::Logging::Nothing;
-                report.tables += 1;
-                report.rows += change.deleted + change.inserted + change.updated;
-                report.changes.push(change);
-            }
+            let changed = change.deleted + change.inserted + change.updated > 0;
+            unlogged |= changed && tracking.logging == rewrite::Logging::Nothing;
+            count_change(report, Some(change));
         }
     }
     let all_relids = if !tracking.tracked {
@@ -329,9 +322,9 @@ pub(crate) type Examined = Vec<(phony_core::QualifiedName, xmin::Outcome)>;
 /// Makes the `tables` (each with the relation id to log its rewrites under, when tracking)
 /// hold the snapshot's rows by comparing content, inside the restore transaction. With a
 /// trusted capture point, rows' ages say which tables and chunks to compare (`xmin`),
-/// read on two connections at once; the others are re-read whole. `captured`: the tables
-/// whose identities the capture point recorded (every table of the snapshot; the log or
-/// the schema path may leave only some of them to compare). `examined`: outcomes
+/// read on two connections at once; the others are re-read whole. The capture point is
+/// trusted against every table of the snapshot `root` (`tables` may be some of them).
+/// `examined`: outcomes
 /// already read (taken out, not read again); when `schema` says the live schema differs,
 /// it receives what the readers find instead (they finish first).
 #[allow(clippy::too_many_arguments)]
@@ -339,8 +332,8 @@ pub(crate) async fn compare_content<B: Backend + 'static>(
     target: &ConnectionTarget,
     client: &Client,
     store: &Arc<Store<B>>,
+    root: &RootManifest,
     tables: &[(&TableEntry, Option<u32>)],
-    captured: &[&phony_core::QualifiedName],
     opts: &RestoreOptions,
     schema: Option<&SchemaCheck<'_>>,
     examined: &mut Examined,
@@ -349,8 +342,11 @@ pub(crate) async fn compare_content<B: Backend + 'static>(
     let params = store.config().chunking.params;
     let mut handed: std::collections::HashMap<_, _> = examined.drain(..).collect();
     let reader = connect_reader(target).await?;
+    // Rows' ages are trusted against every table the capture recorded (the log or the
+    // schema path may leave only some of them to compare).
+    let captured: Vec<&phony_core::QualifiedName> = root.tables.iter().map(|t| &t.table).collect();
     let trusted = match &opts.point {
-        Some(point) => match xmin::trust(&reader, point, captured).await {
+        Some(point) => match xmin::trust(&reader, point, &captured).await {
             xmin::Trust::Trusted(h) => Some(h),
             xmin::Trust::Untrusted(why) => {
                 tracing::info!("comparing every table's content: {why}");

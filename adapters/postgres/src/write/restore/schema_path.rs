@@ -210,8 +210,6 @@ async fn run<B: Backend + 'static>(
         }
     }
     let params = store.config().chunking.params;
-    // Rows' ages are trusted against the tables the capture recorded, all of them.
-    let captured: Vec<&phony_core::QualifiedName> = root.tables.iter().map(|t| &t.table).collect();
     let loading = crate::Phase::Loading {
         bytes: draft
             .loaded
@@ -237,7 +235,7 @@ async fn run<B: Backend + 'static>(
         let kept = put_back_logged(session, store, &kept, inputs, opts, report).await?;
         if !kept.is_empty() {
             compare_content(
-                target, client, store, &kept, &captured, opts, None, examined, report,
+                target, client, store, root, &kept, opts, None, examined, report,
             )
             .await?;
         }
@@ -340,8 +338,8 @@ async fn run<B: Backend + 'static>(
             target,
             client,
             store,
+            root,
             &tables,
-            &captured,
             opts,
             None,
             &mut Examined::new(),
