@@ -108,6 +108,14 @@ impl TestDb {
         }
     }
 
+    /// Turns change tracking on (`phony track on`), in a transaction of its own.
+    pub async fn track_on(&self) {
+        let client = self.client().await;
+        client.batch_execute("BEGIN").await.unwrap();
+        phony_postgres::tracking::install(&client).await.unwrap();
+        client.batch_execute("COMMIT").await.unwrap();
+    }
+
     pub async fn fingerprint(&self) -> Fingerprint {
         Fingerprint::of(&self.target()).await.unwrap()
     }

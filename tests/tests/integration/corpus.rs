@@ -6,7 +6,7 @@
 use phony_postgres::ConnectionTarget;
 use phony_tests::{fixture, server_url, TestDb};
 
-use crate::objects::{round_trip, track_on};
+use crate::objects::round_trip;
 
 /// A role of the test's own, dropped when this is dropped (after the databases that refer
 /// to it, which are declared after it).
@@ -90,7 +90,7 @@ async fn every_kind_of_object_comes_back_untracked() {
 async fn every_kind_of_object_comes_back_tracked() {
     let role = TestRole::new().await;
     let db = corpus(&role, "corpus_trk").await;
-    track_on(&db).await;
+    db.track_on().await;
     round_trip(&db, DIRTY, "tracked").await;
     drop(db);
 }

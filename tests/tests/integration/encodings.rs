@@ -1,7 +1,7 @@
 //! Databases in other encodings than UTF-8: their text comes back as it was, in place and
 //! in a new database created with the same encoding and locale.
 
-use phony_postgres::{capture, restore, restore_into_new, tracking, CaptureOptions, Error};
+use phony_postgres::{capture, restore, restore_into_new, CaptureOptions, Error};
 use phony_postgres::{RestoreOptions, RestorePath};
 use phony_tests::{assert_same, TestDb, TestStore};
 
@@ -42,10 +42,7 @@ async fn exact_in(encoding: &str) {
 
     for tracked in [false, true] {
         if tracked {
-            let client = db.client().await;
-            client.batch_execute("BEGIN").await.unwrap();
-            tracking::install(&client).await.unwrap();
-            client.batch_execute("COMMIT").await.unwrap();
+            db.track_on().await;
         }
         let store = TestStore::new().await;
         let captured = capture(&db.target(), &store.store, &CaptureOptions::default())

@@ -5,19 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use phony_core::{Backend, ChunkParams, QualifiedName, RootManifest, Store};
-use phony_postgres::{capture, restore, tracking, CaptureOptions, RestoreOptions, TableMode};
+use phony_postgres::{capture, restore, CaptureOptions, RestoreOptions, TableMode};
 use phony_tests::{assert_same, TestDb, TestStore};
 use proptest::prelude::*;
 
 use crate::roundtrip::CHANGES;
 use crate::run_cases;
-
-async fn track_on(db: &TestDb) {
-    let client = db.client().await;
-    client.batch_execute("BEGIN").await.unwrap();
-    tracking::install(&client).await.unwrap();
-    client.batch_execute("COMMIT").await.unwrap();
-}
 
 fn full() -> CaptureOptions {
     CaptureOptions {
@@ -293,7 +286,7 @@ fn op() -> impl Strategy<Value = Op> {
 async fn incremental_snapshots_equal_full_ones_for_random_changes() {
     let db = TestDb::rich("incr_random").await;
     db.exec(PATCH_TABLES).await;
-    track_on(&db).await;
+    db.track_on().await;
     // Incremental snapshots go to one store, each based on the one before; full ones to
     // another (whose marks the first store does not know, so they are never a base).
     let (incr_store, full_store) = (TestStore::new().await, TestStore::new().await);
@@ -372,7 +365,7 @@ async fn an_incremental_snapshot_is_one_point_in_time_under_concurrent_writes() 
          INSERT INTO counter VALUES (1, 0);",
     )
     .await;
-    track_on(&db).await;
+    db.track_on().await;
     let store = TestStore::new().await;
     capture(&db.target(), &store.store, &CaptureOptions::default())
         .await
@@ -494,7 +487,7 @@ async fn tables_without_integer_keys_are_re_read_in_ranges() {
          INSERT INTO plain_ints SELECT g, md5(g::text) FROM generate_series(1, 20000) g;",
     )
     .await;
-    track_on(&db).await;
+    db.track_on().await;
     let (store, other) = (TestStore::new().await, TestStore::new().await);
     capture(&db.target(), &store.store, &CaptureOptions::default())
         .await
@@ -554,7 +547,7 @@ async fn a_patched_chunk_and_its_leaf_are_stored_as_deltas_against_what_they_rep
          INSERT INTO t SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 20000) g;",
     )
     .await;
-    track_on(&db).await;
+    db.track_on().await;
     let store = TestStore::new().await;
     let base = capture(&db.target(), &store.store, &CaptureOptions::default())
         .await
@@ -617,7 +610,7 @@ async fn a_store_without_deltas_takes_incremental_snapshots_standalone() {
          INSERT INTO ints SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 5000) g;",
     )
     .await;
-    track_on(&db).await;
+    db.track_on().await;
     let dir = tempfile::tempdir().unwrap();
     let old = phony_core::StoreConfig {
         format: 1,

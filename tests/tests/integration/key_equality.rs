@@ -3,7 +3,7 @@
 //! for `0`, arrays and composites of those): restores to either snapshot, forward and back, tracked and not, keep every
 //! row, spelled as that snapshot has it.
 
-use phony_postgres::{capture, tracking, CaptureOptions, RestorePath};
+use phony_postgres::{capture, CaptureOptions, RestorePath};
 use phony_tests::{assert_same, TestDb, TestStore};
 
 const SCHEMA: &str =
@@ -47,10 +47,7 @@ async fn forward_and_back(tracked: bool) {
     let db = TestDb::new(&format!("keq_{}", tracked as u8)).await;
     db.exec(SCHEMA).await;
     if tracked {
-        let client = db.client().await;
-        client.batch_execute("BEGIN").await.unwrap();
-        tracking::install(&client).await.unwrap();
-        client.batch_execute("COMMIT").await.unwrap();
+        db.track_on().await;
     }
     db.quiesce().await;
     let store = TestStore::new().await;

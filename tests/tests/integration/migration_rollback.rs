@@ -163,6 +163,8 @@ struct Shop {
     db: TestDb,
     store: TestStore,
     manifest: phony_core::RootManifest,
+    /// The capture's point in time, for rollbacks that trust rows' ages.
+    point: phony_core::CapturePoint,
     before: phony_postgres::Fingerprint,
 }
 
@@ -175,11 +177,9 @@ async fn shop_with(label: &str, tracked: bool) -> Shop {
     let db = TestDb::new(label).await;
     db.exec(SHOP).await;
     if tracked {
-        let client = db.client().await;
-        client.batch_execute("BEGIN").await.unwrap();
-        phony_postgres::tracking::install(&client).await.unwrap();
-        client.batch_execute("COMMIT").await.unwrap();
+        db.track_on().await;
     }
+    db.quiesce().await;
     let store = TestStore::new().await;
     let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
         .await
@@ -189,6 +189,7 @@ async fn shop_with(label: &str, tracked: bool) -> Shop {
         db,
         store,
         manifest: captured.manifest,
+        point: captured.source.point.expect("a capture point"),
         before,
     }
 }
@@ -202,6 +203,25 @@ impl Shop {
         phony_postgres::restore(&self.db.target(), &self.store.store, &self.manifest, opts)
             .await
             .unwrap()
+    }
+
+    /// A rollback that trusts rows' ages from the capture's point, once every transaction
+    /// the capture saw has ended.
+    async fn restore_by_ages(&self) -> RestoreReport {
+        let xmax = self
+            .point
+            .snapshot
+            .split(':')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        self.db.wait_for_xmin(xmax).await;
+        self.restore(&RestoreOptions {
+            point: Some(self.point.clone()),
+            ..RestoreOptions::default()
+        })
+        .await
     }
 
     /// A dry run, then the rollback; both must take `path`; the state is the snapshot's.
@@ -402,45 +422,23 @@ async fn tracked_rollback_compares_only_the_tables_the_migration_touched() {
 /// every table captured, not only the ones left to compare).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_change_undone_before_the_rollback_leaves_only_its_table_compared() {
-    let db = TestDb::new("mig_trk_undone").await;
-    db.exec(SHOP).await;
-    let client = db.client().await;
-    client.batch_execute("BEGIN").await.unwrap();
-    phony_postgres::tracking::install(&client).await.unwrap();
-    client.batch_execute("COMMIT").await.unwrap();
-    db.quiesce().await;
-    let store = TestStore::new().await;
-    let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
-        .await
-        .unwrap();
-    let point = captured.source.point.clone().expect("a capture point");
-    let before = db.fingerprint().await;
-    db.exec(
-        "BEGIN;
-         ALTER TABLE orders ADD COLUMN scratch int;
+    let shop = shop_with("mig_trk_undone", true).await;
+    shop.migrate(
+        "ALTER TABLE orders ADD COLUMN scratch int;
          ALTER TABLE orders DROP COLUMN scratch;
          UPDATE orders SET note = 'beside' WHERE id % 101 = 0;
-         UPDATE customers SET name = 'beside' WHERE id % 31 = 0;
-         COMMIT;",
+         UPDATE customers SET name = 'beside' WHERE id % 31 = 0;",
     )
     .await;
-    db.wait_for_xmin(point.snapshot.split(':').nth(1).unwrap().parse().unwrap())
-        .await;
-    let report = phony_postgres::restore(
-        &db.target(),
-        &store.store,
-        &captured.manifest,
-        &RestoreOptions {
-            point: Some(point),
-            ..RestoreOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let report = shop.restore_by_ages().await;
     assert_eq!(report.path, RestorePath::Delta, "{:?}", report.full_reason);
     let ages = report.row_ages.expect("orders compared by its rows' ages");
     assert_eq!(ages.tables, 1, "{ages:?}");
-    assert_same(&db.fingerprint().await, &before, "after the rollback");
+    assert_same(
+        &shop.db.fingerprint().await,
+        &shop.before,
+        "after the rollback",
+    );
 }
 
 /// Schema changes that change rows without the log seeing it make their tables compared:
@@ -496,15 +494,7 @@ async fn schema_changes_that_change_rows_unlogged_leave_no_table_trusted_wrongly
 /// migration come back all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_read_before_the_schema_verdict_are_taken_over() {
-    let db = TestDb::new("mig_ages").await;
-    db.exec(SHOP).await;
-    db.quiesce().await;
-    let store = TestStore::new().await;
-    let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
-        .await
-        .unwrap();
-    let point = captured.source.point.clone().expect("a capture point");
-    let before = db.fingerprint().await;
+    let shop = shop("mig_ages").await;
     for (what, sql) in [
         (
             "unchanged rows",
@@ -521,20 +511,8 @@ async fn rows_read_before_the_schema_verdict_are_taken_over() {
             ),
         ),
     ] {
-        db.exec(&format!("BEGIN; {sql} COMMIT;")).await;
-        db.wait_for_xmin(point.snapshot.split(':').nth(1).unwrap().parse().unwrap())
-            .await;
-        let report = phony_postgres::restore(
-            &db.target(),
-            &store.store,
-            &captured.manifest,
-            &RestoreOptions {
-                point: Some(point.clone()),
-                ..RestoreOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+        shop.migrate(&sql).await;
+        let report = shop.restore_by_ages().await;
         assert_eq!(
             report.path,
             RestorePath::Schema,
@@ -543,6 +521,6 @@ async fn rows_read_before_the_schema_verdict_are_taken_over() {
         );
         let ages = report.row_ages.expect("rows compared by their ages");
         assert_eq!(ages.tables, 3, "{what}: {ages:?}");
-        assert_same(&db.fingerprint().await, &before, what);
+        assert_same(&shop.db.fingerprint().await, &shop.before, what);
     }
 }

@@ -2,15 +2,8 @@
 //! comment headers, foreign keys to partitioned tables, publications, event triggers that
 //! log DDL. Each comes back exactly, in place and into a new database, tracked and not.
 
-use phony_postgres::{capture, tracking, CaptureOptions, RestoreOptions, RestorePath};
+use phony_postgres::{capture, CaptureOptions, RestoreOptions, RestorePath};
 use phony_tests::{assert_same, TestDb, TestStore};
-
-pub(crate) async fn track_on(db: &TestDb) {
-    let client = db.client().await;
-    client.batch_execute("BEGIN").await.unwrap();
-    tracking::install(&client).await.unwrap();
-    client.batch_execute("COMMIT").await.unwrap();
-}
 
 /// Snapshots `db` as it is, dirties it with `dirty`, and checks that a full restore in
 /// place and a restore into a new database both give back the snapshot's fingerprint.
@@ -114,7 +107,7 @@ async fn names_that_look_like_dump_headers_are_captured_and_restored_tracked() {
     let db = TestDb::new("obj_names_trk").await;
     db.exec(HEADER_NAMES).await;
     let untracked = db.fingerprint().await;
-    track_on(&db).await;
+    db.track_on().await;
     assert_same(
         &db.fingerprint().await,
         &untracked,
@@ -206,7 +199,7 @@ async fn event_triggers_that_log_ddl_see_nothing_of_phony() {
         "untracked",
     )
     .await;
-    track_on(&db).await;
+    db.track_on().await;
     let after: i64 = db.value("SELECT count(*) FROM ddl_log").await;
     assert_eq!(after, logged, "turning tracking on logged phony's own DDL");
     round_trip(

@@ -2,7 +2,7 @@
 //! (`ALTER DATABASE … SET`, `ALTER ROLE … SET`) change nothing phony stores or puts back,
 //! and the database's own settings come back with a restore.
 
-use phony_postgres::{capture, restore, restore_into_new, tracking, CaptureOptions};
+use phony_postgres::{capture, restore, restore_into_new, CaptureOptions};
 use phony_postgres::{RestoreOptions, RestorePath};
 use phony_tests::{assert_same, TestDb, TestRole, TestStore};
 
@@ -47,13 +47,6 @@ async fn values(db: &TestDb, dbname: &str) -> String {
     client.query_one(VALUES, &[]).await.unwrap().get(0)
 }
 
-async fn track_on(db: &TestDb) {
-    let client = db.client().await;
-    client.batch_execute("BEGIN").await.unwrap();
-    tracking::install(&client).await.unwrap();
-    client.batch_execute("COMMIT").await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_settings_change_no_value_in_place_or_into_a_new_database() {
     let db = TestDb::new("set_db").await;
@@ -71,7 +64,7 @@ async fn database_settings_change_no_value_in_place_or_into_a_new_database() {
 
     for tracked in [false, true] {
         if tracked {
-            track_on(&db).await;
+            db.track_on().await;
         }
         let store = TestStore::new().await;
         let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
@@ -193,7 +186,7 @@ async fn images_logged_in_another_time_zone_compare_equal() {
          INSERT INTO tz VALUES (1, '2024-03-01 12:00:00+00', 1), (2, '2024-03-02 12:00:00+00', 2);",
     )
     .await;
-    track_on(&db).await;
+    db.track_on().await;
     let store = TestStore::new().await;
     let base = capture(&db.target(), &store.store, &CaptureOptions::default())
         .await

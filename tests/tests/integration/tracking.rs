@@ -6,18 +6,11 @@ use phony_tests::{assert_same, TestDb, TestStore};
 
 use crate::roundtrip::{uniques_change, CHANGES, UNIQUES, UNIQUES_CHANGES};
 
-async fn track_on(db: &TestDb) {
-    let client = db.client().await;
-    client.batch_execute("BEGIN").await.unwrap();
-    tracking::install(&client).await.unwrap();
-    client.batch_execute("COMMIT").await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tracked_restores_are_exact_for_random_changes() {
     let db = TestDb::rich("trk_random").await;
     let untracked = db.fingerprint().await;
-    track_on(&db).await;
+    db.track_on().await;
     let before = db.fingerprint().await;
     assert_same(
         &before,
@@ -47,7 +40,7 @@ async fn tracked_restores_are_exact_for_random_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_between_snapshots_stays_exact() {
     let db = TestDb::rich("trk_switch").await;
-    track_on(&db).await;
+    db.track_on().await;
     let store = TestStore::new().await;
     let opts = RestoreOptions::default();
     let a = capture(&db.target(), &store.store, &CaptureOptions::default())
@@ -84,7 +77,7 @@ async fn switching_between_snapshots_stays_exact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_changes_take_the_schema_path_and_tracking_follows() {
     let db = TestDb::rich("trk_schema").await;
-    track_on(&db).await;
+    db.track_on().await;
     let store = TestStore::new().await;
     let before = db.fingerprint().await;
     let snap = capture(&db.target(), &store.store, &CaptureOptions::default())
@@ -113,7 +106,7 @@ async fn schema_changes_take_the_schema_path_and_tracking_follows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tracking_off_and_on_again_or_copied_elsewhere_falls_back_to_content() {
     let db = TestDb::rich("trk_doubt").await;
-    track_on(&db).await;
+    db.track_on().await;
     let store = TestStore::new().await;
     let before = db.fingerprint().await;
     let snap = capture(&db.target(), &store.store, &CaptureOptions::default())
@@ -127,7 +120,7 @@ async fn tracking_off_and_on_again_or_copied_elsewhere_falls_back_to_content() {
     client.batch_execute("COMMIT").await.unwrap();
     db.exec(CHANGES[0]).await;
     db.exec(CHANGES[5]).await;
-    track_on(&db).await;
+    db.track_on().await;
     assert!(tracking::usable_mark(&client, &snap.root)
         .await
         .unwrap()
@@ -187,7 +180,7 @@ async fn incremental_snapshots_hold_exactly_the_live_state() {
          INSERT INTO public.wide SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 20000) g;",
     )
     .await;
-    track_on(&db).await;
+    db.track_on().await;
     let store = TestStore::new().await;
     let full = CaptureOptions {
         incremental: false,
@@ -259,7 +252,7 @@ async fn hold_place(db: &TestDb) -> (tokio_postgres::Client, tracking::PendingMa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mark_taken_during_an_unlogged_restore_is_not_trusted() {
     let db = TestDb::rich("trk_unlogged").await;
-    track_on(&db).await;
+    db.track_on().await;
     let store = TestStore::new().await;
     let a = capture(&db.target(), &store.store, &CaptureOptions::default())
         .await
@@ -316,7 +309,7 @@ async fn a_mark_taken_during_an_unlogged_restore_is_not_trusted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_being_taken_keeps_the_log_entries_it_needs() {
     let db = TestDb::rich("trk_pending").await;
-    track_on(&db).await;
+    db.track_on().await;
     let store = TestStore::new().await;
     let a = capture(&db.target(), &store.store, &CaptureOptions::default())
         .await
@@ -356,7 +349,7 @@ async fn a_snapshot_being_taken_keeps_the_log_entries_it_needs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_session_restores_again_and_again_across_schema_changes() {
     let db = TestDb::rich("trk_session").await;
-    track_on(&db).await;
+    db.track_on().await;
     let store = TestStore::new().await;
     let before = db.fingerprint().await;
     let snap = capture(&db.target(), &store.store, &CaptureOptions::default())
@@ -400,7 +393,7 @@ async fn one_session_restores_again_and_again_across_schema_changes() {
 async fn a_closed_gate_rolls_the_restore_back() {
     use futures::FutureExt;
     let db = TestDb::rich("trk_gate").await;
-    track_on(&db).await;
+    db.track_on().await;
     let store = TestStore::new().await;
     let a = capture(&db.target(), &store.store, &CaptureOptions::default())
         .await
@@ -470,7 +463,7 @@ async fn keys_equal_but_spelled_otherwise_come_back_as_they_were() {
                 UPDATE fl SET k = 0, n = 9 WHERE k = 0;";
     for tracked in [false, true] {
         if tracked {
-            track_on(&db).await;
+            db.track_on().await;
         }
         db.quiesce().await;
         let store = TestStore::new().await;
@@ -564,7 +557,7 @@ async fn every_rewrite_strategy_puts_back_the_exact_rows() {
          INSERT INTO ident (id, v) SELECT i, 'x' FROM generate_series(1, 20) i;",
     )
     .await;
-    track_on(&db).await;
+    db.track_on().await;
     let store = TestStore::new().await;
     let base = capture(&db.target(), &store.store, &CaptureOptions::default())
         .await
@@ -615,7 +608,7 @@ async fn every_rewrite_strategy_puts_back_the_exact_rows() {
 async fn tracked_rows_under_expression_partial_and_generated_unique_indexes_are_put_back() {
     let db = TestDb::new("trk_uniques").await;
     db.exec(UNIQUES).await;
-    track_on(&db).await;
+    db.track_on().await;
     let store = TestStore::new().await;
     let base = capture(&db.target(), &store.store, &CaptureOptions::default())
         .await
@@ -669,7 +662,7 @@ async fn a_log_autovacuum_leaves_alone_is_vacuumed_after_a_restore() {
          INSERT INTO t SELECT g, g FROM generate_series(1, 12000) AS g;",
     )
     .await;
-    track_on(&db).await;
+    db.track_on().await;
     db.exec("ALTER TABLE phony.changes SET (autovacuum_enabled = false)")
         .await;
     let store = TestStore::new().await;
@@ -716,7 +709,7 @@ async fn a_log_autovacuum_leaves_alone_is_vacuumed_after_a_restore() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_change_touches_partitions_and_the_users_of_its_types() {
     let db = TestDb::rich("trk_touched").await;
-    track_on(&db).await;
+    db.track_on().await;
     let store = TestStore::new().await;
     let before = db.fingerprint().await;
     let snap = capture(&db.target(), &store.store, &CaptureOptions::default())
