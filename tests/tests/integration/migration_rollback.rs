@@ -381,6 +381,17 @@ async fn tracked_rollback_compares_only_the_tables_the_migration_touched() {
     .await;
     let report = shop.restore(&RestoreOptions::default()).await;
     assert_eq!(report.path, RestorePath::Schema, "{:?}", report.full_reason);
+    // Reported once: the delta path's put-back, undone when the schema differed, is not.
+    let customers: Vec<_> = report
+        .changes
+        .iter()
+        .filter(|c| c.table.name == "customers")
+        .collect();
+    assert!(
+        matches!(customers.as_slice(), [c] if c.updated == 1),
+        "{:?}",
+        report.changes
+    );
     let client = shop.db.client().await;
     let name = |id: i64| {
         let client = &client;

@@ -182,6 +182,8 @@ pub(crate) async fn restore_delta<B: Backend + 'static>(
     }
     .await;
     if result.is_err() {
+        // Rows put back from the log before the schema's verdict are undone with the rest.
+        report.changes.clear();
         report.tables = 0;
         report.rows = 0;
         report.sequences = 0;
