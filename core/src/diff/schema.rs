@@ -53,6 +53,9 @@ pub struct DumpObject {
     pub lines: Vec<String>,
 }
 
+/// The comment line pg_dump ends every script with.
+const DUMP_COMPLETE: &str = "-- PostgreSQL database dump complete";
+
 /// Splits a pg_dump script into its objects (the preamble before the first header, `SET`
 /// statements and the like, is left out).
 pub fn objects(script: &str) -> Vec<DumpObject> {
@@ -67,7 +70,9 @@ pub fn objects(script: &str) -> Vec<DumpObject> {
             });
             continue;
         }
-        if line.trim().is_empty() || line == "--" {
+        // pg_dump's closing comment follows whichever object is last, not part of it: an
+        // object added after it would make that one look altered.
+        if line.trim().is_empty() || line == "--" || line == DUMP_COMPLETE {
             continue;
         }
         if let Some(current) = out.last_mut() {
@@ -374,6 +379,22 @@ CREATE INDEX old_idx ON public.orders USING btree (note);
             parse_header("-- Name: EXTENSION citext; Type: COMMENT; Schema: -; Owner: "),
             Some(("COMMENT".into(), None, "EXTENSION citext".into()))
         );
+    }
+
+    /// The closing comment belongs to no object: appending an object leaves the one
+    /// before it as it was.
+    #[test]
+    fn an_object_added_at_the_end_leaves_the_last_one_alone() {
+        let end = "\n--\n-- PostgreSQL database dump complete\n--\n\n";
+        let from = format!("{FROM}{end}");
+        let to = format!(
+            "{FROM}\n--\n-- Name: new_idx; Type: INDEX; Schema: public; Owner: postgres\n--\n\n\
+             CREATE INDEX new_idx ON public.orders USING btree (id);\n{end}"
+        );
+        let changes = diff(&from, &to);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].change, ObjectChange::Added);
+        assert_eq!(changes[0].name, "new_idx");
     }
 
     #[test]
