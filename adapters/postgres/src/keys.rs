@@ -175,6 +175,9 @@ pub(crate) fn key_values(text: &str) -> Result<Vec<Option<String>>> {
 pub(crate) struct Staged {
     pub live: Vec<u8>,
     pub snap: Vec<u8>,
+    /// Where the `live` rows are (their `ctid`s), when the reader knew: a table without a
+    /// key then deletes them there rather than find each one by its text.
+    pub live_at: Option<Vec<String>>,
 }
 
 impl Staged {

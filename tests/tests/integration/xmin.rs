@@ -451,3 +451,91 @@ async fn restores_by_age_are_exact_for_random_changes() {
         );
     });
 }
+
+/// Tables without a key, their rows sorted by their whole text into many chunks: runs of
+/// identical rows that straddle chunks' ends or fill whole chunks, rows alike in their
+/// first 63 bytes across chunks' ends, values that print with
+/// quotes, commas, parentheses, backslashes, spaces and newlines, NULLs beside empty
+/// strings; and one with a generated column (not in the rows' stored text).
+const KEYLESS: &str = r#"
+    CREATE TABLE notes (who text, what text, n int);
+    INSERT INTO notes SELECT 'user ' || (g % 97), 'did ' || (g % 13) || repeat('.', g % 50), g % 5
+      FROM generate_series(1, 100000) g;
+    INSERT INTO notes SELECT 'a shared beginning, longer than the sixty-three bytes a bound keeps', g::text, 1
+      FROM generate_series(1, 8000) g;
+    INSERT INTO notes SELECT 'same', 'the same row, again (and again)', 1 FROM generate_series(1, 20000);
+    INSERT INTO notes SELECT 'pair', 'two of each', g % 2000 FROM generate_series(1, 4000) g;
+    INSERT INTO notes VALUES (NULL, '', NULL), ('', NULL, 0), (E'tab\there', E'new\nline', 2),
+      ('quote "q"', E'back\\slash', 3), ('Größe', '(a,b)', 4);
+    CREATE TABLE doubled (a int, b int GENERATED ALWAYS AS (a * 2) STORED, c text);
+    INSERT INTO doubled (a, c) SELECT g % 1000, repeat('c', g % 20) FROM generate_series(1, 30000) g;
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_without_a_key_compare_only_the_chunks_their_rows_ages_flag() {
+    let (db, store, captured) = setup_with("xmin_keyless", KEYLESS).await;
+    let before = db.fingerprint().await;
+    let chunks = |name: &str| {
+        let entry = captured
+            .manifest
+            .tables
+            .iter()
+            .find(|t| t.table.name == name)
+            .unwrap()
+            .clone();
+        let store = &store.store;
+        async move { store.table_chunks(&entry).await.unwrap().len() as u64 }
+    };
+    let (notes, doubled) = (chunks("notes").await, chunks("doubled").await);
+    assert!(notes > 8 && doubled > 1, "{notes} and {doubled} chunks");
+    db.exec(
+        r#"
+        DELETE FROM notes WHERE ctid = (SELECT min(ctid) FROM notes WHERE who = 'same');
+        INSERT INTO notes VALUES ('pair', 'two of each', 7);
+        DELETE FROM notes WHERE who = 'pair' AND n = 8;
+        UPDATE notes SET n = 99 WHERE ctid = (SELECT min(ctid) FROM notes WHERE who = 'user 50' AND n = 1);
+        INSERT INTO notes VALUES ('   before everything', 'x', 1), ('~after everything', 'y', 2);
+        UPDATE notes SET what = E'new\nline!' WHERE who = E'tab\there';
+        DELETE FROM notes WHERE who IS NULL;
+        UPDATE notes SET n = 2 WHERE n = 1 AND what = '4321' AND who LIKE 'a shared%';
+        UPDATE doubled SET a = -1 WHERE ctid = (SELECT min(ctid) FROM doubled WHERE a = 500);
+    "#,
+    )
+    .await;
+    let report = restore_by_age(&db, &store, &captured).await;
+    assert_same(&db.fingerprint().await, &before, "after the restore");
+    let ages = report.row_ages.unwrap();
+    // `doubled` is compared whole: its generated column is in its rows' text, not in its
+    // chunks. `notes` only where its rows changed.
+    assert_eq!(ages.content_tables, 1, "{ages:?}");
+    assert!(
+        ages.compared_chunks > 0 && ages.compared_chunks < notes / 2,
+        "{ages:?} of {notes} chunks"
+    );
+    let change = report
+        .changes
+        .iter()
+        .find(|c| c.table.name == "notes")
+        .unwrap();
+    // Put back: one `same`, both copies of (pair, 8), the three rows updated and the one
+    // with a NULL; taken out: the third (pair, 7), the two new rows and the three updated.
+    assert_eq!((change.inserted, change.deleted), (7, 6), "{change:?}");
+
+    // Again: the rows the first restore wrote are new, compared, and equal.
+    let again = restore_by_age(&db, &store, &captured).await;
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+    assert_same(&db.fingerprint().await, &before, "after restoring twice");
+
+    // A whole chunk's worth of one row gone, and a chunk's first row: still exact.
+    db.exec(
+        "DELETE FROM notes WHERE who = 'same';
+         DELETE FROM notes WHERE ctid IN (SELECT ctid FROM notes ORDER BY notes::text COLLATE \"C\" LIMIT 300);",
+    )
+    .await;
+    restore_by_age(&db, &store, &captured).await;
+    assert_same(
+        &db.fingerprint().await,
+        &before,
+        "after deleting runs of rows",
+    );
+}

@@ -30,7 +30,8 @@ use crate::write::restore::plan::TableRewrite;
 mod apply;
 mod from_log;
 
-use apply::{apply_keyed, apply_multiset, key_eq, row_of, LIVE, SNAP};
+pub(crate) use apply::copy_in_rows;
+use apply::{apply_keyed, apply_located, apply_multiset, key_eq, row_of, LIVE, SNAP};
 
 pub(crate) use from_log::{restore_from_log, Logging};
 
@@ -489,6 +490,15 @@ fn keyed_reload_reason(staged: u64, bytes: u64) -> Option<String> {
 
 /// The rows `staged` deletes, inserts and updates, by key.
 fn staged_counts(entry: &TableEntry, staged: &Staged) -> TableRewrite {
+    if entry.key.is_empty() {
+        return TableRewrite {
+            table: entry.table.clone(),
+            deleted: row::lines(&staged.live).count() as u64,
+            inserted: row::lines(&staged.snap).count() as u64,
+            updated: 0,
+            reloaded: None,
+        };
+    }
     let positions = crate::keys::key_positions(&entry.columns, &entry.key).unwrap_or_default();
     let live: std::collections::HashSet<String> = row::lines(&staged.live)
         .map(|l| row::key_text(l, &positions))
@@ -640,7 +650,7 @@ async fn restore_keyed_by_segments<B: Backend + 'static>(
         .map(Some)
 }
 
-/// Makes a keyed table hold the snapshot's rows given the rows that differ: `live`, the live
+/// Makes a table hold the snapshot's rows given the rows that differ: `live`, the live
 /// rows that differ from (or are missing in) the snapshot, and `snap`, the snapshot's rows
 /// that differ from (or are missing among) the live ones, both COPY text. `None` when both
 /// are empty.
@@ -678,32 +688,35 @@ pub(crate) async fn apply_staged<B: Backend + 'static>(
         copy_all(client, store, entry, prefetch).await?;
         return Ok(Some(change));
     }
+    let t = qualified(&entry.table);
+    if let (true, Some(at)) = (entry.key.is_empty(), &staged.live_at) {
+        if let Some(relid) = log {
+            // As `finish` logs a table without a key: its content is compared next time.
+            client
+                .batch_execute(&format!(
+                    "INSERT INTO phony.changes (relid, key) VALUES ({relid}, NULL)"
+                ))
+                .await
+                .map_err(pg("logging the rewritten rows"))?;
+        }
+        return apply_located(client, entry, &t, at, staged.snap)
+            .await
+            .map(Some);
+    }
     for (name, rows) in [(LIVE, staged.live), (SNAP, staged.snap)] {
         create_temp(client, entry, name).await?;
-        if rows.is_empty() {
-            continue;
+        if !rows.is_empty() {
+            let context = format!("staging rows of {}", entry.table);
+            copy_in_rows(client, &format!("COPY {name} FROM STDIN"), rows, &context).await?;
         }
-        let sink = client
-            .copy_in::<_, Bytes>(&format!("COPY {name} FROM STDIN"))
-            .await
-            .map_err(pg(format!("staging rows of {}", entry.table)))?;
-        futures::pin_mut!(sink);
-        sink.send(Bytes::from(rows))
-            .await
-            .map_err(pg(format!("staging rows of {}", entry.table)))?;
-        sink.as_mut()
-            .finish()
-            .await
-            .map_err(pg(format!("staging rows of {}", entry.table)))?;
     }
     client
         .batch_execute(&format!("ANALYZE {LIVE}; ANALYZE {SNAP};"))
         .await
         .map_err(pg("analyzing staged rows"))?;
-    let t = qualified(&entry.table);
-    finish(client, entry, &t, log, async { Ok(()) })
-        .await
-        .map(Some)
+    // A table without a key may still be reloaded whole (see [`apply_multiset`]).
+    let reload = copy_all(client, store, entry, prefetch);
+    finish(client, entry, &t, log, reload).await.map(Some)
 }
 
 /// Splits both chunk lists at the chunks they share, in order. `None` when shared chunks

@@ -1,8 +1,11 @@
 //! The three statements that turn a table into the snapshot's rows once the rows that
 //! differ are staged (the live ones in `LIVE`, the snapshot's in `SNAP`): by primary key
-//! (delete, update, insert) or, for a table without one, as a multiset of whole rows.
+//! (delete, update, insert) or, for a table without one, as a multiset of whole rows; or,
+//! for a table without one whose differing live rows' places are known, two.
 
-use phony_core::TableEntry;
+use bytes::Bytes;
+use futures::SinkExt;
+use phony_core::{row, TableEntry};
 use tokio_postgres::Client;
 
 use crate::error::{pg, Result};
@@ -241,6 +244,64 @@ pub(crate) async fn apply_multiset(
         updated: 0,
         reloaded: None,
     })
+}
+
+/// Makes a table without a key hold the snapshot's rows given the live rows that differ by
+/// their places (`at`, their `ctid`s, read under the restore's locks) and the snapshot's
+/// rows that differ (`snap`, COPY text): the ones are deleted there, the others copied in.
+pub(crate) async fn apply_located(
+    client: &Client,
+    entry: &TableEntry,
+    t: &str,
+    at: &[String],
+    snap: Vec<u8>,
+) -> Result<TableRewrite> {
+    let context = format!("rewriting rows of {}", entry.table);
+    let deleted = match at.is_empty() {
+        true => 0,
+        false => client
+            .execute(
+                &format!("DELETE FROM ONLY {t} WHERE ctid = ANY($1::text[]::tid[])"),
+                &[&at],
+            )
+            .await
+            .map_err(pg(context.clone()))?,
+    };
+    if deleted != at.len() as u64 {
+        // The rows moved since they were read: nothing may be deleted blindly.
+        return Err(crate::error::Error::Internal(format!(
+            "{} of the {} rows of {} to delete were where they had been read",
+            deleted,
+            at.len(),
+            entry.table
+        )));
+    }
+    let inserted = row::lines(&snap).count() as u64;
+    if inserted > 0 {
+        let sql = format!("COPY {t} ({}) FROM STDIN", ident_list(&entry.columns));
+        copy_in_rows(client, &sql, snap, &context).await?;
+    }
+    Ok(TableRewrite {
+        table: entry.table.clone(),
+        deleted,
+        inserted,
+        updated: 0,
+        reloaded: None,
+    })
+}
+
+/// Runs `sql`, a `COPY … FROM STDIN`, with `rows` (COPY text) as its input.
+pub(crate) async fn copy_in_rows(
+    client: &Client,
+    sql: &str,
+    rows: Vec<u8>,
+    context: &str,
+) -> Result<()> {
+    let sink = client.copy_in::<_, Bytes>(sql).await.map_err(pg(context))?;
+    futures::pin_mut!(sink);
+    sink.send(Bytes::from(rows)).await.map_err(pg(context))?;
+    sink.as_mut().finish().await.map_err(pg(context))?;
+    Ok(())
 }
 
 /// Why a table without a key is cheaper to reload than to rewrite `differing` of its

@@ -1,0 +1,518 @@
+//! Rows' ages of a table without a key, chunk by chunk.
+//!
+//! Such a table's rows were captured in the order of their whole text (`(t.*)::text COLLATE
+//! "C"`), so its chunks split that order into ranges as a key's chunks do: each chunk's
+//! first row, printed as that text, bounds its range. The rows are read back from the
+//! chunks and printed by the server through a temporary table of the same columns, so the
+//! bounds are what the capture's sort compared. Identical rows print alike and sort
+//! together, in the chunks' COPY text as in the record text, and a run of them may
+//! straddle a chunk's end. So a *bucket* is a run of chunks that start with the same row;
+//! it holds the copies of that row that end the chunk before it, and not the copies of the
+//! next bucket's first row that end its own last chunk. The capture's rows of each bucket
+//! are thus known exactly.
+//!
+//! One scan counts the old and the new rows of each bucket (see [`super`] for old and
+//! new). A bucket is unchanged exactly when its live rows are all old and as many as the
+//! capture's rows of it: each old row is a row version the capture read, with the same
+//! text, in the same bucket, so together they are all of them. A second scan reads the
+//! live rows of the other buckets whole, and they are compared with the capture's as
+//! multisets: every old row must be one of the capture's (else the table's content is
+//! compared), new rows equal to a capture row the old ones left cancel it, and what is
+//! left on either side is staged: the live rows with their `ctid`s, so that they are
+//! deleted where they are, not looked for among all the table's rows.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use phony_core::{row, Backend, BlobRef, Store, TableEntry};
+use tokio_postgres::Client;
+
+use super::ages::{copy_out_bounded, MAX_FLAGGED_BYTES};
+use super::{Horizon, Outcome};
+use crate::error::{pg, Result};
+use crate::keys::{push_line, Staged};
+use crate::read::chunk_stream::decoded_chunks;
+use crate::sql::{columns_of, literal, qualified};
+use crate::write::rewrite::copy_in_rows;
+
+/// A run of chunks that start with the same row, and the capture's rows of its range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Bucket {
+    /// The chunks (indexes into the table's chunks).
+    chunks: Range<usize>,
+    /// Their first row, COPY text.
+    first: Vec<u8>,
+    /// The capture's row just before it (the last of the bucket before), COPY text.
+    before: Option<Vec<u8>>,
+    /// Copies of `first` that end the chunk before `chunks` (they belong here).
+    lead: u64,
+    /// Lines that end the last chunk and equal the next bucket's first row (they belong
+    /// there).
+    trim: u64,
+    /// The capture's rows of the range: the chunks' rows, plus `lead`, less `trim`.
+    rows: u64,
+}
+
+/// A live row's `ctid` (text) and its COPY text.
+type Located<'a> = (&'a [u8], &'a [u8]);
+
+/// What reading a chunk gives the buckets: its first and last line, how many lines at its
+/// end equal the last, and the line before those (`None` when they are all of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Ends {
+    first: Vec<u8>,
+    last: Vec<u8>,
+    tail: u64,
+    before_tail: Option<Vec<u8>>,
+}
+
+impl Ends {
+    fn of(plain: &[u8]) -> Option<Ends> {
+        let (first, last) = row::first_and_last(plain)?;
+        let body = plain.strip_suffix(b"\n").unwrap_or(plain);
+        let mut from_end = body.rsplit(|&b| b == b'\n');
+        let mut tail = 0;
+        let before_tail = loop {
+            match from_end.next() {
+                Some(line) if line == last => tail += 1,
+                other => break other.map(<[u8]>::to_vec),
+            }
+        };
+        Some(Ends {
+            first: first.to_vec(),
+            last: last.to_vec(),
+            tail,
+            before_tail,
+        })
+    }
+}
+
+/// The buckets of chunks whose ends are `ends` (one per chunk, in order).
+fn buckets(chunks: &[BlobRef], ends: &[Ends]) -> Vec<Bucket> {
+    let mut out: Vec<Bucket> = Vec::new();
+    for (i, e) in ends.iter().enumerate() {
+        match out.last_mut() {
+            Some(b) if b.first == e.first => b.chunks.end = i + 1,
+            _ => {
+                let (lead, before) = match i.checked_sub(1).map(|p| &ends[p]) {
+                    Some(b) if b.last == e.first => (b.tail, b.before_tail.clone()),
+                    Some(b) => (0, Some(b.last.clone())),
+                    None => (0, None),
+                };
+                if let Some(b) = out.last_mut() {
+                    b.trim = lead;
+                }
+                out.push(Bucket {
+                    chunks: i..i + 1,
+                    first: e.first.clone(),
+                    before,
+                    lead,
+                    trim: 0,
+                    rows: 0,
+                });
+            }
+        }
+    }
+    for b in &mut out {
+        let rows: u64 = chunks[b.chunks.clone()].iter().map(|c| c.rows).sum();
+        b.rows = (rows + b.lead).saturating_sub(b.trim);
+    }
+    out
+}
+
+/// What a live row is bucketed by: the first bytes (at most 63, whole characters) of the
+/// text the capture sorted rows by, as a `name`, whose fixed width lets `width_bucket`
+/// search its bounds by halves (over `text` bounds it walks them one by one). A prefix
+/// keeps the order, ties aside: see [`bounded`].
+const ORDER: &str = "((t.*)::text::name COLLATE \"C\")";
+
+/// Reads the ages of `entry`'s rows against its snapshot `chunks` (more than one) and
+/// compares the buckets they flag. `None` when the ages cannot tell: then the table's
+/// content is compared.
+pub(super) async fn examine<B: Backend + 'static>(
+    reader: &Client,
+    store: &Arc<Store<B>>,
+    entry: &TableEntry,
+    chunks: &[BlobRef],
+    horizon: Horizon,
+    prefetch: usize,
+) -> Result<Option<Outcome>> {
+    let t = qualified(&entry.table);
+    let context = || format!("reading the row ages of {}", entry.table);
+    // The capture's order was the text of all of the table's columns: they must be the
+    // stored ones (no generated column, none added or dropped since).
+    let columns: Vec<String> = reader
+        .query_one(
+            "SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}') \
+             FROM pg_catalog.pg_attribute a \
+             WHERE a.attrelid = pg_catalog.to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&t],
+        )
+        .await
+        .map_err(pg(context()))?
+        .get(0);
+    if columns.is_empty() || columns != entry.columns {
+        return Ok(None);
+    }
+    let mut ends = Vec::with_capacity(chunks.len());
+    let blobs = decoded_chunks(store, chunks.to_vec(), prefetch);
+    futures::pin_mut!(blobs);
+    while let Some(plain) = blobs.try_next().await? {
+        let Some(e) = Ends::of(&plain) else {
+            return Ok(None);
+        };
+        ends.push(e);
+    }
+    let buckets = buckets(chunks, &ends);
+    drop(ends);
+    let before = buckets.len();
+    let Some((buckets, bounds)) = bounded(reader, entry, buckets).await? else {
+        return Ok(None);
+    };
+    tracing::debug!(
+        "{}: {} chunks in {before} runs, {} buckets by the first bytes of their rows",
+        entry.table,
+        chunks.len(),
+        buckets.len()
+    );
+    let old = horizon.old_sql("t.xmin");
+    let rows = reader
+        .query(
+            &format!(
+                "SELECT pg_catalog.width_bucket({ORDER}, $1::name[]), \
+                 count(*) FILTER (WHERE {old}), count(*) FILTER (WHERE NOT ({old})) \
+                 FROM ONLY {t} AS t GROUP BY 1"
+            ),
+            &[&bounds],
+        )
+        .await
+        .map_err(pg(context()))?;
+    let mut counts = vec![(0u64, 0u64); buckets.len()];
+    for r in &rows {
+        let (b, o, n): (i32, i64, i64) = (r.get(0), r.get(1), r.get(2));
+        // Rows sorting before the first chunk's first row are new ones of the first bucket;
+        // an old one there contradicts the capture's order.
+        let at = (b.max(1) - 1) as usize;
+        if b == 0 && o > 0 {
+            return Ok(None);
+        }
+        let Some(c) = counts.get_mut(at) else {
+            return Ok(None);
+        };
+        c.0 += o as u64;
+        c.1 += n as u64;
+    }
+    let flagged: Vec<usize> = (0..buckets.len())
+        .filter(|&i| counts[i].1 > 0 || counts[i].0 != buckets[i].rows)
+        .collect();
+    if flagged.is_empty() {
+        return Ok(Some(Outcome::Unchanged {
+            chunks: chunks.len() as u64,
+        }));
+    }
+    let compared: usize = flagged.iter().map(|&i| buckets[i].chunks.len()).sum();
+    let bytes: u64 = flagged
+        .iter()
+        .flat_map(|&i| &chunks[buckets[i].chunks.clone()])
+        .map(|c| c.bytes)
+        .sum();
+    if bytes > MAX_FLAGGED_BYTES {
+        return Ok(None);
+    }
+    let sql = flagged_sql(entry, &bounds, &flagged, &old);
+    let context = format!("reading changed rows of {}", entry.table);
+    let Some(live) = copy_out_bounded(reader, &sql, &context).await? else {
+        return Ok(None);
+    };
+    // Per flagged bucket (by its 1-based number): its old and its new live rows.
+    let mut olds: HashMap<usize, Vec<&[u8]>> = HashMap::new();
+    let mut news: HashMap<usize, Vec<Located<'_>>> = HashMap::new();
+    for line in row::lines(&live) {
+        let mut parts = line.splitn(4, |&b| b == row::FIELD_SEP);
+        let (Some(tag), Some(age), Some(at), Some(rest)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Ok(None);
+        };
+        let Some(b) = std::str::from_utf8(tag)
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+        else {
+            return Ok(None);
+        };
+        if age == b"t" {
+            olds.entry(b.max(1)).or_default().push(rest);
+        } else {
+            news.entry(b.max(1)).or_default().push((at, rest));
+        }
+    }
+    let mut staged = Staged::default();
+    let mut live_at = Vec::new();
+    let wanted: Vec<BlobRef> = flagged
+        .iter()
+        .flat_map(|&i| chunks[buckets[i].chunks.clone()].iter().cloned())
+        .collect();
+    let blobs = decoded_chunks(store, wanted, prefetch);
+    futures::pin_mut!(blobs);
+    for &i in &flagged {
+        let bucket = &buckets[i];
+        let mut plain = Vec::new();
+        for _ in bucket.chunks.clone() {
+            match blobs.try_next().await? {
+                Some(p) => plain.extend_from_slice(&p),
+                None => return Ok(None),
+            }
+        }
+        let mut lines: Vec<&[u8]> = row::lines(&plain).collect();
+        lines.truncate(lines.len().saturating_sub(bucket.trim as usize));
+        let mut snap: HashMap<&[u8], i64> = HashMap::new();
+        *snap.entry(&bucket.first).or_default() += bucket.lead as i64;
+        for line in lines {
+            *snap.entry(line).or_default() += 1;
+        }
+        let old_rows = olds.remove(&(i + 1)).unwrap_or_default();
+        if old_rows.len() as u64 != counts[i].0 {
+            return Ok(None);
+        }
+        for line in old_rows {
+            match snap.get_mut(line) {
+                Some(n) if *n > 0 => *n -= 1,
+                _ => return Ok(None),
+            }
+        }
+        for (at, line) in news.remove(&(i + 1)).unwrap_or_default() {
+            match snap.get_mut(line) {
+                Some(n) if *n > 0 => *n -= 1,
+                _ => {
+                    push_line(&mut staged.live, line);
+                    live_at.push(String::from_utf8_lossy(at).into_owned());
+                }
+            }
+        }
+        for (line, n) in snap {
+            for _ in 0..n {
+                push_line(&mut staged.snap, line);
+            }
+        }
+    }
+    if !olds.is_empty() || !news.is_empty() {
+        return Ok(None);
+    }
+    staged.live_at = Some(live_at);
+    Ok(Some(Outcome::Staged {
+        staged,
+        chunks: chunks.len() as u64,
+        compared: compared as u64,
+        summed: false,
+    }))
+}
+
+/// The buckets, with those whose first row cannot be told from the row before it by
+/// the first bytes of their text merged into the bucket before, and the remaining buckets'
+/// bounds: their first rows' first bytes (see [`ORDER`]). A row of a bucket sorts at or
+/// after its first row, so its prefix is at or after that row's prefix; a row of the
+/// buckets before sorts at or before the row just before, whose prefix is less than the
+/// bound (else the bucket was merged): so the prefixes put every row of the capture in its
+/// bucket. `None` when the rows do not read back as they should.
+async fn bounded(
+    reader: &Client,
+    entry: &TableEntry,
+    buckets: Vec<Bucket>,
+) -> Result<Option<(Vec<Bucket>, Vec<String>)>> {
+    let count = buckets.len();
+    let firsts: Vec<&[u8]> = buckets.iter().map(|b| b.first.as_slice()).collect();
+    let befores: Vec<&[u8]> = buckets.iter().filter_map(|b| b.before.as_deref()).collect();
+    let Some(printed) = printed(reader, entry, firsts.iter().chain(&befores).copied()).await?
+    else {
+        return Ok(None);
+    };
+    let (firsts, mut rest) = printed.split_at(buckets.len());
+    let befores: Vec<Option<String>> = buckets
+        .iter()
+        .map(|b| {
+            let (text, after) = match (&b.before, rest.split_first()) {
+                (Some(_), Some((text, after))) => (Some(text.clone()), after),
+                _ => (None, rest),
+            };
+            rest = after;
+            text
+        })
+        .collect();
+    let rows = reader
+        .query(
+            "SELECT (u.f::name COLLATE \"C\")::text, \
+                    coalesce(u.p::name COLLATE \"C\" < u.f::name COLLATE \"C\", false) \
+             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(f, p, i) ORDER BY u.i",
+            &[&firsts, &befores],
+        )
+        .await
+        .map_err(pg(format!("reading the chunk bounds of {}", entry.table)))?;
+    let mut merged: Vec<Bucket> = Vec::new();
+    let mut bounds: Vec<String> = Vec::new();
+    for (b, r) in buckets.into_iter().zip(&rows) {
+        let (bound, apart): (String, bool) = (r.get(0), r.get(1));
+        match merged.last_mut() {
+            Some(last) if !apart => {
+                last.chunks.end = b.chunks.end;
+                last.trim = b.trim;
+                last.rows += b.rows;
+            }
+            _ => {
+                merged.push(b);
+                bounds.push(bound);
+            }
+        }
+    }
+    if rows.len() != count {
+        return Ok(None);
+    }
+    // They ascend as the server compares them, or the buckets would mean nothing.
+    let ascending: bool = reader
+        .query_one(
+            "SELECT coalesce(( \
+               SELECT bool_and(x < y) FROM (SELECT $1::name[] AS a) AS th, \
+                 unnest(th.a[1:pg_catalog.cardinality(th.a) - 1], th.a[2:]) AS u(x, y)), true)",
+            &[&bounds],
+        )
+        .await
+        .map_err(pg(format!("reading the chunk bounds of {}", entry.table)))?
+        .get(0);
+    Ok(ascending.then_some((merged, bounds)))
+}
+
+/// `rows` (COPY text lines) as the record text the capture sorted by, read back through a
+/// temporary table with the table's columns; `None` when they do not read back one for
+/// one.
+async fn printed<'a>(
+    reader: &Client,
+    entry: &TableEntry,
+    rows: impl Iterator<Item = &'a [u8]>,
+) -> Result<Option<Vec<String>>> {
+    let t = qualified(&entry.table);
+    const TEMP: &str = "pg_temp.\"phony bounds\"";
+    let context = format!("reading the chunk bounds of {}", entry.table);
+    reader
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS {TEMP}; CREATE TEMP TABLE \"phony bounds\" (LIKE {t})"
+        ))
+        .await
+        .map_err(pg(context.clone()))?;
+    let mut text = Vec::new();
+    let mut count = 0;
+    for line in rows {
+        push_line(&mut text, line);
+        count += 1;
+    }
+    let read = async {
+        let sql = format!(
+            "COPY {TEMP} ({}) FROM STDIN",
+            crate::sql::ident_list(&entry.columns)
+        );
+        copy_in_rows(reader, &sql, text, &context).await?;
+        // Rows COPY wrote into a new table lie in the order they came.
+        let printed = reader
+            .query(
+                &format!("SELECT (t.*)::text FROM {TEMP} AS t ORDER BY t.ctid"),
+                &[],
+            )
+            .await
+            .map_err(pg(context.clone()))?;
+        Ok::<_, crate::error::Error>(printed.iter().map(|r| r.get(0)).collect::<Vec<String>>())
+    };
+    let printed = read.await;
+    reader
+        .batch_execute(&format!("DROP TABLE IF EXISTS {TEMP}"))
+        .await
+        .map_err(pg(context))?;
+    let printed = printed?;
+    Ok((printed.len() == count).then_some(printed))
+}
+
+/// `COPY` of the live rows of the `flagged` buckets (0-based; the first bucket's number 1
+/// also takes the rows before it, number 0): per row its bucket's number, `t` for an old
+/// row or `f`, its `ctid` and the stored columns.
+fn flagged_sql(entry: &TableEntry, bounds: &[String], flagged: &[usize], old: &str) -> String {
+    let t = qualified(&entry.table);
+    let cols = columns_of("t", &entry.columns).join(", ");
+    let bounds: Vec<String> = bounds.iter().map(|b| literal(b)).collect();
+    let mut numbers: Vec<String> = flagged.iter().map(|i| (i + 1).to_string()).collect();
+    if flagged.first() == Some(&0) {
+        numbers.push("0".into());
+    }
+    format!(
+        "COPY (SELECT * FROM (SELECT pg_catalog.width_bucket({ORDER}, ARRAY[{}]::name[]) \
+         AS \"phony bucket\", {old} AS \"phony old\", t.ctid AS \"phony at\", {cols} \
+         FROM ONLY {t} AS t) x \
+         WHERE x.\"phony bucket\" = ANY(ARRAY[{}]::int4[])) TO STDOUT",
+        bounds.join(", "),
+        numbers.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use phony_core::BlobId;
+
+    fn chunk(rows: u64) -> BlobRef {
+        BlobRef::plain(BlobId::of(&rows.to_le_bytes()), rows, 0)
+    }
+
+    #[test]
+    fn a_chunk_knows_its_ends_and_the_run_that_closes_it() {
+        let e = Ends::of(b"a\nb\nc\nc\n").unwrap();
+        assert_eq!(
+            (e.first.as_slice(), e.last.as_slice(), e.tail),
+            (&b"a"[..], &b"c"[..], 2)
+        );
+        let e = Ends::of(b"x\n").unwrap();
+        assert_eq!(
+            (e.first.as_slice(), e.last.as_slice(), e.tail),
+            (&b"x"[..], &b"x"[..], 1)
+        );
+        assert_eq!(Ends::of(b""), None);
+    }
+
+    #[test]
+    fn runs_of_identical_rows_across_chunk_ends_belong_to_the_bucket_they_open() {
+        // Sorted rows: a b c c | c c d d | d e | e e e | e f
+        let plain: [&[u8]; 5] = [
+            b"a\nb\nc\nc\n",
+            b"c\nc\nd\nd\n",
+            b"d\ne\n",
+            b"e\ne\ne\n",
+            b"e\nf\n",
+        ];
+        let chunks: Vec<BlobRef> = plain
+            .iter()
+            .map(|p| chunk(row::lines(p).count() as u64))
+            .collect();
+        let ends: Vec<Ends> = plain.iter().map(|p| Ends::of(p).unwrap()).collect();
+        let b = buckets(&chunks, &ends);
+        type Summary<'a> = (Range<usize>, &'a [u8], u64, u64, u64);
+        let summary: Vec<Summary<'_>> = b
+            .iter()
+            .map(|b| (b.chunks.clone(), b.first.as_slice(), b.lead, b.trim, b.rows))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                // a b, not the two c that start the next bucket
+                (0..1, &b"a"[..], 0, 2, 2),
+                // the two c before it and its own two, not the two d that start the next
+                (1..2, &b"c"[..], 2, 2, 4),
+                // the two d before it and its own, not the e that starts the next
+                (2..3, &b"d"[..], 2, 1, 3),
+                // the e before it, then two chunks that start with e: e e e e e f
+                (3..5, &b"e"[..], 1, 0, 6),
+            ]
+        );
+        let befores: Vec<Option<&[u8]>> = b.iter().map(|b| b.before.as_deref()).collect();
+        assert_eq!(befores, [None, Some(&b"b"[..]), Some(b"c"), Some(b"d")]);
+        // Every row is in exactly one bucket.
+        let total: u64 = chunks.iter().map(|c| c.rows).sum();
+        assert_eq!(b.iter().map(|b| b.rows).sum::<u64>(), total);
+    }
+}
