@@ -14,8 +14,10 @@
 //! One scan counts the old and the new rows of each bucket (see [`super`] for old and
 //! new). A bucket is unchanged exactly when its live rows are all old and as many as the
 //! capture's rows of it: each old row is a row version the capture read, with the same
-//! text, in the same bucket, so together they are all of them. A second scan reads the
-//! live rows of the other buckets whole, and they are compared with the capture's as
+//! text, in the same bucket, so together they are all of them. The scan also notes where
+//! each row lies (its `ctid`), and the live rows of the other buckets are read whole from
+//! there (a table too large to keep every place for is scanned again for them instead).
+//! They are compared with the capture's as
 //! multisets: every old row must be one of the capture's (else the table's content is
 //! compared), new rows equal to a capture row the old ones left cancel it, and what is
 //! left on either side is staged: the live rows with their `ctid`s, so that they are
@@ -178,32 +180,9 @@ pub(super) async fn examine<B: Backend + 'static>(
         buckets.len()
     );
     let old = horizon.old_sql("t.xmin");
-    let rows = reader
-        .query(
-            &format!(
-                "SELECT pg_catalog.width_bucket({ORDER}, $1::name[]), \
-                 count(*) FILTER (WHERE {old}), count(*) FILTER (WHERE NOT ({old})) \
-                 FROM ONLY {t} AS t GROUP BY 1"
-            ),
-            &[&bounds],
-        )
-        .await
-        .map_err(pg(context()))?;
-    let mut counts = vec![(0u64, 0u64); buckets.len()];
-    for r in &rows {
-        let (b, o, n): (i32, i64, i64) = (r.get(0), r.get(1), r.get(2));
-        // Rows sorting before the first chunk's first row are new ones of the first bucket;
-        // an old one there contradicts the capture's order.
-        let at = (b.max(1) - 1) as usize;
-        if b == 0 && o > 0 {
-            return Ok(None);
-        }
-        let Some(c) = counts.get_mut(at) else {
-            return Ok(None);
-        };
-        c.0 += o as u64;
-        c.1 += n as u64;
-    }
+    let Some(Scan { counts, places }) = scan(reader, entry, &bounds, &old).await? else {
+        return Ok(None);
+    };
     let flagged: Vec<usize> = (0..buckets.len())
         .filter(|&i| counts[i].1 > 0 || counts[i].0 != buckets[i].rows)
         .collect();
@@ -221,7 +200,16 @@ pub(super) async fn examine<B: Backend + 'static>(
     if bytes > MAX_FLAGGED_BYTES {
         return Ok(None);
     }
-    let sql = flagged_sql(entry, &bounds, &flagged, &old);
+    let rows = match places {
+        Some(places) => Rows::At(
+            flagged
+                .iter()
+                .flat_map(|&i| places[i].iter().copied())
+                .collect(),
+        ),
+        None => Rows::Buckets(&flagged),
+    };
+    let sql = flagged_sql(entry, &bounds, rows, &old);
     let context = format!("reading changed rows of {}", entry.table);
     let Some(live) = copy_out_bounded(reader, &sql, &context).await? else {
         return Ok(None);
@@ -430,25 +418,145 @@ async fn printed<'a>(
     Ok((printed.len() == count).then_some(printed))
 }
 
-/// `COPY` of the live rows of the `flagged` buckets (0-based; the first bucket's number 1
-/// also takes the rows before it, number 0): per row its bucket's number, `t` for an old
-/// row or `f`, its `ctid` and the stored columns.
-fn flagged_sql(entry: &TableEntry, bounds: &[String], flagged: &[usize], old: &str) -> String {
+/// Which live rows [`flagged_sql`] reads: those of some buckets (0-based), found by
+/// scanning the table, or those at these places (packed as [`Scan`] keeps them).
+enum Rows<'a> {
+    Buckets(&'a [usize]),
+    At(Vec<u64>),
+}
+
+/// `COPY` of some live rows: per row its bucket's number (1-based; the rows before the
+/// first bucket's bound are numbered 0 and go with it), `t` for an old row or `f`, its
+/// `ctid` and the stored columns.
+fn flagged_sql(entry: &TableEntry, bounds: &[String], rows: Rows<'_>, old: &str) -> String {
     let t = qualified(&entry.table);
     let cols = columns_of("t", &entry.columns).join(", ");
-    let bounds: Vec<String> = bounds.iter().map(|b| literal(b)).collect();
-    let mut numbers: Vec<String> = flagged.iter().map(|i| (i + 1).to_string()).collect();
-    if flagged.first() == Some(&0) {
-        numbers.push("0".into());
-    }
+    let (inner, outer) = match rows {
+        Rows::Buckets(flagged) => {
+            let mut numbers: Vec<String> = flagged.iter().map(|i| (i + 1).to_string()).collect();
+            if flagged.first() == Some(&0) {
+                numbers.push("0".into());
+            }
+            let numbers = numbers.join(", ");
+            (
+                String::new(),
+                format!(" WHERE x.\"phony bucket\" = ANY(ARRAY[{numbers}]::int4[])"),
+            )
+        }
+        Rows::At(places) => {
+            let tids: Vec<String> = places.iter().map(|&p| format!("'{}'", tid(p))).collect();
+            (
+                format!(" WHERE t.ctid = ANY(ARRAY[{}]::tid[])", tids.join(", ")),
+                String::new(),
+            )
+        }
+    };
     format!(
-        "COPY (SELECT * FROM (SELECT pg_catalog.width_bucket({ORDER}, ARRAY[{}]::name[]) \
+        "COPY (SELECT * FROM (SELECT pg_catalog.width_bucket({ORDER}, {}) \
          AS \"phony bucket\", {old} AS \"phony old\", t.ctid AS \"phony at\", {cols} \
-         FROM ONLY {t} AS t) x \
-         WHERE x.\"phony bucket\" = ANY(ARRAY[{}]::int4[])) TO STDOUT",
-        bounds.join(", "),
-        numbers.join(", ")
+         FROM ONLY {t} AS t{inner}) x{outer}) TO STDOUT",
+        name_array(bounds),
     )
+}
+
+/// `bounds` as an SQL `name[]`.
+fn name_array(bounds: &[String]) -> String {
+    let bounds: Vec<String> = bounds.iter().map(|b| literal(b)).collect();
+    format!("ARRAY[{}]::name[]", bounds.join(", "))
+}
+
+/// What the counting scan found: per bucket (0-based) its old and new live rows, and
+/// while they are at most [`MAX_PLACES`], where each row is (see [`place`]).
+struct Scan {
+    counts: Vec<(u64, u64)>,
+    places: Option<Vec<Vec<u64>>>,
+}
+
+/// The most rows whose places the counting scan keeps (8 bytes each): past it, the rows
+/// of the buckets that differ are found by a second scan of the table instead.
+const MAX_PLACES: usize = 4 << 20;
+
+/// Counts the old and new live rows of each of the buckets `bounds` delimit, keeping
+/// their places while they are few enough. `None` when a row contradicts the capture's
+/// order (an old row before the first bound) or the output is not what was asked for.
+async fn scan(
+    reader: &Client,
+    entry: &TableEntry,
+    bounds: &[String],
+    old: &str,
+) -> Result<Option<Scan>> {
+    let t = qualified(&entry.table);
+    let sql = format!(
+        "COPY (SELECT pg_catalog.width_bucket({ORDER}, {}), {old}, t.ctid FROM ONLY {t} AS t) TO STDOUT",
+        name_array(bounds)
+    );
+    let context = format!("reading the row ages of {}", entry.table);
+    let stream = reader.copy_out(&sql).await.map_err(pg(&context))?;
+    futures::pin_mut!(stream);
+    let mut counts = vec![(0u64, 0u64); bounds.len()];
+    let mut places = Some(vec![Vec::new(); bounds.len()]);
+    let mut kept = 0usize;
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(data) = stream.try_next().await.map_err(pg(&context))? {
+        pending.extend_from_slice(&data);
+        let Some(end) = pending.iter().rposition(|&b| b == b'\n') else {
+            continue;
+        };
+        for line in row::lines(&pending[..=end]) {
+            let mut fields = line.split(|&b| b == row::FIELD_SEP);
+            let (Some(b), Some(age), Some(at)) = (fields.next(), fields.next(), fields.next())
+            else {
+                return Ok(None);
+            };
+            let (Some(b), Some(at)) = (
+                std::str::from_utf8(b)
+                    .ok()
+                    .and_then(|s| s.parse::<usize>().ok()),
+                place(at),
+            ) else {
+                return Ok(None);
+            };
+            let is_old = age == b"t";
+            // Rows sorting before the first bound are new ones of the first bucket; an old
+            // one there contradicts the capture's order.
+            if b == 0 && is_old {
+                return Ok(None);
+            }
+            let i = b.max(1) - 1;
+            let Some(c) = counts.get_mut(i) else {
+                return Ok(None);
+            };
+            match is_old {
+                true => c.0 += 1,
+                false => c.1 += 1,
+            }
+            kept += 1;
+            if kept > MAX_PLACES {
+                places = None;
+            }
+            if let Some(p) = places.as_mut() {
+                p[i].push(at);
+            }
+        }
+        pending.drain(..=end);
+    }
+    if !pending.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Scan { counts, places }))
+}
+
+/// A `ctid`'s text, `(block,offset)`, packed as `block << 16 | offset`.
+fn place(text: &[u8]) -> Option<u64> {
+    let inner = text.strip_prefix(b"(")?.strip_suffix(b")")?;
+    let inner = std::str::from_utf8(inner).ok()?;
+    let (block, offset) = inner.split_once(',')?;
+    Some(u64::from(block.parse::<u32>().ok()?) << 16 | u64::from(offset.parse::<u16>().ok()?))
+}
+
+/// The `ctid` text of a place packed by [`place`].
+fn tid(place: u64) -> String {
+    format!("({},{})", place >> 16, place & 0xFFFF)
 }
 
 #[cfg(test)]
@@ -458,6 +566,16 @@ mod tests {
 
     fn chunk(rows: u64) -> BlobRef {
         BlobRef::plain(BlobId::of(&rows.to_le_bytes()), rows, 0)
+    }
+
+    #[test]
+    fn places_pack_and_unpack() {
+        for text in ["(0,1)", "(4294967295,65535)", "(123,45)"] {
+            assert_eq!(tid(place(text.as_bytes()).unwrap()), text);
+        }
+        for bad in ["", "(1,2", "1,2)", "(x,2)", "(1,65536)", "(-1,2)"] {
+            assert_eq!(place(bad.as_bytes()), None, "{bad}");
+        }
     }
 
     #[test]
