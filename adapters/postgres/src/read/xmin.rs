@@ -360,17 +360,6 @@ async fn examine_one<B: Backend + 'static>(
 ) -> Result<Outcome> {
     let chunks = store.table_chunks(entry).await?;
     let read = async {
-        if entry.key.is_empty() && chunks.len() > 1 {
-            let started = std::time::Instant::now();
-            let outcome =
-                keyless::examine(reader, store, entry, &chunks, horizon, prefetch).await?;
-            tracing::debug!(
-                "{}: ages read by chunk in {:?}",
-                entry.table,
-                started.elapsed()
-            );
-            return Ok(outcome.unwrap_or(Outcome::Content));
-        }
         let types = crate::keys::key_types(reader, entry).await?;
         let started = std::time::Instant::now();
         let ages = ages(reader, entry, &chunks, &types, horizon, bit_xor).await?;
@@ -380,6 +369,19 @@ async fn examine_one<B: Backend + 'static>(
                 return Ok(Outcome::Unchanged {
                     chunks: chunks.len() as u64,
                 })
+            }
+            // A table without a key is first counted whole (no row printed): only when that
+            // finds it changed are its chunks bounded.
+            Ages::Content if entry.key.is_empty() && chunks.len() > 1 => {
+                let started = std::time::Instant::now();
+                let outcome =
+                    keyless::examine(reader, store, entry, &chunks, horizon, prefetch).await?;
+                tracing::debug!(
+                    "{}: ages read by chunk in {:?}",
+                    entry.table,
+                    started.elapsed()
+                );
+                return Ok(outcome.unwrap_or(Outcome::Content));
             }
             Ages::Content => return Ok(Outcome::Content),
             Ages::Chunks {

@@ -372,7 +372,7 @@ async fn bounded(
 
 /// `rows` (COPY text lines) as the record text the capture sorted by, read back through a
 /// temporary table with the table's columns; `None` when they do not read back one for
-/// one.
+/// one, or do not print back as they were.
 async fn printed<'a>(
     reader: &Client,
     entry: &TableEntry,
@@ -394,12 +394,21 @@ async fn printed<'a>(
         count += 1;
     }
     let read = async {
-        let sql = format!(
-            "COPY {TEMP} ({}) FROM STDIN",
-            crate::sql::ident_list(&entry.columns)
-        );
-        copy_in_rows(reader, &sql, text, &context).await?;
-        // Rows COPY wrote into a new table lie in the order they came.
+        let cols = crate::sql::ident_list(&entry.columns);
+        copy_in_rows(
+            reader,
+            &format!("COPY {TEMP} ({cols}) FROM STDIN"),
+            text.clone(),
+            &context,
+        )
+        .await?;
+        // Rows COPY wrote into a new table lie in the order they came. They must print as
+        // the capture printed them: else this session's settings print some values
+        // otherwise (`lc_monetary` for `money`, say), and so may sort rows otherwise.
+        let again = format!("COPY (SELECT {cols} FROM {TEMP} ORDER BY ctid) TO STDOUT");
+        if copy_out_bounded(reader, &again, &context).await?.as_ref() != Some(&text) {
+            return Ok(Vec::new());
+        }
         let printed = reader
             .query(
                 &format!("SELECT (t.*)::text FROM {TEMP} AS t ORDER BY t.ctid"),
