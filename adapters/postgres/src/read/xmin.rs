@@ -374,14 +374,24 @@ async fn examine_one<B: Backend + 'static>(
             // finds it changed are its chunks bounded.
             Ages::Content if entry.key.is_empty() && chunks.len() > 1 => {
                 let started = std::time::Instant::now();
-                let outcome =
+                let found =
                     keyless::examine(reader, store, entry, &chunks, horizon, prefetch).await?;
                 tracing::debug!(
                     "{}: ages read by chunk in {:?}",
                     entry.table,
                     started.elapsed()
                 );
-                return Ok(outcome.unwrap_or(Outcome::Content));
+                let chunks = chunks.len() as u64;
+                return Ok(match found {
+                    Some(keyless::Found::Unchanged) => Outcome::Unchanged { chunks },
+                    Some(keyless::Found::Staged { staged, compared }) => Outcome::Staged {
+                        staged,
+                        chunks,
+                        compared,
+                        summed: false,
+                    },
+                    None => Outcome::Content,
+                });
             }
             Ages::Content => return Ok(Outcome::Content),
             Ages::Chunks {

@@ -31,8 +31,7 @@ use futures::TryStreamExt;
 use phony_core::{row, Backend, BlobRef, Store, TableEntry};
 use tokio_postgres::Client;
 
-use super::ages::{copy_out_bounded, MAX_FLAGGED_BYTES};
-use super::{Horizon, Outcome};
+use super::ages::{copy_out_bounded, Horizon, MAX_FLAGGED_BYTES};
 use crate::error::{pg, Result};
 use crate::keys::{push_line, Staged};
 use crate::read::chunk_stream::decoded_chunks;
@@ -130,6 +129,15 @@ fn buckets(chunks: &[BlobRef], ends: &[Ends]) -> Vec<Bucket> {
 /// keeps the order, ties aside: see [`bounded`].
 const ORDER: &str = "((t.*)::text::name COLLATE \"C\")";
 
+/// What the ages of a table without a key found.
+#[derive(Debug)]
+pub(super) enum Found {
+    /// The table holds the snapshot's rows.
+    Unchanged,
+    /// These rows differ, found by comparing `compared` of the table's chunks.
+    Staged { staged: Staged, compared: u64 },
+}
+
 /// Reads the ages of `entry`'s rows against its snapshot `chunks` (more than one) and
 /// compares the buckets they flag. `None` when the ages cannot tell: then the table's
 /// content is compared.
@@ -140,7 +148,7 @@ pub(super) async fn examine<B: Backend + 'static>(
     chunks: &[BlobRef],
     horizon: Horizon,
     prefetch: usize,
-) -> Result<Option<Outcome>> {
+) -> Result<Option<Found>> {
     let t = qualified(&entry.table);
     let context = || format!("reading the row ages of {}", entry.table);
     // The capture's order was the text of all of the table's columns: they must be the
@@ -187,9 +195,7 @@ pub(super) async fn examine<B: Backend + 'static>(
         .filter(|&i| counts[i].1 > 0 || counts[i].0 != buckets[i].rows)
         .collect();
     if flagged.is_empty() {
-        return Ok(Some(Outcome::Unchanged {
-            chunks: chunks.len() as u64,
-        }));
+        return Ok(Some(Found::Unchanged));
     }
     let compared: usize = flagged.iter().map(|&i| buckets[i].chunks.len()).sum();
     let bytes: u64 = flagged
@@ -289,11 +295,9 @@ pub(super) async fn examine<B: Backend + 'static>(
         return Ok(None);
     }
     staged.live_at = Some(live_at);
-    Ok(Some(Outcome::Staged {
+    Ok(Some(Found::Staged {
         staged,
-        chunks: chunks.len() as u64,
         compared: compared as u64,
-        summed: false,
     }))
 }
 
