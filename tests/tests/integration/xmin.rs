@@ -456,7 +456,8 @@ async fn restores_by_age_are_exact_for_random_changes() {
 /// identical rows that straddle chunks' ends or fill whole chunks, rows alike in their
 /// first 63 bytes across chunks' ends, values that print with
 /// quotes, commas, parentheses, backslashes, spaces and newlines, NULLs beside empty
-/// strings; and one with a generated column (not in the rows' stored text).
+/// strings; one with a generated column (not in the rows' stored text); one whose names
+/// hold quotes, a semicolon, a newline and Unicode.
 const KEYLESS: &str = r#"
     CREATE TABLE notes (who text, what text, n int);
     INSERT INTO notes SELECT 'user ' || (g % 97), 'did ' || (g % 13) || repeat('.', g % 50), g % 5
@@ -469,6 +470,10 @@ const KEYLESS: &str = r#"
       ('quote "q"', E'back\\slash', 3), ('Größe', '(a,b)', 4);
     CREATE TABLE doubled (a int, b int GENERATED ALWAYS AS (a * 2) STORED, c text);
     INSERT INTO doubled (a, c) SELECT g % 1000, repeat('c', g % 20) FROM generate_series(1, 30000) g;
+    CREATE TABLE "odd ""name""; x
+y" ("a ""col""" text, "Größe" int);
+    INSERT INTO "odd ""name""; x
+y" SELECT 'v ' || (g % 500), g % 7 FROM generate_series(1, 60000) g;
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -487,7 +492,11 @@ async fn tables_without_a_key_compare_only_the_chunks_their_rows_ages_flag() {
         async move { store.table_chunks(&entry).await.unwrap().len() as u64 }
     };
     let (notes, doubled) = (chunks("notes").await, chunks("doubled").await);
-    assert!(notes > 8 && doubled > 1, "{notes} and {doubled} chunks");
+    let odd = chunks("odd \"name\"; x\ny").await;
+    assert!(
+        notes > 8 && doubled > 1 && odd > 1,
+        "{notes}, {doubled} and {odd} chunks"
+    );
     db.exec(
         r#"
         DELETE FROM notes WHERE ctid = (SELECT min(ctid) FROM notes WHERE who = 'same');
@@ -499,6 +508,9 @@ async fn tables_without_a_key_compare_only_the_chunks_their_rows_ages_flag() {
         DELETE FROM notes WHERE who IS NULL;
         UPDATE notes SET n = 2 WHERE n = 1 AND what = '4321' AND who LIKE 'a shared%';
         UPDATE doubled SET a = -1 WHERE ctid = (SELECT min(ctid) FROM doubled WHERE a = 500);
+        UPDATE "odd ""name""; x
+y" SET "Größe" = -1 WHERE ctid = (SELECT min(ctid) FROM "odd ""name""; x
+y" WHERE "a ""col""" = 'v 250');
     "#,
     )
     .await;
@@ -512,11 +524,17 @@ async fn tables_without_a_key_compare_only_the_chunks_their_rows_ages_flag() {
         ages.compared_chunks > 0 && ages.compared_chunks < notes / 2,
         "{ages:?} of {notes} chunks"
     );
-    let change = report
-        .changes
-        .iter()
-        .find(|c| c.table.name == "notes")
-        .unwrap();
+    let changed = |name: &str| {
+        report
+            .changes
+            .iter()
+            .find(|c| c.table.name == name)
+            .unwrap_or_else(|| panic!("{name} not reported: {:?}", report.changes))
+            .clone()
+    };
+    let odd = changed("odd \"name\"; x\ny");
+    assert_eq!((odd.inserted, odd.deleted), (1, 1), "{odd:?}");
+    let change = changed("notes");
     // Put back: one `same`, both copies of (pair, 8), the three rows updated and the one
     // with a NULL; taken out: the third (pair, 7), the two new rows and the three updated.
     assert_eq!((change.inserted, change.deleted), (7, 6), "{change:?}");

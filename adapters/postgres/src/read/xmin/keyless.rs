@@ -582,6 +582,35 @@ mod tests {
     }
 
     #[test]
+    fn changed_rows_are_read_by_bucket_or_by_place() {
+        let entry = TableEntry {
+            table: phony_core::QualifiedName::new("public", "a \"b\""),
+            columns: vec!["x".into(), "y z".into()],
+            key: vec![],
+            content: chunk(3),
+        };
+        let bounds = ["(a,1)".to_owned(), "(it's,2)".to_owned()];
+        let scan = flagged_sql(&entry, &bounds, Rows::Buckets(&[0, 1]), "o");
+        assert_eq!(
+            scan,
+            "COPY (SELECT * FROM (SELECT pg_catalog.width_bucket(((t.*)::text::name COLLATE \"C\"), \
+             ARRAY['(a,1)', '(it''s,2)']::name[]) AS \"phony bucket\", o AS \"phony old\", \
+             t.ctid AS \"phony at\", t.\"x\", t.\"y z\" FROM ONLY \"public\".\"a \"\"b\"\"\" AS t) x \
+             WHERE x.\"phony bucket\" = ANY(ARRAY[1, 2, 0]::int4[])) TO STDOUT"
+        );
+        let at = flagged_sql(&entry, &bounds, Rows::At(vec![(7 << 16) | 3, 1]), "o");
+        assert!(
+            at.ends_with(
+                "FROM ONLY \"public\".\"a \"\"b\"\"\" AS t WHERE t.ctid = ANY(ARRAY['(7,3)', '(0,1)']::tid[])) x) TO STDOUT"
+            ),
+            "{at}"
+        );
+        // The rows before the first bound go with the first bucket only when it is read.
+        let later = flagged_sql(&entry, &bounds, Rows::Buckets(&[1]), "o");
+        assert!(later.contains("ANY(ARRAY[2]::int4[])"), "{later}");
+    }
+
+    #[test]
     fn places_pack_and_unpack() {
         for text in ["(0,1)", "(4294967295,65535)", "(123,45)"] {
             assert_eq!(tid(place(text.as_bytes()).unwrap()), text);
