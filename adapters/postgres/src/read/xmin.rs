@@ -42,7 +42,7 @@ mod ages;
 pub(crate) mod integer;
 mod keyless;
 
-use ages::{copy_out_bounded, MAX_FLAGGED_BYTES};
+use ages::{copy_out_bounded, flagged_line, MAX_FLAGGED_BYTES};
 pub(crate) use ages::{Ages, Horizon};
 
 /// The server's identity: system identifier (text), timeline and database oid (int8), each
@@ -496,17 +496,10 @@ pub(crate) async fn compare_flagged<B: Backend + 'static>(
     let mut olds: HashMap<usize, HashSet<String>> = HashMap::new();
     let mut news: HashMap<usize, Vec<&[u8]>> = HashMap::new();
     for line in row::lines(&data) {
-        let mut parts = line.splitn(3, |&b| b == row::FIELD_SEP);
-        let (Some(tag), Some(age), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+        let Some((i, is_old, rest)) = flagged_line(line) else {
             return Ok(None);
         };
-        let Some(i) = std::str::from_utf8(tag)
-            .ok()
-            .and_then(|s| s.parse::<usize>().ok())
-        else {
-            return Ok(None);
-        };
-        if age == b"t" {
+        if is_old {
             olds.entry(i)
                 .or_default()
                 .insert(row::key_text(rest, &positions));

@@ -106,6 +106,16 @@ pub(crate) async fn copy_out_bounded(
     Ok(Some(data))
 }
 
+/// One line of a changed-rows query (`COPY` text): the number of the chunk or bucket the
+/// row falls in, whether the row is older than the capture (`t`), and the rest of its
+/// fields. `None` when the line is not of that shape.
+pub(crate) fn flagged_line(line: &[u8]) -> Option<(usize, bool, &[u8])> {
+    let mut parts = line.splitn(3, |&b| b == phony_core::row::FIELD_SEP);
+    let (tag, age, rest) = (parts.next()?, parts.next()?, parts.next()?);
+    let i = std::str::from_utf8(tag).ok()?.parse::<usize>().ok()?;
+    Some((i, age == b"t", rest))
+}
+
 /// Keys are counted and XORed per class of their low bits (`key & (CLASSES - 1)`).
 pub(crate) const CLASSES: usize = 16;
 

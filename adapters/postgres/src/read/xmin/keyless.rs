@@ -31,7 +31,7 @@ use futures::TryStreamExt;
 use phony_core::{row, Backend, BlobRef, Store, TableEntry};
 use tokio_postgres::Client;
 
-use super::ages::{copy_out_bounded, Horizon, MAX_FLAGGED_BYTES};
+use super::ages::{copy_out_bounded, flagged_line, Horizon, MAX_FLAGGED_BYTES};
 use crate::error::{pg, Result};
 use crate::keys::{push_line, Staged};
 use crate::read::chunk_stream::decoded_chunks;
@@ -224,19 +224,14 @@ pub(super) async fn examine<B: Backend + 'static>(
     let mut olds: HashMap<usize, Vec<&[u8]>> = HashMap::new();
     let mut news: HashMap<usize, Vec<Located<'_>>> = HashMap::new();
     for line in row::lines(&live) {
-        let mut parts = line.splitn(4, |&b| b == row::FIELD_SEP);
-        let (Some(tag), Some(age), Some(at), Some(rest)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let Some((b, is_old, fields)) = flagged_line(line) else {
             return Ok(None);
         };
-        let Some(b) = std::str::from_utf8(tag)
-            .ok()
-            .and_then(|s| s.parse::<usize>().ok())
-        else {
+        let mut fields = fields.splitn(2, |&b| b == row::FIELD_SEP);
+        let (Some(at), Some(rest)) = (fields.next(), fields.next()) else {
             return Ok(None);
         };
-        if age == b"t" {
+        if is_old {
             olds.entry(b.max(1)).or_default().push(rest);
         } else {
             news.entry(b.max(1)).or_default().push((at, rest));
@@ -516,20 +511,11 @@ async fn scan(
             continue;
         };
         for line in row::lines(&pending[..=end]) {
-            let mut fields = line.split(|&b| b == row::FIELD_SEP);
-            let (Some(b), Some(age), Some(at)) = (fields.next(), fields.next(), fields.next())
+            let Some((b, is_old, Some(at))) =
+                flagged_line(line).map(|(b, is_old, at)| (b, is_old, place(at)))
             else {
                 return Ok(None);
             };
-            let (Some(b), Some(at)) = (
-                std::str::from_utf8(b)
-                    .ok()
-                    .and_then(|s| s.parse::<usize>().ok()),
-                place(at),
-            ) else {
-                return Ok(None);
-            };
-            let is_old = age == b"t";
             // Rows sorting before the first bound are new ones of the first bucket; an old
             // one there contradicts the capture's order.
             if b == 0 && is_old {
