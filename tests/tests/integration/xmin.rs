@@ -2,7 +2,9 @@
 //! before the capture are the snapshot's. Exact in every case, and actually narrower.
 
 use phony_core::CapturePoint;
-use phony_postgres::{capture, restore, CaptureOptions, Captured, RestoreOptions, RestoreReport};
+use phony_postgres::{
+    capture, restore, CaptureOptions, Captured, RestoreOptions, RestoreReport, TableRewrite,
+};
 use phony_tests::{assert_same, TestDb, TestStore};
 
 use crate::roundtrip::CHANGES;
@@ -82,6 +84,15 @@ async fn restore_by_age(db: &TestDb, store: &TestStore, captured: &Captured) -> 
     report
 }
 
+/// What `report` says changed in table `name` (panics when it names no such table).
+fn changed<'a>(report: &'a RestoreReport, name: &str) -> &'a TableRewrite {
+    report
+        .changes
+        .iter()
+        .find(|c| c.table.name == name)
+        .unwrap_or_else(|| panic!("{name} not reported: {:?}", report.changes))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_anywhere_are_undone_by_row_ages() {
     let (db, store, captured) = setup("xmin_any").await;
@@ -111,15 +122,7 @@ async fn changes_anywhere_are_undone_by_row_ages() {
     assert_same(&db.fingerprint().await, &before, "after the restore");
     let ages = report.row_ages.unwrap();
     assert!(ages.compared_chunks < ages.chunks, "{ages:?}");
-    let changed = |name: &str| {
-        report
-            .changes
-            .iter()
-            .find(|c| c.table.name == name)
-            .unwrap_or_else(|| panic!("{name} not reported: {:?}", report.changes))
-            .clone()
-    };
-    let items = changed("items");
+    let items = changed(&report, "items");
     // Deleted: the three inserts, 40000 and (as a key) nothing else; inserted back: the
     // three deleted and 10001; updated: 2, 15000, 15001 and 10000.
     assert_eq!(
@@ -127,8 +130,11 @@ async fn changes_anywhere_are_undone_by_row_ages() {
         (4, 4, 4),
         "{items:?}"
     );
-    assert_eq!(changed("log").deleted + changed("log").inserted, 2);
-    assert_eq!(changed("empty").deleted, 1);
+    assert_eq!(
+        changed(&report, "log").deleted + changed(&report, "log").inserted,
+        2
+    );
+    assert_eq!(changed(&report, "empty").deleted, 1);
 
     // Again: the rows the first restore rewrote are new now, compared, and equal.
     let again = restore_by_age(&db, &store, &captured).await;
@@ -524,17 +530,9 @@ y" WHERE "a ""col""" = 'v 250');
         ages.compared_chunks > 0 && ages.compared_chunks < notes / 2,
         "{ages:?} of {notes} chunks"
     );
-    let changed = |name: &str| {
-        report
-            .changes
-            .iter()
-            .find(|c| c.table.name == name)
-            .unwrap_or_else(|| panic!("{name} not reported: {:?}", report.changes))
-            .clone()
-    };
-    let odd = changed("odd \"name\"; x\ny");
+    let odd = changed(&report, "odd \"name\"; x\ny");
     assert_eq!((odd.inserted, odd.deleted), (1, 1), "{odd:?}");
-    let change = changed("notes");
+    let change = changed(&report, "notes");
     // Put back: one `same`, both copies of (pair, 8), the three rows updated and the one
     // with a NULL; taken out: the third (pair, 7), the two new rows and the three updated.
     assert_eq!((change.inserted, change.deleted), (7, 6), "{change:?}");
