@@ -596,3 +596,82 @@ async fn tables_without_a_key_restored_by_age_are_exact_for_random_changes() {
         assert_eq!(ages.content_tables, 0, "{picked:?}: {ages:?}");
     });
 }
+
+/// Rows of a table without a key that are alike up to a character starting at their
+/// text's byte 62 (`(`, then 61 bytes): a one-byte `a` there is kept in a 63-byte prefix,
+/// a two-byte `é` is not. Each group sorts its `a` row, then its two `é` rows; ten rows unlike them sort first.
+const STRADDLING: &str = r#"
+    CREATE TABLE wide (v text);
+    INSERT INTO wide SELECT repeat('x', 55) || lpad(g::text, 6, '0') || c || repeat('z', 20 + g % 37) || n
+      FROM generate_series(1, 3000) g, (VALUES ('a', 1), ('é', 1), ('é', 2)) AS s(c, n);
+    INSERT INTO wide SELECT 'first ' || g FROM generate_series(1, 10) g;
+"#;
+
+/// A row of [`STRADDLING`]: group `g`, character `c`, copy `n`.
+fn straddling(g: u32, c: char, n: u32) -> String {
+    format!(
+        "{}{g:06}{c}{}{n}",
+        "x".repeat(55),
+        "z".repeat(20 + g as usize % 37)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_character_across_a_bounds_last_byte_keeps_rows_in_their_bucket() {
+    let (db, store, captured) = setup_with("xmin_keyless_straddling", STRADDLING).await;
+    let before = db.fingerprint().await;
+    db.exec(&format!(
+        "UPDATE wide SET v = v || '!' WHERE v = '{}'",
+        straddling(1500, 'é', 1)
+    ))
+    .await;
+    let report = restore_by_age(&db, &store, &captured).await;
+    assert_same(&db.fingerprint().await, &before, "after the restore");
+    let ages = report.row_ages.unwrap();
+    assert_eq!(ages.content_tables, 0, "{ages:?}");
+    let wide = changed(&report, "wide");
+    assert_eq!((wide.inserted, wide.deleted), (1, 1), "{wide:?}");
+
+    // A chunk that opens with group g's `a`: g's `é` rows sort after that bound, but their
+    // 62-byte prefix sorts before it. Were they counted in the bucket before, taking
+    // out the two rows they would stand in for there would go unseen.
+    let entry = captured
+        .manifest
+        .tables
+        .iter()
+        .find(|t| t.table.name == "wide")
+        .unwrap();
+    let mut opening = None;
+    for chunk in store
+        .store
+        .table_chunks(entry)
+        .await
+        .unwrap()
+        .iter()
+        .skip(1)
+    {
+        let plain = store.store.get_plain(&chunk.id, chunk.bytes).await.unwrap();
+        let first = String::from_utf8(plain).unwrap();
+        let first = first.lines().next().unwrap().to_owned();
+        let g: u32 = first[55..61].parse().unwrap();
+        if first == straddling(g, 'a', 1) && g > 1 {
+            opening = Some(g);
+            break;
+        }
+    }
+    let g = opening.expect("a chunk opens with a group's first row");
+    db.exec(&format!(
+        "DELETE FROM wide WHERE v IN ('{}', '{}')",
+        straddling(g - 1, 'é', 1),
+        straddling(g - 1, 'é', 2)
+    ))
+    .await;
+    let report = restore_by_age(&db, &store, &captured).await;
+    assert_same(
+        &db.fingerprint().await,
+        &before,
+        "after two rows before a bound went",
+    );
+    let wide = changed(&report, "wide");
+    assert_eq!((wide.inserted, wide.deleted), (2, 0), "{wide:?}");
+}

@@ -125,8 +125,9 @@ fn buckets(chunks: &[BlobRef], ends: &[Ends]) -> Vec<Bucket> {
 
 /// What a live row is bucketed by: the first bytes (at most 63, whole characters) of the
 /// text the capture sorted rows by, as a `name`, whose fixed width lets `width_bucket`
-/// search its bounds by halves (over `text` bounds it walks them one by one). A prefix
-/// keeps the order, ties aside: see [`bounded`].
+/// search its bounds by halves (over `text` bounds it walks them one by one). Cut at whole
+/// characters, a prefix does not quite keep the order: see [`bounded`] for the bounds that
+/// make up for it.
 const ORDER: &str = "((t.*)::text::name COLLATE \"C\")";
 
 /// What the ages of a table without a key found.
@@ -298,11 +299,20 @@ pub(super) async fn examine<B: Backend + 'static>(
 
 /// The buckets, with those whose first row cannot be told from the row before it by
 /// the first bytes of their text merged into the bucket before, and the remaining buckets'
-/// bounds: their first rows' first bytes (see [`ORDER`]). A row of a bucket sorts at or
-/// after its first row, so its prefix is at or after that row's prefix; a row of the
-/// buckets before sorts at or before the row just before, whose prefix is less than the
-/// bound (else the bucket was merged): so the prefixes put every row of the capture in its
-/// bucket. `None` when the rows do not read back as they should.
+/// bounds: their first rows' first bytes.
+///
+/// A row's prefix (see [`ORDER`]) keeps at most 63 bytes of whole characters, so it does
+/// not keep the order in every case: of two rows alike in their first 62 bytes, one with
+/// a one-byte character next keeps 63 bytes, one with a two-byte character keeps 62 and
+/// sorts first even if the row sorts after. A bound therefore keeps at most 60 bytes
+/// (whole characters; no character is longer than 4): a row that sorts at or after a
+/// bucket's first row keeps at least 60 bytes, those of the bound among them or bytes
+/// that sort after them, so its prefix is at or after the bound. A row of the buckets
+/// before sorts at or before the row just before the bucket, whose prefix is less than
+/// the bound (else the bucket was merged); the two rows share their first 60 bytes or
+/// differ within them, where the bound is decided, so that row's prefix is less too. So
+/// the bounds put every row of the capture in its bucket. `None` when the rows do not
+/// read back as they should.
 async fn bounded(
     reader: &Client,
     entry: &TableEntry,
@@ -329,9 +339,11 @@ async fn bounded(
         .collect();
     let rows = reader
         .query(
-            "SELECT (u.f::name COLLATE \"C\")::text, \
-                    coalesce(u.p::name COLLATE \"C\" < u.f::name COLLATE \"C\", false) \
-             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(f, p, i) ORDER BY u.i",
+            "SELECT b.bound, coalesce(u.p::name COLLATE \"C\" < b.bound::name COLLATE \"C\", false) \
+             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(f, p, i), \
+               LATERAL (SELECT left(u.f, max(n)) AS bound FROM generate_series(0, 60) AS n \
+                        WHERE octet_length(left(u.f, n)) <= 60) AS b \
+             ORDER BY u.i",
             &[&firsts, &befores],
         )
         .await
