@@ -1,7 +1,9 @@
 //! Change tracking: restores that read only what changed, and never a wrong restore.
 
 use crate::{change_sets, run_cases};
-use phony_postgres::{capture, restore, tracking, CaptureOptions, RestoreOptions, RestorePath};
+use phony_postgres::{
+    capture, restore, tracking, CaptureOptions, Captured, Fingerprint, RestoreOptions, RestorePath,
+};
 use phony_tests::{assert_same, TestDb, TestStore};
 
 use crate::roundtrip::{uniques_change, CHANGES, UNIQUES, UNIQUES_CHANGES};
@@ -506,14 +508,40 @@ async fn keys_equal_but_spelled_otherwise_come_back_as_they_were() {
 }
 
 /// A snapshot of `db` into `store`, and the database's fingerprint at that moment.
-async fn captured_with_fingerprint(
-    db: &TestDb,
-    store: &TestStore,
-) -> (phony_postgres::Captured, phony_postgres::Fingerprint) {
+async fn captured_with_fingerprint(db: &TestDb, store: &TestStore) -> (Captured, Fingerprint) {
     let captured = capture(&db.target(), &store.store, &CaptureOptions::default())
         .await
         .unwrap();
     (captured, db.fingerprint().await)
+}
+
+/// Tracking turned on in `db`, a store, and a snapshot of `db` in it with the database's
+/// fingerprint at that moment.
+async fn tracked_base(db: &TestDb) -> (TestStore, (Captured, Fingerprint)) {
+    db.track_on().await;
+    let store = TestStore::new().await;
+    let base = captured_with_fingerprint(db, &store).await;
+    (store, base)
+}
+
+/// Restores `base` with the log's help and checks that the database is `expected` again;
+/// then, given a `later` snapshot, goes to it and back (see [`forward_and_back`]).
+async fn restore_tracked(
+    db: &TestDb,
+    store: &TestStore,
+    base: &Captured,
+    expected: &Fingerprint,
+    later: Option<&(Captured, Fingerprint)>,
+    label: &str,
+) -> phony_postgres::RestoreReport {
+    let report = db.restore(store, &base.manifest).await;
+    assert_eq!(report.path, RestorePath::Delta, "{:?}", report.full_reason);
+    assert!(report.tracked, "{report:?}");
+    assert_same(&db.fingerprint().await, expected, label);
+    if let Some(later) = later {
+        forward_and_back(db, store, later, &base.manifest, expected).await;
+    }
+    report
 }
 
 /// Restores the later snapshot `later` (captured with its fingerprint), whose rows a
@@ -522,9 +550,9 @@ async fn captured_with_fingerprint(
 async fn forward_and_back(
     db: &TestDb,
     store: &TestStore,
-    later: &(phony_postgres::Captured, phony_postgres::Fingerprint),
+    later: &(Captured, Fingerprint),
     base: &phony_core::RootManifest,
-    expected: &phony_postgres::Fingerprint,
+    expected: &Fingerprint,
 ) {
     let (captured, fingerprint) = later;
     let report = db.restore(store, &captured.manifest).await;
@@ -557,12 +585,7 @@ async fn every_rewrite_strategy_puts_back_the_exact_rows() {
          INSERT INTO ident (id, v) SELECT i, 'x' FROM generate_series(1, 20) i;",
     )
     .await;
-    db.track_on().await;
-    let store = TestStore::new().await;
-    let base = capture(&db.target(), &store.store, &CaptureOptions::default())
-        .await
-        .unwrap();
-    let expected = db.fingerprint().await;
+    let (store, (base, expected)) = tracked_base(&db).await;
     let mess = "UPDATE plain SET v = v || '!', n = NULL WHERE id % 3 = 0;
                 DELETE FROM plain WHERE id % 7 = 0;
                 INSERT INTO plain SELECT i, 'new', 0 FROM generate_series(301, 340) i;
@@ -586,17 +609,8 @@ async fn every_rewrite_strategy_puts_back_the_exact_rows() {
         }
         for round in 0..2 {
             db.exec(mess).await;
-            let report = db.restore(&store, &base.manifest).await;
-            assert_eq!(report.path, RestorePath::Delta, "{:?}", report.full_reason);
-            assert!(report.tracked, "{report:?}");
-            assert_same(
-                &db.fingerprint().await,
-                &expected,
-                &format!("other mark: {other_mark}, round {round}"),
-            );
-            if let Some(later) = &later {
-                forward_and_back(&db, &store, later, &base.manifest, &expected).await;
-            }
+            let label = format!("other mark: {other_mark}, round {round}");
+            restore_tracked(&db, &store, &base, &expected, later.as_ref(), &label).await;
         }
     }
 }
@@ -608,12 +622,7 @@ async fn every_rewrite_strategy_puts_back_the_exact_rows() {
 async fn tracked_rows_under_expression_partial_and_generated_unique_indexes_are_put_back() {
     let db = TestDb::new("trk_uniques").await;
     db.exec(UNIQUES).await;
-    db.track_on().await;
-    let store = TestStore::new().await;
-    let base = capture(&db.target(), &store.store, &CaptureOptions::default())
-        .await
-        .unwrap();
-    let expected = db.fingerprint().await;
+    let (store, (base, expected)) = tracked_base(&db).await;
     for other_mark in [false, true] {
         let mut later = None;
         if other_mark {
@@ -636,18 +645,9 @@ async fn tracked_rows_under_expression_partial_and_generated_unique_indexes_are_
             false => (1, 1, 18),
         };
         assert_eq!(uniques_change(&report), changed, "dry run");
-        let report = db.restore(&store, &base.manifest).await;
-        assert_eq!(report.path, RestorePath::Delta, "{:?}", report.full_reason);
-        assert!(report.tracked, "{report:?}");
-        assert_eq!(uniques_change(&report), changed, "other mark: {other_mark}");
-        assert_same(
-            &db.fingerprint().await,
-            &expected,
-            &format!("other mark: {other_mark}"),
-        );
-        if let Some(later) = &later {
-            forward_and_back(&db, &store, later, &base.manifest, &expected).await;
-        }
+        let label = format!("other mark: {other_mark}");
+        let report = restore_tracked(&db, &store, &base, &expected, later.as_ref(), &label).await;
+        assert_eq!(uniques_change(&report), changed, "{label}");
     }
 }
 
