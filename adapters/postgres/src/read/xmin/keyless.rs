@@ -338,7 +338,7 @@ pub(super) async fn examine<B: Backend + 'static>(
 /// the first bytes of their text merged into the bucket before, and the remaining buckets'
 /// bounds: their first rows' first bytes.
 ///
-/// A row's prefix (see [`ORDER`]) keeps at most 63 bytes of whole characters, so it does
+/// A row's prefix (see [`Key`]) keeps at most 63 bytes of whole characters, so it does
 /// not keep the order in every case: of two rows alike in their first 62 bytes, one with
 /// a one-byte character next keeps 63 bytes, one with a two-byte character keeps 62 and
 /// sorts first even if the row sorts after. A bound therefore keeps at most 60 bytes
